@@ -1,0 +1,59 @@
+"""Exceptions icon-bench raises, and the "did you mean" helper they share."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class IconBenchError(Exception):
+    """Base class: an error a user can act on, printed without a traceback by the CLI."""
+
+
+class UnknownNameError(IconBenchError, KeyError):
+    """A name (component, parameter, key) that is not known, with close matches."""
+
+    def __init__(self, what: str, name: str, choices: Iterable[str], where: str = "") -> None:
+        self.what, self.name, self.where = what, name, where
+        self.choices = sorted(set(choices))
+        self.suggestions = did_you_mean(name, self.choices)
+        super().__init__(str(self))
+
+    def __str__(self) -> str:  # KeyError would otherwise repr() the message
+        msg = f"unknown {self.what} {self.name!r}"
+        if self.where:
+            msg += f" in {self.where}"
+        if self.suggestions:
+            msg += f"; did you mean {' or '.join(repr(s) for s in self.suggestions)}?"
+        elif self.choices:
+            shown = ", ".join(self.choices[:20]) + (", ..." if len(self.choices) > 20 else "")
+            msg += f"; known: {shown}"
+        return msg
+
+
+class DuplicateComponentError(IconBenchError):
+    """Two plugins registered the same component name."""
+
+
+class PluginLoadError(IconBenchError):
+    """A plugin failed to import or register (raised only in strict mode)."""
+
+
+class DataError(IconBenchError):
+    """A dataset file or array is missing, malformed, or inconsistent."""
+
+
+class SuiteError(IconBenchError):
+    """A suite file is malformed; the message names the file, line and key."""
+
+
+class TrialError(IconBenchError):
+    """A trial stopped for a reason worth reporting (diverged, NaN loss, bad settings)."""
+
+
+def did_you_mean(name: str, choices: Iterable[str], n: int = 3, cutoff: float = 0.6) -> list[str]:
+    """Close matches of `name` among `choices`, best first (case-insensitive)."""
+    choices = list(choices)
+    lowered = {c.lower(): c for c in choices}
+    hits = difflib.get_close_matches(name.lower(), list(lowered), n=n, cutoff=cutoff)
+    return [lowered[h] for h in hits]

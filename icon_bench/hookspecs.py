@@ -1,0 +1,67 @@
+"""The pluggy hook specifications every icon-bench plugin (built-in or third-party) implements."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Protocol
+
+import pluggy
+
+PROJECT = "icon_bench"
+ENTRY_POINT_GROUP = "icon_bench"
+
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+
+class Register(Protocol):
+    """The callback each hook receives: ``register(name, factory, description=None, aliases=())``."""
+
+    def __call__(
+        self,
+        name: str,
+        factory: Callable[..., Any],
+        *,
+        description: str | None = None,
+        aliases: tuple[str, ...] = (),
+    ) -> None: ...
+
+
+@hookspec
+def register_kernels(register: Register) -> None:
+    """Register kernels: factories returning an ``icon_bench.kernels.Kernel`` (a p or q distribution)."""
+
+
+@hookspec
+def register_divergences(register: Register) -> None:
+    """Register divergences: factories returning an ``icon_bench.divergences.Divergence``."""
+
+
+@hookspec
+def register_methods(register: Register) -> None:
+    """Register methods: factories returning an ``icon_bench.methods.Method`` recipe."""
+
+
+@hookspec
+def register_datasets(register: Register) -> None:
+    """Register datasets: factories returning an ``icon_bench.datasets.Dataset``."""
+
+
+@hookspec
+def register_models(register: Register) -> None:
+    """Register models: factories ``(in_shape, out_dim, **params) -> torch.nn.Module``."""
+
+
+@hookspec
+def register_metrics(register: Register) -> None:
+    """Register evaluation metrics: factories returning an ``icon_bench.evaluation.Metric``."""
+
+
+# kind (singular, as users name it) -> hook name
+KINDS: dict[str, str] = {
+    "kernel": "register_kernels",
+    "divergence": "register_divergences",
+    "method": "register_methods",
+    "dataset": "register_datasets",
+    "model": "register_models",
+    "metric": "register_metrics",
+}
