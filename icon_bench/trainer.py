@@ -1,0 +1,281 @@
+"""The training loop: device-resident data, index-slice batches with views or kNN neighbours, Adam, NaN checks."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from icon_bench.errors import TrialError, UnknownNameError
+
+#: ``augment(x, generator) -> x'``: a batched, on-device augmentation of inputs.
+Augment = Callable[[Tensor, torch.Generator], Tensor]
+
+
+@dataclasses.dataclass
+class TrainSettings:
+    """Trainer settings; a trial spec's ``settings`` overrides them key by key."""
+
+    epochs: int = 30
+    batch_size: int | None = 256  # anchors per batch; None = the whole training set
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    optimizer: str = "adam"  # "adam" | "adamw"
+    lr_step: int = 10  # halve (lr_gamma) every lr_step epochs, DESIGN.md's schedule; 0 = constant
+    lr_gamma: float = 0.5
+    views: int = 1  # augmented views per sample, concatenated and sharing batch["index"]
+    neighbors: int = 0  # global-kNN neighbours drawn into the batch per anchor
+    ema: float = 0.0  # EMA decay of the weights used for the final embedding; 0 = off
+    grad_clip: float | None = None
+    check_every: int = 25  # steps between NaN checks (a host sync); the step is still exact
+    amp: bool = True  # bf16 autocast of the model forward on CUDA
+    drop_last: bool = False
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any] | None) -> TrainSettings:
+        """Settings from a dict, rejecting unknown keys with "did you mean"."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        values = dict(values or {})
+        for key in values:
+            if key not in known:
+                raise UnknownNameError("trainer setting", key, known)
+        settings = cls(**values)
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        if self.epochs < 0:
+            raise TrialError(f"settings.epochs must be >= 0, got {self.epochs}")
+        if self.batch_size is not None and self.batch_size < 1:
+            raise TrialError(f"settings.batch_size must be >= 1 or null, got {self.batch_size}")
+        if self.views < 1:
+            raise TrialError(f"settings.views must be >= 1, got {self.views}")
+        if self.neighbors < 0:
+            raise TrialError(f"settings.neighbors must be >= 0, got {self.neighbors}")
+        if self.optimizer not in ("adam", "adamw"):
+            raise UnknownNameError("optimizer", self.optimizer, ["adam", "adamw"])
+        if not 0.0 <= self.ema < 1.0:
+            raise TrialError(f"settings.ema must be in [0, 1), got {self.ema}")
+        if self.check_every < 1:
+            raise TrialError(f"settings.check_every must be >= 1, got {self.check_every}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass
+class TrainData:
+    """What the loop reads, resident on one device: inputs, labels and the optional global kNN graph."""
+
+    x: Tensor
+    y: Tensor
+    knn: Tensor | None = None  # (n, k) int64 dataset indices
+
+    def to(self, device: torch.device | str) -> TrainData:
+        return TrainData(
+            self.x.to(device),
+            self.y.to(device),
+            None if self.knn is None else self.knn.to(device),
+        )
+
+
+@dataclasses.dataclass
+class TrainResult:
+    """The loop's record: per-epoch loss, steps, the weights to embed with (EMA when enabled)."""
+
+    history: dict[str, list[float]]
+    epochs: int
+    steps: int
+    model: nn.Module
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """``"auto"``/None -> CUDA when available, else CPU."""
+    if device is None or str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed torch (CPU and CUDA) so the same spec gives the same result on CPU."""
+    torch.manual_seed(seed)
+    if torch.cuda.is_available():
+        torch.cuda.manual_seed_all(seed)
+
+
+def make_batch(
+    data: TrainData,
+    anchors: Tensor,
+    settings: TrainSettings,
+    generator: torch.Generator,
+    augment: Augment | None = None,
+) -> dict[str, Tensor]:
+    """A batch for the given anchor indices: kNN neighbours drawn in, then views, as docs/architecture.md says.
+
+    Rows are ``[anchors, neighbours]`` repeated once per view; views share ``index``, and
+    ``neighbors`` holds each row's list from the global graph when there is one.
+    """
+    rows = anchors
+    if settings.neighbors > 0:
+        if data.knn is None:
+            raise TrialError(
+                "settings.neighbors > 0 needs the global kNN graph: load the dataset with the knn option "
+                "(e.g. dataset.knn=10)"
+            )
+        k = data.knn.shape[1]
+        # m neighbours per anchor, drawn with replacement among its k (uniform, like the kNN kernel).
+        cols = torch.randint(0, k, (anchors.numel(), settings.neighbors), generator=generator, device=anchors.device)
+        drawn = data.knn[anchors.unsqueeze(1), cols].reshape(-1)
+        rows = torch.cat([anchors, drawn])
+    x = data.x[rows]
+    if settings.views > 1 or augment is not None:
+        views = [augment(x, generator) if augment is not None else x for _ in range(settings.views)]
+        x = torch.cat(views)
+        rows = rows.repeat(settings.views)
+    batch = {"inputs": x, "labels": data.y[rows], "index": rows}
+    if data.knn is not None:
+        batch["neighbors"] = data.knn[rows]
+    return batch
+
+
+def embed(model: nn.Module, x: Tensor, index: Tensor, *, batch_size: int = 4096, amp: bool = True) -> Tensor:
+    """The model's output for every row, in chunks, fp32, without gradients."""
+    takes_index = getattr(model, "takes", "inputs") == "index"
+    outs = []
+    model.eval()
+    with torch.no_grad():
+        for start in range(0, index.numel(), batch_size):
+            idx = index[start : start + batch_size]
+            inp = idx if takes_index else x[start : start + batch_size]
+            with _autocast(inp.device, amp):
+                out = model(inp)
+            outs.append(out.float())
+    return torch.cat(outs) if outs else torch.empty(0)
+
+
+def fit(
+    model: nn.Module,
+    loss_fn: nn.Module,
+    data: TrainData,
+    settings: TrainSettings,
+    *,
+    seed: int = 0,
+    augment: Augment | None = None,
+    progress: bool = False,
+    desc: str = "train",
+) -> TrainResult:
+    """Train ``model`` (and any parameters of ``loss_fn``, e.g. prototypes) on ``data``; return the history.
+
+    Stops with TrialError when the loss becomes NaN or infinite, naming the epoch and step.
+    """
+    from tqdm.auto import tqdm
+
+    device = data.x.device
+    n = data.x.shape[0]
+    takes_index = getattr(model, "takes", "inputs") == "index"
+    generator = torch.Generator(device=device)
+    generator.manual_seed(seed)
+    params = [p for p in list(model.parameters()) + list(loss_fn.parameters()) if p.requires_grad]
+    if not params:
+        raise TrialError("nothing to train: the model and the loss have no trainable parameters")
+    opt_cls = torch.optim.AdamW if settings.optimizer == "adamw" else torch.optim.Adam
+    optimizer = opt_cls(params, lr=settings.lr, weight_decay=settings.weight_decay)
+    scheduler = (
+        torch.optim.lr_scheduler.StepLR(optimizer, step_size=settings.lr_step, gamma=settings.lr_gamma)
+        if settings.lr_step > 0
+        else None
+    )
+    ema_model = copy.deepcopy(model) if settings.ema > 0 else None
+    if ema_model is not None:
+        ema_model.requires_grad_(False)
+
+    bs = n if settings.batch_size is None else min(settings.batch_size, n)
+    steps_per_epoch = n // bs if settings.drop_last else math.ceil(n / bs)
+    k = settings.check_every
+    # Per-step losses stay on the device; the host looks at them once every `check_every` steps.
+    window = torch.zeros(k, device=device)
+    epoch_sum = torch.zeros((), device=device)
+    history: dict[str, list[float]] = {"loss": [], "lr": []}
+    step = 0
+    bar = tqdm(range(settings.epochs), desc=desc, disable=not progress, leave=False)
+    for epoch in bar:
+        model.train()
+        loss_fn.train()
+        perm = torch.randperm(n, generator=generator, device=device)
+        epoch_sum.zero_()
+        epoch_steps = 0
+        for s in range(steps_per_epoch):
+            anchors = perm[s * bs : (s + 1) * bs]
+            if anchors.numel() < 2:  # a one-row batch has no pairs
+                continue
+            batch = make_batch(data, anchors, settings, generator, augment)
+            with _autocast(device, settings.amp):
+                out = model(batch["index"] if takes_index else batch["inputs"])
+            batch["embeddings"] = out.float()  # the loss runs in fp32
+            loss = loss_fn(batch)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if settings.grad_clip:
+                torch.nn.utils.clip_grad_norm_(params, settings.grad_clip)
+            optimizer.step()
+            if ema_model is not None:
+                _ema_update(ema_model, model, settings.ema)
+            window[step % k] = loss.detach()
+            epoch_sum += loss.detach()
+            step += 1
+            epoch_steps += 1
+            if step % k == 0:
+                _check_finite(window, k, step, epoch, steps_per_epoch, settings)
+        _check_finite(window, (step - 1) % k + 1, step, epoch, steps_per_epoch, settings)
+        mean = epoch_sum.item() / max(epoch_steps, 1)
+        history["loss"].append(mean)
+        history["lr"].append(optimizer.param_groups[0]["lr"])
+        bar.set_postfix(loss=f"{mean:.4f}")
+        if scheduler is not None:
+            scheduler.step()
+    bar.close()
+    final = ema_model if ema_model is not None else model
+    final.eval()
+    return TrainResult(history=history, epochs=settings.epochs, steps=step, model=final)
+
+
+def _check_finite(
+    window: Tensor, filled: int, step: int, epoch: int, steps_per_epoch: int, settings: TrainSettings
+) -> None:
+    """Raise TrialError naming the first non-finite step among the last `filled` ones."""
+    if step == 0 or filled <= 0:
+        return
+    k = window.numel()
+    # The last `filled` steps sit at positions (step - filled .. step - 1) mod k.
+    positions = torch.arange(step - filled, step, device=window.device) % k
+    recent = window[positions]
+    bad = ~torch.isfinite(recent)
+    if not bool(bad.any()):
+        return
+    first = step - filled + int(bad.nonzero()[0, 0])  # global step index, 0-based
+    bad_epoch = first // max(steps_per_epoch, 1) if steps_per_epoch else epoch
+    bad_step = first - bad_epoch * steps_per_epoch
+    value = float(recent[bad][0])
+    raise TrialError(
+        f"loss became {'NaN' if math.isnan(value) else value} at epoch {bad_epoch} step {bad_step} "
+        f"(global step {first}); lr={settings.lr} may be too high, or the kernel temperature too low"
+    )
+
+
+def _ema_update(ema_model: nn.Module, model: nn.Module, decay: float) -> None:
+    with torch.no_grad():
+        for e, p in zip(ema_model.parameters(), model.parameters()):
+            e.lerp_(p.detach(), 1.0 - decay)
+        for e, b in zip(ema_model.buffers(), model.buffers()):
+            e.copy_(b)
+
+
+def _autocast(device: torch.device, amp: bool) -> Any:
+    # bf16 only for CUDA forwards: CPU autocast is slow for small models and changes results.
+    enabled = amp and device.type == "cuda"
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=enabled)

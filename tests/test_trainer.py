@@ -1,0 +1,122 @@
+"""Tests of the training loop: batches, schedule, seeding, NaN stop, EMA."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from icon_bench.errors import TrialError, UnknownNameError
+from icon_bench.trainer import TrainData, TrainSettings, embed, fit, make_batch
+
+
+class ToyLoss(nn.Module):
+    """Pull each embedding towards a one-hot of its label (a loss that training must reduce)."""
+
+    def forward(self, batch: dict) -> torch.Tensor:
+        target = nn.functional.one_hot(batch["labels"], batch["embeddings"].shape[1]).float()
+        return ((batch["embeddings"] - target) ** 2).sum(1).mean()
+
+
+class NaNAfter(nn.Module):
+    """ToyLoss until `after` calls, then NaN: simulates a diverging run."""
+
+    def __init__(self, after: int) -> None:
+        super().__init__()
+        self.after, self.calls = after, 0
+
+    def forward(self, batch: dict) -> torch.Tensor:
+        loss = ToyLoss()(batch)
+        self.calls += 1
+        return loss * float("nan") if self.calls > self.after else loss
+
+
+def _data(n: int = 40, d: int = 5, k: int = 3) -> TrainData:
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(n, d, generator=g)
+    y = torch.arange(n) % 3
+    knn = torch.stack([(torch.arange(n) + j + 1) % n for j in range(k)], 1)
+    return TrainData(x, y, knn)
+
+
+def test_settings_reject_unknown_keys_with_suggestion() -> None:
+    with pytest.raises(UnknownNameError, match="did you mean 'epochs'"):
+        TrainSettings.from_dict({"epoch": 3})
+    with pytest.raises(TrialError, match="views"):
+        TrainSettings.from_dict({"views": 0})
+
+
+def test_batch_with_neighbours_and_views() -> None:
+    data = _data()
+    settings = TrainSettings(views=2, neighbors=2)
+    anchors = torch.tensor([0, 5, 9])
+    noise = lambda x, g: x + 1.0  # noqa: E731 - a visible, deterministic "augmentation"
+    batch = make_batch(data, anchors, settings, torch.Generator().manual_seed(1), noise)
+    rows = 3 + 3 * 2  # anchors plus two drawn neighbours each
+    assert batch["inputs"].shape == (2 * rows, 5)
+    assert torch.equal(batch["index"][:rows], batch["index"][rows:])  # views share indices
+    drawn = batch["index"][3:rows].reshape(3, 2)
+    for a, nb in zip(anchors, drawn):
+        assert set(nb.tolist()) <= set(data.knn[a].tolist())  # neighbours come from the graph
+    assert torch.equal(batch["neighbors"], data.knn[batch["index"]])
+    assert torch.allclose(batch["inputs"], data.x[batch["index"]] + 1.0)
+    assert torch.equal(batch["labels"], data.y[batch["index"]])
+
+
+def test_neighbours_need_a_graph() -> None:
+    data = _data()
+    data.knn = None
+    with pytest.raises(TrialError, match="kNN graph"):
+        make_batch(data, torch.tensor([0, 1]), TrainSettings(neighbors=1), torch.Generator())
+
+
+def test_fit_reduces_loss_and_follows_the_step_schedule() -> None:
+    torch.manual_seed(0)
+    model = nn.Linear(5, 3)
+    settings = TrainSettings(epochs=6, batch_size=16, lr=0.05, lr_step=2, lr_gamma=0.5)
+    result = fit(model, ToyLoss(), _data(), settings, seed=0)
+    assert len(result.history["loss"]) == 6
+    assert result.history["loss"][-1] < 0.5 * result.history["loss"][0]
+    assert result.history["lr"] == pytest.approx([0.05, 0.05, 0.025, 0.025, 0.0125, 0.0125])
+    assert result.steps == 6 * 3  # ceil(40 / 16) steps per epoch
+
+
+def test_same_seed_same_result_and_different_seed_differs() -> None:
+    def run(seed: int) -> tuple[list[float], torch.Tensor]:
+        torch.manual_seed(seed)
+        model = nn.Linear(5, 3)
+        res = fit(model, ToyLoss(), _data(), TrainSettings(epochs=2, batch_size=8, lr=0.01, neighbors=1), seed=seed)
+        return res.history["loss"], model.weight.detach().clone()
+
+    a, b, c = run(1), run(1), run(2)
+    assert a[0] == b[0] and torch.equal(a[1], b[1])
+    assert not torch.equal(a[1], c[1])
+
+
+def test_nan_stops_with_epoch_and_step() -> None:
+    model = nn.Linear(5, 3)
+    # 40 rows, batch 10 -> 4 steps per epoch; NaN from the 7th call = epoch 1, step 2.
+    settings = TrainSettings(epochs=5, batch_size=10, check_every=3)
+    with pytest.raises(TrialError, match="loss became NaN at epoch 1 step 2"):
+        fit(model, NaNAfter(6), _data(), settings, seed=0)
+
+
+def test_ema_weights_are_returned_and_lag_behind() -> None:
+    torch.manual_seed(0)
+    model = nn.Linear(5, 3)
+    start = model.weight.detach().clone()
+    res = fit(model, ToyLoss(), _data(), TrainSettings(epochs=2, batch_size=8, lr=0.05, ema=0.9), seed=0)
+    assert res.model is not model
+    moved_ema = (res.model.weight - start).norm()
+    moved = (model.weight - start).norm()
+    assert 0 < moved_ema < moved
+
+
+def test_full_batch_and_embed_in_chunks() -> None:
+    model = nn.Linear(5, 3)
+    data = _data()
+    res = fit(model, ToyLoss(), data, TrainSettings(epochs=1, batch_size=None), seed=0)
+    assert res.steps == 1
+    z = embed(res.model, data.x, torch.arange(40), batch_size=7)
+    assert z.shape == (40, 3)
+    assert torch.allclose(z, model(data.x), atol=1e-6)
