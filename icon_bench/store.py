@@ -1,0 +1,198 @@
+"""The results store: append-only JSON Lines (results.jsonl) plus artifacts/<trial_id>.npz, resumable."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import tempfile
+import warnings
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from icon_bench.errors import IconBenchError
+
+__all__ = ["ResultsStore", "StoreWarning"]
+
+RESULTS_FILE = "results.jsonl"
+ARTIFACTS_DIR = "artifacts"
+
+
+class StoreWarning(UserWarning):
+    """A line of results.jsonl could not be read (a torn write) and was skipped."""
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def _json_default(value: Any) -> Any:
+    # numpy / torch scalars and small arrays that slipped into metrics or info.
+    if hasattr(value, "detach"):
+        value = value.detach().cpu().numpy()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, (set, frozenset)):
+        return sorted(value)
+    if isinstance(value, (Path, os.PathLike)):
+        return os.fspath(value)
+    if isinstance(value, (_dt.datetime, _dt.date)):
+        return value.isoformat()
+    raise TypeError(f"{type(value).__name__} is not JSON-serialisable")
+
+
+def _as_array(value: Any) -> np.ndarray | None:
+    if hasattr(value, "detach"):
+        return value.detach().cpu().numpy()
+    if isinstance(value, np.ndarray):
+        return value
+    return None
+
+
+class ResultsStore:
+    """One directory of results: ``results.jsonl`` (one row per line, latest per trial wins) and artifacts.
+
+    Appends are atomic at the line level: each row is one ``os.write`` of a complete line on an
+    O_APPEND descriptor, then fsync, so a crash leaves at most one torn last line, which readers skip.
+    """
+
+    def __init__(self, directory: str | os.PathLike[str], *, suite: str | None = None, run_id: str | None = None) -> None:
+        self.directory = Path(directory)
+        self.suite = suite
+        self.run_id = run_id
+        self.path = self.directory / RESULTS_FILE
+        self.skipped: list[tuple[int, str]] = []  # (line number, reason) of unreadable lines, last read
+        self._checked_tail = False
+        self._reported: set[tuple[int, str]] = set()
+
+    def __repr__(self) -> str:
+        return f"ResultsStore({str(self.directory)!r})"
+
+    # -- writing ----------------------------------------------------------------------------------
+    def append(self, row: Mapping[str, Any]) -> dict[str, Any]:
+        """Store one result row (artifacts to .npz, then the JSON line); returns the row as stored."""
+        row = dict(row)
+        if not row.get("trial_id"):
+            from icon_bench.suite import trial_id
+
+            if "spec" not in row:
+                raise IconBenchError("a result row needs 'trial_id' or 'spec'")
+            row["trial_id"] = trial_id(row["spec"])
+        if self.suite is not None:
+            row.setdefault("suite", self.suite)
+        if self.run_id is not None:
+            row.setdefault("run_id", self.run_id)
+        row.setdefault("stored_at", _now())
+        row["artifacts"] = self._write_artifacts(row["trial_id"], row.get("artifacts"))
+        try:
+            line = json.dumps(row, default=_json_default, ensure_ascii=False) + "\n"
+        except (TypeError, ValueError) as exc:
+            raise IconBenchError(f"result row of trial {row['trial_id']} is not JSON-serialisable: {exc}") from exc
+        self._append_line(line.encode("utf-8"))
+        return json.loads(line)  # the row exactly as a reader will see it (numpy scalars now floats)
+
+    def _append_line(self, data: bytes) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            if not self._checked_tail:
+                # A torn line from a crashed run has no newline; end it so this row starts clean.
+                self._checked_tail = True
+                size = os.fstat(fd).st_size
+                if size:
+                    with open(self.path, "rb") as fh:
+                        fh.seek(size - 1)
+                        if fh.read(1) != b"\n":
+                            os.write(fd, b"\n")
+            written = os.write(fd, data)
+            if written != len(data):  # only on a full disk; the reader will skip the torn line
+                raise IconBenchError(f"{self.path}: short write ({written} of {len(data)} bytes); disk full?")
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def _write_artifacts(self, tid: str, artifacts: Any) -> Any:
+        if not isinstance(artifacts, Mapping):
+            return artifacts  # None, or already a path
+        arrays = {str(k): a for k, v in artifacts.items() if (a := _as_array(v)) is not None}
+        if not arrays:
+            return None
+        target_dir = self.directory / ARTIFACTS_DIR
+        target_dir.mkdir(parents=True, exist_ok=True)
+        # Write to a temporary file and rename: a crash never leaves a half-written .npz behind.
+        fd, tmp = tempfile.mkstemp(dir=target_dir, prefix=f".{tid}.", suffix=".npz")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                np.savez_compressed(fh, **arrays)
+            os.replace(tmp, target_dir / f"{tid}.npz")
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return f"{ARTIFACTS_DIR}/{tid}.npz"
+
+    # -- reading ----------------------------------------------------------------------------------
+    def read(self) -> list[dict[str, Any]]:
+        """Every readable row in file order (reruns included); unreadable lines are skipped and reported."""
+        self.skipped = []
+        try:
+            data = self.path.read_bytes()
+        except FileNotFoundError:
+            return []
+        rows: list[dict[str, Any]] = []
+        lines = data.split(b"\n")
+        for number, raw in enumerate(lines, start=1):
+            if not raw.strip():
+                continue
+            torn_tail = number == len(lines)  # no newline after it: the write never finished
+            try:
+                row = json.loads(raw)
+                if not isinstance(row, dict) or "trial_id" not in row:
+                    raise ValueError("not a result row")
+            except ValueError as exc:
+                reason = "torn last line (interrupted write)" if torn_tail else f"unreadable line ({exc})"
+                self.skipped.append((number, reason))
+                if (number, reason) not in self._reported:  # say it once per store, not on every read
+                    self._reported.add((number, reason))
+                    warnings.warn(f"{self.path}:{number}: skipped {reason}", StoreWarning, stacklevel=3)
+                continue
+            rows.append(row)
+        return rows
+
+    def rows(self) -> list[dict[str, Any]]:
+        """The latest row of each trial, in the order the trials first appeared."""
+        latest: dict[str, dict[str, Any]] = {}
+        for row in self.read():
+            latest[row["trial_id"]] = row
+        return list(latest.values())
+
+    def done_ids(self) -> set[str]:
+        """Trials whose latest row has status ok."""
+        return {r["trial_id"] for r in self.rows() if r.get("status") == "ok"}
+
+    def failed_ids(self) -> set[str]:
+        """Trials whose latest row did not succeed."""
+        return {r["trial_id"] for r in self.rows() if r.get("status") != "ok"}
+
+    def status(self) -> dict[str, str]:
+        """trial_id -> status of its latest row."""
+        return {r["trial_id"]: str(r.get("status")) for r in self.rows()}
+
+    def to_dataframe(self, rows: Iterable[Mapping[str, Any]] | None = None) -> Any:
+        """The latest rows as a flat pandas DataFrame (``metrics.nmi``, ``timings.total_s``, ...)."""
+        import pandas as pd
+
+        rows = list(self.rows() if rows is None else rows)
+        return pd.json_normalize(rows) if rows else pd.DataFrame()
+
+    def load_artifacts(self, row: Mapping[str, Any]) -> dict[str, np.ndarray]:
+        """The arrays a row's trial saved (empty when it saved none)."""
+        rel = row.get("artifacts")
+        if not rel:
+            return {}
+        with np.load(self.directory / rel, allow_pickle=False) as npz:
+            return {k: npz[k] for k in npz.files}
