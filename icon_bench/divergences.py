@@ -1,0 +1,216 @@
+"""Divergences between row-wise distributions given as log-probabilities (KL, JS, TV, Hellinger, chi2, alpha, f)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+from icon_bench.errors import IconBenchError
+from icon_bench.hookspecs import hookimpl
+
+NEG_INF = float("-inf")
+
+
+class DivergenceError(IconBenchError, ValueError):
+    """A divergence was configured or called wrongly."""
+
+
+def _log_tiny(x: Tensor) -> float:
+    return math.log(torch.finfo(x.dtype).tiny)
+
+
+def _log_cap(x: Tensor) -> float:
+    # Largest exponent whose exp, summed over a row, stays finite: terms saturate there instead of
+    # overflowing to inf (and poisoning gradients with inf * 0).
+    return math.log(torch.finfo(x.dtype).max) - math.log(max(x.shape[-1], 1)) - 1.0
+
+
+class Divergence:
+    """Base class: ``div(log_p, log_q) -> (N,)`` per-row D(p_i || q_i) from (N, M) log-probabilities.
+
+    ``log_p`` and ``log_q`` may hold ``-inf`` (exact zeros); values and gradients stay finite.
+    Subclasses implement :meth:`rows`; ``bound`` is the largest value D can take, or None.
+    """
+
+    name: str = ""
+    bound: float | None = None
+
+    def __call__(self, log_p: Tensor, log_q: Tensor) -> Tensor:
+        if not isinstance(log_p, Tensor) or not isinstance(log_q, Tensor):
+            raise DivergenceError(f"divergence {self.name!r} takes two tensors of log-probabilities")
+        if log_p.shape != log_q.shape or log_p.dim() < 1:
+            raise DivergenceError(
+                f"divergence {self.name!r}: log_p {tuple(log_p.shape)} and log_q {tuple(log_q.shape)} "
+                "must have the same (N, M) shape"
+            )
+        return self.rows(log_p, log_q)
+
+    def rows(self, log_p: Tensor, log_q: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r})"
+
+
+def _kl_rows(lp: Tensor, lq: Tensor) -> Tensor:
+    """sum_j p (log p - log q) over p > 0; a q = 0 under p > 0 is read as q = dtype's tiny (finite)."""
+    mp = lp > NEG_INF
+    lq_s = torch.where(lq > NEG_INF, lq, _log_tiny(lq))
+    # Sanitise before the product: torch.where alone leaves 0 * inf = NaN in the backward pass.
+    lp_s = torch.where(mp, lp, 0.0)
+    term = torch.where(mp, lp_s.exp() * (lp_s - lq_s), 0.0)
+    return term.sum(-1)
+
+
+class KL(Divergence):
+    """Kullback-Leibler KL(p || q) = sum p log(p / q): I-Con's divergence."""
+
+    name = "kl"
+
+    def rows(self, log_p: Tensor, log_q: Tensor) -> Tensor:
+        return _kl_rows(log_p, log_q)
+
+
+class ReverseKL(Divergence):
+    """Reverse Kullback-Leibler KL(q || p) = sum q log(q / p) (mode seeking)."""
+
+    name = "reverse_kl"
+
+    def rows(self, log_p: Tensor, log_q: Tensor) -> Tensor:
+        return _kl_rows(log_q, log_p)
+
+
+class JS(Divergence):
+    """Jensen-Shannon (KL(p || m) + KL(q || m)) / 2 with m = (p + q) / 2; bounded by log 2."""
+
+    name = "js"
+    bound = math.log(2.0)
+
+    def rows(self, log_p: Tensor, log_q: Tensor) -> Tensor:
+        mp, mq = log_p > NEG_INF, log_q > NEG_INF
+        lp = torch.where(mp, log_p, 0.0)
+        lq = torch.where(mq, log_q, 0.0)
+        # m > 0 wherever p or q is; where both are zero the entry is masked, and feeding logaddexp
+        # finite values there keeps its backward free of exp(-inf - -inf) = NaN.
+        none = ~(mp | mq)
+        lm = torch.logaddexp(torch.where(mp | none, lp, NEG_INF), torch.where(mq | none, lq, NEG_INF))
+        lm = lm - math.log(2.0)
+        t_p = torch.where(mp, lp.exp() * (lp - lm), 0.0)
+        t_q = torch.where(mq, lq.exp() * (lq - lm), 0.0)
+        return 0.5 * (t_p + t_q).sum(-1)
+
+
+class TV(Divergence):
+    """Total variation sum |p - q| / 2; bounded by 1."""
+
+    name = "tv"
+    bound = 1.0
+
+    def rows(self, log_p: Tensor, log_q: Tensor) -> Tensor:
+        return 0.5 * (log_p.exp() - log_q.exp()).abs().sum(-1)
+
+
+class Hellinger(Divergence):
+    """Squared Hellinger sum (sqrt p - sqrt q)^2 / 2 = 1 - sum sqrt(p q); bounded by 1."""
+
+    name = "hellinger"
+    bound = 1.0
+
+    def rows(self, log_p: Tensor, log_q: Tensor) -> Tensor:
+        # The difference form is exact near p = q, where 1 - sum sqrt(pq) cancels.
+        return 0.5 * ((0.5 * log_p).exp() - (0.5 * log_q).exp()).pow(2).sum(-1)
+
+
+class Chi2(Divergence):
+    """Pearson chi-squared sum (p - q)^2 / q; terms saturate at the dtype's range instead of overflowing."""
+
+    name = "chi2"
+
+    def rows(self, log_p: Tensor, log_q: Tensor) -> Tensor:
+        mp, mq = log_p > NEG_INF, log_q > NEG_INF
+        lp = torch.where(mp, log_p, 0.0)
+        lq = torch.where(mq, log_q, _log_tiny(log_q))
+        # (p - q)^2 / q = p^2 / q - 2p + q, with p^2 / q taken in log space.
+        ratio = torch.where(mp, (2.0 * lp - lq).clamp(max=_log_cap(log_q)).exp(), 0.0)
+        return (ratio - 2.0 * log_p.exp() + log_q.exp()).sum(-1)
+
+
+class Alpha(Divergence):
+    """Amari alpha-divergence (1 - sum p^a q^(1-a)) / (a (1 - a)); KL(p || q) at a = 1, KL(q || p) at a = 0."""
+
+    name = "alpha"
+
+    def __init__(self, a: float = 0.5) -> None:
+        a = float(a)
+        if not math.isfinite(a):
+            raise DivergenceError(f"alpha divergence: a must be a finite number, got {a!r}")
+        self.a = a
+        self._end: Divergence | None = KL() if a == 1.0 else ReverseKL() if a == 0.0 else None
+        self.bound = 1.0 / (a * (1.0 - a)) if 0.0 < a < 1.0 else None
+
+    def rows(self, log_p: Tensor, log_q: Tensor) -> Tensor:
+        if self._end is not None:
+            return self._end.rows(log_p, log_q)
+        a = self.a
+        mp, mq = log_p > NEG_INF, log_q > NEG_INF
+        both = mp | mq
+        lp = torch.where(both, log_p, 0.0)
+        lq = torch.where(both, log_q, 0.0)
+        # A zero raised to a negative power is infinite: read it as the dtype's tiny to stay finite.
+        if a < 0.0:
+            lp = torch.where(mp | ~both, lp, _log_tiny(log_p))
+        if a > 1.0:
+            lq = torch.where(mq | ~both, lq, _log_tiny(log_q))
+        mixed = (a * lp + (1.0 - a) * lq).clamp(max=_log_cap(log_q)).exp()
+        # Amari's form for positive measures; equal to the normalised one when rows sum to 1.
+        term = a * log_p.exp() + (1.0 - a) * log_q.exp() - mixed
+        term = torch.where(both, term, 0.0)
+        return term.sum(-1) / (a * (1.0 - a))
+
+    def __repr__(self) -> str:
+        return f"Alpha(a={self.a})"
+
+
+class FDivergence(Divergence):
+    """A generic f-divergence sum_j q_j f(p_j / q_j) for a convex generator f with f(1) = 0.
+
+    ``f`` maps a tensor of ratios t > 0 to a tensor; it is only ever called on finite, positive t.
+    Conventions that keep every term finite (exact for ratios inside the dtype's range):
+
+    - p = 0 and q = 0: the term is 0 (0 f(0/0) = 0).
+    - p = 0 < q: the term is q f(t) with t = the dtype's tiny (the limit q f(0+) where f(0) is finite).
+    - q = 0 < p: q is read as the dtype's tiny, i.e. the term is tiny * f(p / tiny), a large finite
+      stand-in for p * lim f(t)/t (which is exact, p * f'(inf), for generators of linear growth).
+    - ratios are clamped to [tiny, sqrt(max)] of the dtype before f is applied.
+    """
+
+    def __init__(self, f: Callable[[Tensor], Tensor], name: str = "f", bound: float | None = None) -> None:
+        if not callable(f):
+            raise DivergenceError(f"FDivergence needs a callable generator f(t), got {f!r}")
+        self.f = f
+        self.name = name
+        self.bound = bound
+
+    def rows(self, log_p: Tensor, log_q: Tensor) -> Tensor:
+        mp, mq = log_p > NEG_INF, log_q > NEG_INF
+        lo = _log_tiny(log_q)
+        hi = 0.5 * math.log(torch.finfo(log_q.dtype).max)
+        lp = torch.where(mp, log_p, lo)
+        lq = torch.where(mq, log_q, lo)
+        t = (lp - lq).clamp(lo, hi).exp()
+        term = lq.exp() * self.f(t)
+        return torch.where(mp | mq, term, 0.0).sum(-1)
+
+
+@hookimpl
+def register_divergences(register: Callable[..., None]) -> None:
+    register("kl", KL)
+    register("reverse_kl", ReverseKL)
+    register("js", JS, aliases=("jsd", "jensen_shannon"))
+    register("tv", TV, aliases=("total_variation",))
+    register("hellinger", Hellinger)
+    register("chi2", Chi2)
+    register("alpha", Alpha)
