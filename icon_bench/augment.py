@@ -23,7 +23,7 @@ class Augmenter:
     """A batch augmentation ``(x, generator) -> x'`` for images (B, C, H, W) or vectors (B, D).
 
     Images: random crop (``crop="resized"``: a random area fraction in `scale` and aspect ratio in
-    `ratio`, resized back; ``"pad"``: shift by up to `pad` pixels with zero fill; ``"none"``),
+    `ratio`, resized back; ```"pad"``: shift by up to `pad` pixels, filling with the batch's lowest value, black for [0, 1] images; ``"none"``),
     horizontal flip with probability `flip` (0 by default: digits are not mirror-symmetric), colour
     jitter (brightness and contrast factors in [1 - b, 1 + b], applied with probability `jitter_p`),
     and random grey with probability `grey_p` (3-channel only). Values are clamped to the range the
@@ -141,10 +141,13 @@ class Augmenter:
         return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
     def _pad_crop(self, x: Tensor, g: torch.Generator | None) -> Tensor:
-        """Zero-pad by `pad` and crop back at a random integer offset (the CIFAR crop)."""
-        b, _, h, w = x.shape
+        """Pad by `pad` and crop back at a random integer offset (the CIFAR crop)."""
+        b, c, h, w = x.shape
         p = self.pad
-        padded = F.pad(x, (p, p, p, p))
+        # Fill with the batch minimum rather than 0, so standardised images also pad with "black";
+        # built from the tensor (not a Python float) to avoid a host sync per batch.
+        padded = x.amin().expand(b, c, h + 2 * p, w + 2 * p).clone()
+        padded[:, :, p : p + h, p : p + w] = x
         dx = torch.randint(0, 2 * p + 1, (b,), generator=g, device=x.device)
         dy = torch.randint(0, 2 * p + 1, (b,), generator=g, device=x.device)
         rows = (dy[:, None] + torch.arange(h, device=x.device)[None]).view(b, 1, h, 1)
