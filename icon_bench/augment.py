@@ -89,6 +89,11 @@ class Augmenter:
 
     @torch.no_grad()
     def __call__(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        if generator is not None and generator.device.type != x.device.type:
+            raise ValueError(
+                f"Augmenter: the generator is on {generator.device} but the batch on {x.device}; "
+                "create it with torch.Generator(device=x.device)"
+            )
         if x.dim() == 4:
             return self.images(x, generator)
         if x.dim() == 2 and self.image_shape is not None:

@@ -83,5 +83,8 @@ def test_augmenter_for_reads_meta_and_bad_params() -> None:
         Augmenter(crop="random")
     with pytest.raises(ValueError, match="flip is a probability"):
         Augmenter(flip=2.0)
+    if torch.cuda.is_available():
+        with pytest.raises(ValueError, match="generator is on cpu"):
+            Augmenter()(torch.rand(2, 1, 8, 8, device="cuda"), _gen())
     with pytest.raises(ValueError, match="does not fit"):
         Augmenter(image_shape=(1, 8, 8))(torch.rand(2, 63), _gen())
