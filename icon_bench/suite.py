@@ -506,11 +506,42 @@ def _check_axis_key(errors: _Errors, loc: Loc, key: Any) -> bool:
         if not rest or any(not part for part in rest.split(".")):
             errors.add(loc, "empty part in a dotted key")
             return False
-        return True
+        return _check_setting_key(errors, loc, rest) if prefix == "settings" else True
     # Any other plain key is a trainer setting; one that is a near-miss of an axis is a typo.
     hint = did_you_mean(key, [*AXES, "datasets", "seeds"], cutoff=0.75)
     if hint:
         errors.add(loc, _unknown_key(key, hint))
+        return False
+    return _check_setting_key(errors, loc, key)
+
+
+def _known_settings() -> frozenset[str]:
+    """Trainer settings and method options, when those modules exist (methods may accept more)."""
+    known: set[str] = set()
+    try:
+        from icon_bench.trainer import TrainSettings
+
+        known |= set(TrainSettings.__dataclass_fields__)
+    except (ImportError, AttributeError):
+        pass
+    try:
+        from icon_bench.methods import OPTION_KEYS
+
+        known |= set(OPTION_KEYS)
+    except (ImportError, AttributeError):
+        pass
+    return frozenset(known)
+
+
+def _check_setting_key(errors: _Errors, loc: Loc, key: str) -> bool:
+    # Settings are open-ended (baselines take their own parameters), so only a near-miss of a known
+    # setting is an error here; the trial reports anything else it does not accept.
+    known = _known_settings()
+    if key in known:
+        return True
+    hint = did_you_mean(key, known, cutoff=0.8)
+    if hint:
+        errors.add(loc, f"unknown setting; did you mean {' or '.join(repr(h) for h in hint)}?")
         return False
     return True
 
@@ -584,3 +615,5 @@ def _check(suite: Suite, errors: _Errors) -> None:
     for key in suite.settings:
         if key in AXES:
             errors.add(("settings", key), f"{key!r} is a grid axis, not a trainer setting; move it under grid")
+        else:
+            _check_setting_key(errors, ("settings", key), key)

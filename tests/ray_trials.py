@@ -1,0 +1,88 @@
+"""Fake trial functions and dataset loaders for the runner tests: deterministic, cheap, and observable."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from typing import Any
+
+import numpy as np
+
+from icon_bench.suite import config_id, trial_id
+
+
+def _row(spec: dict[str, Any], metrics: dict[str, float], **extra: Any) -> dict[str, Any]:
+    ds = spec["dataset"]
+    div = spec.get("divergence")
+    return {
+        "trial_id": trial_id(spec),
+        "config_id": config_id(spec),
+        "spec": spec,
+        "method": spec["method"],
+        "dataset": ds["name"] if isinstance(ds, dict) else ds,
+        "divergence": div.get("name") if isinstance(div, dict) else div,
+        "seed": spec["seed"],
+        "status": "ok",
+        "metrics": metrics,
+        "timings": {"total_s": 0.0},
+        "error": None,
+        "traceback": None,
+        **extra,
+    }
+
+
+def fake_load(ds_spec: dict[str, Any]) -> dict[str, Any]:
+    """A tiny 'dataset'; appends this process's pid to ds_spec['log'] when given (to count loads)."""
+    if ds_spec.get("log"):
+        with open(ds_spec["log"], "a") as fh:
+            fh.write(f"{os.getpid()}\n")
+    # Seeded from the name (not hash(), which differs between processes) so every worker agrees.
+    rng = np.random.default_rng(int(hashlib.sha256(ds_spec["name"].encode()).hexdigest()[:8], 16))
+    return {"name": ds_spec["name"], "x": rng.normal(size=(50, 4)), "loader_pid": os.getpid()}
+
+
+def fake_trial(spec: dict[str, Any], data: Any = None) -> dict[str, Any]:
+    """Deterministic metrics from the spec and the data; sleeps settings.sleep; fails on settings.fail."""
+    settings = spec.get("settings") or {}
+    if settings.get("sleep"):
+        time.sleep(float(settings["sleep"]))
+    if settings.get("fail"):
+        raise ValueError(f"boom in {spec['method']}")
+    if settings.get("interrupt"):
+        raise KeyboardInterrupt  # what Ctrl-C looks like from inside a trial
+    digest = hashlib.sha256(trial_id(spec).encode()).digest()
+    score = int.from_bytes(digest[:4], "little") / 2**32
+    data_term = float(np.asarray(data["x"]).sum()) if data is not None else 0.0
+    return _row(
+        spec,
+        {"hungarian": round(score, 6), "nmi": round(score / 2, 6), "data_sum": data_term},
+        artifacts={"embedding_2d": np.arange(6, dtype=np.float32).reshape(3, 2), "labels": np.array([0, 1, 0])},
+        pid=os.getpid(),
+    )
+
+
+def gpu_trial(spec: dict[str, Any], data: Any = None) -> dict[str, Any]:
+    """Records the GPUs Ray assigned and the time window the trial ran in."""
+    import ray
+
+    start = time.time()
+    time.sleep(float((spec.get("settings") or {}).get("sleep", 1.0)))
+    return _row(
+        spec,
+        {"hungarian": 1.0},
+        gpu_ids=[str(g) for g in ray.get_gpu_ids()],
+        cuda_visible_devices=os.environ.get("CUDA_VISIBLE_DEVICES"),
+        window=[start, time.time()],
+        pid=os.getpid(),
+    )
+
+
+def dying_trial(spec: dict[str, Any], data: Any = None) -> dict[str, Any]:
+    """Kills its worker process on the first attempt (no marker file yet), succeeds on the retry."""
+    marker = (spec.get("settings") or {})["marker"]
+    if not os.path.exists(marker):
+        with open(marker, "w") as fh:
+            fh.write(str(os.getpid()))
+        os._exit(1)
+    return fake_trial(spec, data)

@@ -1,0 +1,193 @@
+"""Executors: failures become rows, datasets load once, and Ray (real, local) shares GPUs and retries dead workers."""
+
+from __future__ import annotations
+
+import _thread
+import os
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import ray_trials
+from ray_trials import dying_trial, fake_load, fake_trial, gpu_trial
+
+from icon_bench.errors import IconBenchError
+from icon_bench.executors import LocalExecutor, RayExecutor
+from icon_bench.store import ResultsStore
+from icon_bench.suite import trial_id
+
+
+def _specs(n: int, dataset: Any = "toy", **settings: Any) -> list[dict[str, Any]]:
+    return [
+        {"method": "m", "dataset": dataset, "divergence": "kl", "seed": i, "settings": dict(settings)} for i in range(n)
+    ]
+
+
+def _loads(log: Path) -> list[int]:
+    return [int(line) for line in log.read_text().split()] if log.exists() else []
+
+
+# ---------------------------------------------------------------------------------------------
+# Local
+# ---------------------------------------------------------------------------------------------
+def test_local_raising_trial_is_recorded_and_the_sweep_goes_on(tmp_path: Path) -> None:
+    specs = _specs(3)
+    specs[1]["settings"] = {"fail": True}
+    store = ResultsStore(tmp_path)
+    summary = LocalExecutor(progress=False).run(specs, store, trial_fn=fake_trial, load_fn=fake_load)
+    assert (summary.ok, summary.failed, summary.interrupted) == (2, 1, False)
+    rows = {r["trial_id"]: r for r in store.rows()}
+    bad = rows[trial_id(specs[1])]
+    assert bad["status"] == "failed" and bad["error"] == "ValueError: boom in m"
+    assert "Traceback" in bad["traceback"] and "fake_trial" in bad["traceback"]
+    assert bad["spec"]["seed"] == 1 and bad["config_id"] and bad["method"] == "m"
+    assert [rows[trial_id(s)]["status"] for s in (specs[0], specs[2])] == ["ok", "ok"]
+
+
+def test_local_loads_each_dataset_once_and_records_load_failures(tmp_path: Path) -> None:
+    log = tmp_path / "loads.log"
+    a = _specs(3, {"name": "a", "log": str(log)})
+    b = _specs(2, {"name": "b", "log": str(log)})
+
+    def load(ds: dict[str, Any]) -> Any:
+        if ds["name"] == "broken":
+            raise FileNotFoundError("no such file: x.npz")
+        return fake_load(ds)
+
+    broken = _specs(2, {"name": "broken"})
+    store = ResultsStore(tmp_path / "res")
+    summary = LocalExecutor(progress=False).run(a + broken + b, store, trial_fn=fake_trial, load_fn=load)
+    assert (summary.ok, summary.failed) == (5, 2)
+    assert len(_loads(log)) == 2
+    errors = {r["error"] for r in store.rows() if r["status"] == "failed"}
+    assert errors == {"dataset 'broken' failed to load: no such file: x.npz"}
+
+
+def test_local_keyboard_interrupt_keeps_finished_rows(tmp_path: Path) -> None:
+    specs = _specs(4)
+    specs[2]["settings"] = {"interrupt": True}
+    store = ResultsStore(tmp_path)
+    summary = LocalExecutor(progress=False).run(specs, store, trial_fn=fake_trial, load_fn=fake_load)
+    assert summary.interrupted and (summary.ok, summary.failed, summary.not_run) == (2, 0, 2)
+    assert store.done_ids() == {trial_id(s) for s in specs[:2]}
+
+
+# ---------------------------------------------------------------------------------------------
+# Ray: one real local cluster for the module, with 4 declared (fake) GPUs
+# ---------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def ray_cluster() -> Iterator[None]:
+    ray = pytest.importorskip("ray")
+    from ray import cloudpickle
+
+    # Workers cannot import tests/ray_trials.py by name: ship the module's functions by value.
+    cloudpickle.register_pickle_by_value(ray_trials)
+    ray.init(num_cpus=4, num_gpus=4, include_dashboard=False, log_to_driver=False)
+    try:
+        yield
+    finally:
+        ray.shutdown()
+        cloudpickle.unregister_pickle_by_value(ray_trials)
+
+
+def test_ray_half_gpu_trials_share_a_gpu(ray_cluster: None, tmp_path: Path) -> None:
+    specs = _specs(4, sleep=1.5)
+    summary = RayExecutor(cpus=1, gpus=0.5, progress=False).run(
+        specs, ResultsStore(tmp_path), trial_fn=gpu_trial, load_fn=fake_load
+    )
+    assert (summary.ok, summary.failed) == (4, 0), [r.get("error") for r in summary.rows]
+    for row in summary.rows:
+        assert len(row["gpu_ids"]) == 1  # a fraction of one GPU, never a slice of two
+        assert row["cuda_visible_devices"] == row["gpu_ids"][0]  # Ray pins the trial to its GPU
+    per_gpu = Counter(row["gpu_ids"][0] for row in summary.rows)
+    assert max(per_gpu.values()) == 2, per_gpu  # packed two to a GPU, as 0.5 + 0.5
+    shared = [g for g, n in per_gpu.items() if n == 2]
+    for gpu in shared:
+        (s1, e1), (s2, e2) = (r["window"] for r in summary.rows if r["gpu_ids"][0] == gpu)
+        assert max(s1, s2) < min(e1, e2), "two trials on one GPU should run at the same time"
+
+
+def test_ray_loads_each_dataset_once_in_a_worker(ray_cluster: None, tmp_path: Path) -> None:
+    log = tmp_path / "loads.log"
+    specs = _specs(4, {"name": "a", "log": str(log)}) + _specs(3, {"name": "b", "log": str(log)})
+    store = ResultsStore(tmp_path / "res")
+    summary = RayExecutor(cpus=0.5, progress=False).run(specs, store, trial_fn=fake_trial, load_fn=fake_load)
+    assert (summary.ok, summary.failed) == (7, 0)
+    loads = _loads(log)
+    assert len(loads) == 2  # once per dataset, not once per trial
+    assert os.getpid() not in loads  # never on the driver
+    # Every trial saw the loaded data (the sum of the dataset's array) and not a reload of its own.
+    sums = {r["dataset"] if isinstance(r["dataset"], str) else r["dataset"]: r["metrics"]["data_sum"] for r in store.rows()}
+    assert len(set(sums.values())) == 2
+
+
+def test_ray_dead_worker_is_retried_then_succeeds(ray_cluster: None, tmp_path: Path) -> None:
+    marker = tmp_path / "first-attempt"
+    specs = _specs(1, marker=str(marker))
+    summary = RayExecutor(cpus=1, max_retries=2, progress=False).run(
+        specs, ResultsStore(tmp_path / "res"), trial_fn=dying_trial, load_fn=fake_load
+    )
+    assert (summary.ok, summary.failed) == (1, 0), summary.rows[0].get("error")
+    first_pid = int(marker.read_text())
+    assert summary.rows[0]["pid"] != first_pid  # the row came from a second, fresh worker
+
+
+def test_ray_dead_worker_without_retries_is_a_failed_row(ray_cluster: None, tmp_path: Path) -> None:
+    specs = _specs(1, marker=str(tmp_path / "m")) + _specs(1, {"name": "other"})
+    summary = RayExecutor(cpus=1, max_retries=0, progress=False).run(
+        specs, ResultsStore(tmp_path / "res"), trial_fn=lambda s, d: dying_trial(s, d) if "marker" in s["settings"] else fake_trial(s, d),
+        load_fn=fake_load,
+    )
+    assert (summary.ok, summary.failed) == (1, 1)
+    (bad,) = [r for r in summary.rows if r["status"] == "failed"]
+    assert bad["error"].startswith("the trial's worker died (0 retries used up)")
+
+
+def test_ray_raising_trial_is_failed_not_retried(ray_cluster: None, tmp_path: Path) -> None:
+    specs = _specs(3)
+    specs[0]["settings"] = {"fail": True}
+    store = ResultsStore(tmp_path)
+    summary = RayExecutor(cpus=1, max_retries=3, progress=False).run(specs, store, trial_fn=fake_trial, load_fn=fake_load)
+    assert (summary.ok, summary.failed) == (2, 1)
+    (bad,) = [r for r in store.rows() if r["status"] == "failed"]
+    assert bad["error"] == "ValueError: boom in m" and "Traceback" in bad["traceback"]
+    assert len(store.read()) == 3  # one row each: no retry of a trial that raised
+
+
+def test_ray_and_local_give_identical_metrics(ray_cluster: None, tmp_path: Path) -> None:
+    specs = _specs(3, "digits") + _specs(2, {"name": "iris", "pca": 2})
+    local = LocalExecutor(progress=False).run(specs, ResultsStore(tmp_path / "l"), trial_fn=fake_trial, load_fn=fake_load)
+    remote = RayExecutor(cpus=0.5, progress=False).run(specs, ResultsStore(tmp_path / "r"), trial_fn=fake_trial, load_fn=fake_load)
+    by_id = lambda s: {r["trial_id"]: r["metrics"] for r in s.rows}  # noqa: E731
+    assert by_id(local) == by_id(remote) and len(by_id(local)) == 5
+
+
+def test_ray_refuses_resources_the_cluster_lacks(ray_cluster: None, tmp_path: Path) -> None:
+    with pytest.raises(IconBenchError, match="asks for 5 GPU"):
+        RayExecutor(gpus=5, progress=False).run(_specs(1), ResultsStore(tmp_path), trial_fn=fake_trial, load_fn=fake_load)
+
+
+def test_ray_ctrl_c_cancels_pending_and_keeps_finished_rows(ray_cluster: None, tmp_path: Path) -> None:
+    specs = _specs(2, sleep=0) + [{**s, "seed": 10 + i} for i, s in enumerate(_specs(4, sleep=60))]
+    store = ResultsStore(tmp_path)
+
+    def press_ctrl_c_after_two_rows() -> None:
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            if store.path.exists() and len(store.path.read_bytes().splitlines()) >= 2:
+                break
+            time.sleep(0.1)
+        _thread.interrupt_main()  # KeyboardInterrupt in the driver, as Ctrl-C would raise
+
+    watcher = threading.Thread(target=press_ctrl_c_after_two_rows, daemon=True)
+    watcher.start()
+    t0 = time.time()
+    summary = RayExecutor(cpus=1, progress=False, poll_s=0.2).run(specs, store, trial_fn=fake_trial, load_fn=fake_load)
+    watcher.join()
+    assert summary.interrupted and time.time() - t0 < 45
+    assert (summary.ok, summary.failed, summary.not_run) == (2, 0, 4)
+    assert store.done_ids() == {trial_id(s) for s in specs[:2]}
