@@ -1,0 +1,145 @@
+"""Aggregation over seeds, incompleteness, failures, protocol separation, ranking, and `icon-bench report`."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from icon_bench.cli import main
+from icon_bench.report import aggregate, bootstrap_ranks, build_report, load_rows, normalise_rows, write_report
+
+_spec = importlib.util.spec_from_file_location("report_fixture", Path(__file__).parent / "fixtures" / "report_fixture.py")
+report_fixture = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(report_fixture)
+
+FIXTURE = report_fixture.ROWS
+
+
+def _row(agg: pd.DataFrame, method: str, divergence: str, version: str = "1") -> pd.Series:
+    hit = agg[(agg["method"] == method) & (agg["divergence"] == divergence) & (agg["protocol_version"] == version)]
+    assert len(hit) == 1, hit
+    return hit.iloc[0]
+
+
+@pytest.fixture(scope="module")
+def agg() -> pd.DataFrame:
+    return aggregate(load_rows(FIXTURE), resamples=500)
+
+
+def test_means_and_sample_stds_match_hand_computation(agg: pd.DataFrame) -> None:
+    pmi_kl = _row(agg, "pmi", "kl")
+    # hungarian 0.60, 0.62, 0.67: mean 0.63; deviations -.03 -.01 .04 -> var (9+1+16)e-4 / 2 = 13e-4.
+    assert pmi_kl["hungarian_mean"] == pytest.approx(0.63)
+    assert pmi_kl["hungarian_std"] == pytest.approx(math.sqrt(0.0013))
+    assert pmi_kl["hungarian_n"] == 3
+    # nmi of pmi/tv 0.60, 0.61, 0.65: mean 0.62; var (4+1+9)e-4 / 2 = 7e-4.
+    pmi_tv = _row(agg, "pmi", "tv")
+    assert pmi_tv["nmi_mean"] == pytest.approx(0.62)
+    assert pmi_tv["nmi_std"] == pytest.approx(math.sqrt(0.0007))
+    assert pmi_tv["complete"] and pmi_tv["n"] == 3
+
+
+def test_missing_seed_marks_configuration_incomplete(agg: pd.DataFrame) -> None:
+    kmeans = _row(agg, "kmeans", "default")
+    assert kmeans["n"] == 2 and kmeans["n_expected"] == 3
+    assert not kmeans["complete"]
+    assert kmeans["missing_seeds"] == [2] and kmeans["failed_seeds"] == []
+    assert kmeans["hungarian_mean"] == pytest.approx(0.52)
+    assert kmeans["hungarian_std"] == pytest.approx(0.04 / math.sqrt(2))
+
+
+def test_failed_trial_is_listed_and_not_averaged(agg: pd.DataFrame) -> None:
+    dic = _row(agg, "debiased_infonce_clustering", "js")
+    assert dic["n"] == 2 and not dic["complete"]
+    assert dic["failed_seeds"] == [1] and dic["missing_seeds"] == []
+    assert dic["hungarian_mean"] == pytest.approx(0.82)  # seeds 0 and 2 only
+    report = build_report(FIXTURE, resamples=50)
+    assert list(report.failed["seed"]) == [1]
+    assert report.failed["error"].iloc[0] == "TrialError: loss became NaN at epoch 2 (lr too high?)"
+
+
+def test_protocol_versions_are_never_merged(agg: pd.DataFrame) -> None:
+    v1, v2 = _row(agg, "pmi", "kl", "1"), _row(agg, "pmi", "kl", "2")
+    assert v1["config_id"] == v2["config_id"]  # same configuration ...
+    assert v1["n"] == 3 and v2["n"] == 3  # ... but never pooled into n = 6
+    assert v2["hungarian_mean"] == pytest.approx(0.92)
+    report = build_report(FIXTURE, resamples=50)
+    assert [(s.protocol_version, s.dataset) for s in report.sections] == [("1", "digits"), ("1", "blobs"), ("2", "digits")]
+    for section in report.sections:
+        assert set(section.table["protocol_version"]) == {section.protocol_version}
+    assert report.protocols["2"] == [{"knn_k": 10, "knn_temperature": 0.07, "probe": "logreg"}]
+
+
+def test_rank_intervals_separate_clear_winners_and_overlap_close_ones(agg: pd.DataFrame) -> None:
+    best = _row(agg, "debiased_infonce_clustering", "js")
+    assert (best["hungarian_rank"], best["hungarian_rank_lo"], best["hungarian_rank_hi"]) == (1, 1, 1)
+    # "<script>" (0.49, 0.53, 0.56) and kmeans (0.50, 0.54) are not separable at these seeds.
+    a, b = _row(agg, "<script>alert(1)</script>", "kl"), _row(agg, "kmeans", "default")
+    assert {a["hungarian_rank"], b["hungarian_rank"]} == {4, 5}
+    assert a["hungarian_rank_lo"] == b["hungarian_rank_lo"] == 4
+    assert a["hungarian_rank_hi"] == b["hungarian_rank_hi"] == 5
+
+
+def test_bootstrap_ranks_are_seeded_and_handle_empty_and_lower_is_better() -> None:
+    import numpy as np
+
+    values = [np.array([0.9, 0.91, 0.92]), np.array([0.5, 0.6, 0.7]), np.array([0.45, 0.55, 0.65]), np.array([])]
+    first = bootstrap_ranks(values, resamples=300, seed=3)
+    assert first == bootstrap_ranks(values, resamples=300, seed=3)
+    assert first[0] == (1, 1, 1)
+    # Configurations 1 and 2 overlap: each interval spans ranks 2 to 3.
+    assert first[1] == (2, 2, 3)
+    assert first[2] == (3, 2, 3)
+    assert first[3] == (None, None, None)
+    losses = bootstrap_ranks([np.array([1.0, 1.1]), np.array([3.0, 3.2])], lower_better=True, resamples=100)
+    assert losses[0][0] == 1 and losses[1][0] == 2
+
+
+def test_flattened_rows_aggregate_like_nested_rows(agg: pd.DataFrame) -> None:
+    flat = pd.json_normalize(report_fixture.load_rows(), max_level=1)
+    flat = flat.drop(columns=[c for c in flat.columns if c.startswith("spec.")]).assign(
+        spec=[r["spec"] for r in report_fixture.load_rows()]
+    )
+    again = aggregate(flat, resamples=500)
+    cols = ["protocol_version", "dataset", "config_id", "n", "complete", "hungarian_mean", "hungarian_std"]
+    pd.testing.assert_frame_equal(again[cols], agg[cols])
+
+
+def test_a_retried_failure_counts_once_as_ok(tmp_path: Path) -> None:
+    rows = report_fixture.load_rows()
+    failed = next(r for r in rows if r["status"] == "failed")
+    retry = {**failed, "status": "ok", "error": None, "traceback": None,
+             "metrics": {"hungarian": 0.82, "nmi": 0.7, "ari": 0.6}}
+    path = tmp_path / "results.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows + [retry]) + '{"torn": ')
+    with pytest.warns(UserWarning, match="unreadable row"):
+        df = normalise_rows(load_rows(path))
+    assert len(df) == len(rows)
+    dic = _row(aggregate(df, resamples=0), "debiased_infonce_clustering", "js")
+    assert dic["n"] == 3 and dic["complete"] and dic["hungarian_mean"] == pytest.approx(0.82)
+
+
+def test_write_report_produces_every_output(tmp_path: Path) -> None:
+    results = report_fixture.make_results(tmp_path / "results")
+    out = write_report(results, tmp_path / "report", resamples=100)
+    for name in ("leaderboard.md", "leaderboard.csv", "index.html"):
+        assert (out / name).stat().st_size > 0
+    rows = pd.read_parquet(out / "results.parquet")
+    assert len(rows) == 23 and "metrics.hungarian" in rows.columns and "versions.plugins.icon-bench-extra" in rows.columns
+    kinds = {p.name.split("-")[0] for p in out.glob("*.png")}
+    assert kinds == {"metrics", "grid", "embedding", "loss"}
+    assert len(list(out.glob("embedding-*.png"))) == 1  # only blobs saved 2-D embeddings
+
+
+def test_cli_report_and_clean_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    results = report_fixture.make_results(tmp_path / "results")
+    out = tmp_path / "out"
+    assert main(["report", str(results / "results.jsonl"), "-o", str(out), "--no-plots", "--resamples", "20"]) == 0
+    assert (out / "leaderboard.md").exists() and not list(out.glob("*.png"))
+    assert main(["report", str(tmp_path / "nowhere")]) == 2
+    assert "no results file" in capsys.readouterr().err
