@@ -160,7 +160,10 @@ def plot_grid(
     table = section.table.copy()
     table["_p"] = [_kernel_name(s, comps.get(c), "p") for s, c in zip(table["spec"], table["config_id"])]
     table["_q"] = [_kernel_name(s, comps.get(c), "q") for s, c in zip(table["spec"], table["config_id"])]
-    if table["_p"].nunique(dropna=True) > 1 or table["_q"].nunique(dropna=True) > 1:
+    # Kernels set in the suite itself (spec p.name / q.name) make the grid p x q; kernels that merely
+    # differ because the methods differ do not.
+    explicit = any(f"{side}.name" in flatten_spec(s) for s in table["spec"] for side in ("p", "q"))
+    if explicit and (table["_p"].nunique(dropna=True) > 1 or table["_q"].nunique(dropna=True) > 1):
         row_key, col_key, row_title, col_title = "_p", "_q", "p kernel", "q kernel"
         table["_p"] = table["_p"].fillna("default")
         table["_q"] = table["_q"].fillna("default")

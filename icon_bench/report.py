@@ -127,8 +127,8 @@ def normalise_rows(df: pd.DataFrame) -> pd.DataFrame:
     """Canonical columns from rows read as nested dicts (`load_rows`) or flattened (json_normalize).
 
     Adds `protocol_version` (str), `status`, `suite`, `divergence` (display text) and one float
-    column `metrics.<name>` per metric; drops duplicate trials (per protocol version), keeping the last ok row of a trial
-    (a resumed run may append a retry after a failure).
+    column `metrics.<name>` per metric; drops duplicate trials (per protocol version), keeping the
+    latest row of each, as the results store does.
     """
     df = df.copy().reset_index(drop=True)
     if "metrics" in df.columns:
@@ -164,11 +164,10 @@ def normalise_rows(df: pd.DataFrame) -> pd.DataFrame:
         df["trial_id"] = [_fallback_id(s) for s in df["spec"]]
     for col in [c for c in df.columns if c.startswith(METRIC_PREFIX)]:
         df[col] = pd.to_numeric(df[col], errors="coerce").astype(float)
-    # Deduplicate: the last ok row of each trial wins, else its last row.
+    # As in the store, the latest row of a trial wins (a resumed run appends the retry of a failure).
     df["_order"] = np.arange(len(df))
-    df["_ok"] = (df["status"] == "ok").astype(int)
-    df = df.sort_values(["_ok", "_order"]).drop_duplicates(["protocol_version", "trial_id"], keep="last")
-    return df.sort_values("_order").drop(columns=["_order", "_ok"]).reset_index(drop=True)
+    df = df.drop_duplicates(["protocol_version", "trial_id"], keep="last")
+    return df.sort_values("_order").drop(columns=["_order"]).reset_index(drop=True)
 
 
 def _fallback_id(spec: Any) -> str:
@@ -238,12 +237,14 @@ def _sorted_seeds(seeds: Iterable[Any]) -> list[Any]:
     return sorted({s for s in seeds if s is not None}, key=lambda s: (isinstance(s, str), s))
 
 
-def config_label(spec: Mapping[str, Any] | None, varying: Iterable[str]) -> str:
-    """Short name of a configuration: method, divergence, then the spec keys that vary in its table."""
+def config_label(spec: Mapping[str, Any] | None, varying: Iterable[str], divergence: str | None = None) -> str:
+    """Short name of a configuration: method, divergence (the resolved one if given), then `varying` keys."""
     spec = spec or {}
     flat = flatten_spec(spec)
     parts = [_name_of(spec.get("method"))]
-    if spec.get("divergence") is not None:
+    if divergence and divergence != "default":
+        parts.append(divergence)
+    elif spec.get("divergence") is not None:
         parts.append(_name_of(spec.get("divergence")))
     for key in varying:
         if key == "method" or key == "divergence" or key.startswith("divergence."):
@@ -308,8 +309,13 @@ def aggregate(rows_df: pd.DataFrame, *, resamples: int = 1000, seed: int = 0) ->
         return agg
     agg["label"] = ""
     for (version, dataset), idx in agg.groupby(["protocol_version", "dataset"], sort=False).groups.items():
-        varying = varying_keys(agg.loc[idx, "spec"])
-        agg.loc[idx, "label"] = [config_label(s, varying) for s in agg.loc[idx, "spec"]]
+        # A label names only what tells configurations of one method apart (not, say, the epochs
+        # that differ between methods anyway).
+        for _, sub in agg.loc[idx].groupby("method", sort=False):
+            varying = varying_keys(sub["spec"])
+            agg.loc[sub.index, "label"] = [
+                config_label(s, varying, d) for s, d in zip(sub["spec"], sub["divergence"])
+            ]
         for m in metrics:
             ranks = bootstrap_ranks(
                 [agg.at[i, f"_{m}_values"] for i in idx], lower_is_better(m), resamples=resamples, seed=seed

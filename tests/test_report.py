@@ -143,3 +143,25 @@ def test_cli_report_and_clean_errors(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert (out / "leaderboard.md").exists() and not list(out.glob("*.png"))
     assert main(["report", str(tmp_path / "nowhere")]) == 2
     assert "no results file" in capsys.readouterr().err
+
+
+def test_grid_is_p_by_q_only_when_the_suite_sets_kernels(tmp_path: Path) -> None:
+    from icon_bench.plots import plot_grid
+
+    rows = [r for r in report_fixture.load_rows() if r["method"] == "pmi" and r["protocol"]["version"] == "1"]
+    variants = []
+    for r in rows:
+        for q in ("cluster", "student_t"):
+            spec = {**r["spec"], "q": {"name": q}}
+            variants.append({**r, "spec": spec, "config_id": f"{r['config_id'][:8]}{q[:8]:0<8}",
+                             "trial_id": f"{r['trial_id'][:8]}{q[:8]:0<8}"})
+    path = tmp_path / "results.jsonl"
+    path.write_text("".join(json.dumps(v) + "\n" for v in variants))
+    section = build_report(path, resamples=0).sections[0]
+    caption = plot_grid(section, build_report(path, resamples=0).rows, {"hungarian"}, tmp_path / "pq.png", {})
+    assert caption.startswith("digits: p kernel × q kernel grid") and (tmp_path / "pq.png").stat().st_size > 0
+    assert {"pmi · kl · q.name=cluster", "pmi · tv · q.name=student_t"} <= set(section.table["label"])
+    plain = build_report(FIXTURE, resamples=0)
+    caption = plot_grid(plain.sections[0], plain.rows, {"hungarian"}, tmp_path / "dm.png", {})
+    # Protocol 1 saw 4 divergences (kl, tv, default, js) x 5 methods (tsne on blobs included); 5 run on digits.
+    assert "divergence × method grid — 5 of 20 cells run" in caption
