@@ -23,9 +23,10 @@ def _log_tiny(x: Tensor) -> float:
 
 
 def _log_cap(x: Tensor) -> float:
-    # Largest exponent whose exp, summed over a row, stays finite: terms saturate there instead of
-    # overflowing to inf (and poisoning gradients with inf * 0).
-    return math.log(torch.finfo(x.dtype).max) - math.log(max(x.shape[-1], 1)) - 1.0
+    # Exponent at which unbounded terms (p^2 / q and kin) saturate instead of overflowing: half the
+    # dtype's log-range, less the entry count, so sums over all entries stay finite and gradients
+    # passed back through a kernel's 1 / q (e.g. the cluster kernel's log) do too.
+    return 0.5 * math.log(torch.finfo(x.dtype).max) - math.log(max(x.numel(), 1)) - 2.0
 
 
 class Divergence:
@@ -125,7 +126,7 @@ class Hellinger(Divergence):
 
 
 class Chi2(Divergence):
-    """Pearson chi-squared sum (p - q)^2 / q; terms saturate at the dtype's range instead of overflowing."""
+    """Pearson chi-squared sum (p - q)^2 / q; terms p^2 / q saturate (near sqrt of the dtype's max) to stay finite."""
 
     name = "chi2"
 
@@ -178,13 +179,13 @@ class FDivergence(Divergence):
     """A generic f-divergence sum_j q_j f(p_j / q_j) for a convex generator f with f(1) = 0.
 
     ``f`` maps a tensor of ratios t > 0 to a tensor; it is only ever called on finite, positive t.
-    Conventions that keep every term finite (exact for ratios inside the dtype's range):
+    Conventions that keep every term finite (T = sqrt of the dtype's largest value):
 
     - p = 0 and q = 0: the term is 0 (0 f(0/0) = 0).
-    - p = 0 < q: the term is q f(t) with t = the dtype's tiny (the limit q f(0+) where f(0) is finite).
-    - q = 0 < p: q is read as the dtype's tiny, i.e. the term is tiny * f(p / tiny), a large finite
-      stand-in for p * lim f(t)/t (which is exact, p * f'(inf), for generators of linear growth).
-    - ratios are clamped to [tiny, sqrt(max)] of the dtype before f is applied.
+    - p = 0 < q: the term is q f(tiny), tiny the dtype's smallest normal (q f(0+) where f(0) is finite).
+    - q = 0 < p, or p / q > T: the term is p f(T) / T, the value of q f(p / q) at ratio T. This is
+      the limit p lim f(t)/t for generators of linear growth (TV, JS, Hellinger: exact) and a large
+      finite stand-in for the infinite value of faster-growing ones (KL: p log T; chi2: about p T).
     """
 
     def __init__(self, f: Callable[[Tensor], Tensor], name: str = "f", bound: float | None = None) -> None:
@@ -200,8 +201,11 @@ class FDivergence(Divergence):
         hi = 0.5 * math.log(torch.finfo(log_q.dtype).max)
         lp = torch.where(mp, log_p, lo)
         lq = torch.where(mq, log_q, lo)
-        t = (lp - lq).clamp(lo, hi).exp()
-        term = lq.exp() * self.f(t)
+        ratio = lp - lq
+        capped = (mp & ~mq) | (ratio > hi)
+        top = torch.tensor(hi, dtype=log_q.dtype, device=log_q.device).exp()
+        at_cap = lp.exp() * (self.f(top) / top)
+        term = torch.where(capped, at_cap, lq.exp() * self.f(ratio.clamp(lo, hi).exp()))
         return torch.where(mp | mq, term, 0.0).sum(-1)
 
 

@@ -408,6 +408,11 @@ class Cluster(Kernel):
     def supports_row_blocks(self) -> bool:
         return True
 
+    @staticmethod
+    def floor(dtype: torch.dtype) -> float:
+        """The smallest q_ij the kernel gives before renormalising (eps^2 of the dtype)."""
+        return torch.finfo(dtype).eps ** 2
+
     def row_blocks(self, batch: Batch, key: str = "embeddings") -> RowBlocks:
         logits = _vectors(_get(batch, key, "cluster"))
         phi = torch.softmax(logits, 1)
@@ -415,9 +420,10 @@ class Cluster(Kernel):
         n = phi.shape[0]
 
         def block(a: int, b: int) -> Tensor:
-            # Rows including self already sum to 1; where products underflow to 0 we read q as the
-            # dtype's tiny, so log q stays finite (such pairs then carry no gradient).
-            lq = (weighted[a:b] @ phi.T).clamp_min(torch.finfo(phi.dtype).tiny).log()
+            # Rows including self already sum to 1. q is floored at eps^2 of the dtype (float32:
+            # 1.4e-14), like the eps of the reference implementation: heads confident on disjoint
+            # clusters keep a finite log q, and the 1 / q of the log's gradient stays bounded.
+            lq = (weighted[a:b] @ phi.T).clamp_min(self.floor(phi.dtype)).log()
             if self.exclude_self:
                 lq = _mask_self(lq, a)
             return log_normalise(lq)

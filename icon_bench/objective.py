@@ -75,6 +75,11 @@ class ICon(nn.Module):
         self.p: Kernel = p_kernel
         self.q: Kernel = q_kernel
         self.divergence = _as_divergence(divergence)
+        if self.p.rectangular != self.q.rectangular:
+            raise KernelError(
+                f"ICon: p ({type(self.p).__name__}) and q ({type(self.q).__name__}) must both be over batch "
+                "points or both over classes (label to='classes' pairs with prototype)"
+            )
         self.fast = fast
         if fast is True:
             reason = self.fast_path_blocker()
@@ -89,8 +94,8 @@ class ICon(nn.Module):
             return f"p ({type(self.p).__name__}) has no sparse-positives form"
         if not self.q.supports_row_blocks:
             return f"q ({type(self.q).__name__}) cannot be evaluated by row blocks"
-        if self.p.exclude_self != self.q.exclude_self or self.p.rectangular != self.q.rectangular:
-            return "p and q disagree on the columns (self-pairs or classes)"
+        if self.p.exclude_self != self.q.exclude_self:
+            return "p and q disagree on self-pairs (include_self)"
         return ""
 
     @property
