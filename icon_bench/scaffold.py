@@ -1,0 +1,514 @@
+"""`icon-bench new-plugin`: writes a working, installable plugin package with one component and its test."""
+
+from __future__ import annotations
+
+import argparse
+import keyword
+import re
+import textwrap
+from pathlib import Path
+
+from icon_bench.errors import IconBenchError
+
+__all__ = ["KINDS", "ScaffoldError", "add_commands", "create_plugin", "validate_name"]
+
+#: Kinds a skeleton can be generated for (models and metrics are rarer; docs/plugins.md shows them).
+KINDS: tuple[str, ...] = ("kernel", "divergence", "method", "dataset")
+
+_NAME = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
+
+
+class ScaffoldError(IconBenchError):
+    """The plugin name or target directory cannot be used."""
+
+
+def validate_name(name: str) -> str:
+    """Check a plugin/component name: lowercase letters, digits and underscores, a letter first, <= 40."""
+    if not _NAME.match(name or ""):
+        hint = re.sub(r"[^a-z0-9_]+", "_", (name or "").lower()).strip("_")
+        suggestion = f"; try {hint!r}" if hint and _NAME.match(hint) else ""
+        raise ScaffoldError(
+            f"invalid plugin name {name!r}: use lowercase letters, digits and underscores, starting with a "
+            f"letter, at most 40 characters (it names the component, the module and the package){suggestion}"
+        )
+    if keyword.iskeyword(name) or name.endswith("_"):
+        raise ScaffoldError(f"invalid plugin name {name!r}: it is a Python keyword or ends with '_'")
+    return name
+
+
+def _check_free(kind: str, name: str) -> None:
+    # A plugin that reuses a registered name fails to load (DuplicateComponentError): refuse early.
+    from icon_bench.registry import load_registry
+
+    registry = load_registry(strict=False)
+    if name in registry.names(kind):
+        comp = registry.get(kind, name)
+        raise ScaffoldError(
+            f"a {kind} named {name!r} is already registered by {comp.distribution} {comp.version}; "
+            "choose another name"
+        )
+
+
+def create_plugin(name: str, kind: str, directory: str | Path = ".", *, check_registry: bool = True) -> Path:
+    """Write ``<directory>/icon-bench-<name>/`` (pyproject, package, README, test); returns its path.
+
+    Refuses an invalid name, a kind without a template, an existing target, and (with
+    `check_registry`) a name already registered for that kind.
+    """
+    validate_name(name)
+    if kind not in KINDS:
+        raise ScaffoldError(f"cannot scaffold a {kind!r}; choose one of {', '.join(KINDS)}")
+    dist = "icon-bench-" + name.replace("_", "-")
+    target = Path(directory) / dist
+    if target.exists():
+        raise ScaffoldError(f"{target} already exists; refusing to overwrite it (choose another --dir or name)")
+    if check_registry:
+        _check_free(kind, name)
+    pkg = f"icon_bench_{name}"
+    values = {
+        "__NAME__": name,
+        "__DIST__": dist,
+        "__PKG__": pkg,
+        "__CLASS__": "".join(part.capitalize() for part in name.split("_")),
+        "__KIND__": kind,
+        "__HOOK__": _HOOKS[kind],
+    }
+    files = {
+        "pyproject.toml": [_PYPROJECT],
+        "README.md": [_README, _README_KIND[kind]],
+        f"src/{pkg}/__init__.py": [_INIT],
+        f"src/{pkg}/{kind}.py": [_COMPONENT[kind]],
+        f"tests/test_{name}.py": [_TEST_HEAD, _TEST_KIND[kind]],
+    }
+    target.mkdir(parents=True)
+    for rel, pieces in files.items():
+        path = target / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        text = "".join(textwrap.dedent(piece) for piece in pieces).lstrip("\n")
+        for key, value in values.items():
+            text = text.replace(key, value)
+        path.write_text(text)
+    return target
+
+
+def add_commands(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``new-plugin`` to the icon-bench command line."""
+    p = subparsers.add_parser(
+        "new-plugin",
+        help="write a new plugin package (pyproject with the entry point, one component, README, test)",
+        description="Write icon-bench-NAME/: an installable plugin with one working component of KIND "
+        "and a test that runs the conformance kit on it. Then: pip install -e icon-bench-NAME && "
+        "pytest icon-bench-NAME.",
+    )
+    p.add_argument("name", metavar="NAME", help="component name: lowercase letters, digits, underscores")
+    p.add_argument("--kind", required=True, choices=KINDS, help="what the plugin adds")
+    p.add_argument("--dir", default=".", help="parent directory of the new package (default: .)")
+    p.set_defaults(func=_cmd_new_plugin)
+
+
+def _cmd_new_plugin(args: argparse.Namespace) -> int:
+    target = create_plugin(args.name, args.kind, args.dir)
+    print(f"created {target}/ (a {args.kind} named {args.name!r}):")
+    for path in sorted(p for p in target.rglob("*") if p.is_file()):
+        print(f"  {path.relative_to(target)}")
+    print(
+        f"\nnext:\n  pip install -e {target}\n  icon-bench plugins --kind {args.kind}\n  pytest {target}\n"
+        "then edit the maths; docs/plugins.md explains the contract each kind must meet."
+    )
+    return 0
+
+
+_HOOKS = {
+    "kernel": "register_kernels",
+    "divergence": "register_divergences",
+    "method": "register_methods",
+    "dataset": "register_datasets",
+}
+
+# Placeholders: __NAME__ (component and plugin), __DIST__ (distribution), __PKG__ (import package),
+# __CLASS__, __KIND__, __HOOK__. Plain replacement keeps the templates free of brace escaping.
+_PYPROJECT = '''
+[build-system]
+requires = ["setuptools>=64"]
+build-backend = "setuptools.build_meta"
+
+[project]
+name = "__DIST__"
+version = "0.1.0"
+description = "An icon-bench plugin adding the __NAME__ __KIND__."
+readme = "README.md"
+requires-python = ">=3.10"
+dependencies = ["icon-bench"]
+
+[project.optional-dependencies]
+test = ["pytest>=7"]
+
+# icon-bench finds the plugin through this entry point: name = the module with the @hookimpl functions.
+[project.entry-points.icon_bench]
+__NAME__ = "__PKG__"
+
+[tool.setuptools.packages.find]
+where = ["src"]
+
+[tool.pytest.ini_options]
+testpaths = ["tests"]
+'''
+
+_INIT = '''
+"""__DIST__: an icon-bench plugin adding the __NAME__ __KIND__."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from icon_bench import hookimpl
+from __PKG__.__KIND__ import __CLASS__, __NAME__
+
+__version__ = "0.1.0"
+__all__ = ["__CLASS__", "__HOOK__", "__NAME__"]
+
+
+@hookimpl
+def __HOOK__(register: Callable[..., None]) -> None:
+    """Register the __NAME__ __KIND__; its parameters come from the factory's signature."""
+    register("__NAME__", __NAME__)
+'''
+
+_COMPONENT = {
+    "kernel": '''
+        """The __NAME__ kernel: Laplace affinities exp(-|x_i - x_j| / scale) over the other rows of the batch."""
+
+        from __future__ import annotations
+
+        import torch
+        from torch import Tensor
+
+        from icon_bench.kernels import Kernel, KernelError, log_normalise
+
+
+        class __CLASS__(Kernel):
+            """Laplace kernel: p(j|i) proportional to exp(-|x_i - x_j| / scale), Euclidean distance, self excluded."""
+
+            def __init__(self, scale: float = 1.0, include_self: bool = False) -> None:
+                super().__init__()
+                if not scale > 0:
+                    raise KernelError(f"kernel '__NAME__': scale must be > 0, got {scale!r}")
+                self.scale = float(scale)
+                self.include_self = bool(include_self)
+
+            def forward(self, batch: dict[str, Tensor], key: str = "embeddings") -> Tensor:
+                """(N, N) log-probabilities: each row log-softmax normalised, -inf on the diagonal."""
+                if key not in batch:
+                    raise KernelError(f"kernel '__NAME__' needs batch[{key!r}]; the batch has {sorted(batch)}")
+                x = batch[key].reshape(batch[key].shape[0], -1).float()  # fp32 distances, even for bf16 input
+                sq = (x * x).sum(1)
+                d2 = (sq[:, None] + sq[None, :] - 2.0 * (x @ x.T)).clamp_min(0.0)
+                # sqrt has an infinite slope at 0 (the diagonal, duplicate points): keep gradients finite.
+                logits = -torch.sqrt(d2 + 1e-12) / self.scale
+                if not self.include_self:
+                    eye = torch.eye(x.shape[0], dtype=torch.bool, device=x.device)
+                    logits = logits.masked_fill(eye, float("-inf"))
+                return log_normalise(logits)
+
+
+        def __NAME__(scale: float = 1.0, include_self: bool = False) -> __CLASS__:
+            """Laplace kernel exp(-|x_i - x_j| / scale) on Euclidean distances."""
+            return __CLASS__(scale=scale, include_self=include_self)
+    ''',
+    "divergence": '''
+        """The __NAME__ divergence: Le Cam's triangular discrimination, bounded by 1."""
+
+        from __future__ import annotations
+
+        import torch
+        from torch import Tensor
+
+        from icon_bench.divergences import Divergence
+
+
+        class __CLASS__(Divergence):
+            """Le Cam divergence sum (p - q)^2 / (p + q) / 2 per row; 0 <= D <= 1, symmetric."""
+
+            name = "__NAME__"
+            bound = 1.0  # (p - q)^2 / (p + q) <= p + q, which sums to 2
+
+            def rows(self, log_p: Tensor, log_q: Tensor) -> Tensor:
+                p, q = log_p.exp(), log_q.exp()
+                both_zero = (p == 0) & (q == 0)
+                # 0 / 0 where both are zero would be NaN (and poison the gradient through torch.where).
+                denom = torch.where(both_zero, torch.ones_like(p), p + q)
+                return 0.5 * torch.where(both_zero, torch.zeros_like(p), (p - q) ** 2 / denom).sum(-1)
+
+
+        def __NAME__() -> __CLASS__:
+            """Le Cam (triangular) divergence sum (p - q)^2 / (p + q) / 2; bounded by 1."""
+            return __CLASS__()
+    ''',
+    "method": '''
+        """The __NAME__ method: PCA embeddings and k-means clusters (a non-learned baseline, written in torch)."""
+
+        from __future__ import annotations
+
+        import copy
+        from collections.abc import Mapping
+        from typing import Any
+
+        import torch
+        from torch import Tensor
+
+        from icon_bench.datasets import DataSplits
+        from icon_bench.errors import UnknownNameError
+        from icon_bench.evaluation import MethodOutput
+
+
+        class __CLASS__:
+            """PCA to `dim` components (fit on train), then k-means (k-means++ init, `iters` Lloyd steps).
+
+            A method is any object with ``with_overrides(spec) -> method`` (whose ``metrics`` are the
+            default metrics) and ``run(data, *, seed, device, overrides, progress) -> MethodOutput``.
+            """
+
+            metrics = ["hungarian", "nmi", "ari", "linear_probe", "knn"]
+            divergence = None  # not an I-Con loss: no divergence to report
+
+            def __init__(self, dim: int = 8, iters: int = 25) -> None:
+                if dim < 1 or iters < 1:
+                    raise ValueError(f"method '__NAME__': dim and iters must be >= 1, got {dim}, {iters}")
+                self.dim = int(dim)
+                self.iters = int(iters)
+
+            def with_overrides(self, overrides: Mapping[str, Any] | None) -> __CLASS__:
+                """A copy with a trial spec's ``settings`` (dim, iters) applied."""
+                new = copy.copy(self)
+                for key, value in dict((overrides or {}).get("settings") or {}).items():
+                    if key not in ("dim", "iters"):
+                        raise UnknownNameError("setting", key, ["dim", "iters"], where="method '__NAME__'")
+                    setattr(new, key, int(value))
+                return new
+
+            def run(
+                self,
+                data: DataSplits,
+                *,
+                seed: int = 0,
+                device: str | torch.device = "cpu",
+                overrides: Mapping[str, Any] | None = None,
+                progress: bool = False,
+            ) -> MethodOutput:
+                """Embed both splits with the train split's principal components; cluster them with k-means."""
+                m = self.with_overrides(overrides)
+                gen = torch.Generator().manual_seed(seed)
+                x_train = data.x_train.reshape(len(data.x_train), -1).double()  # float64: PCA signs and ties
+                x_test = data.x_test.reshape(len(data.x_test), -1).double()
+                mean = x_train.mean(0)
+                _, _, vh = torch.linalg.svd(x_train - mean, full_matrices=False)
+                basis = vh[: min(m.dim, vh.shape[0])].T
+                z_train, z_test = (x_train - mean) @ basis, (x_test - mean) @ basis
+                centers, inertia = kmeans(z_train, data.num_classes, m.iters, gen)
+                return MethodOutput(
+                    train_embeddings=z_train.float(),
+                    test_embeddings=z_test.float(),
+                    train_clusters=torch.cdist(z_train, centers).argmin(1),
+                    test_clusters=torch.cdist(z_test, centers).argmin(1),
+                    history={"inertia": inertia},
+                    info={"dim": basis.shape[1], "iters": m.iters, "stop_reason": "completed"},
+                )
+
+
+        def kmeans(x: Tensor, k: int, iters: int, gen: torch.Generator) -> tuple[Tensor, list[float]]:
+            """Lloyd's k-means with k-means++ seeding; returns the centers and the inertia after each step."""
+            centers = x[torch.randint(len(x), (1,), generator=gen)]
+            while len(centers) < k:
+                d2 = torch.cdist(x, centers).min(1).values ** 2
+                weights = d2 if float(d2.sum()) > 0 else torch.ones_like(d2)  # all points on the centers
+                centers = torch.cat([centers, x[torch.multinomial(weights, 1, generator=gen)]])
+            inertia = []
+            for _ in range(iters):
+                assign = torch.cdist(x, centers).argmin(1)
+                for c in range(k):
+                    members = x[assign == c]
+                    if len(members):  # an empty cluster keeps its center
+                        centers[c] = members.mean(0)
+                inertia.append(float((torch.cdist(x, centers).min(1).values ** 2).sum()))
+            return centers, inertia
+
+
+        def __NAME__(dim: int = 8, iters: int = 25) -> __CLASS__:
+            """PCA embeddings and k-means clusters, in torch (a baseline)."""
+            return __CLASS__(dim=dim, iters=iters)
+    ''',
+    "dataset": '''
+        """The __NAME__ dataset: noisy concentric rings in 2-D, one class per ring."""
+
+        from __future__ import annotations
+
+        import math
+
+        import torch
+
+        from icon_bench.datasets import DataSplits, Dataset
+        from icon_bench.errors import DataError
+
+
+        class __CLASS__(Dataset):
+            """Points on `rings` concentric circles of radius 1, 2, ..., with Gaussian radial noise."""
+
+            name = "__NAME__"
+
+            def __init__(self, n_samples: int, rings: int, noise: float, seed: int, test_size: float) -> None:
+                if rings < 2 or n_samples < 4 * rings:
+                    raise DataError("dataset '__NAME__': need rings >= 2 and n_samples >= 4 * rings")
+                if not 0 < test_size < 1 or noise < 0:
+                    raise DataError("dataset '__NAME__': test_size must be in (0, 1) and noise >= 0")
+                self.params = {"n_samples": n_samples, "rings": rings, "noise": noise, "seed": seed, "test_size": test_size}
+
+            def load(self) -> DataSplits:
+                p = self.params
+                gen = torch.Generator().manual_seed(p["seed"])
+                y = torch.arange(p["n_samples"]) % p["rings"]
+                angle = 2 * math.pi * torch.rand(p["n_samples"], generator=gen)
+                radius = (y + 1).float() + p["noise"] * torch.randn(p["n_samples"], generator=gen)
+                x = torch.stack([radius * torch.cos(angle), radius * torch.sin(angle)], dim=1).float()
+                # Stratified split: every ring appears in both splits.
+                order = torch.randperm(p["n_samples"], generator=gen)
+                test = torch.zeros(p["n_samples"], dtype=torch.bool)
+                for c in range(p["rings"]):
+                    members = order[y[order] == c]
+                    test[members[: max(1, round(p["test_size"] * len(members)))]] = True
+                return DataSplits(
+                    x_train=x[~test],
+                    y_train=y[~test].long(),
+                    x_test=x[test],
+                    y_test=y[test].long(),
+                    num_classes=p["rings"],
+                    name="__NAME__",
+                    meta={"source": "__DIST__", "params": dict(p)},
+                )
+
+
+        def __NAME__(
+            n_samples: int = 600, rings: int = 3, noise: float = 0.1, seed: int = 0, test_size: float = 0.25
+        ) -> __CLASS__:
+            """Noisy concentric rings in 2-D, one class per ring (radius 1, 2, ...)."""
+            return __CLASS__(n_samples=n_samples, rings=rings, noise=noise, seed=seed, test_size=test_size)
+    ''',
+}
+
+_README = '''
+# __DIST__
+
+An [icon-bench](https://github.com/) plugin adding one __KIND__, `__NAME__`.
+
+```bash
+pip install -e .
+icon-bench plugins --kind __KIND__     # lists __NAME__ from __DIST__ 0.1.0
+pytest                                 # runs icon-bench's conformance kit on it
+```
+
+icon-bench finds the plugin through the entry point in `pyproject.toml`
+(`[project.entry-points.icon_bench] __NAME__ = "__PKG__"`); `src/__PKG__/__init__.py` implements the
+`__HOOK__` hook, and `src/__PKG__/__KIND__.py` holds the maths. If it does not show up, run
+`icon-bench plugins` (a plugin that fails to import is listed with its error) and see
+icon-bench's docs/plugins.md.
+'''
+
+_README_KIND = {
+    "kernel": '''
+        ## Use
+
+        ```python
+        import icon_bench
+        q = icon_bench.kernel("__NAME__", scale=0.5)       # q(batch, key="embeddings") -> (N, N) log-probs
+        ```
+        or in a suite: `q.name: [__NAME__]` (replaces a method's q kernel), `p.name: [__NAME__]` for p.
+    ''',
+    "divergence": '''
+        ## Use
+
+        ```python
+        import icon_bench
+        div = icon_bench.divergence("__NAME__")             # div(log_p, log_q) -> (N,)
+        ```
+        or in a suite: `divergence: [kl, __NAME__]`.
+    ''',
+    "method": '''
+        ## Use
+
+        In a suite: `method: [kmeans, __NAME__]`, with `settings` keys `dim` and `iters`; or
+        `icon-bench trial __NAME__ digits`.
+    ''',
+    "dataset": '''
+        ## Use
+
+        ```python
+        from icon_bench.datasets import load_dataset
+        data = load_dataset({"name": "__NAME__", "rings": 4, "standardize": True})
+        ```
+        or in a suite: `datasets: [{name: __NAME__, rings: 4}]`.
+    ''',
+}
+
+_TEST_HEAD = '''
+"""Tests of __DIST__: icon-bench's conformance kit on the installed plugin, and the __KIND__'s maths."""
+
+from __future__ import annotations
+
+import torch
+
+from icon_bench import testing
+from __PKG__ import __NAME__
+
+
+def test_installed_plugin_passes_the_conformance_kit() -> None:
+    # Fails with the plugin's import error if it did not load, or names the property that broke.
+    assert testing.check_plugin("__DIST__") == ["__KIND__:__NAME__"]
+'''
+
+_TEST_KIND = {
+    "kernel": '''
+
+        def test_other_parameters_pass_the_kit() -> None:
+            testing.check_kernel(__NAME__, params={"scale": 0.3, "include_self": True})
+
+
+        def test_matches_the_laplace_formula() -> None:
+            x = torch.randn(6, 3)
+            w = torch.exp(-torch.cdist(x, x) / 2.0).fill_diagonal_(0)
+            expected = w / w.sum(1, keepdim=True)
+            got = __NAME__(scale=2.0)({"embeddings": x}).exp()
+            assert torch.allclose(got, expected, atol=1e-5)
+    ''',
+    "divergence": '''
+
+        def test_matches_the_closed_form() -> None:
+            p = torch.tensor([[0.5, 0.5, 0.0], [0.2, 0.3, 0.5]])
+            q = torch.tensor([[0.25, 0.25, 0.5], [0.2, 0.3, 0.5]])
+            expected = torch.tensor([(0.25**2 / 0.75) * 2 / 2 + 0.5**2 / 0.5 / 2, 0.0])
+            assert torch.allclose(__NAME__()(p.log(), q.log()), expected, atol=1e-6)
+
+
+        def test_reaches_its_bound_on_disjoint_rows() -> None:
+            p = torch.tensor([[1.0, 0.0]]).log()
+            q = torch.tensor([[0.0, 1.0]]).log()
+            assert torch.allclose(__NAME__()(p, q), torch.tensor([1.0]))
+    ''',
+    "method": '''
+
+        def test_separates_well_separated_blobs() -> None:
+            from icon_bench.evaluation import hungarian_accuracy
+
+            data = testing.make_data(n_train=90, n_test=30, num_classes=3)
+            out = __NAME__(dim=2).run(data, seed=0)
+            assert out.train_embeddings.shape == (90, 2)
+            assert hungarian_accuracy(data.y_test, out.test_clusters) > 0.9
+            assert out.history["inertia"][-1] <= out.history["inertia"][0]
+    ''',
+    "dataset": '''
+
+        def test_points_lie_on_their_rings() -> None:
+            data = __NAME__(n_samples=200, rings=4, noise=0.01).load()
+            for x, y in ((data.x_train, data.y_train), (data.x_test, data.y_test)):
+                assert torch.allclose(x.norm(dim=1), (y + 1).float(), atol=0.1)
+            assert set(data.y_test.tolist()) == {0, 1, 2, 3}
+    ''',
+}
