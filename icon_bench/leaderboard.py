@@ -110,10 +110,9 @@ def _intro_lines(report: Report) -> list[tuple[str, str]]:
     meta = report.meta
     plugins = ", ".join(f"{d} {'/'.join(v)}" for d, v in meta["plugins"].items()) or "none recorded"
     run = " to ".join(x for x in (meta.get("run_from"), meta.get("run_to")) if x) or "unknown"
-    versions = ", ".join(f"{v}: {json.dumps(s, sort_keys=True)}" for v, ss in report.protocols.items() for s in ss)
     return [
         ("suite", ", ".join(meta["suites"]) or "(unnamed)"),
-        ("protocol versions and settings", versions or "unversioned"),
+        ("protocol versions", ", ".join(report.protocols) + " (settings in each section)"),
         ("icon-bench", f"{', '.join(meta['icon_bench']) or 'unknown'} (runs); {meta['report_icon_bench']} (report)"),
         ("torch / python", f"{', '.join(meta['torch']) or '?'} / {', '.join(meta['python']) or '?'}"),
         ("plugins", plugins),
@@ -402,7 +401,7 @@ def write_html(report: Report, path: str | Path) -> Path:
     labels = _labels(report)
     cfgs = "".join(
         f'<div class="config" id="{_anchor(cid)}"><h4><code>{_e(cid)}</code> {_e(labels.get(cid, ""))}</h4>'
-        f"<pre>{_e(json.dumps(spec, sort_keys=True, indent=1, default=str))}</pre></div>"
+        f"<pre>{_e(json.dumps(spec, sort_keys=True, default=str))}</pre></div>"
         for cid, spec in report.configs.items()
     )
     body.append(f'<section id="configs"><h2>Configurations</h2>{cfgs}</section>')

@@ -431,10 +431,22 @@ def build_report(results: str | Path, *, resamples: int = 1000, seed: int = 0) -
         seen = protocols.setdefault(version, [])
         if settings not in seen:
             seen.append(settings)
+    protocols = {v: _merge_settings(ss) for v, ss in protocols.items()}
     meta = _provenance(rows, path)
     meta["fraction_metrics"] = [m for m in all_metrics if is_fraction(m, rows[METRIC_PREFIX + m])]
     meta["lower_is_better"] = [m for m in all_metrics if lower_is_better(m)]
     return Report(rows, agg, sections, failed.reset_index(drop=True), configs, protocols, meta, path.parent, resamples)
+
+
+def _merge_settings(settings: list[dict]) -> list[dict]:
+    """One dict when the rows' settings agree on every shared key (rows list only the metrics they ran)."""
+    merged: dict = {}
+    for entry in settings:
+        for key, value in entry.items():
+            if key in merged and merged[key] != value:
+                return settings  # a real disagreement inside one version: show every variant
+            merged[key] = value
+    return [merged]
 
 
 def _version_key(version: str) -> tuple:

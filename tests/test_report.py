@@ -165,3 +165,17 @@ def test_grid_is_p_by_q_only_when_the_suite_sets_kernels(tmp_path: Path) -> None
     caption = plot_grid(plain.sections[0], plain.rows, {"hungarian"}, tmp_path / "dm.png", {})
     # Protocol 1 saw 4 divergences (kl, tv, default, js) x 5 methods (tsne on blobs included); 5 run on digits.
     assert "divergence × method grid — 5 of 20 cells run" in caption
+
+
+def test_protocol_settings_of_different_metrics_merge_into_one(tmp_path: Path) -> None:
+    rows = [r for r in report_fixture.load_rows() if r["protocol"]["version"] == "1"]
+    for r in rows:  # as evaluation.py records them: settings per metric that the row ran
+        r["protocol"]["settings"] = {m: {"split": "test"} for m in r["spec"]["evaluate"]}
+    rows[-1]["protocol"]["settings"] = {"knn2d": {"split": "test"}}  # a subset agrees
+    path = tmp_path / "results.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    merged = build_report(path, resamples=0).protocols["1"]
+    assert len(merged) == 1 and set(merged[0]) == {"hungarian", "nmi", "ari", "knn2d", "trustworthiness"}
+    rows[0]["protocol"]["settings"] = {"hungarian": {"split": "train"}}  # a real conflict is shown, not hidden
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert len(build_report(path, resamples=0).protocols["1"]) > 1
