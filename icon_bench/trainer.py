@@ -209,8 +209,13 @@ def fit(
         perm = torch.randperm(n, generator=generator, device=device)
         epoch_sum.zero_()
         epoch_steps = 0
-        for s in range(steps_per_epoch):
-            anchors = perm[s * bs : (s + 1) * bs]
+        if settings.drop_last:
+            chunks = perm[: steps_per_epoch * bs].split(bs)
+        else:
+            # ceil(n / bs) batches of near-equal size: no tiny tail batch (a 3-row batch breaks
+            # perplexity calibration and gives noisy cluster-size estimates).
+            chunks = perm.tensor_split(steps_per_epoch)
+        for anchors in chunks:
             if anchors.numel() < 2:  # a one-row batch has no pairs
                 continue
             batch = make_batch(data, anchors, settings, generator, augment)
@@ -225,8 +230,11 @@ def fit(
             optimizer.step()
             if ema_model is not None:
                 _ema_update(ema_model, model, settings.ema)
-            window[step % k] = loss.detach()
-            epoch_sum += loss.detach()
+            # 0 * sum(out) is NaN when the model output overflowed, even if the loss stayed finite
+            # (a cosine kernel normalises inf away); no host sync here.
+            watched = loss.detach() + 0.0 * batch["embeddings"].detach().sum()
+            window[step % k] = watched
+            epoch_sum += watched
             step += 1
             epoch_steps += 1
             if step % k == 0:
@@ -263,7 +271,8 @@ def _check_finite(
     value = float(recent[bad][0])
     raise TrialError(
         f"loss became {'NaN' if math.isnan(value) else value} at epoch {bad_epoch} step {bad_step} "
-        f"(global step {first}); lr={settings.lr} may be too high, or the kernel temperature too low"
+        f"(global step {first}; the loss or the model output was not finite); lr={settings.lr} may be "
+        "too high, or a kernel temperature too low"
     )
 
 

@@ -1,0 +1,332 @@
+"""One trial: spec -> data -> method -> evaluation -> a result row; and the ``icon-bench trial`` command."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import platform
+import resource
+import socket
+import subprocess
+import sys
+import time
+import traceback as _tb
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from icon_bench.errors import IconBenchError, TrialError
+from icon_bench.suite import config_id, normalize_spec, trial_id
+
+__all__ = ["add_commands", "config_id", "normalise_spec", "parse_set", "run_trial", "trial_id"]
+
+
+def normalise_spec(spec: Mapping[str, Any]) -> dict[str, Any]:
+    """The spec with defaults filled (dataset string -> {"name": ...}, missing p/q/model/settings -> {})."""
+    return normalize_spec(spec)
+
+
+def run_trial(
+    spec: Mapping[str, Any],
+    data: Any = None,
+    *,
+    progress: bool = False,
+    device: str = "auto",
+) -> dict[str, Any]:
+    """Run one trial and return its result row (docs/architecture.md); a failure becomes a "failed" row.
+
+    ``data`` is an already loaded DataSplits for ``spec["dataset"]`` (the executors share one copy);
+    None loads it here. A KeyboardInterrupt propagates; any other exception is recorded in the row.
+    """
+    import torch
+
+    from icon_bench.trainer import resolve_device
+
+    t0 = time.perf_counter()
+    started = _now()
+    spec = normalise_spec(spec)
+    dev = resolve_device(device)
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(dev)
+    row: dict[str, Any] = {
+        "trial_id": trial_id(spec),
+        "config_id": config_id(spec),
+        "spec": spec,
+        "method": spec["method"],
+        "dataset": (spec["dataset"] or {}).get("name"),
+        "divergence": _name_of(spec["divergence"]),
+        "seed": spec["seed"],
+        "status": "failed",
+        "metrics": {},
+        "protocol": {},
+        "components": {},
+        "timings": {"load_s": 0.0, "train_s": 0.0, "eval_s": 0.0, "total_s": 0.0},
+        "peak_memory_mb": {},
+        "device": str(dev),
+        "history": {},
+        "info": {},
+        "versions": {},
+        "git_commit": git_commit(),
+        "hostname": socket.gethostname(),
+        "started_at": started,
+        "finished_at": None,
+        "error": None,
+        "traceback": None,
+        "artifacts": {},
+    }
+    try:
+        row["versions"] = versions()
+        _run(spec, data, row, dev, progress)
+        row["status"] = "ok"
+    except KeyboardInterrupt:
+        raise
+    except Exception as exc:  # a trial failure is data, not a crash of the suite
+        row["error"] = f"{type(exc).__name__}: {exc}"
+        row["traceback"] = _tb.format_exc()
+    row["timings"]["total_s"] = time.perf_counter() - t0
+    row["peak_memory_mb"] = peak_memory_mb(dev)
+    row["finished_at"] = _now()
+    return row
+
+
+def _run(spec: dict[str, Any], data: Any, row: dict[str, Any], dev: Any, progress: bool) -> None:
+    import numpy as np
+
+    from icon_bench import evaluation
+    from icon_bench.datasets import load_dataset
+    from icon_bench.registry import get_registry
+
+    registry = get_registry()
+    if not spec["method"]:
+        raise TrialError("the trial spec names no method")
+    if not spec["dataset"]:
+        raise TrialError("the trial spec names no dataset")
+    method_comp = registry.get("method", spec["method"])
+    method = method_comp.create()
+    recipe = method.with_overrides(spec)
+    metrics = spec["evaluate"] if spec["evaluate"] is not None else list(recipe.metrics)
+    row["protocol"] = evaluation.protocol(metrics)
+    if row["divergence"] is None and getattr(recipe, "divergence", None) is not None:
+        row["divergence"] = _name_of(recipe.divergence)
+    row["components"] = _components(registry, method_comp, recipe, spec)
+
+    t = time.perf_counter()
+    if data is None:
+        data = load_dataset(spec["dataset"])
+    row["timings"]["load_s"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    output = method.run(data, seed=spec["seed"], device=dev, overrides=spec, progress=progress)
+    row["timings"]["train_s"] = time.perf_counter() - t
+    row["history"] = {k: [float(v) for v in vals] for k, vals in (output.history or {}).items()}
+    row["info"] = _jsonable(output.info)
+
+    t = time.perf_counter()
+    row["metrics"] = {k: float(v) if _is_number(v) else v for k, v in evaluation.evaluate(output, data, metrics).items()}
+    row["timings"]["eval_s"] = time.perf_counter() - t
+
+    emb = output.test_embeddings if output.test_embeddings is not None else output.train_embeddings
+    if emb is not None and emb.dim() == 2 and emb.shape[1] == 2:
+        # 2-D maps: keep both splits so a plot shows every point (train first, then test).
+        parts = [e for e in (output.train_embeddings, output.test_embeddings) if e is not None]
+        labels = [y for e, y in ((output.train_embeddings, data.y_train), (output.test_embeddings, data.y_test)) if e is not None]
+        row["artifacts"] = {
+            "embedding_2d": np.concatenate([p.float().cpu().numpy() for p in parts]),
+            "labels": np.concatenate([y.cpu().numpy() for y in labels]),
+        }
+
+
+def _components(registry: Any, method_comp: Any, recipe: Any, spec: dict[str, Any]) -> dict[str, Any]:
+    """Each component of the trial with the distribution and version that provides it."""
+
+    def entry(kind: str, name: str | None) -> dict[str, Any] | None:
+        if name is None:
+            return None
+        try:
+            comp = registry.get(kind, name)
+            return {"name": comp.name, "distribution": comp.distribution, "version": comp.version}
+        except IconBenchError:  # e.g. "sklearn.kmeans": not a registered component
+            return {"name": name, "distribution": None, "version": None}
+
+    names = recipe.components() if hasattr(recipe, "components") else {}
+    out: dict[str, Any] = {
+        "method": entry("method", method_comp.name),
+        "dataset": entry("dataset", (spec["dataset"] or {}).get("name")),
+        "divergence": entry("divergence", names.get("divergence")),
+        "p": entry("kernel", names.get("p")),
+        "q": entry("kernel", names.get("q")),
+    }
+    model = names.get("model")
+    out["model"] = entry("model", model) if model and model != "auto" else (
+        {"name": model, "distribution": None, "version": None} if model else None
+    )
+    return out
+
+
+# -- environment --------------------------------------------------------------------------------
+def versions() -> dict[str, Any]:
+    """Versions of icon-bench, torch, python and every loaded plugin distribution."""
+    import torch
+
+    import icon_bench
+    from icon_bench.registry import get_registry
+
+    return {
+        "icon_bench": icon_bench.__version__,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "plugins": dict(sorted(get_registry().distributions().items())),
+    }
+
+
+def git_commit(path: str | Path | None = None) -> str | None:
+    """HEAD of the git checkout that holds icon-bench (or `path`); None outside one or without git."""
+    where = Path(path) if path else Path(__file__).resolve().parent
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=where, capture_output=True, text=True, timeout=5, check=False
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    commit = out.stdout.strip()
+    return commit if out.returncode == 0 and commit else None
+
+
+def peak_memory_mb(device: Any = None) -> dict[str, float | None]:
+    """Peak resident memory of this process, and peak CUDA memory allocated on `device` when it is CUDA."""
+    import torch
+
+    rss_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    # Linux reports KiB, macOS bytes.
+    cpu_mb = rss_kb / (1024 * 1024) if sys.platform == "darwin" else rss_kb / 1024
+    cuda = None
+    if device is not None and getattr(device, "type", str(device)) == "cuda" and torch.cuda.is_available():
+        cuda = torch.cuda.max_memory_allocated(device) / 2**20
+    return {"cpu": float(cpu_mb), "cuda": cuda}
+
+
+# -- CLI ----------------------------------------------------------------------------------------
+def parse_set(items: Sequence[str]) -> dict[str, Any]:
+    """``["p.debias=0.6", "epochs=5"]`` -> spec fragments; values YAML-parsed; bare keys are settings."""
+    import yaml
+
+    spec: dict[str, Any] = {}
+    for item in items:
+        if "=" not in item:
+            raise TrialError(f"--set expects key=value, got {item!r}")
+        key, raw = item.split("=", 1)
+        key = key.strip()
+        try:
+            value = yaml.safe_load(raw) if raw != "" else None
+        except yaml.YAMLError as exc:
+            raise TrialError(f"--set {key}: cannot parse value {raw!r}: {exc}") from exc
+        parts = key.split(".")
+        if not all(parts):
+            raise TrialError(f"--set: malformed key {key!r}")
+        head = parts[0]
+        if len(parts) == 1:
+            if head in ("divergence", "seed", "evaluate", "method"):
+                spec[head] = value
+                continue
+            parts = ["settings", head]
+        elif head not in ("p", "q", "model", "settings", "dataset"):
+            from icon_bench.errors import UnknownNameError
+
+            raise UnknownNameError("--set prefix", head, ["p", "q", "model", "settings", "dataset"])
+        node = spec
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise TrialError(f"--set {key}: {part!r} is already set to a value")
+        node[parts[-1]] = value
+    return spec
+
+
+def build_spec(args: argparse.Namespace) -> dict[str, Any]:
+    """The trial spec of ``icon-bench trial`` arguments."""
+    sets = parse_set(args.set or [])
+    dataset = {"name": args.dataset, **(sets.pop("dataset", None) or {})}
+    spec: dict[str, Any] = {"method": args.method, "dataset": dataset, "seed": args.seed}
+    if args.divergence is not None:
+        spec["divergence"] = args.divergence
+    for key, value in sets.items():
+        spec[key] = value
+    return spec
+
+
+def cmd_trial(args: argparse.Namespace) -> int:
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    spec = build_spec(args)
+    row = run_trial(spec, progress=args.progress, device=args.device)
+    if args.json:
+        print(json.dumps(_jsonable({k: v for k, v in row.items() if k != "artifacts"}), indent=2))
+    else:
+        from tabulate import tabulate
+
+        print(f"{row['method']} on {row['dataset']} (divergence {row['divergence']}, seed {row['seed']}): {row['status']}")
+        if row["metrics"]:
+            rows = [[k, f"{v:.4f}" if _is_number(v) else v] for k, v in row["metrics"].items()]
+            print(tabulate(rows, headers=["metric", "value"], tablefmt="simple"))
+        t = row["timings"]
+        print(f"time: load {t['load_s']:.1f}s, train {t['train_s']:.1f}s, eval {t['eval_s']:.1f}s, total {t['total_s']:.1f}s")
+    if row["status"] != "ok":
+        raise TrialError(str(row["error"]))
+    return 0
+
+
+def add_commands(subparsers: Any) -> None:
+    """Register ``icon-bench trial``."""
+    p = subparsers.add_parser(
+        "trial",
+        help="run one trial (method x dataset) and print its metrics",
+        description="Run one trial. --set takes dotted keys: p.debias=0.6, q.temperature=0.2, "
+        "model.hidden=256, dataset.pca=50, epochs=5 (bare keys are trainer settings); values are YAML.",
+    )
+    p.add_argument("method", metavar="METHOD")
+    p.add_argument("dataset", metavar="DATASET")
+    p.add_argument("--divergence", default=None, help="divergence name (default: the method's)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override (repeatable)")
+    p.add_argument("--json", action="store_true", help="print the result row as JSON (arrays omitted)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    p.add_argument("--progress", action="store_true", help="show a progress bar")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
+    p.set_defaults(func=cmd_trial)
+
+
+# -- helpers ------------------------------------------------------------------------------------
+def _name_of(spec: Any) -> str | None:
+    if spec is None:
+        return None
+    if isinstance(spec, str):
+        return spec
+    if isinstance(spec, Mapping):
+        return spec.get("name")
+    if isinstance(spec, (tuple, list)) and spec:
+        return str(spec[0])
+    return str(spec)
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) or hasattr(v, "item")
+
+
+def _jsonable(value: Any) -> Any:
+    try:
+        return json.loads(json.dumps(value, default=_default))
+    except (TypeError, ValueError):
+        return repr(value)
+
+
+def _default(obj: Any) -> Any:
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    return repr(obj)
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")

@@ -1,0 +1,125 @@
+"""Tests of the method recipes: registration, overrides reaching the components, one tiny run each."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import icon_bench
+from icon_bench.datasets import load_dataset
+from icon_bench.errors import TrialError
+from icon_bench.kernels import Cosine, Debias, Propagate
+from icon_bench.methods import RECIPES, Baseline, DebiasedContrastiveLoss, Method, get_recipe
+
+BLOBS = {"name": "blobs", "n_samples": 100, "n_features": 6, "centers": 4, "seed": 0}
+LEARNED = [n for n, r in RECIPES.items() if isinstance(r, Method)]
+
+
+@pytest.fixture(scope="module")
+def blobs() -> object:
+    return load_dataset(BLOBS)
+
+
+@pytest.fixture(scope="module")
+def digits() -> object:
+    return load_dataset({"name": "digits", "subset": 60})
+
+
+def test_every_recipe_is_registered_with_a_description() -> None:
+    reg = icon_bench.get_registry()
+    names = set(reg.names("method"))
+    assert set(RECIPES) <= names
+    assert reg.get("method", "infonce").name == "simclr"
+    for name in RECIPES:
+        assert reg.get("method", name).description
+        assert isinstance(icon_bench.method(name), (Method, Baseline))
+
+
+def test_q_temperature_reaches_the_icon_kernel(blobs: object) -> None:
+    loss = icon_bench.method("simclr").with_overrides({"q": {"temperature": 0.2}}).build_loss(blobs)
+    assert isinstance(loss.q, Cosine) and loss.q.temperature == pytest.approx(0.2)
+    default = get_recipe("simclr").build_loss(blobs)
+    assert default.q.temperature == pytest.approx(0.5)
+
+
+def test_transforms_divergence_and_kernel_swap(blobs: object) -> None:
+    recipe = get_recipe("pmi").with_overrides(
+        {"p": {"debias": 0.3, "propagate": 2, "k": 4}, "q": {"debias": 0.4}, "divergence": "tv"}
+    )
+    loss = recipe.build_loss(blobs)
+    assert isinstance(loss.p, Debias) and loss.p.alpha == pytest.approx(0.3)
+    assert isinstance(loss.p.kernel, Propagate) and loss.p.kernel.steps == 2
+    assert loss.p.kernel.kernel.k == 4 and loss.p.kernel.kernel.scope == "graph"
+    assert isinstance(loss.q, Debias) and loss.q.alpha == pytest.approx(0.4)
+    assert loss.divergence.name == "tv"
+    swapped = get_recipe("pmi").with_overrides({"p": {"name": "gaussian", "sigma": 2.0}})
+    assert swapped.p == {"name": "gaussian", "sigma": 2.0}  # the old kernel's k does not leak in
+    with pytest.raises(TrialError, match="q.propagate"):
+        get_recipe("pmi").with_overrides({"q": {"propagate": 2}})
+
+
+def test_model_and_settings_overrides(blobs: object) -> None:
+    recipe = get_recipe("pmi").with_overrides(
+        {"model": {"hidden": 8, "layers": 1}, "settings": {"epochs": 1, "graph_k": 4}}
+    )
+    model = recipe.build_model(blobs, n_rows=80)
+    assert sum(isinstance(m, torch.nn.Linear) for m in model.modules()) == 2
+    assert model(torch.zeros(3, 6)).shape == (3, 4)  # out_dim = num_classes for a cluster head
+    assert recipe.settings["epochs"] == 1 and recipe.options["graph_k"] == 4
+    lin = get_recipe("pmi").with_overrides({"model": {"name": "linear"}}).build_model(blobs, n_rows=80)
+    assert lin(torch.zeros(2, 6)).shape == (2, 4)
+
+
+@pytest.mark.parametrize("name", LEARNED)
+def test_each_learned_method_runs_one_tiny_epoch(name: str, blobs: object, digits: object) -> None:
+    data = digits if name in ("simclr", "t-simclr", "dcl") else blobs
+    overrides = {"settings": {"epochs": 1, "batch_size": 40}, "model": {}}
+    if name in ("sne", "tsne"):
+        overrides["settings"] = {"epochs": 1}  # full batch: perplexity 30 needs rows of > 30 points
+    if RECIPES[name].model.get("name") in ("auto", "mlp"):
+        overrides["model"] = {"name": "mlp", "hidden": 16}
+    out = icon_bench.method(name).run(data, seed=0, device="cpu", overrides=overrides)
+    n_tr, n_te = len(data.x_train), len(data.x_test)
+    dim = RECIPES[name].embedding_dim(data)
+    assert out.train_embeddings.shape == (n_tr, dim) and out.test_embeddings.shape == (n_te, dim)
+    assert torch.isfinite(out.train_embeddings).all()
+    if RECIPES[name].output == "clusters":
+        assert out.test_clusters.shape == (n_te,) and out.test_clusters.max() < data.num_classes
+    assert len(out.history["loss"]) == 1 and out.info["epochs"] == 1
+
+
+def test_tsne_pca_init_and_transductive_embedding(blobs: object) -> None:
+    out = icon_bench.method("tsne").run(blobs, seed=0, overrides={"settings": {"epochs": 0}})
+    z = torch.cat([out.train_embeddings, out.test_embeddings])
+    x = torch.cat([blobs.x_train, blobs.x_test])
+    first_pc = torch.linalg.svd(x - x.mean(0), full_matrices=False)[2][0]
+    corr = torch.corrcoef(torch.stack([z[:, 0], (x - x.mean(0)) @ first_pc]))[0, 1]
+    assert abs(float(corr)) > 0.999 and float(z[:, 0].std()) == pytest.approx(1e-4, rel=1e-3)
+
+
+def test_tsne_separates_blobs() -> None:
+    data = load_dataset({**BLOBS, "n_samples": 200})
+    out = icon_bench.method("tsne").run(data, seed=0, overrides={"settings": {"epochs": 60}})
+    assert out.history["loss"][-1] < 0.5 * out.history["loss"][0]
+    metrics = icon_bench.evaluation.evaluate(out, data, ["knn2d"])
+    assert metrics["knn2d"] > 0.95
+
+
+def test_dcl_loss_prefers_aligned_views() -> None:
+    loss = DebiasedContrastiveLoss(temperature=0.5, tau_plus=0.1)
+    z = torch.nn.functional.normalize(torch.randn(8, 4, generator=torch.Generator().manual_seed(0)), dim=1)
+    index = torch.arange(8).repeat(2)
+    aligned = loss({"embeddings": torch.cat([z, z]), "index": index})
+    shuffled = loss({"embeddings": torch.cat([z, z.roll(1, 0)]), "index": index})
+    assert aligned < shuffled
+    with pytest.raises(TrialError, match="divergence"):
+        get_recipe("dcl").with_overrides({"divergence": "tv"}).build_loss(load_dataset(BLOBS))
+
+
+@pytest.mark.parametrize("name", ["kmeans", "spectral"])
+def test_baselines_cluster_both_splits_reproducibly(name: str, blobs: object) -> None:
+    a = icon_bench.method(name).run(blobs, seed=0)
+    b = icon_bench.method(name).run(blobs, seed=0)
+    assert torch.equal(a.test_clusters, b.test_clusters) and a.test_clusters.shape == (len(blobs.x_test),)
+    metrics = icon_bench.evaluation.evaluate(a, blobs, ["hungarian"])
+    assert metrics["hungarian"] > 0.9  # well-separated blobs
