@@ -10,6 +10,7 @@ from collections.abc import Iterable, Mapping
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 import pandas as pd
 from tabulate import tabulate
@@ -439,7 +440,8 @@ def build_index(reports_dir: str | Path) -> Path:
     summary, frames = [], []
     for suite_dir in suites:
         name = suite_dir.name
-        page = f"[page]({name}/index.html)" if (suite_dir / "index.html").is_file() else ""
+        url = quote(name)  # a folder name with spaces or brackets must not break the Markdown link
+        page = f"[page]({url}/index.html)" if (suite_dir / "index.html").is_file() else ""
         csv = suite_dir / "leaderboard.csv"
         df = pd.read_csv(csv, dtype={"config_id": str, "protocol_version": str}) if csv.is_file() else pd.DataFrame()
         if not df.empty:
@@ -447,7 +449,7 @@ def build_index(reports_dir: str | Path) -> Path:
             frames.append(df)
         datasets = ", ".join(map(str, dict.fromkeys(df["dataset"]))) if not df.empty else ""
         versions = ", ".join(map(str, dict.fromkeys(df["protocol_version"]))) if not df.empty else ""
-        summary.append([f"[{_md(name)}]({name}/leaderboard.md)", page, _md(datasets), len(df), _md(versions)])
+        summary.append([f"[{_md(name)}]({url}/leaderboard.md)", page, _md(datasets), len(df), _md(versions)])
     lines += ["## Suites", ""]
     lines += [tabulate(summary, headers=["suite", "web page", "datasets", "configurations", "protocol"],
                        tablefmt="github", disable_numparse=True), ""]
@@ -486,6 +488,7 @@ def _best_rows(df: pd.DataFrame) -> list[list[str]]:
             value = format_value(top[f"{metric}_mean"], top[f"{metric}_std"], top[f"{metric}_n"], fraction=fraction)
             mark = "" if top["complete"] else f" {DAGGER}"
             suite = top["_suite_dir"]
-            link = f"[{_md(top['label'])}]({suite}/index.html#{_anchor(top['config_id'])}){mark}"
-            rows.append([_md(version), _md(dataset), task, metric, link, value, f"[{_md(suite)}]({suite}/leaderboard.md)"])
+            link = f"[{_md(top['label'])}]({quote(suite)}/index.html#{_anchor(top['config_id'])}){mark}"
+            suite_link = f"[{_md(suite)}]({quote(suite)}/leaderboard.md)"
+            rows.append([_md(version), _md(dataset), task, metric, link, value, suite_link])
     return rows

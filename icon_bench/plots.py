@@ -1,4 +1,4 @@
-"""Report figures (matplotlib, Agg): metric per configuration, the grid "periodic table", 2-D embeddings, loss curves."""
+"""Report figures (matplotlib, Agg): metrics per configuration, the grid "periodic table", embeddings, losses."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from icon_bench.report import METRIC_PREFIX, flatten_spec, lower_is_better  # noqa: E402
+from icon_bench.report import flatten_spec, lower_is_better  # noqa: E402
 
 if TYPE_CHECKING:
     from icon_bench.report import Report, Section
@@ -304,7 +304,8 @@ def plot_losses(section: Section, rows: pd.DataFrame, path: Path) -> str | None:
     ok = rows[rows["status"] == "ok"]
     curves = []
     for rec in section.table.to_dict("records"):
-        runs = [(r["seed"], _loss(r.get("history"))) for r in ok[ok["config_id"] == rec["config_id"]].to_dict("records")]
+        trials = ok[ok["config_id"] == rec["config_id"]].to_dict("records")
+        runs = [(r["seed"], _loss(r.get("history"))) for r in trials]
         runs = [(s, c) for s, c in runs if c]
         if runs:
             curves.append((rec["label"], runs))
