@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import math
+import re
 import types
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
@@ -89,8 +90,8 @@ def make_batch(
 
 
 def make_data(
-    n_train: int = 48,
-    n_test: int = 24,
+    n_train: int = 64,
+    n_test: int = 32,
     *,
     dim: int = 8,
     num_classes: int = 3,
@@ -444,8 +445,8 @@ def _grad_summary(grad: torch.Tensor | None) -> str:
 # ---------------------------------------------------------------------------------------------
 # methods
 # ---------------------------------------------------------------------------------------------
-#: Overrides that keep a trained method's run tiny: one epoch of small batches.
-TINY_OVERRIDES: dict[str, Any] = {"settings": {"epochs": 1, "batch_size": 24}}
+#: Overrides that keep a trained method's run tiny: one epoch, one batch of make_data()'s 64 points.
+TINY_OVERRIDES: dict[str, Any] = {"settings": {"epochs": 1, "batch_size": 64}}
 
 
 def check_method(
@@ -721,8 +722,13 @@ def components(
     return found
 
 
+def _normalise(name: str) -> str:
+    # PEP 503: "Icon_Bench.Foo" and "icon-bench-foo" name one distribution.
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
 def _plugin_infos(plugin: str, reg: Registry) -> list[Any]:
-    infos = [i for i in reg.plugins.values() if plugin in (i.name, i.distribution)]
+    infos = [i for i in reg.plugins.values() if plugin == i.name or _normalise(plugin) == _normalise(i.distribution)]
     if not infos:
         known = sorted({i.name for i in reg.plugins.values()} | {i.distribution for i in reg.plugins.values()})
         raise ConformanceError(
@@ -763,7 +769,7 @@ def check_plugin(
         comp = reg.get(kind, name)
         given = dict(params.get(key, params.get(name, {})))
         supplied = {"in_shape", "out_dim"} if kind == "model" else set()
-        missing = [p.name for p in comp.params if p.required and p.type != "**" and p.name not in given | supplied]
+        missing = [p.name for p in comp.params if p.required and p.type != "**" and p.name not in {*given, *supplied}]
         if missing:
             raise ConformanceError(
                 f"{kind} {name!r} ({comp.distribution})",
