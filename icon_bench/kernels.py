@@ -257,7 +257,7 @@ class Kernel(nn.Module):
             return sp.dense()
         raise NotImplementedError(f"{type(self).__name__} must implement forward, sparse or row_blocks")
 
-    def sparse(self, batch: Batch, key: str = "inputs") -> SparseRows | None:
+    def sparse(self, batch: Batch, key: str = "embeddings") -> SparseRows | None:
         """This kernel as sparse positives plus a uniform share, or None when it has no such form."""
         return None
 
@@ -481,7 +481,7 @@ class Uniform(Kernel):
         t = _get(batch, key, "uniform")
         return t.shape[0], t.device
 
-    def sparse(self, batch: Batch, key: str = "inputs") -> SparseRows:
+    def sparse(self, batch: Batch, key: str = "embeddings") -> SparseRows:
         n, device = self._n(batch, key)
         dtype = _float_dtype(batch)
         cols = torch.full((n, 0), -1, dtype=torch.long, device=device)
@@ -511,7 +511,7 @@ class Label(Kernel):
             raise KernelError(f"kernel 'label': to must be 'points' or 'classes', got {to!r}")
         if num_classes is not None and int(num_classes) < 1:
             raise KernelError(f"kernel 'label': num_classes must be >= 1, got {num_classes!r}")
-        self.to = to
+        self.target = to  # not self.to: that would shadow nn.Module.to
         self.rectangular = to == "classes"
         self.num_classes = None if num_classes is None else int(num_classes)
         self.include_self = bool(include_self)
@@ -532,7 +532,7 @@ class Label(Kernel):
             raise DataError(f"kernel 'label': labels must lie in [0, {c}), got [{int(y.min())}, {int(y.max())}]")
         return c
 
-    def forward(self, batch: Batch, key: str = "inputs") -> Tensor:
+    def forward(self, batch: Batch, key: str = "embeddings") -> Tensor:
         y = self._labels(batch)
         dtype = _float_dtype(batch)
         if self.rectangular:
@@ -543,7 +543,7 @@ class Label(Kernel):
                 hit &= _allowed(len(y), len(y), 0, True, y.device)
         return log_normalise(torch.where(hit, 0.0, NEG_INF).to(dtype))
 
-    def sparse(self, batch: Batch, key: str = "inputs") -> SparseRows:
+    def sparse(self, batch: Batch, key: str = "embeddings") -> SparseRows:
         y = self._labels(batch)
         dtype = _float_dtype(batch)
         if self.rectangular:
@@ -568,12 +568,12 @@ class Augmentation(Kernel):
     def _index(self, batch: Batch) -> Tensor:
         return _get(batch, "index", "augmentation").reshape(-1).long()
 
-    def forward(self, batch: Batch, key: str = "inputs") -> Tensor:
+    def forward(self, batch: Batch, key: str = "embeddings") -> Tensor:
         idx = self._index(batch)
         hit = (idx[:, None] == idx[None, :]) & _allowed(len(idx), len(idx), 0, True, idx.device)
         return log_normalise(torch.where(hit, 0.0, NEG_INF).to(_float_dtype(batch)))
 
-    def sparse(self, batch: Batch, key: str = "inputs") -> SparseRows:
+    def sparse(self, batch: Batch, key: str = "embeddings") -> SparseRows:
         idx = self._index(batch)
         return _uniform_rows(_same_key(idx, True), _float_dtype(batch), len(idx), True)
 
@@ -596,7 +596,7 @@ class KNN(Kernel):
         return True
 
     @torch.no_grad()
-    def neighbours(self, batch: Batch, key: str = "inputs") -> Tensor:
+    def neighbours(self, batch: Batch, key: str = "embeddings") -> Tensor:
         """(N, K) batch columns of each row's neighbours, -1 padded (the kernel's support)."""
         if self.scope == "graph":
             return self._graph_cols(batch)
@@ -634,11 +634,11 @@ class KNN(Kernel):
         dup[:, 1:] = (cols[:, 1:] == cols[:, :-1]) & (cols[:, 1:] >= 0)
         return torch.where(dup, -1, cols)
 
-    def sparse(self, batch: Batch, key: str = "inputs") -> SparseRows:
+    def sparse(self, batch: Batch, key: str = "embeddings") -> SparseRows:
         cols = self.neighbours(batch, key)
         return _uniform_rows(cols, _float_dtype(batch), cols.shape[0], True)
 
-    def forward(self, batch: Batch, key: str = "inputs") -> Tensor:
+    def forward(self, batch: Batch, key: str = "embeddings") -> Tensor:
         if self.scope == "graph":
             # Independent of the sparse construction: membership of each batch index in each row's list.
             idx = _get(batch, "index", "knn").reshape(-1).long()
@@ -687,7 +687,7 @@ class Debias(_Wrapper):
     def supports_row_blocks(self) -> bool:
         return self.kernel.supports_row_blocks
 
-    def _apply(self, lp: Tensor, start: int, num_cols: int) -> Tensor:
+    def _debias(self, lp: Tensor, start: int, num_cols: int) -> Tensor:
         if self.alpha == 0.0:
             return lp
         allowed = _allowed(lp.shape[0], num_cols, start, self.exclude_self, lp.device)
@@ -699,9 +699,9 @@ class Debias(_Wrapper):
 
     def forward(self, batch: Batch, key: str = "embeddings") -> Tensor:
         lp = self.kernel(batch, key)
-        return self._apply(lp, 0, lp.shape[1])
+        return self._debias(lp, 0, lp.shape[1])
 
-    def sparse(self, batch: Batch, key: str = "inputs") -> SparseRows | None:
+    def sparse(self, batch: Batch, key: str = "embeddings") -> SparseRows | None:
         s = self.kernel.sparse(batch, key)
         if s is None or self.alpha == 0.0:
             return s
@@ -713,7 +713,7 @@ class Debias(_Wrapper):
         rb = self.kernel.row_blocks(batch, key)
         if rb is None:
             return None
-        return RowBlocks(rb.num_rows, rb.num_cols, rb.exclude_self, lambda a, b: self._apply(rb.block(a, b), a, rb.num_cols))
+        return RowBlocks(rb.num_rows, rb.num_cols, rb.exclude_self, lambda a, b: self._debias(rb.block(a, b), a, rb.num_cols))
 
 
 class Propagate(_Wrapper):
@@ -746,7 +746,7 @@ class Propagate(_Wrapper):
             total = (total > 0).to(total.dtype)
         return log_normalise(_log_of(total))
 
-    def sparse(self, batch: Batch, key: str = "inputs") -> SparseRows | None:
+    def sparse(self, batch: Batch, key: str = "embeddings") -> SparseRows | None:
         s = self.kernel.sparse(batch, key)
         if s is None:
             return None
@@ -815,7 +815,7 @@ class Mix(Kernel):
     def forward(self, batch: Batch, key: str = "embeddings") -> Tensor:
         return self._combine([m(batch, key) for m in self.members])
 
-    def sparse(self, batch: Batch, key: str = "inputs") -> SparseRows | None:
+    def sparse(self, batch: Batch, key: str = "embeddings") -> SparseRows | None:
         parts = [m.sparse(batch, key) for m in self.members]
         if any(p is None for p in parts):
             return None

@@ -223,3 +223,13 @@ def test_registered_kernels_document_their_parameters() -> None:
         assert all(p.type != "any" for p in comp.params), (name, comp.params)
     params = {p.name: p for p in reg.get("kernel", "gaussian").params}
     assert params["sigma"].default == 1.0 and params["perplexity"].default is None
+
+
+@pytest.mark.parametrize("spec", SQUARE_SPECS + [("label", {"to": "classes", "num_classes": 3})], ids=lambda s: s[0] + str(sorted(s[1])))
+def test_kernels_move_like_modules(spec) -> None:
+    # an attribute or method shadowing nn.Module.to / ._apply would break .to(), .double(), .cuda()
+    kernel = ib.kernel(spec).to(torch.float64)
+    assert kernel.double() is kernel
+    loss = ib.ICon(kernel, "cosine" if not kernel.rectangular else ("prototype", {"num_classes": 3, "dim": 4}),
+                   p_debias=0.3, q_debias=0.2).to(torch.float64)
+    assert torch.isfinite(loss(_batch()))

@@ -90,6 +90,22 @@ def test_prototype_with_class_labels_equals_cross_entropy() -> None:
         torch.testing.assert_close(gw, gw_ref)
 
 
+def test_debiased_class_labels_equal_label_smoothing_up_to_entropy() -> None:
+    # p = (1 - eps) onehot + eps / C is the label-smoothing target, so KL = CE_smooth - H(p).
+    torch.manual_seed(8)
+    z = torch.randn(9, 3, dtype=torch.float64)
+    y = torch.randint(0, 5, (9,))
+    eps, c = 0.2, 5
+    for fast in (False, True):
+        loss_fn = ib.ICon(("label", {"to": "classes", "num_classes": c}), ("prototype", {"num_classes": c, "dim": 3}), p_debias=eps, fast=fast)
+        loss_fn.double()
+        logits = z @ loss_fn.q.weight.T / 1.0
+        hi, lo = 1 - eps + eps / c, eps / c
+        entropy = -(hi * math.log(hi) + (c - 1) * lo * math.log(lo))
+        expected = F.cross_entropy(logits, y, label_smoothing=eps) - entropy
+        torch.testing.assert_close(loss_fn({"embeddings": z, "labels": y}), expected)
+
+
 def test_gaussian_pair_equals_sne() -> None:
     g = torch.Generator().manual_seed(4)
     x = torch.randn(15, 6, generator=g, dtype=torch.float64)
