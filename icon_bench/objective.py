@@ -43,6 +43,11 @@ class ICon(nn.Module):
     ``q_debias`` wraps q. ``fast``: "auto" uses the structured KL path when it applies (KL, a p with
     sparse structure, a q evaluable by row blocks), False always goes dense, True requires the fast
     path. Rows without support in p are left out of the mean.
+
+    The fast path needs ``p.sparse(batch, "inputs") -> SparseRows`` (positives plus a uniform share)
+    and ``q.row_blocks(batch, "embeddings") -> RowBlocks``; it computes ``sum_j p log p`` in closed
+    form and ``sum_j p log q`` from q at the positives plus the sum of log q over each row, one block
+    of ``block_elements // M`` rows at a time (checkpointed under autograd, so memory is one block).
     """
 
     #: Elements of one (rows x columns) block of q on the fast path; smaller means less memory.

@@ -240,7 +240,6 @@ def test_gradients_finite_for_every_kernel_pair(div) -> None:
     pairs.append((("label", {"to": "classes", "num_classes": 6}), ("prototype", {"num_classes": 6, "dim": 4, "temperature": 0.01})))
     for p, q in pairs:
         batch = _far_batch()
-        loss_fn = ib.ICon(p, q, div, p_debias=0.0)
         for p_debias in (0.0, 0.5):
             loss_fn = ib.ICon(p, q, div, p_debias=p_debias)
             value = loss_fn(batch)
