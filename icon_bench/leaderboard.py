@@ -117,7 +117,7 @@ def _intro_lines(report: Report) -> list[tuple[str, str]]:
         ("icon-bench", f"{', '.join(meta['icon_bench']) or 'unknown'} (runs); {meta['report_icon_bench']} (report)"),
         ("torch / python", f"{', '.join(meta['torch']) or '?'} / {', '.join(meta['python']) or '?'}"),
         ("plugins", plugins),
-        ("git commits", ", ".join(meta["git_commits"]) or "unknown"),
+        ("git commits", ", ".join(c[:12] for c in meta["git_commits"]) or "unknown"),
         ("devices", ", ".join(meta["devices"]) or "unknown"),
         ("runs", run),
         ("generated", meta["generated_at"]),
@@ -178,10 +178,14 @@ def write_rows(report: Report, out_dir: str | Path) -> Path:
     """results.parquet with the flattened rows, or results.json when parquet cannot hold them."""
     out_dir = Path(out_dir)
     flat = pd.json_normalize(json.loads(report.rows.to_json(orient="records", default_handler=str)))
-    # Nested containers other than numeric lists (the loss history) become JSON text for parquet.
     for col in flat.columns:
-        if flat[col].map(lambda v: isinstance(v, (dict, list)) and not _numeric_list(v)).any():
-            flat[col] = flat[col].map(lambda v: json.dumps(v, default=str) if isinstance(v, (dict, list)) else v)
+        # Parquet columns hold one type: nested containers other than numeric lists (the loss
+        # history) and columns mixing types (an int here, a "$placeholder" there) become JSON text.
+        values = [v for v in flat[col] if not _missing_scalar(v)]
+        kinds = {"num" if isinstance(v, (int, float)) and not isinstance(v, bool) else type(v).__name__ for v in values}
+        nested = any(isinstance(v, (dict, list)) and not _numeric_list(v) for v in values)
+        if nested or len(kinds) > 1:
+            flat[col] = flat[col].map(lambda v: v if isinstance(v, str) or _missing_scalar(v) else json.dumps(v, default=str))
     try:
         path = out_dir / "results.parquet"
         flat.to_parquet(path, index=False)
@@ -190,6 +194,10 @@ def write_rows(report: Report, out_dir: str | Path) -> Path:
         path = out_dir / "results.json"
         flat.to_json(path, orient="records", indent=1)
     return path
+
+
+def _missing_scalar(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
 
 
 def _numeric_list(value: Any) -> bool:
@@ -242,7 +250,7 @@ def write_markdown(report: Report, path: str | Path) -> Path:
             settings = report.protocols.get(current, [])
             lines += [f"## Protocol {_md(current)}", ""]
             lines += [f"Settings: `{json.dumps(s, sort_keys=True)}`" for s in settings] + [""]
-        lines += [f"### {_md(section.dataset)} (protocol {_md(current)})", ""]
+        lines += [f"### {_md(section.dataset)} — {_md(section.task)} (protocol {_md(current)})", ""]
         lines += [f"Seeds run: {_md(', '.join(map(str, section.seeds)) or 'none')}.", ""]
         headers, rows = section_rows(section, fractions)
         body = [
@@ -358,15 +366,19 @@ def write_html(report: Report, path: str | Path) -> Path:
             if current is not None:
                 body.append("</section>")
             current = section.protocol_version
-            settings = "; ".join(json.dumps(s, sort_keys=True) for s in report.protocols.get(current, []))
+            settings = "\n".join(json.dumps(s, sort_keys=True, indent=1) for s in report.protocols.get(current, []))
             body.append(
                 f'<section class="protocol"><h2>Protocol {_e(current)}</h2>'
-                f'<p class="settings">Settings: <code>{_e(settings or "not recorded")}</code></p>'
+                f'<details class="settings"><summary>Protocol {_e(current)} settings</summary>'
+                f"<pre>{_e(settings or 'not recorded')}</pre></details>"
             )
-        nav.append(f'<li><a href="#{sid}">{_e(section.dataset)} <small>(protocol {_e(current)})</small></a></li>')
+        nav.append(
+            f'<li><a href="#{sid}">{_e(section.dataset)} · {_e(section.task)} '
+            f'<small>(protocol {_e(current)})</small></a></li>'
+        )
         seeds = ", ".join(map(str, section.seeds)) or "none"
         body.append(
-            f'<article class="dataset" id="{sid}"><h3>{_e(section.dataset)} '
+            f'<article class="dataset" id="{sid}"><h3>{_e(section.dataset)} — {_e(section.task)} '
             f'<small>protocol {_e(current)} · seeds {_e(seeds)}</small></h3>'
         )
         body.append(_html_table(section, fractions))

@@ -72,8 +72,9 @@ def make_plots(report: Report, out_dir: str | Path, *, registry: bool = True) ->
 
 
 def _stem(section: Section) -> str:
-    slug = re.sub(r"[^A-Za-z0-9]+", "-", f"p{section.protocol_version}-{section.dataset}").strip("-")[:60]
-    digest = hashlib.sha1(f"{section.protocol_version}\0{section.dataset}".encode()).hexdigest()[:6]
+    name = f"p{section.protocol_version}-{section.dataset}-{section.task}"
+    slug = re.sub(r"[^A-Za-z0-9]+", "-", name).strip("-")[:60]
+    digest = hashlib.sha1(f"{section.protocol_version}\0{section.dataset}\0{section.task}".encode()).hexdigest()[:6]
     return f"{slug}-{digest}"  # the digest keeps two names that slug alike apart
 
 
@@ -130,7 +131,8 @@ def plot_metrics(section: Section, fractions: set[str], path: Path) -> str | Non
     handles.append(plt.Line2D([], [], marker="o", ls="", color="grey", mfc="white", label="incomplete"))
     fig.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=min(len(handles), 5),
                frameon=False)
-    fig.suptitle(f"{section.dataset}: mean ± std over seeds (protocol {section.protocol_version})", fontsize=10, y=1.0)
+    title = f"{section.dataset}, {section.task}: mean ± std over seeds (protocol {section.protocol_version})"
+    fig.suptitle(title, fontsize=10, y=1.0)
     fig.tight_layout(rect=(0, 0, 1, 0.96))
     _save(fig, path)
     return f"{section.dataset}: metrics per configuration (mean ± sample std over seeds; hollow = incomplete)"

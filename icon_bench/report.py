@@ -44,6 +44,7 @@ class Section:
     metrics: list[str]  # metric names present, in evaluation order; metrics[0] is the primary one
     varying: list[str]  # flattened spec keys that differ between the configurations
     seeds: list[Any]  # every seed run for this dataset (ok or failed)
+    task: str = ""  # what the table's metrics measure: clustering, representation, ...
     plots: list[tuple[str, Path]] = field(default_factory=list)  # (caption, PNG path)
 
 
@@ -396,24 +397,25 @@ def build_report(results: str | Path, *, resamples: int = 1000, seed: int = 0) -
         vrows = rows[rows["protocol_version"] == version]
         for dataset in _unique(vrows["dataset"]):
             table = agg[(agg["protocol_version"] == version) & (agg["dataset"] == dataset)]
-            drows = vrows[vrows["dataset"] == dataset]
-            present = [m for m in all_metrics if drows[METRIC_PREFIX + m].notna().any()]
-            if present:
-                primary = present[0]
-                table = table.sort_values(
-                    [f"{primary}_rank", f"{primary}_mean"], ascending=[True, lower_is_better(primary)],
-                    na_position="last", kind="stable",
+            seeds = _sorted_seeds(vrows.loc[vrows["dataset"] == dataset, "seed"].map(_seed_key))
+            for metrics, group in _metric_groups(table, all_metrics):
+                if metrics:
+                    primary = metrics[0]
+                    group = group.sort_values(
+                        [f"{primary}_rank", f"{primary}_mean"], ascending=[True, lower_is_better(primary)],
+                        na_position="last", kind="stable",
+                    )
+                sections.append(
+                    Section(
+                        protocol_version=version,
+                        dataset=dataset,
+                        table=group.reset_index(drop=True),
+                        metrics=metrics,
+                        varying=varying_keys(group["spec"]),
+                        seeds=seeds,
+                        task=task_of(metrics),
+                    )
                 )
-            sections.append(
-                Section(
-                    protocol_version=version,
-                    dataset=dataset,
-                    table=table.reset_index(drop=True),
-                    metrics=present,
-                    varying=varying_keys(table["spec"]),
-                    seeds=_sorted_seeds(drows["seed"].map(_seed_key)),
-                )
-            )
     label_of = {(r.protocol_version, r.dataset, r.config_id): r.label for r in agg.itertuples()}
     failed = rows[rows["status"] != "ok"].copy()
     failed["label"] = [
@@ -447,6 +449,36 @@ def _merge_settings(settings: list[dict]) -> list[dict]:
                 return settings  # a real disagreement inside one version: show every variant
             merged[key] = value
     return [merged]
+
+
+def _metric_groups(table: pd.DataFrame, all_metrics: list[str]) -> list[tuple[list[str], pd.DataFrame]]:
+    """Split one dataset's configurations by task (clustering vs 2-D maps, ...), from the metrics they report.
+
+    A configuration without any metric (every trial failed) joins the first table, so it is still seen.
+    """
+    present = [[m for m in all_metrics if rec.get(f"{m}_n", 0)] for rec in table.to_dict("records")]
+    tasks = [task_of(ms) if ms else None for ms in present]
+    first_metric = {}
+    for task, ms in zip(tasks, present):
+        if task is not None:
+            first_metric.setdefault(task, all_metrics.index(ms[0]))
+    order = sorted(first_metric, key=first_metric.get)
+    if not order:
+        return [([], table)]
+    groups = []
+    for k, task in enumerate(order):
+        mask = [t == task or (k == 0 and t is None) for t in tasks]
+        metrics = [m for m in all_metrics if any(m in ms for ms, keep in zip(present, mask) if keep)]
+        groups.append((metrics, table[mask]))
+    return groups
+
+
+def task_of(metrics: list[str]) -> str:
+    """The task a table's metrics belong to (clustering, representation, ...), else its metric names."""
+    for task, names in TASKS.items():
+        if metrics and metrics[0] in names:
+            return task
+    return ", ".join(metrics) or "no metrics"
 
 
 def _version_key(version: str) -> tuple:
@@ -509,6 +541,10 @@ def write_report(results: str | Path, out_dir: str | Path, *, resamples: int = 1
     report = build_report(results, resamples=resamples)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    # A report folder is rewritten whole: figures and row dumps of an earlier report must not linger.
+    for pattern in ("metrics-*.png", "grid-*.png", "embedding-*.png", "loss-*.png", "results.parquet", "results.json"):
+        for stale in out.glob(pattern):
+            stale.unlink()
     if plots:
         plotting.make_plots(report, out)
     leaderboard.write_rows(report, out)

@@ -45,7 +45,7 @@ def test_markdown_tables(report_dir: Path) -> None:
     assert "Fractions (hungarian, nmi, ari, knn2d, trustworthiness) are shown ×100 with one decimal." in md
     assert "- **plugins**: icon-bench 0.1.0, icon-bench-extra 0.2.0" in md
     assert "- **git commits**: 4cf8cc9" in md
-    rows = _table_after(md, "### digits (protocol 1)")
+    rows = _table_after(md, "### digits — clustering (protocol 1)")
     assert [r[1].split("](")[0].lstrip("[") for r in rows] == [
         "debiased_infonce_clustering · js †", "pmi · tv", "pmi · kl", "&lt;script&gt;alert(1)&lt;/script&gt; · kl",
         "kmeans †",
@@ -56,7 +56,7 @@ def test_markdown_tables(report_dir: Path) -> None:
     assert rows[2][3] == "63.0 ± 3.6 (3)"
     assert rows[4][2] == "2/3 † missing 2"
     assert rows[3][0] == "4 (4–5)" and rows[4][0] == "5 (4–5)"
-    v2 = _table_after(md, "### digits (protocol 2)")
+    v2 = _table_after(md, "### digits — clustering (protocol 2)")
     assert len(v2) == 1 and v2[0][3] == "92.0 ± 2.0 (3)"
     # Each row links to its configuration's anchor, which exists with the spec as JSON.
     anchors = re.findall(r"\(#(config-[0-9a-f]+)\)", md)

@@ -179,3 +179,18 @@ def test_protocol_settings_of_different_metrics_merge_into_one(tmp_path: Path) -
     rows[0]["protocol"]["settings"] = {"hungarian": {"split": "train"}}  # a real conflict is shown, not hidden
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     assert len(build_report(path, resamples=0).protocols["1"]) > 1
+
+
+def test_a_dataset_with_two_tasks_gets_one_table_per_task(tmp_path: Path) -> None:
+    rows = report_fixture.load_rows()
+    for r in rows:  # move the 2-D map trials onto digits, beside the clustering ones
+        if r["dataset"] == "blobs":
+            r["dataset"], r["spec"]["dataset"] = "digits", {"name": "digits"}
+    path = tmp_path / "results.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    report = build_report(path, resamples=0)
+    v1 = [(s.dataset, s.task, s.metrics, len(s.table)) for s in report.sections if s.protocol_version == "1"]
+    assert v1 == [
+        ("digits", "clustering", ["hungarian", "nmi", "ari"], 5),
+        ("digits", "dimensionality reduction", ["knn2d", "trustworthiness"], 2),
+    ]
