@@ -44,8 +44,7 @@ def _check_free(kind: str, name: str) -> None:
     if name in registry.names(kind):
         comp = registry.get(kind, name)
         raise ScaffoldError(
-            f"a {kind} named {name!r} is already registered by {comp.distribution} {comp.version}; "
-            "choose another name"
+            f"a {kind} named {name!r} is already registered by {comp.distribution} {comp.version}; choose another name"
         )
 
 
@@ -127,7 +126,7 @@ _HOOKS = {
 
 # Placeholders: __NAME__ (component and plugin), __DIST__ (distribution), __PKG__ (import package),
 # __CLASS__, __KIND__, __HOOK__. Plain replacement keeps the templates free of brace escaping.
-_PYPROJECT = '''
+_PYPROJECT = """
 [build-system]
 requires = ["setuptools>=64"]
 build-backend = "setuptools.build_meta"
@@ -152,7 +151,7 @@ where = ["src"]
 
 [tool.pytest.ini_options]
 testpaths = ["tests"]
-'''
+"""
 
 _INIT = '''
 """__DIST__: an icon-bench plugin adding the __NAME__ __KIND__."""
@@ -360,7 +359,9 @@ _COMPONENT = {
                     raise DataError("dataset '__NAME__': need rings >= 2 and n_samples >= 4 * rings")
                 if not 0 < test_size < 1 or noise < 0:
                     raise DataError("dataset '__NAME__': test_size must be in (0, 1) and noise >= 0")
-                self.params = {"n_samples": n_samples, "rings": rings, "noise": noise, "seed": seed, "test_size": test_size}
+                self.params = {
+                    "n_samples": n_samples, "rings": rings, "noise": noise, "seed": seed, "test_size": test_size
+                }
 
             def load(self) -> DataSplits:
                 p = self.params
@@ -394,7 +395,7 @@ _COMPONENT = {
     ''',
 }
 
-_README = '''
+_README = """
 # __DIST__
 
 An [icon-bench](https://github.com/) plugin adding one __KIND__, `__NAME__`.
@@ -410,10 +411,10 @@ icon-bench finds the plugin through the entry point in `pyproject.toml`
 `__HOOK__` hook, and `src/__PKG__/__KIND__.py` holds the maths. If it does not show up, run
 `icon-bench plugins` (a plugin that fails to import is listed with its error) and see
 icon-bench's docs/plugins.md.
-'''
+"""
 
 _README_KIND = {
-    "kernel": '''
+    "kernel": """
         ## Use
 
         ```python
@@ -421,8 +422,8 @@ _README_KIND = {
         q = icon_bench.kernel("__NAME__", scale=0.5)       # q(batch, key="embeddings") -> (N, N) log-probs
         ```
         or in a suite: `q.name: [__NAME__]` (replaces a method's q kernel), `p.name: [__NAME__]` for p.
-    ''',
-    "divergence": '''
+    """,
+    "divergence": """
         ## Use
 
         ```python
@@ -430,14 +431,14 @@ _README_KIND = {
         div = icon_bench.divergence("__NAME__")             # div(log_p, log_q) -> (N,)
         ```
         or in a suite: `divergence: [kl, __NAME__]`.
-    ''',
-    "method": '''
+    """,
+    "method": """
         ## Use
 
         In a suite: `method: [kmeans, __NAME__]`, with `settings` keys `dim` and `iters`; or
         `icon-bench trial __NAME__ digits`.
-    ''',
-    "dataset": '''
+    """,
+    "dataset": """
         ## Use
 
         ```python
@@ -445,7 +446,7 @@ _README_KIND = {
         data = load_dataset({"name": "__NAME__", "rings": 4, "standardize": True})
         ```
         or in a suite: `datasets: [{name: __NAME__, rings: 4}]`.
-    ''',
+    """,
 }
 
 _TEST_HEAD = '''
@@ -465,7 +466,7 @@ def test_installed_plugin_passes_the_conformance_kit() -> None:
 '''
 
 _TEST_KIND = {
-    "kernel": '''
+    "kernel": """
 
         def test_other_parameters_pass_the_kit() -> None:
             testing.check_kernel(__NAME__, params={"scale": 0.3, "include_self": True})
@@ -477,8 +478,8 @@ _TEST_KIND = {
             expected = w / w.sum(1, keepdim=True)
             got = __NAME__(scale=2.0)({"embeddings": x}).exp()
             assert torch.allclose(got, expected, atol=1e-5)
-    ''',
-    "divergence": '''
+    """,
+    "divergence": """
 
         def test_matches_the_closed_form() -> None:
             p = torch.tensor([[0.5, 0.5, 0.0], [0.2, 0.3, 0.5]])
@@ -491,8 +492,8 @@ _TEST_KIND = {
             p = torch.tensor([[1.0, 0.0]]).log()
             q = torch.tensor([[0.0, 1.0]]).log()
             assert torch.allclose(__NAME__()(p, q), torch.tensor([1.0]))
-    ''',
-    "method": '''
+    """,
+    "method": """
 
         def test_separates_well_separated_blobs() -> None:
             from icon_bench.evaluation import hungarian_accuracy
@@ -502,13 +503,13 @@ _TEST_KIND = {
             assert out.train_embeddings.shape == (90, 2)
             assert hungarian_accuracy(data.y_test, out.test_clusters) > 0.9
             assert out.history["inertia"][-1] <= out.history["inertia"][0]
-    ''',
-    "dataset": '''
+    """,
+    "dataset": """
 
         def test_points_lie_on_their_rings() -> None:
             data = __NAME__(n_samples=200, rings=4, noise=0.01).load()
             for x, y in ((data.x_train, data.y_train), (data.x_test, data.y_test)):
                 assert torch.allclose(x.norm(dim=1), (y + 1).float(), atol=0.1)
             assert set(data.y_test.tolist()) == {0, 1, 2, 3}
-    ''',
+    """,
 }

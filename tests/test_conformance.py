@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from icon_bench import hookspecs, registry, testing
-from icon_bench.datasets import DataSplits, Dataset
+from icon_bench.datasets import Dataset, DataSplits
 from icon_bench.divergences import TV, Divergence
 from icon_bench.evaluation import MethodOutput
 from icon_bench.kernels import Kernel, SparseRows, log_normalise
@@ -37,11 +37,7 @@ EXAMPLE_OPTIONS: dict[tuple[str, str], dict[str, Any]] = {
 
 
 def _cases() -> list[Any]:
-    return [
-        pytest.param(kind, name, id=f"{kind}:{name}")
-        for kind in hookspecs.KINDS
-        for name in BUILTINS.names(kind)
-    ]
+    return [pytest.param(kind, name, id=f"{kind}:{name}") for kind in hookspecs.KINDS for name in BUILTINS.names(kind)]
 
 
 def test_builtins_load_so_the_kit_sees_them_all() -> None:
@@ -436,7 +432,10 @@ def test_check_plugin_reports_an_import_error_with_the_plugin_name(site: Any) ->
         testing.check_plugin("icon_bench_broken", registry=reg)  # any spelling of the distribution
     assert excinfo.value.property == "loads"
     assert "plugin 'broken' (icon-bench-broken 1.0)" in excinfo.value.component
-    assert "ModuleNotFoundError" in excinfo.value.detail and "a_module_that_does_not_exist_anywhere" in excinfo.value.detail
+    assert (
+        "ModuleNotFoundError" in excinfo.value.detail
+        and "a_module_that_does_not_exist_anywhere" in excinfo.value.detail
+    )
 
 
 def test_check_plugin_on_a_name_that_is_not_installed() -> None:

@@ -115,7 +115,12 @@ def test_suite_with_the_renyi_divergence_records_the_plugin_in_its_rows(
     finally:
         registry.set_registry(None)
     assert code == 0, out.getvalue()
-    rows = [json.loads(line) for f in sorted((tmp_path / "results").rglob("*.jsonl")) for line in f.read_text().splitlines() if line.strip()]
+    rows = [
+        json.loads(line)
+        for f in sorted((tmp_path / "results").rglob("*.jsonl"))
+        for line in f.read_text().splitlines()
+        if line.strip()
+    ]
     assert len(rows) == 1, out.getvalue()
     row = rows[0]
     assert row["status"] == "ok", row.get("error")

@@ -37,9 +37,7 @@ def _test_function_names() -> dict[str, list[str]]:
 
 
 def test_kinds_list_every_hookspec() -> None:
-    specs = {
-        name for name, fn in vars(hookspecs).items() if callable(fn) and hasattr(fn, f"{hookspecs.PROJECT}_spec")
-    }
+    specs = {name for name, fn in vars(hookspecs).items() if callable(fn) and hasattr(fn, f"{hookspecs.PROJECT}_spec")}
     assert specs == set(HOOKS), "hookspecs.KINDS and the @hookspec functions disagree"
 
 
@@ -51,7 +49,9 @@ def test_hook_has_a_docstring(hook: str) -> None:
 
 @pytest.mark.parametrize("hook", HOOKS)
 def test_hook_has_a_section_in_plugins_md_with_its_exact_signature(hook: str) -> None:
-    assert re.search(rf"^#{{2,4}} .*`{hook}\(register\)`", DOC, flags=re.M), f"docs/plugins.md has no heading for {hook}"
+    assert re.search(rf"^#{{2,4}} .*`{hook}\(register\)`", DOC, flags=re.M), (
+        f"docs/plugins.md has no heading for {hook}"
+    )
     params = list(inspect.signature(getattr(hookspecs, hook)).parameters)
     assert params == ["register"], f"{hook} changed its signature to {params}: update docs/plugins.md"
     assert f"def {hook}(register: Register) -> None: ..." in DOC

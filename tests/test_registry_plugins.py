@@ -190,7 +190,7 @@ def test_import_error_is_listed_and_does_not_stop_other_plugins(site: Callable[.
 
 def test_hook_that_raises_is_listed_and_registers_nothing(site: Callable[..., str]) -> None:
     bad = site("icon-bench-raises", RAISING_HOOK_PLUGIN, entry="raises")
-    good = site("icon-bench-heavy", KERNEL_PLUGIN, entry="heavy")
+    site("icon-bench-heavy", KERNEL_PLUGIN, entry="heavy")
     reg = load_registry()
     assert reg.plugins[bad].status == "failed"
     assert "RuntimeError: the divergence hook exploded" in reg.plugins[bad].error

@@ -1,11 +1,10 @@
-"""`icon-bench new-plugin`: names validated, no overwriting, and every generated package installs and passes its test."""
+"""`icon-bench new-plugin`: names checked, nothing overwritten, every generated package installs and passes its test."""
 
 from __future__ import annotations
 
 import os
 import re
 import subprocess
-import tomllib
 import venv
 from pathlib import Path
 
@@ -31,6 +30,7 @@ def test_invalid_names_are_refused_with_the_rule(name: str, hint: str) -> None:
 
 
 def test_layout_and_entry_point(tmp_path: Path) -> None:
+    tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
     target = create_plugin("heavy_tail", "kernel", tmp_path, check_registry=False)
     assert target == tmp_path / "icon-bench-heavy-tail"
     files = sorted(str(p.relative_to(target)) for p in target.rglob("*") if p.is_file())
@@ -118,7 +118,7 @@ def test_generated_packages_install_and_pass_their_own_tests(tmp_path: Path) -> 
     )
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
     passed = set(re.findall(r"^PASSED (\S+)", proc.stdout, flags=re.M))
-    for kind, name in names.items():
+    for name in names.values():
         assert any(f"test_{name}.py::test_installed_plugin_passes_the_conformance_kit" in t for t in passed), passed
         assert len([t for t in passed if f"test_{name}.py::" in t]) >= 2, passed
     assert "FAILED" not in proc.stdout and "ERROR" not in proc.stdout

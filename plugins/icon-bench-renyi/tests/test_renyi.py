@@ -7,17 +7,17 @@ import math
 import numpy as np
 import pytest
 import torch
+from icon_bench_renyi import LearnableT, Renyi, learnable_t, renyi
 
 import icon_bench
 from icon_bench.divergences import KL
 from icon_bench.testing import ConformanceError, check_divergence, check_kernel, check_plugin
-from icon_bench_renyi import LearnableT, Renyi, learnable_t, renyi
 
 
 def renyi_numpy(p: np.ndarray, q: np.ndarray, alpha: float) -> np.ndarray:
     """The textbook per-row formula in float64, summing only over p > 0 (0^alpha = 0 for alpha > 0)."""
     out = []
-    for pi, qi in zip(p, q):
+    for pi, qi in zip(p, q, strict=True):
         s = pi > 0
         out.append(np.log(np.sum(pi[s] ** alpha * qi[s] ** (1.0 - alpha))) / (alpha - 1.0))
     return np.array(out)
