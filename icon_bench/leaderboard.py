@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 DAGGER = "†"
 INCOMPLETE_NOTE = (
     f"{DAGGER} incomplete: fewer seeds than were run for this dataset, or a failed trial; "
-    "the mean is over the seeds that finished (listed in the seeds column)."
+    "the mean is over the seeds that finished (listed in the seeds column; † on a value: its n is short)."
 )
 
 
@@ -225,7 +225,9 @@ def section_rows(section: Section, fractions: set[str]) -> tuple[list[str], list
             "complete": rec["complete"],
             "metrics": [
                 (
-                    format_value(rec[f"{m}_mean"], rec[f"{m}_std"], rec[f"{m}_n"], fraction=m in fractions),
+                    format_value(rec[f"{m}_mean"], rec[f"{m}_std"], rec[f"{m}_n"], fraction=m in fractions)
+                    # A value over fewer seeds than were run says so itself, not only via its row.
+                    + (f" {DAGGER}" if 0 < rec[f"{m}_n"] < rec["n_expected"] else ""),
                     rec[f"{m}_mean"],
                     format_rank(rec.get(f"{m}_rank"), rec.get(f"{m}_rank_lo"), rec.get(f"{m}_rank_hi")),
                 )
@@ -277,7 +279,7 @@ def write_markdown(report: Report, path: str | Path) -> Path:
             f'<a id="{_anchor(cid)}"></a>**`{_md(cid)}`** {_md(labels.get(cid, ""))}',
             "",
             "```json",
-            json.dumps(spec, sort_keys=True, indent=1, default=str).replace("```", "` ` `"),
+            json.dumps(spec, sort_keys=True, default=str).replace("```", "` ` `"),
             "```",
             "",
         ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import re
 from pathlib import Path
 
@@ -52,7 +53,7 @@ def test_markdown_tables(report_dir: Path) -> None:
     ]
     assert rows[0][0] == "1 (1–1)"
     assert rows[0][2] == "2/3 † failed 1"
-    assert rows[0][3] == "82.0 ± 2.8 (2)"
+    assert rows[0][3] == "82.0 ± 2.8 (2) †"  # averaged over 2 of the 3 seeds run
     assert rows[2][3] == "63.0 ± 3.6 (3)"
     assert rows[4][2] == "2/3 † missing 2"
     assert rows[3][0] == "4 (4–5)" and rows[4][0] == "5 (4–5)"
@@ -116,3 +117,17 @@ def test_cross_suite_index(report_dir: Path, tmp_path: Path) -> None:
     assert ("1", "digits", "representation") not in best
     empty = build_index(tmp_path)
     assert "No suite reports yet" in empty.read_text()
+
+
+def test_a_value_over_fewer_seeds_is_marked_even_in_a_complete_row(tmp_path: Path) -> None:
+    rows = report_fixture.load_rows()
+    for r in rows:
+        if r["method"] == "pmi" and r["divergence"] == "tv" and r["seed"] == 2:
+            del r["metrics"]["nmi"]  # the trial ran, but this metric is missing
+    path = tmp_path / "results.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = write_report(path, tmp_path / "report", resamples=0, plots=False)
+    pmi_tv = next(r for r in _table_after((out / "leaderboard.md").read_text(), "### digits — clustering (protocol 1)")
+                  if r[1].startswith("[pmi · tv]"))
+    assert pmi_tv[2] == "3/3"  # all trials ok ...
+    assert pmi_tv[3] == "71.0 ± 1.0 (3)" and pmi_tv[4] == "60.5 ± 0.7 (2) †"  # ... but nmi has two values

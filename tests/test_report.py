@@ -194,3 +194,15 @@ def test_a_dataset_with_two_tasks_gets_one_table_per_task(tmp_path: Path) -> Non
         ("digits", "clustering", ["hungarian", "nmi", "ari"], 5),
         ("digits", "dimensionality reduction", ["knn2d", "trustworthiness"], 2),
     ]
+
+
+def test_rows_with_mixed_type_fields_still_go_to_parquet(tmp_path: Path) -> None:
+    rows = report_fixture.load_rows()
+    for r in rows:  # e.g. a resolved hyperparameter that is a number in one row, a placeholder in another
+        r["info"] = {"out_dim": 10 if r["seed"] else "$num_classes", "empty": {}}
+    path = tmp_path / "results.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = write_report(path, tmp_path / "report", resamples=0, plots=False)
+    df = pd.read_parquet(out / "results.parquet")
+    assert set(df["info.out_dim"]) == {"10", "$num_classes"}
+    assert not (out / "results.json").exists()
