@@ -7,6 +7,7 @@ through /proc/self/clear_refs, Linux only); CUDA peak memory is torch's allocato
 
     python benchmarks/bench_fast_path.py                          # CPU (and CUDA when present), < 1 min
     python benchmarks/bench_fast_path.py --sizes 4096 16384 --clusters 1000 --device cuda
+    python benchmarks/bench_fast_path.py --block-elements 262144    # smaller q blocks: memory O(N)
 """
 
 from __future__ import annotations
@@ -145,7 +146,7 @@ def run(device: torch.device, sizes: list[int], args: argparse.Namespace) -> Non
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--sizes", type=int, nargs="+", default=[512, 1024, 2048], help="batch rows N")
+    ap.add_argument("--sizes", type=int, nargs="+", default=[256, 1024, 2048], help="batch rows N")
     ap.add_argument("--clusters", type=int, default=100, help="cluster head size C")
     ap.add_argument("--views", type=int, default=2, help="views per sample (augmentation positives + 1)")
     ap.add_argument("--k", type=int, default=10, help="global kNN graph neighbours per row")
@@ -153,7 +154,10 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=2, help="timed steps per path (median reported)")
     ap.add_argument("--block-elements", type=int, default=0, help="fast path q block size (0: ICon default)")
     ap.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="auto: CPU, then CUDA if present")
-    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch default)")
+    ap.add_argument(
+        "--threads", type=int, default=1,
+        help="torch CPU threads (default 1: OpenMP spinning on a busy machine swamps the timings; 0: torch default)",
+    )
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
