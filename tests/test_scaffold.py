@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import site
 import subprocess
 import venv
 from pathlib import Path
@@ -90,14 +91,32 @@ def test_cli_new_plugin_writes_the_package(tmp_path: Path, capsys: pytest.Captur
         cli.main(["new-plugin", "x", "--kind", "sampler"])
 
 
+def _child_environment(env_dir: Path) -> str:
+    """A fresh venv that sees this interpreter's packages (torch, icon-bench, pip) behind its own.
+
+    `--system-site-packages` is not enough: it exposes the *base* interpreter's packages, not those
+    of the venv the tests may run in (.ci/run's .venv). A .pth line that calls site.addsitedir on
+    each of our site directories also runs their .pth files (editable installs live there).
+    """
+    venv.EnvBuilder(with_pip=False).create(env_dir)
+    python = str(env_dir / "bin" / "python")
+    purelib = subprocess.run(
+        [python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    parents = [p for p in [*site.getsitepackages(), site.getusersitepackages()] if os.path.isdir(p)]
+    calls = "; ".join(f"site.addsitedir({p!r})" for p in parents)
+    Path(purelib, "_icon_bench_parent_env.pth").write_text(f"import site; {calls}\n")
+    return python
+
+
 def test_generated_packages_install_and_pass_their_own_tests(tmp_path: Path) -> None:
     """Each kind: generate, `pip install -e` into a venv that sees this environment, run its test."""
     names = {kind: f"gen_{kind}" for kind in scaffold.KINDS}
     targets = [create_plugin(name, kind, tmp_path / "src", check_registry=False) for kind, name in names.items()]
-    env_dir = tmp_path / "venv"
-    # --system-site-packages: torch and icon-bench (editable) come from here; pip itself too.
-    venv.EnvBuilder(system_site_packages=True, with_pip=False).create(env_dir)
-    python = str(env_dir / "bin" / "python")
+    python = _child_environment(tmp_path / "venv")
     env = {**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1", "PYTHONDONTWRITEBYTECODE": "1"}
     env.pop("ICON_BENCH_DISABLE_PLUGINS", None)
     cmd = [python, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation"]
