@@ -61,8 +61,16 @@ class ResultsStore:
     O_APPEND descriptor, then fsync, so a crash leaves at most one torn last line, which readers skip.
     """
 
-    def __init__(self, directory: str | os.PathLike[str], *, suite: str | None = None, run_id: str | None = None) -> None:
+    def __init__(
+        self,
+        directory: str | os.PathLike[str],
+        *,
+        suite: str | None = None,
+        run_id: str | None = None,
+        fsync: bool = True,
+    ) -> None:
         self.directory = Path(directory)
+        self.fsync = fsync  # False only where durability does not matter (benchmarks of other costs)
         self.suite = suite
         self.run_id = run_id
         self.path = self.directory / RESULTS_FILE
@@ -112,7 +120,8 @@ class ResultsStore:
             written = os.write(fd, data)
             if written != len(data):  # only on a full disk; the reader will skip the torn line
                 raise IconBenchError(f"{self.path}: short write ({written} of {len(data)} bytes); disk full?")
-            os.fsync(fd)
+            if self.fsync:
+                os.fsync(fd)
         finally:
             os.close(fd)
 

@@ -1,0 +1,189 @@
+"""`icon-bench run`: the dry-run plan, resume after a SIGKILL, --force / --retry-failed, summary, report hook."""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+import types
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from ray_trials import fake_load, fake_trial
+
+from icon_bench import cli
+from icon_bench.runner import run_suite
+from icon_bench.store import ResultsStore
+from icon_bench.suite import load_suite, trial_id
+
+TESTS = Path(__file__).resolve().parent
+
+PLAN_SUITE = """
+name: plan
+datasets: [digits, iris]
+grid:
+  method: [kmeans, pmi]
+  divergence: [kl, tv]
+  seed: [0, 1]
+exclude:
+  - {method: kmeans, divergence: tv}
+include:
+  - {method: tsne, dataset: digits, seed: 0}
+"""
+
+
+def _suite(tmp_path: Path, text: str, name: str = "suite.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(text).lstrip("\n"))
+    return path
+
+
+def _plan_rows(output: str) -> dict[tuple[str, str], list[int]]:
+    rows = {}
+    for line in output.splitlines():
+        parts = line.split()
+        if len(parts) == 6 and parts[0] in ("kmeans", "pmi", "tsne"):
+            rows[(parts[0], parts[1])] = [int(p) for p in parts[2:]]
+        if parts and parts[0] == "total":
+            rows[("total", "")] = [int(p) for p in parts[1:]]
+    return rows
+
+
+def test_dry_run_counts_with_include_exclude_and_done_cells(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = _suite(tmp_path, PLAN_SUITE)
+    results = tmp_path / "res"
+    # 2 datasets x (kmeans: kl only, pmi: kl, tv) x 2 seeds = 12, plus one tsne cell.
+    assert cli.main(["run", str(path), "--dry-run", "--results", str(results)]) == 0
+    out = capsys.readouterr().out
+    assert "13 cells, 0 done, 0 failed, 13 to run" in out
+    plan = _plan_rows(out)
+    assert plan[("kmeans", "digits")] == [2, 0, 0, 2]
+    assert plan[("pmi", "iris")] == [4, 0, 0, 4]
+    assert plan[("tsne", "digits")] == [1, 0, 0, 1]
+    assert ("tsne", "iris") not in plan
+    # Mark some cells done and one failed: the plan skips the done ones and reruns the failure.
+    specs = load_suite(path).trials()
+    store = ResultsStore(results)
+    for spec in specs[:3]:
+        store.append(fake_trial(spec))
+    store.append({**fake_trial(specs[3]), "status": "failed", "error": "x"})
+    assert cli.main(["run", str(path), "--dry-run", "--results", str(results)]) == 0
+    out = capsys.readouterr().out
+    assert "13 cells, 3 done, 1 failed, 10 to run" in out
+    assert _plan_rows(out)[("total", "")] == [13, 3, 1, 10]
+    assert cli.main(["run", str(path), "--dry-run", "--results", str(results), "--retry-failed"]) == 0
+    assert "1 failed, 1 to run" in capsys.readouterr().out
+    assert cli.main(["run", str(path), "--dry-run", "--results", str(results), "--force", "--limit", "5"]) == 0
+    assert "3 done, 1 failed, 5 to run" in capsys.readouterr().out
+
+
+def test_run_summary_exit_status_and_reruns(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = _suite(
+        tmp_path,
+        """
+        name: small
+        datasets: [digits]
+        grid:
+          method: [pmi]
+          divergence: [kl, tv]
+          seed: [0, 1]
+        include:
+          - {method: pmi, divergence: js, seed: 0, fail: true}
+        evaluate: [hungarian, nmi]
+        """,
+    )
+    results = tmp_path / "res"
+    calls: list[tuple[Path, Path]] = []
+    fake_report = types.ModuleType("icon_bench.report")
+    fake_report.write_report = lambda res, out: calls.append((Path(res), Path(out)))  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "icon_bench.report", fake_report)
+    monkeypatch.chdir(tmp_path)
+
+    out = io.StringIO()
+    code = run_suite(path, results=results, trial_fn=fake_trial, load_fn=fake_load, progress=False, out=out)
+    text = out.getvalue()
+    assert code == 1  # one trial failed
+    assert "4 ok, 1 failed" in text and str(results / "results.jsonl") in text
+    assert "hungarian" in text and "ValueError: boom in pmi" in text  # metrics columns, error column
+    assert calls == [(results, Path("reports/small"))]
+    rows = ResultsStore(results).rows()
+    assert len(rows) == 5 and {r["suite"] for r in rows} == {"small"} and len({r["run_id"] for r in rows}) == 1
+
+    # A plain rerun retries only what is not ok (the failure, failing again); --force reruns all.
+    out = io.StringIO()
+    assert run_suite(path, results=results, trial_fn=fake_trial, load_fn=fake_load, progress=False, out=out, report=False) == 1
+    assert "running 1 of 5 cells" in out.getvalue()
+    out = io.StringIO()
+    assert run_suite(path, results=results, trial_fn=fake_trial, load_fn=fake_load, progress=False, out=out, report=False, force=True) == 1
+    assert "running 5 of 5 cells" in out.getvalue()
+    assert len(ResultsStore(results).read()) == 5 + 1 + 5
+
+
+def test_missing_report_module_is_a_note(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = _suite(tmp_path, "name: one\ndatasets: [digits]\ngrid: {method: [pmi]}\n")
+    monkeypatch.setitem(sys.modules, "icon_bench.report", None)  # import fails as if the module were absent
+    monkeypatch.chdir(tmp_path)
+    out = io.StringIO()
+    code = run_suite(path, trial_fn=fake_trial, load_fn=fake_load, progress=False, out=out)
+    assert code == 0 and "no report written" in out.getvalue()
+    assert (tmp_path / "results" / "one" / "results.jsonl").exists()
+
+
+def test_malformed_suite_through_the_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = _suite(tmp_path, "name: x\ndatasets: [digits]\ngrid:\n  method: [pmi]\n  divergnce: [kl]\n")
+    assert cli.main(["run", str(path), "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert f"icon-bench: error: {path}:5: grid.divergnce: unknown key; did you mean 'divergence'?" in err
+
+
+DRIVER = """
+import sys
+sys.path.insert(0, {tests!r})
+from ray_trials import fake_load, fake_trial
+from icon_bench.runner import run_suite
+sys.exit(run_suite({suite!r}, results={results!r}, trial_fn=fake_trial, load_fn=fake_load, report=False, progress=False))
+"""
+
+
+def test_resume_after_sigkill_runs_every_cell_exactly_once(tmp_path: Path) -> None:
+    path = _suite(
+        tmp_path,
+        """
+        name: resume
+        datasets: [digits]
+        grid:
+          method: [pmi]
+          seed: [0, 1, 2, 3, 4, 5, 6, 7]
+          sleep: 0.4
+        """,
+    )
+    results = tmp_path / "res"
+    driver = tmp_path / "driver.py"
+    driver.write_text(DRIVER.format(tests=str(TESTS), suite=str(path), results=str(results)))
+    jsonl = results / "results.jsonl"
+
+    proc = subprocess.Popen([sys.executable, str(driver)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.time() + 60
+        while time.time() < deadline and not (jsonl.exists() and len(jsonl.read_bytes().splitlines()) >= 2):
+            time.sleep(0.05)
+        os.kill(proc.pid, signal.SIGKILL)  # no chance to clean up: mid-sweep, maybe mid-write
+    finally:
+        proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+    partial = ResultsStore(results).done_ids()
+    assert 2 <= len(partial) < 8
+
+    second = subprocess.run([sys.executable, str(driver)], capture_output=True, text=True, timeout=120)
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert f"running {8 - len(partial)} of 8 cells" in second.stdout
+    store = ResultsStore(results)
+    counts = Counter(r["trial_id"] for r in store.read())
+    expected = {trial_id(s) for s in load_suite(path).trials()}
+    assert set(counts) == expected and set(counts.values()) == {1}
+    assert all(r["status"] == "ok" for r in store.rows())
