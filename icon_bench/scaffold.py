@@ -95,7 +95,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "new-plugin",
         help="write a new plugin package (pyproject with the entry point, one component, README, test)",
-        description="Write icon-bench-NAME/: an installable plugin with one working component of KIND "
+        description="Write icon-bench-NAME/ (underscores in NAME become hyphens): an installable plugin with one working component of KIND "
         "and a test that runs the conformance kit on it. Then: pip install -e icon-bench-NAME && "
         "pytest icon-bench-NAME.",
     )
