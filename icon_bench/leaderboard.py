@@ -185,7 +185,7 @@ def write_rows(report: Report, out_dir: str | Path) -> Path:
         kinds = {"num" if isinstance(v, (int, float)) and not isinstance(v, bool) else type(v).__name__ for v in values}
         nested = any(isinstance(v, (dict, list)) and not _numeric_list(v) for v in values)
         if nested or len(kinds) > 1:
-            flat[col] = flat[col].map(lambda v: v if isinstance(v, str) or _missing_scalar(v) else json.dumps(v, default=str))
+            flat[col] = flat[col].map(_as_text)
     try:
         path = out_dir / "results.parquet"
         flat.to_parquet(path, index=False)
@@ -194,6 +194,10 @@ def write_rows(report: Report, out_dir: str | Path) -> Path:
         path = out_dir / "results.json"
         flat.to_json(path, orient="records", indent=1)
     return path
+
+
+def _as_text(value: Any) -> Any:
+    return value if isinstance(value, str) or _missing_scalar(value) else json.dumps(value, default=str)
 
 
 def _missing_scalar(value: Any) -> bool:

@@ -309,6 +309,9 @@ def aggregate(rows_df: pd.DataFrame, *, resamples: int = 1000, seed: int = 0) ->
     if agg.empty:
         return agg
     agg["label"] = ""
+    for m in metrics:
+        for suffix in ("_rank", "_rank_lo", "_rank_hi"):
+            agg[f"{m}{suffix}"] = pd.Series(pd.NA, index=agg.index, dtype="Int64")
     for (version, dataset), idx in agg.groupby(["protocol_version", "dataset"], sort=False).groups.items():
         # A label names only what tells configurations of one method apart (not, say, the epochs
         # that differ between methods anyway).
@@ -321,14 +324,9 @@ def aggregate(rows_df: pd.DataFrame, *, resamples: int = 1000, seed: int = 0) ->
             ranks = bootstrap_ranks(
                 [agg.at[i, f"_{m}_values"] for i in idx], lower_is_better(m), resamples=resamples, seed=seed
             )
-            for i, (r, lo, hi) in zip(idx, ranks):
-                agg.at[i, f"{m}_rank"], agg.at[i, f"{m}_rank_lo"], agg.at[i, f"{m}_rank_hi"] = r, lo, hi
-    agg = agg.drop(columns=[f"_{m}_values" for m in metrics])
-    for m in metrics:
-        for suffix in ("_rank", "_rank_lo", "_rank_hi"):
-            if f"{m}{suffix}" in agg.columns:
-                agg[f"{m}{suffix}"] = agg[f"{m}{suffix}"].astype("Int64")
-    return agg
+            for k, suffix in enumerate(("_rank", "_rank_lo", "_rank_hi")):
+                agg.loc[idx, f"{m}{suffix}"] = pd.array([r[k] for r in ranks], dtype="Int64")
+    return agg.drop(columns=[f"_{m}_values" for m in metrics])
 
 
 def varying_keys(specs: Iterable[Any]) -> list[str]:

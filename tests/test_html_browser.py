@@ -12,7 +12,9 @@ pytestmark = pytest.mark.slow
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
-_spec = importlib.util.spec_from_file_location("report_fixture", Path(__file__).parent / "fixtures" / "report_fixture.py")
+_spec = importlib.util.spec_from_file_location(
+    "report_fixture", Path(__file__).parent / "fixtures" / "report_fixture.py"
+)
 report_fixture = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(report_fixture)
 

@@ -14,7 +14,9 @@ from icon_bench.cli import main
 from icon_bench.leaderboard import build_index, format_rank, format_value
 from icon_bench.report import write_report
 
-_spec = importlib.util.spec_from_file_location("report_fixture", Path(__file__).parent / "fixtures" / "report_fixture.py")
+_spec = importlib.util.spec_from_file_location(
+    "report_fixture", Path(__file__).parent / "fixtures" / "report_fixture.py"
+)
 report_fixture = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(report_fixture)
 

@@ -13,7 +13,9 @@ import pytest
 from icon_bench.cli import main
 from icon_bench.report import aggregate, bootstrap_ranks, build_report, load_rows, normalise_rows, write_report
 
-_spec = importlib.util.spec_from_file_location("report_fixture", Path(__file__).parent / "fixtures" / "report_fixture.py")
+_spec = importlib.util.spec_from_file_location(
+    "report_fixture", Path(__file__).parent / "fixtures" / "report_fixture.py"
+)
 report_fixture = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(report_fixture)
 
@@ -69,7 +71,8 @@ def test_protocol_versions_are_never_merged(agg: pd.DataFrame) -> None:
     assert v1["n"] == 3 and v2["n"] == 3  # ... but never pooled into n = 6
     assert v2["hungarian_mean"] == pytest.approx(0.92)
     report = build_report(FIXTURE, resamples=50)
-    assert [(s.protocol_version, s.dataset) for s in report.sections] == [("1", "digits"), ("1", "blobs"), ("2", "digits")]
+    sections = [(s.protocol_version, s.dataset) for s in report.sections]
+    assert sections == [("1", "digits"), ("1", "blobs"), ("2", "digits")]
     for section in report.sections:
         assert set(section.table["protocol_version"]) == {section.protocol_version}
     assert report.protocols["2"] == [{"knn_k": 10, "knn_temperature": 0.07, "probe": "logreg"}]
@@ -130,7 +133,8 @@ def test_write_report_produces_every_output(tmp_path: Path) -> None:
     for name in ("leaderboard.md", "leaderboard.csv", "index.html"):
         assert (out / name).stat().st_size > 0
     rows = pd.read_parquet(out / "results.parquet")
-    assert len(rows) == 23 and "metrics.hungarian" in rows.columns and "versions.plugins.icon-bench-extra" in rows.columns
+    assert len(rows) == 23
+    assert "metrics.hungarian" in rows.columns and "versions.plugins.icon-bench-extra" in rows.columns
     kinds = {p.name.split("-")[0] for p in out.glob("*.png")}
     assert kinds == {"metrics", "grid", "embedding", "loss"}
     assert len(list(out.glob("embedding-*.png"))) == 1  # only blobs saved 2-D embeddings
