@@ -187,3 +187,24 @@ def test_resume_after_sigkill_runs_every_cell_exactly_once(tmp_path: Path) -> No
     expected = {trial_id(s) for s in load_suite(path).trials()}
     assert set(counts) == expected and set(counts.values()) == {1}
     assert all(r["status"] == "ok" for r in store.rows())
+
+
+def test_interrupted_run_exits_130_and_keeps_rows(tmp_path: Path) -> None:
+    path = _suite(
+        tmp_path,
+        """
+        name: stop
+        datasets: [digits]
+        grid:
+          method: [pmi]
+          seed: [0, 1, 2]
+        include:
+          - {method: pmi, seed: 9, interrupt: true}
+        """,
+    )
+    results = tmp_path / "res"
+    out = io.StringIO()
+    code = run_suite(path, results=results, trial_fn=fake_trial, load_fn=fake_load, progress=False, out=out, report=False)
+    assert code == 130
+    assert "3 ok, 0 failed, 1 not run (interrupted)" in out.getvalue() and "run the same command again" in out.getvalue()
+    assert len(ResultsStore(results).done_ids()) == 3
