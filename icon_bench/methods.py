@@ -14,6 +14,7 @@ from torch import Tensor, nn
 
 from icon_bench.errors import TrialError
 from icon_bench.hookspecs import hookimpl
+from icon_bench.kernels import Kernel
 from icon_bench.registry import split_spec
 
 if TYPE_CHECKING:
@@ -28,7 +29,9 @@ EMBEDDING_METRICS = ["linear_probe", "knn"]
 MAP_METRICS = ["knn2d", "trustworthiness"]
 
 #: Method-level knobs a spec may set under "settings" that are not trainer settings.
-OPTION_KEYS = frozenset({"graph_k", "graph_metric", "augment", "transductive", "pca_init", "pca_std"})
+OPTION_KEYS = frozenset(
+    {"graph_k", "graph_metric", "augment", "transductive", "pca_init", "pca_std", "cache_p", "heads"}
+)
 
 #: Keys of spec["p"] / spec["q"] that are ICon transforms rather than kernel parameters.
 _P_TRANSFORMS = {"debias": "p_debias", "propagate": "p_propagate"}
@@ -114,6 +117,14 @@ class Method:
 
         ctx = _context(data, dim if dim is not None else self.embedding_dim(data))
         p = icon_bench.kernel(_resolve(self.p, ctx))
+        settings = self.settings
+        if (
+            self.options.get("cache_p")
+            and settings.get("batch_size", 256) is None
+            and settings.get("views", 1) == 1
+            and not settings.get("neighbors", 0)
+        ):
+            p = FullBatchCache(p)
         q = icon_bench.kernel(_resolve(self.q, ctx))
         div = icon_bench.divergence(self.divergence)
         return icon_bench.ICon(
@@ -123,7 +134,9 @@ class Method:
     def embedding_dim(self, data: DataSplits) -> int:
         return int(_resolve(self.out_dim, _context(data, 0)))
 
-    def build_model(self, data: DataSplits, n_rows: int, init_rows: Tensor | None = None) -> nn.Module:
+    def build_model(
+        self, data: DataSplits, n_rows: int, init_rows: Tensor | None = None, heads: int = 1
+    ) -> nn.Module:
         """The model, with ``"auto"`` meaning the small CNN for image data and an MLP for vectors.
 
         A lookup table gets one row per point (``n_rows``) and, with the ``pca_init`` option, the
@@ -145,7 +158,7 @@ class Method:
                 params["init"] = pca_init(init_rows, dim, std=float(self.options.get("pca_std", 1e-4)))
         elif name in ("cnn", "resnet") and data.x_train.dim() == 2 and image_shape is not None:
             params.setdefault("image_shape", tuple(image_shape))
-        return icon_bench.model({"name": name, **params}, in_shape=in_shape, out_dim=dim)
+        return icon_bench.model({"name": name, **params}, in_shape=in_shape, out_dim=dim * heads)
 
     # -- running ------------------------------------------------------------------------------
     def run(
@@ -179,11 +192,16 @@ class Method:
             knn = self._graph(data, recipe, transductive)
         train_data = TrainData(x_all.float(), y_all.long(), knn).to(dev)
 
-        model = recipe.build_model(data, n_rows=x_all.shape[0], init_rows=x_all).to(dev)
+        heads = int(opts.get("heads", 1) or 1)
+        if heads < 1:
+            raise TrialError(f"settings.heads must be >= 1, got {heads}")
+        model = recipe.build_model(data, n_rows=x_all.shape[0], init_rows=x_all, heads=heads).to(dev)
         loss_fn = recipe.build_loss(data)
         if any(True for _ in loss_fn.parameters()) or any(True for _ in loss_fn.buffers()):
             # Only losses with state move (prototypes); parameter-free kernels build on any device.
             loss_fn = loss_fn.to(dev)
+        if heads > 1:
+            loss_fn = MultiHead(loss_fn, heads, device=dev)
         augment = _make_augment(opts.get("augment"), data, settings.views)
         if settings.views > 1 and augment is None and recipe.p.get("name") == "augmentation":
             raise TrialError(
@@ -203,6 +221,11 @@ class Method:
             z_train = embed(final, train_data.x, torch.arange(n_train, device=dev))
             x_test = data.x_test.float().to(dev)
             z_test = embed(final, x_test, torch.arange(x_test.shape[0], device=dev))
+        info: dict[str, Any] = {}
+        if isinstance(loss_fn, MultiHead):
+            best = loss_fn.best()
+            z_train, z_test = loss_fn.head(z_train, best), loss_fn.head(z_test, best)
+            info = {"heads": heads, "selected_head": best, "head_losses": loss_fn.running.tolist()}
         c_train = c_test = None
         if recipe.output == "clusters":
             c_train, c_test = z_train.argmax(1), z_test.argmax(1)
@@ -220,6 +243,7 @@ class Method:
                 "settings": settings.to_dict(),
                 "recipe": recipe.resolved(),
                 "model_parameters": sum(p.numel() for p in model.parameters()),
+                **info,
             },
         )
 
@@ -243,6 +267,73 @@ class Method:
             "divergence": split_spec(self.divergence)[0],
             "model": split_spec(self.model)[0],
         }
+
+
+class MultiHead(nn.Module):
+    """The loss summed over `heads` output slices of one model (shared trunk, TEMI-style heads).
+
+    Each head is a separate clustering of the same trunk; a running mean of each head's loss
+    (kept on the device, no host sync) picks the head reported at the end: the lowest loss, an
+    unsupervised choice. Training restarts are the usual cure for the poor local optima a
+    clustering loss has; heads give them at the cost of one trunk.
+    """
+
+    def __init__(self, loss: nn.Module, heads: int, momentum: float = 0.05, device: Any = None) -> None:
+        super().__init__()
+        self.loss, self.heads, self.momentum = loss, int(heads), float(momentum)
+        self.register_buffer("running", torch.full((self.heads,), float("nan"), device=device))
+
+    def head(self, z: Tensor, h: int) -> Tensor:
+        width = z.shape[1] // self.heads
+        return z[:, h * width : (h + 1) * width]
+
+    def forward(self, batch: Mapping[str, Tensor]) -> Tensor:
+        z = batch["embeddings"]
+        if z.shape[1] % self.heads:
+            raise TrialError(f"{self.heads} heads need an output width divisible by {self.heads}, got {z.shape[1]}")
+        losses = torch.stack([self.loss({**batch, "embeddings": self.head(z, h)}) for h in range(self.heads)])
+        with torch.no_grad():
+            d = losses.detach().to(self.running.dtype)
+            self.running.copy_(torch.where(torch.isnan(self.running), d, torch.lerp(self.running, d, self.momentum)))
+        return losses.sum()
+
+    def best(self) -> int:
+        return int(torch.nan_to_num(self.running, nan=float("inf")).argmin())
+
+
+class FullBatchCache(Kernel):
+    """A p kernel on fixed inputs evaluated once: with full batches (a permutation of all points each
+    step) later steps read the cached matrix permuted, instead of re-running e.g. perplexity calibration.
+
+    Only used when every batch holds each point exactly once (batch_size None, no views, no drawn
+    neighbours), where permuting the cached matrix is exact.
+    """
+
+    def __init__(self, kernel: Kernel) -> None:
+        super().__init__()
+        self.kernel = kernel
+        self._full: Tensor | None = None
+        self._order = torch.empty(0, dtype=torch.long)
+
+    @property  # type: ignore[override]
+    def rectangular(self) -> bool:
+        return bool(self.kernel.rectangular)
+
+    @property  # type: ignore[override]
+    def include_self(self) -> bool:
+        return bool(self.kernel.include_self)
+
+    def forward(self, batch: Mapping[str, Tensor], key: str = "inputs") -> Tensor:
+        idx = batch["index"]
+        if self._full is None or self._full.shape[0] != idx.numel():
+            log_p = self.kernel(batch, key).detach()
+            full = torch.empty_like(log_p)
+            full[idx.unsqueeze(1), idx.unsqueeze(0)] = log_p
+            self._full, self._order = full, idx
+            return log_p
+        if idx is self._order or (idx.data_ptr() == self._order.data_ptr() and idx.shape == self._order.shape):
+            return self._full  # the trainer's fixed full-batch order: no gather
+        return self._full[idx.unsqueeze(1), idx.unsqueeze(0)]
 
 
 # -- the dedicated DCL loss ---------------------------------------------------------------------
@@ -391,7 +482,7 @@ def _recipes() -> dict[str, Method | Baseline]:
             out_dim=2,
             settings=dict(map_settings),
             metrics=list(MAP_METRICS),
-            options={"transductive": True, "pca_init": True, "pca_std": 1e-4},
+            options={"transductive": True, "pca_init": True, "pca_std": 1e-4, "cache_p": True},
             description="SNE: perplexity-calibrated Gaussian p on inputs, Gaussian q on a 2-D lookup embedding",
         ),
         "tsne": Method(
@@ -402,7 +493,7 @@ def _recipes() -> dict[str, Method | Baseline]:
             out_dim=2,
             settings=dict(map_settings),
             metrics=list(MAP_METRICS),
-            options={"transductive": True, "pca_init": True, "pca_std": 1e-4},
+            options={"transductive": True, "pca_init": True, "pca_std": 1e-4, "cache_p": True},
             description="t-SNE: perplexity-calibrated Gaussian p, Student-t (dof 1) q, PCA-initialised 2-D lookup",
         ),
         "simclr": Method(

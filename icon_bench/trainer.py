@@ -203,13 +203,19 @@ def fit(
     history: dict[str, list[float]] = {"loss": [], "lr": []}
     step = 0
     bar = tqdm(range(settings.epochs), desc=desc, disable=not progress, leave=False)
+    full_batch = steps_per_epoch == 1 and bs == n
+    # One batch of every point: the order is irrelevant to the loss, so keep one fixed index tensor
+    # (lets a p kernel on fixed inputs reuse its matrix without permuting it).
+    fixed = torch.arange(n, device=device) if full_batch else None
     for epoch in bar:
         model.train()
         loss_fn.train()
-        perm = torch.randperm(n, generator=generator, device=device)
+        perm = fixed if fixed is not None else torch.randperm(n, generator=generator, device=device)
         epoch_sum.zero_()
         epoch_steps = 0
-        if settings.drop_last:
+        if full_batch:
+            chunks = (perm,)
+        elif settings.drop_last:
             chunks = perm[: steps_per_epoch * bs].split(bs)
         else:
             # ceil(n / bs) batches of near-equal size: no tiny tail batch (a 3-row batch breaks

@@ -123,3 +123,26 @@ def test_baselines_cluster_both_splits_reproducibly(name: str, blobs: object) ->
     assert torch.equal(a.test_clusters, b.test_clusters) and a.test_clusters.shape == (len(blobs.x_test),)
     metrics = icon_bench.evaluation.evaluate(a, blobs, ["hungarian"])
     assert metrics["hungarian"] > 0.9  # well-separated blobs
+
+
+def test_heads_train_several_clusterings_and_report_the_lowest_loss(blobs: object) -> None:
+    overrides = {"settings": {"epochs": 2, "batch_size": 40, "heads": 3}, "model": {"hidden": 16}}
+    out = icon_bench.method("pmi").run(blobs, seed=0, overrides=overrides)
+    losses = out.info["head_losses"]
+    assert len(losses) == 3 and out.info["selected_head"] == min(range(3), key=losses.__getitem__)
+    assert out.test_embeddings.shape == (len(blobs.x_test), blobs.num_classes)
+    assert torch.equal(out.test_clusters, out.test_embeddings.argmax(1))
+
+
+def test_full_batch_p_cache_equals_the_kernel() -> None:
+    from icon_bench.methods import FullBatchCache
+
+    x = torch.randn(50, 3, generator=torch.Generator().manual_seed(0))
+    kernel = icon_bench.kernel("gaussian", perplexity=10.0)
+    cache = FullBatchCache(kernel)
+    order = torch.arange(50)
+    first = cache({"inputs": x, "index": order}, "inputs")
+    assert torch.equal(cache({"inputs": x, "index": order}, "inputs"), first)
+    perm = torch.randperm(50, generator=torch.Generator().manual_seed(1))
+    direct = kernel({"inputs": x[perm], "index": perm}, "inputs")
+    assert torch.allclose(cache({"inputs": x[perm], "index": perm}, "inputs"), direct, atol=1e-5)
