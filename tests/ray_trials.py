@@ -63,17 +63,32 @@ def fake_trial(spec: dict[str, Any], data: Any = None) -> dict[str, Any]:
 
 
 def gpu_trial(spec: dict[str, Any], data: Any = None) -> dict[str, Any]:
-    """Records the GPUs Ray assigned and the time window the trial ran in."""
+    """Records the GPUs Ray assigned and whether another trial ran on the same GPU at the same time.
+
+    Concurrency is proven by a rendezvous, not by comparing clocks: each trial leaves a marker
+    named after its GPU and waits (bounded) for a second marker on that GPU. Two trials that Ray
+    ran one after the other can never both see each other, however slowly workers start.
+    """
     import ray
 
-    start = time.time()
-    time.sleep(float((spec.get("settings") or {}).get("sleep", 1.0)))
+    settings = spec.get("settings") or {}
+    gpu_ids = [str(g) for g in ray.get_gpu_ids()]
+    folder = settings.get("rendezvous")
+    peer_seen = False
+    if folder and gpu_ids:
+        os.makedirs(folder, exist_ok=True)
+        open(os.path.join(folder, f"{gpu_ids[0]}-{spec['seed']}"), "w").close()
+        deadline = time.time() + float(settings.get("wait", 30.0))
+        while time.time() < deadline and not peer_seen:
+            peer_seen = len([f for f in os.listdir(folder) if f.startswith(f"{gpu_ids[0]}-")]) >= 2
+            time.sleep(0.05)
+        time.sleep(float(settings.get("sleep", 0.5)))  # stay on the GPU so the peer sees us too
     return _row(
         spec,
         {"hungarian": 1.0},
-        gpu_ids=[str(g) for g in ray.get_gpu_ids()],
+        gpu_ids=gpu_ids,
         cuda_visible_devices=os.environ.get("CUDA_VISIBLE_DEVICES"),
-        window=[start, time.time()],
+        peer_seen=peer_seen,
         pid=os.getpid(),
     )
 
