@@ -73,7 +73,7 @@ def test_model_and_settings_overrides(blobs: object) -> None:
 @pytest.mark.parametrize("name", LEARNED)
 def test_each_learned_method_runs_one_tiny_epoch(name: str, blobs: object, digits: object) -> None:
     data = digits if name in ("simclr", "t-simclr", "dcl") else blobs
-    overrides = {"settings": {"epochs": 1, "batch_size": 40}, "model": {}}
+    overrides = {"settings": {"epochs": 1, "batch_size": 40, "heads": 2}, "model": {}}
     if name in ("sne", "tsne"):
         overrides["settings"] = {"epochs": 1}  # full batch: perplexity 30 needs rows of > 30 points
     if RECIPES[name].model.get("name") in ("auto", "mlp"):
@@ -130,6 +130,7 @@ def test_heads_train_several_clusterings_and_report_the_lowest_loss(blobs: objec
     out = icon_bench.method("pmi").run(blobs, seed=0, overrides=overrides)
     losses = out.info["head_losses"]
     assert len(losses) == 3 and out.info["selected_head"] == min(range(3), key=losses.__getitem__)
+    assert len(set(losses)) == 3  # heads are separate clusterings, not copies
     assert out.test_embeddings.shape == (len(blobs.x_test), blobs.num_classes)
     assert torch.equal(out.test_clusters, out.test_embeddings.argmax(1))
 
