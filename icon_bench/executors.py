@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as _dt
 import math
@@ -9,7 +10,7 @@ import os
 import socket
 import time
 import traceback
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, Protocol
 
 from icon_bench.errors import IconBenchError
@@ -96,13 +97,37 @@ def failed_row(spec: Mapping[str, Any], error: str, tb: str | None = None, start
     }
 
 
-def run_one(spec: Mapping[str, Any], data: Any, trial_fn: TrialFn | None = None) -> dict[str, Any]:
+@contextlib.contextmanager
+def _torch_threads(threads: int | None) -> Iterator[None]:
+    """Run with `threads` torch CPU threads (the suite's `cpus`), restoring the previous count."""
+    if not threads:
+        yield
+        return
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def threads_for(cpus: float) -> int:
+    """Torch threads for a trial given `cpus`: a trial never oversubscribes the cores it was given."""
+    return max(1, int(cpus))
+
+
+def run_one(
+    spec: Mapping[str, Any], data: Any, trial_fn: TrialFn | None = None, threads: int | None = None
+) -> dict[str, Any]:
     """Run one trial; an exception becomes a failed row (error + traceback) instead of propagating."""
     started = _now()
     t0 = time.perf_counter()
     try:
         fn = trial_fn or _default_trial_fn()
-        row = fn(dict(spec), data)
+        with _torch_threads(threads):
+            row = fn(dict(spec), data)
         if not isinstance(row, Mapping):
             raise TypeError(f"the trial function returned {type(row).__name__}, not a result row (dict)")
         row = dict(row)
@@ -166,9 +191,12 @@ def _record(store: ResultsStore, row: dict[str, Any], summary: RunSummary, progr
 class LocalExecutor:
     """Runs trials one after another in this process (breakpoints and debuggers work)."""
 
-    def __init__(self, *, progress: bool = True, raise_errors: bool = False) -> None:
+    def __init__(self, *, progress: bool = True, raise_errors: bool = False, threads: int | None = None) -> None:
         self.progress = progress
         self.raise_errors = raise_errors  # let a trial's exception propagate (post-mortem debugging)
+        # Threads per trial, as Ray gives each task its `cpus`: oversubscribed cores make torch
+        # many times slower, and the same thread count keeps local and Ray metrics identical.
+        self.threads = threads
 
     def run(
         self,
@@ -195,9 +223,10 @@ class LocalExecutor:
                 if load_exc is not None:
                     row = failed_row(spec, f"dataset {ds_spec.get('name')!r} failed to load: {load_exc}", load_tb)
                 elif self.raise_errors:
-                    row = (trial_fn or _default_trial_fn())(dict(spec), data)
+                    with _torch_threads(self.threads):
+                        row = (trial_fn or _default_trial_fn())(dict(spec), data)
                 else:
-                    row = run_one(spec, data, trial_fn)
+                    row = run_one(spec, data, trial_fn, self.threads)
                 remaining[key] -= 1
                 if remaining[key] == 0:
                     del cache[key]  # free each dataset after its last trial
@@ -226,10 +255,10 @@ def _ray_load(load_fn: LoadFn | None, ds_spec: dict[str, Any]) -> Any:
     return (load_fn or _default_load_fn())(ds_spec)
 
 
-def _ray_trial(trial_fn: TrialFn | None, spec: dict[str, Any], data: Any) -> dict[str, Any]:
+def _ray_trial(trial_fn: TrialFn | None, spec: dict[str, Any], data: Any, threads: int | None = None) -> dict[str, Any]:
     # `data` arrives resolved: Ray fetches the dataset object from the store because its ref is a
     # top-level argument of this task.
-    return run_one(spec, data, trial_fn)
+    return run_one(spec, data, trial_fn, threads)
 
 
 class RayExecutor:
@@ -329,7 +358,7 @@ class RayExecutor:
                 key, ds_spec = _dataset_key(spec, base)
                 if key not in data_refs:
                     data_refs[key] = load_task.remote(load_fn_ref, ds_spec)
-                ref = trial_task.remote(trial_fn_ref, dict(spec), data_refs[key])
+                ref = trial_task.remote(trial_fn_ref, dict(spec), data_refs[key], threads_for(self.cpus))
                 by_ref[ref] = spec
                 pending.append(ref)
             # Pending tasks pin their arguments, so the driver can let go of the dataset refs now:
@@ -392,7 +421,7 @@ def make_executor(
 ) -> LocalExecutor | RayExecutor:
     """'local' or 'ray', configured from a suite's resources."""
     if kind == "local":
-        return LocalExecutor(progress=progress)
+        return LocalExecutor(progress=progress, threads=threads_for(cpus))
     if kind == "ray":
         return RayExecutor(address, cpus=cpus, gpus=gpus, progress=progress, **ray_kwargs)
     from icon_bench.errors import UnknownNameError

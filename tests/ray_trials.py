@@ -101,3 +101,10 @@ def dying_trial(spec: dict[str, Any], data: Any = None) -> dict[str, Any]:
             fh.write(str(os.getpid()))
         os._exit(1)
     return fake_trial(spec, data)
+
+
+def threads_trial(spec: dict[str, Any], data: Any = None) -> dict[str, Any]:
+    """Records how many torch CPU threads the trial ran with."""
+    import torch
+
+    return _row(spec, {"hungarian": 1.0}, threads=torch.get_num_threads())

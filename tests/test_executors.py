@@ -192,3 +192,20 @@ def test_ray_ctrl_c_cancels_pending_and_keeps_finished_rows(ray_cluster: None, t
     assert summary.interrupted and time.time() - t0 < 45
     assert (summary.ok, summary.failed, summary.not_run) == (2, 0, 4)
     assert store.done_ids() == {trial_id(s) for s in specs[:2]}
+
+
+def test_local_trials_run_with_the_suites_cpus_as_torch_threads(tmp_path: Path) -> None:
+    import torch
+
+    from icon_bench.executors import make_executor
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        summary = make_executor("local", cpus=1, progress=False).run(
+            _specs(2), ResultsStore(tmp_path), trial_fn=ray_trials.threads_trial, load_fn=fake_load
+        )
+        assert [row["threads"] for row in summary.rows] == [1, 1]
+        assert torch.get_num_threads() == 2  # restored after each trial
+    finally:
+        torch.set_num_threads(before)
