@@ -209,3 +209,19 @@ def test_local_trials_run_with_the_suites_cpus_as_torch_threads(tmp_path: Path) 
         assert torch.get_num_threads() == 2  # restored after each trial
     finally:
         torch.set_num_threads(before)
+
+
+def test_ray_and_local_give_identical_metrics_for_real_trials(ray_cluster: None, tmp_path: Path) -> None:
+    # The real trial function and dataset loader (not fakes): a baseline and a learned method.
+    tiny = {"name": "blobs", "n_samples": 120, "n_features": 4, "centers": 3}
+    specs = [
+        {"method": "kmeans", "dataset": tiny, "seed": 0},
+        {"method": "pmi", "dataset": tiny, "seed": 1, "settings": {"epochs": 2, "batch_size": 32, "heads": 2}},
+    ]
+    local = LocalExecutor(progress=False, threads=1).run(specs, ResultsStore(tmp_path / "local"))
+    remote = RayExecutor(cpus=1, progress=False).run(specs, ResultsStore(tmp_path / "ray"))
+    assert (local.ok, remote.ok) == (2, 2), [r.get("error") for r in local.rows + remote.rows]
+    by_id = {r["trial_id"]: r["metrics"] for r in local.rows}
+    for row in remote.rows:
+        assert row["metrics"] == by_id[row["trial_id"]]
+        assert set(row["metrics"]) >= {"hungarian", "nmi", "ari"}
