@@ -457,14 +457,24 @@ class Baseline:
     params: dict[str, Any]
     metrics: list[str] = dataclasses.field(default_factory=lambda: list(CLUSTER_METRICS))
     description: str = ""
+    ignored: dict[str, Any] = dataclasses.field(default_factory=dict)  # trainer settings set aside
 
     @property
     def divergence(self) -> None:
         return None
 
     def with_overrides(self, overrides: Mapping[str, Any] | None) -> Baseline:
+        from icon_bench.trainer import TrainSettings
+
+        # A suite's shared trainer settings (epochs, lr, ...) mean nothing to a non-learned
+        # baseline: they are set aside, so one `settings` block can serve a whole grid, while a
+        # name that is neither a trainer setting nor the baseline's own is still an error.
+        learned_only = {f.name for f in dataclasses.fields(TrainSettings)} | OPTION_KEYS
         new = copy.deepcopy(self)
         for key, value in dict((overrides or {}).get("settings") or {}).items():
+            if key in learned_only and key not in new.params:
+                new.ignored[key] = value
+                continue
             if key not in new.params:
                 from icon_bench.errors import UnknownNameError
 
@@ -515,6 +525,8 @@ class Baseline:
             c_test = vote.predict(xte)
             info = {"test_assignment": f"{nn_k}-NN vote of train clusters"}
         info.update({"params": {**recipe.params, "n_clusters": k}, "stop_reason": "completed"})
+        if recipe.ignored:
+            info["ignored_settings"] = dict(recipe.ignored)
         return MethodOutput(
             train_embeddings=None,
             test_embeddings=None,

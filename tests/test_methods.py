@@ -125,6 +125,17 @@ def test_baselines_cluster_both_splits_reproducibly(name: str, blobs: object) ->
     assert metrics["hungarian"] > 0.9  # well-separated blobs
 
 
+def test_baselines_set_aside_trainer_settings_but_reject_unknown_ones(blobs: object) -> None:
+    from icon_bench.errors import UnknownNameError
+
+    plain = icon_bench.method("kmeans").run(blobs, seed=0)
+    shared = icon_bench.method("kmeans").run(blobs, seed=0, overrides={"settings": {"epochs": 30, "lr": 1e-3}})
+    assert torch.equal(plain.test_clusters, shared.test_clusters)
+    assert shared.info["ignored_settings"] == {"epochs": 30, "lr": 1e-3}
+    with pytest.raises(UnknownNameError, match="did you mean 'n_init'"):
+        icon_bench.method("kmeans").with_overrides({"settings": {"n_inti": 3}})
+
+
 def test_heads_train_several_clusterings_and_report_the_lowest_loss(blobs: object) -> None:
     overrides = {"settings": {"epochs": 2, "batch_size": 40, "heads": 3}, "model": {"hidden": 16}}
     out = icon_bench.method("pmi").run(blobs, seed=0, overrides=overrides)
