@@ -35,6 +35,10 @@ class DuplicateComponentError(IconBenchError):
     """Two plugins registered the same component name."""
 
 
+class ComponentTypeError(IconBenchError, TypeError):
+    """A component name that built the wrong kind of object (a kernel where a divergence was due)."""
+
+
 class PluginLoadError(IconBenchError):
     """A plugin failed to import or register (raised only in strict mode)."""
 

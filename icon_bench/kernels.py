@@ -210,14 +210,9 @@ def _same_key(keys: Tensor, exclude_self: bool) -> Tensor:
 
 
 def _as_kernel(spec: Any) -> Kernel:
-    if isinstance(spec, Kernel):
-        return spec
-    from icon_bench.registry import create
+    from icon_bench.registry import create_as
 
-    built = create("kernel", spec)
-    if not isinstance(built, Kernel):
-        raise KernelError(f"kernel spec {spec!r} built {type(built).__name__}, not a Kernel")
-    return built
+    return create_as("kernel", spec, Kernel)
 
 
 # --------------------------------------------------------------------------------------------

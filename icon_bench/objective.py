@@ -25,14 +25,9 @@ from icon_bench.kernels import (
 
 
 def _as_divergence(spec: Any) -> Divergence:
-    if isinstance(spec, Divergence):
-        return spec
-    from icon_bench.registry import create
+    from icon_bench.registry import create_as
 
-    built = create("divergence", spec)
-    if not isinstance(built, Divergence):
-        raise KernelError(f"divergence spec {spec!r} built {type(built).__name__}, not a Divergence")
-    return built
+    return create_as("divergence", spec, Divergence)
 
 
 class ICon(nn.Module):

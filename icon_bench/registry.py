@@ -14,7 +14,7 @@ from typing import Any
 import pluggy
 
 from icon_bench import hookspecs
-from icon_bench.errors import DuplicateComponentError, PluginLoadError, UnknownNameError
+from icon_bench.errors import ComponentTypeError, DuplicateComponentError, PluginLoadError, UnknownNameError
 
 #: Modules that hold the built-in components; each implements the hooks like any third party.
 BUILTIN_MODULES: tuple[str, ...] = (
@@ -360,6 +360,17 @@ def create(kind: str, spec: Any, /, **params: Any) -> Any:
     """Build a component from a name, a ``(name, {params})`` pair, or a ``{"name": ..., **params}`` dict."""
     name, spec_params = split_spec(spec)
     return get_registry().create(kind, name, **{**spec_params, **params})
+
+
+def create_as(kind: str, spec: Any, cls: type) -> Any:
+    """`spec` itself when it is already a `cls`, else the component it names, checked to be a `cls`."""
+    if isinstance(spec, cls):
+        return spec
+    built = create(kind, spec)
+    if not isinstance(built, cls):
+        name = split_spec(spec)[0]
+        raise ComponentTypeError(f"{kind} {name!r} built a {type(built).__name__}, not a {cls.__name__}")
+    return built
 
 
 def split_spec(spec: Any) -> tuple[str, dict[str, Any]]:

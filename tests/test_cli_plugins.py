@@ -70,3 +70,18 @@ def test_did_you_mean_and_spec_forms() -> None:
     assert split_spec({"name": "alpha", "a": 0.3}) == ("alpha", {"a": 0.3})
     with pytest.raises(TypeError):
         split_spec(3)
+
+
+def test_create_as_checks_the_built_type() -> None:
+    import torch
+
+    from icon_bench.divergences import Divergence
+    from icon_bench.errors import ComponentTypeError
+    from icon_bench.kernels import Kernel
+    from icon_bench.registry import create_as
+
+    kl = create_as("divergence", "kl", Divergence)
+    assert create_as("divergence", kl, Divergence) is kl
+    with pytest.raises(ComponentTypeError, match="kernel 'cosine' built a Cosine, not a Divergence"):
+        create_as("kernel", "cosine", Divergence)
+    assert isinstance(create_as("kernel", ("cosine", {"temperature": 0.2}), Kernel), torch.nn.Module)
