@@ -250,14 +250,35 @@ class LocalExecutor:
 # ---------------------------------------------------------------------------------------------
 # Ray
 # ---------------------------------------------------------------------------------------------
+def _import_trial_stack(attempts: int = 3) -> None:
+    """Import torch and the trial stack in a Ray worker, retrying a torn concurrent import.
+
+    Ray's own threads may import torch (its tensor serialisers) while a task does; torch.optim's
+    __init__ is not safe against that and can fail once with a NameError (seen as "name
+    'adadelta' is not defined"). A failed import leaves nothing in sys.modules, so a retry after
+    the other thread finished is clean.
+    """
+    for attempt in range(attempts):
+        try:
+            import icon_bench.trial  # noqa: F401  (pulls in torch, datasets, methods)
+
+            return
+        except NameError:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.5)
+
+
 def _ray_load(load_fn: LoadFn | None, ds_spec: dict[str, Any]) -> Any:
     # Runs in a Ray worker: the result stays in the object store and is never fetched by the driver.
+    _import_trial_stack()
     return (load_fn or _default_load_fn())(ds_spec)
 
 
 def _ray_trial(trial_fn: TrialFn | None, spec: dict[str, Any], data: Any, threads: int | None = None) -> dict[str, Any]:
     # `data` arrives resolved: Ray fetches the dataset object from the store because its ref is a
     # top-level argument of this task.
+    _import_trial_stack()
     return run_one(spec, data, trial_fn, threads)
 
 
