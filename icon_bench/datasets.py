@@ -520,6 +520,11 @@ class ArraysDataset(Dataset):
         if p["test_features"] is None:
             if p["test_labels"] is not None:
                 raise DataError(f"{path}: test_labels given without test_features")
+            # A file that ships its own split (x_train/y_train beside x_test/y_test, as MNIST
+            # does) is read with it: a benchmark should score on the official test images.
+            if (fkey, lkey) == ("x_train", "y_train") and {"x_test", "y_test"} <= set(arrays):
+                keys.update(test_features="x_test", test_labels="y_test")
+                return x, y, arrays["x_test"], arrays["y_test"], keys
             return x, y, None, None, keys
         tf = _pick_key(arrays, p["test_features"], (), path, "test_features")
         if p["test_labels"] is None:
@@ -574,7 +579,8 @@ def arrays(
 
     - .npz / .pt (a dict of tensors) / .safetensors: `features`, `labels`, `test_features`,
       `test_labels` are key names (defaults: x_train or x, y_train or y). `test_path` reads the
-      test split from a second such file (same key names unless the test_* ones are given).
+      test split from a second such file (same key names unless the test_* ones are given). A file
+      holding x_train/y_train and x_test/y_test (MNIST's layout) uses that split by default.
     - .npy: `path` holds the features; `labels` is the labels .npy (default: a sibling such as
       <stem>_labels.npy, y<rest>.npy for x<rest>.npy, or labels.npy); `test_features` / `test_labels`
       are .npy paths. Relative paths resolve beside `path`.

@@ -132,6 +132,16 @@ def test_arrays_given_test_split_and_label_remap(tmp_path: Path, toy: tuple[np.n
     assert data.meta["label_values"] == [5, 15, 25, 35] and data.meta["split"] == "given"
 
 
+def test_arrays_uses_a_files_own_split_by_default(tmp_path: Path, toy: tuple[np.ndarray, np.ndarray]) -> None:
+    x, y = toy
+    np.savez(tmp_path / "d.npz", x_train=x[:30], y_train=y[:30], x_test=x[30:], y_test=y[30:])
+    data = load_dataset({"name": "arrays", "path": str(tmp_path / "d.npz")})
+    np.testing.assert_array_equal(data.x_test.numpy(), x[30:])
+    assert len(data.x_train) == 30 and data.meta["split"] == "given"
+    np.savez(tmp_path / "only.npz", x_train=x, y_train=y)  # no split in the file: a stratified one
+    assert load_dataset({"name": "arrays", "path": str(tmp_path / "only.npz")}).meta["split"] != "given"
+
+
 def test_arrays_images_uint8(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     imgs = rng.integers(0, 256, size=(20, 6, 6), dtype=np.uint8)
