@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from tabulate import tabulate
 
 from icon_bench import __version__
-from icon_bench.errors import IconBenchError, PluginLoadError
+from icon_bench.errors import IconBenchError
 from icon_bench.registry import ENV_DISABLE, ENV_STRICT, load_registry
 
 #: Modules that add subcommands through ``add_commands(subparsers)``; each owns its own flags.
@@ -95,7 +95,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (IconBenchError, PluginLoadError) as exc:
+    except IconBenchError as exc:  # PluginLoadError, SuiteError, ... : a message, not a traceback
         print(f"icon-bench: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -19,12 +19,7 @@ from typing import Any
 from icon_bench.errors import IconBenchError, TrialError
 from icon_bench.suite import config_id, normalize_spec, trial_id
 
-__all__ = ["add_commands", "config_id", "normalise_spec", "parse_set", "run_trial", "trial_id"]
-
-
-def normalise_spec(spec: Mapping[str, Any]) -> dict[str, Any]:
-    """The spec with defaults filled (dataset string -> {"name": ...}, missing p/q/model/settings -> {})."""
-    return normalize_spec(spec)
+__all__ = ["add_commands", "config_id", "normalize_spec", "parse_set", "run_trial", "trial_id"]
 
 
 def run_trial(
@@ -45,7 +40,7 @@ def run_trial(
 
     t0 = time.perf_counter()
     started = _now()
-    spec = normalise_spec(spec)
+    spec = normalize_spec(spec)
     dev = resolve_device(device)
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)

@@ -10,7 +10,7 @@ import torch
 
 from icon_bench.cli import main
 from icon_bench.errors import TrialError, UnknownNameError
-from icon_bench.trial import config_id, normalise_spec, parse_set, run_trial, trial_id
+from icon_bench.trial import config_id, normalize_spec, parse_set, run_trial, trial_id
 
 TINY = {"name": "blobs", "n_samples": 120, "n_features": 4, "centers": 3, "seed": 0}
 
@@ -91,7 +91,7 @@ def test_2d_methods_keep_the_embedding_artifact() -> None:
 
 
 def test_normalise_and_ids_ignore_key_order() -> None:
-    spec = normalise_spec({"method": "pmi", "dataset": "digits"})
+    spec = normalize_spec({"method": "pmi", "dataset": "digits"})
     assert spec["dataset"] == {"name": "digits"} and spec["p"] == {} and spec["settings"] == {}
     a = {"method": "pmi", "dataset": "digits", "p": {"debias": 0.6, "k": 5}, "seed": 1}
     b = {"seed": 1, "p": {"k": 5, "debias": 0.6}, "dataset": {"name": "digits"}, "method": "pmi"}
