@@ -278,7 +278,7 @@ def _check_finite(
     raise TrialError(
         f"loss became {'NaN' if math.isnan(value) else value} at epoch {bad_epoch} step {bad_step} "
         f"(global step {first}; the loss or the model output was not finite); lr={settings.lr} may be "
-        "too high, or a kernel temperature too low"
+        "too high, a kernel temperature too low, or (on a GPU) no row of p had support in a batch"
     )
 
 
