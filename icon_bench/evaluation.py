@@ -61,11 +61,18 @@ class Metric:
     `requires` lists alternatives: the metric applies when every field of at least one
     alternative is present. A metric returns None when it does not apply (e.g. knn2d on a
     10-D embedding).
+
+    Two declarations tell reports how to rank and show the values (recorded in each row's protocol,
+    outside the version hash): `higher_is_better` (False: smaller values rank first, e.g. a
+    distortion) and `fraction` (values are fractions in [0, 1], shown x100; False: shown as they
+    are). Every built-in keeps both defaults (ARI, which can dip below 0, is still a fraction).
     """
 
     name: str = ""
     requires: tuple[tuple[str, ...], ...] = ()
     settings: dict[str, Any] = {}
+    higher_is_better: bool = True
+    fraction: bool = True
 
     def applies(self, output: MethodOutput) -> bool:
         return any(all(getattr(output, f, None) is not None for f in alt) for alt in self.requires)
@@ -359,7 +366,11 @@ def _canonical(obj: Any) -> str:
 
 def protocol_settings(metrics: Iterable[Any] | None = None) -> dict[str, dict[str, Any]]:
     """metric name -> its settings, for the named metrics (default: every built-in, at default settings)."""
-    return {m.name: json.loads(_canonical(m.settings)) for m in resolve_metrics(metrics)}
+    return _settings_of(resolve_metrics(metrics))
+
+
+def _settings_of(metrics: Iterable[Metric]) -> dict[str, dict[str, Any]]:
+    return {m.name: json.loads(_canonical(m.settings)) for m in metrics}
 
 
 def protocol_version(settings: Mapping[str, Mapping[str, Any]] | None = None) -> str:
@@ -382,9 +393,20 @@ def protocol_version(settings: Mapping[str, Mapping[str, Any]] | None = None) ->
 
 
 def protocol(metrics: Iterable[Any] | None = None) -> dict[str, Any]:
-    """The result row's protocol record: ``{"version": ..., "settings": {metric: settings}}``."""
-    settings = protocol_settings(metrics)
-    return {"version": protocol_version(settings), "settings": settings}
+    """The result row's protocol record: ``{"version", "settings": {metric: settings}, "metrics": {metric: kind}}``.
+
+    A metric's kind is ``{"higher_is_better": bool, "fraction": bool}``, for reports. It is not part of
+    the version: it says how to read the values, not how they were measured. A metric object that does
+    not subclass `Metric` and lacks the attributes gets no entry, so reports fall back to guessing.
+    """
+    resolved = resolve_metrics(metrics)
+    settings = _settings_of(resolved)
+    kinds = {
+        m.name: {"higher_is_better": bool(m.higher_is_better), "fraction": bool(m.fraction)}
+        for m in resolved
+        if hasattr(m, "higher_is_better") and hasattr(m, "fraction")
+    }
+    return {"version": protocol_version(settings), "settings": settings, "metrics": kinds}
 
 
 def evaluate(output: MethodOutput, data: DataSplits, metrics: list[Any] | None = None) -> dict[str, float]:

@@ -16,7 +16,7 @@ import pandas as pd
 from tabulate import tabulate
 
 from icon_bench.errors import DataError
-from icon_bench.report import TASKS, is_fraction, lower_is_better
+from icon_bench.report import TASKS
 
 if TYPE_CHECKING:
     from icon_bench.report import Report, Section
@@ -89,6 +89,10 @@ def _md(text: Any) -> str:
 
 def _fractions(report: Report) -> set[str]:
     return set(report.meta.get("fraction_metrics", []))
+
+
+def _lower(report: Report) -> set[str]:
+    return set(report.meta.get("lower_is_better", []))
 
 
 def _metric_header(metric: str, fractions: set[str]) -> str:
@@ -321,9 +325,9 @@ def _img(path: Path, alt: str) -> str:
     return f'<img src="data:image/png;base64,{data}" alt="{_e(alt)}" loading="eager">'
 
 
-def _html_table(section: Section, fractions: set[str]) -> str:
+def _html_table(section: Section, fractions: set[str], lower_better: set[str]) -> str:
     headers, rows = section_rows(section, fractions)
-    lower = [lower_is_better(m) for m in section.metrics]
+    lower = [m in lower_better for m in section.metrics]
     ths = []
     for i, h in enumerate(headers):
         kind = "text" if i == 1 else "num"
@@ -387,7 +391,7 @@ def write_html(report: Report, path: str | Path) -> Path:
             f'<article class="dataset" id="{sid}"><h3>{_e(section.dataset)} — {_e(section.task)} '
             f'<small>protocol {_e(current)} · seeds {_e(seeds)}</small></h3>'
         )
-        body.append(_html_table(section, fractions))
+        body.append(_html_table(section, fractions, _lower(report)))
         if section.plots:
             figs = "".join(
                 f"<figure>{_img(p, caption)}<figcaption>{_e(caption)}</figcaption></figure>"
@@ -500,10 +504,11 @@ def _best_rows(df: pd.DataFrame) -> list[list[str]]:
                 continue
             cand = group[group[f"{metric}_mean"].notna()]
             pool = cand[cand["complete"]] if cand["complete"].any() else cand
-            pool = pool.sort_values(f"{metric}_mean", ascending=lower_is_better(metric), kind="stable")
+            # TASKS names only built-in metrics, which evaluation declares higher-is-better fractions
+            # (tests/test_evaluation.py holds them to that); the CSVs carry no declarations.
+            pool = pool.sort_values(f"{metric}_mean", ascending=False, kind="stable")
             top = pool.iloc[0]
-            fraction = is_fraction(metric, df[f"{metric}_mean"])
-            value = format_value(top[f"{metric}_mean"], top[f"{metric}_std"], top[f"{metric}_n"], fraction=fraction)
+            value = format_value(top[f"{metric}_mean"], top[f"{metric}_std"], top[f"{metric}_n"], fraction=True)
             mark = "" if top["complete"] else f" {DAGGER}"
             suite = top["_suite_dir"]
             link = f"[{_md(top['label'])}]({quote(suite)}/index.html#{_anchor(top['config_id'])}){mark}"

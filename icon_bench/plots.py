@@ -19,7 +19,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from icon_bench.report import flatten_spec, lower_is_better  # noqa: E402
+from icon_bench.report import flatten_spec  # noqa: E402
 
 if TYPE_CHECKING:
     from icon_bench.report import Report, Section
@@ -43,6 +43,7 @@ def make_plots(report: Report, out_dir: str | Path, *, registry: bool = True) ->
     out.mkdir(parents=True, exist_ok=True)
     known = _registered_names() if registry else {}
     fractions = set(report.meta.get("fraction_metrics", []))
+    lower = set(report.meta.get("lower_is_better", []))
     paths: list[Path] = []
     with plt.rc_context(_RC):
         for section in report.sections:
@@ -53,8 +54,8 @@ def make_plots(report: Report, out_dir: str | Path, *, registry: bool = True) ->
             ]
             stem = _stem(section)
             for kind, draw in (
-                ("metrics", lambda p: plot_metrics(section, fractions, p)),
-                ("grid", lambda p: plot_grid(section, report.rows, fractions, p, known)),
+                ("metrics", lambda p: plot_metrics(section, fractions, lower, p)),
+                ("grid", lambda p: plot_grid(section, report.rows, fractions, lower, p, known)),
                 ("embedding", lambda p: plot_embeddings(section, rows, report.results_dir, p)),
                 ("loss", lambda p: plot_losses(section, rows, p)),
             ):
@@ -102,8 +103,8 @@ def _colours(names: list[str]) -> dict[str, Any]:
     return {n: cmap(i % cmap.N) for i, n in enumerate(names)}
 
 
-def plot_metrics(section: Section, fractions: set[str], path: Path) -> str | None:
-    """Mean ± std of each metric per configuration (horizontal error bars, coloured by method)."""
+def plot_metrics(section: Section, fractions: set[str], lower: set[str], path: Path) -> str | None:
+    """Mean ± std of each metric per configuration (horizontal error bars, coloured by method; ↓: in `lower`)."""
     metrics = section.metrics[:4]
     table = section.table.head(MAX_CONFIGS)
     if not metrics or table.empty:
@@ -124,7 +125,7 @@ def plot_metrics(section: Section, fractions: set[str], path: Path) -> str | Non
                 continue
             ax.errorbar(mean[i], y[i], xerr=std[i], fmt="o", color=colours[method], capsize=3, ms=5,
                         mfc=colours[method] if complete[i] else "white")
-        ax.set_title(f"{metric}{' (×100)' if s != 1 else ''}{' ↓' if lower_is_better(metric) else ''}")
+        ax.set_title(f"{metric}{' (×100)' if s != 1 else ''}{' ↓' if metric in lower else ''}")
         ax.grid(axis="x", alpha=0.3)
     axes[0][0].set_yticks(y, labels)
     handles = [plt.Line2D([], [], marker="o", ls="", color=colours[m], label=m) for m in methods]
@@ -147,12 +148,18 @@ def _kernel_name(spec: Mapping[str, Any], row_components: Any, side: str) -> str
 
 
 def plot_grid(
-    section: Section, all_rows: pd.DataFrame, fractions: set[str], path: Path, known: Mapping[str, list[str]]
+    section: Section,
+    all_rows: pd.DataFrame,
+    fractions: set[str],
+    lower: set[str],
+    path: Path,
+    known: Mapping[str, list[str]],
 ) -> str | None:
     """Heat map of the explored grid: divergence x method (or p kernel x q kernel when those vary).
 
-    Each cell holds the best mean of the primary metric among its configurations; grey cells were
-    not run. Axes cover every name run under this protocol version (and registered ones, if known).
+    Each cell holds the best mean of the primary metric (the smallest if it is in `lower`) among its
+    configurations; grey cells were not run. Axes cover every name run under this protocol version
+    (and registered ones, if known).
     """
     if not section.metrics or section.table.empty:
         return None
@@ -178,18 +185,18 @@ def plot_grid(
         all_met = [m for m in dict.fromkeys(vrows["method"])]
         rows_axis = list(dict.fromkeys(all_div + [d for d in known.get("divergence", []) if d not in all_div]))
         cols_axis = list(dict.fromkeys(all_met + [m for m in known.get("method", []) if m not in all_met]))
-    lower = lower_is_better(metric)
+    lower_better = metric in lower
     values = np.full((len(rows_axis), len(cols_axis)), np.nan)
     explored = np.zeros_like(values, dtype=bool)
     for rec in table.to_dict("records"):
         i, j = rows_axis.index(rec[row_key]), cols_axis.index(rec[col_key])
         explored[i, j] = True
         v = rec[f"{metric}_mean"]
-        if not np.isnan(v) and (np.isnan(values[i, j]) or (v < values[i, j] if lower else v > values[i, j])):
+        if not np.isnan(v) and (np.isnan(values[i, j]) or (v < values[i, j] if lower_better else v > values[i, j])):
             values[i, j] = v
     s = _scale(metric, fractions)
     fig, ax = plt.subplots(figsize=(2.2 + 0.62 * len(cols_axis), 1.2 + 0.36 * len(rows_axis)))
-    cmap = plt.get_cmap("viridis_r" if lower else "viridis").with_extremes(bad="#eeeeee")
+    cmap = plt.get_cmap("viridis_r" if lower_better else "viridis").with_extremes(bad="#eeeeee")
     image = ax.imshow(np.ma.masked_invalid(values * s), cmap=cmap, aspect="auto")
     finite = values[~np.isnan(values)] * s
     mid = (finite.min() + finite.max()) / 2 if finite.size else 0.0
@@ -198,7 +205,7 @@ def plot_grid(
             if not np.isnan(values[i, j]):
                 v = values[i, j] * s
                 text = f"{v:.1f}" if s != 1 else f"{v:.3g}"
-                dark = (v < mid) != lower
+                dark = (v < mid) != lower_better
                 ax.text(j, i, text, ha="center", va="center", fontsize=7, color="white" if dark else "black")
             elif explored[i, j]:
                 ax.text(j, i, "failed", ha="center", va="center", fontsize=7, color="#cf222e")

@@ -17,7 +17,8 @@ import pandas as pd
 
 from icon_bench.errors import DataError, IconBenchError
 
-#: Built-in metrics whose values are fractions; the report shows them x100 with one decimal.
+#: The guess for rows that do not declare their metrics (evaluation.Metric.fraction / higher_is_better):
+#: built-in metrics whose values are fractions, shown x100 with one decimal.
 FRACTION_METRICS: frozenset[str] = frozenset(
     {"hungarian", "nmi", "ari", "linear_probe", "knn", "knn2d", "trustworthiness"}
 )
@@ -58,7 +59,9 @@ class Report:
     failed: pd.DataFrame  # failed trials: trial_id, config_id, label, method, dataset, seed, error
     configs: dict[str, dict]  # config_id -> spec without seed
     protocols: dict[str, list[dict]]  # protocol version -> distinct settings seen
-    meta: dict[str, Any]  # title, icon-bench versions, plugins, git commits, dates, fraction metrics
+    # title, icon-bench versions, plugins, git commits, dates; fraction_metrics and lower_is_better (the
+    # single answer to how each metric is shown and ranked, see `metric_kinds`)
+    meta: dict[str, Any]
     results_dir: Path
     resamples: int = 1000
 
@@ -207,8 +210,51 @@ def metric_names(df: pd.DataFrame) -> list[str]:
     return [c[len(METRIC_PREFIX):] for c in df.columns if c.startswith(METRIC_PREFIX)]
 
 
+def metric_kinds(rows: pd.DataFrame) -> tuple[list[str], list[str]]:
+    """(fraction metrics, lower-is-better metrics) among the metrics of normalised `rows`.
+
+    A metric's declaration in the rows' ``protocol.metrics`` wins, the latest row's where rows
+    disagree; a metric that no row declares (rows written before declarations existed) is guessed
+    from its name and values (`is_fraction`, `lower_is_better`).
+    """
+    declared = _declarations(rows)
+    fractions, lower = [], []
+    for m in metric_names(rows):
+        kind = declared.get(m, {})
+        if kind.get("fraction", is_fraction(m, rows[METRIC_PREFIX + m])):
+            fractions.append(m)
+        if not kind.get("higher_is_better", not lower_is_better(m)):
+            lower.append(m)
+    return fractions, lower
+
+
+def _declarations(rows: pd.DataFrame) -> dict[str, dict[str, bool]]:
+    """metric -> {"higher_is_better", "fraction"} from each row's protocol.metrics, later rows overriding."""
+    if "protocol" in rows.columns:
+        per_row = [_get(p, "metrics") for p in rows["protocol"]]
+    elif "protocol.metrics" in rows.columns:  # json_normalize(max_level=1)
+        per_row = list(rows["protocol.metrics"])
+    else:  # fully flattened: protocol.metrics.<metric>.<attribute>
+        prefix = "protocol.metrics."
+        cols = [c for c in rows.columns if c.startswith(prefix) and "." in c[len(prefix):]]
+        per_row = [{} for _ in range(len(rows))]
+        for col in cols:
+            metric, attr = col[len(prefix):].rsplit(".", 1)
+            for kinds, value in zip(per_row, rows[col]):
+                if not _is_missing(value):
+                    kinds.setdefault(metric, {})[attr] = value
+    out: dict[str, dict[str, bool]] = {}
+    for kinds in per_row:
+        for metric, kind in (kinds.items() if isinstance(kinds, Mapping) else ()):
+            for attr in ("higher_is_better", "fraction"):
+                value = _get(kind, attr)
+                if isinstance(value, (bool, np.bool_)):
+                    out.setdefault(str(metric), {})[attr] = bool(value)
+    return out
+
+
 def is_fraction(metric: str, values: Iterable[float] = ()) -> bool:
-    """Whether `metric` is shown x100: a built-in fraction metric, or one whose values all lie in [-1, 1]."""
+    """Guess for undeclared metrics: shown x100 if a built-in fraction metric, or its values all lie in [-1, 1]."""
     if metric in FRACTION_METRICS:
         return True
     vals = [v for v in values if not _is_missing(v)]
@@ -216,7 +262,7 @@ def is_fraction(metric: str, values: Iterable[float] = ()) -> bool:
 
 
 def lower_is_better(metric: str) -> bool:
-    """Whether a smaller value of `metric` ranks first (losses, errors, timings)."""
+    """Guess for undeclared metrics: whether a smaller value ranks first (losses, errors, timings)."""
     return any(part in metric.lower() for part in LOWER_IS_BETTER_PARTS) and metric not in FRACTION_METRICS
 
 
@@ -255,18 +301,22 @@ def config_label(spec: Mapping[str, Any] | None, varying: Iterable[str], diverge
     return " · ".join(parts)
 
 
-def aggregate(rows_df: pd.DataFrame, *, resamples: int = 1000, seed: int = 0) -> pd.DataFrame:
+def aggregate(
+    rows_df: pd.DataFrame, *, resamples: int = 1000, seed: int = 0, lower: Iterable[str] | None = None
+) -> pd.DataFrame:
     """Per configuration (config_id) and protocol version: mean, sample std and n of each metric over seeds.
 
     One output row per (protocol_version, dataset, config_id) with columns protocol_version, dataset,
     config_id, suite, method, divergence, label, seeds (ok seeds), expected_seeds (every seed run
     for the suite(s) and dataset), missing_seeds, failed_seeds, n, n_expected, complete, and per
     metric `<m>_mean`, `<m>_std` (ddof=1; NaN when n < 2), `<m>_n`, plus `<m>_rank`, `<m>_rank_lo`,
-    `<m>_rank_hi` from `resamples` bootstrap resamples over seeds (0 to skip ranking).
+    `<m>_rank_hi` from `resamples` bootstrap resamples over seeds (0 to skip ranking); metrics in
+    `lower` rank smallest first (default: `metric_kinds` of the rows).
     Failed trials never enter a mean; they make their configuration incomplete.
     """
     df = normalise_rows(rows_df)
     metrics = metric_names(df)
+    lower = set(metric_kinds(df)[1] if lower is None else lower)
     df["_seed"] = df["seed"].map(_seed_key)
     # Seeds run per (protocol, suite, dataset): what every configuration there is expected to have.
     run_seeds = df.groupby(["protocol_version", "suite", "dataset"])["_seed"].agg(lambda s: set(s) - {None})
@@ -322,7 +372,7 @@ def aggregate(rows_df: pd.DataFrame, *, resamples: int = 1000, seed: int = 0) ->
             ]
         for m in metrics:
             ranks = bootstrap_ranks(
-                [agg.at[i, f"_{m}_values"] for i in idx], lower_is_better(m), resamples=resamples, seed=seed
+                [agg.at[i, f"_{m}_values"] for i in idx], m in lower, resamples=resamples, seed=seed
             )
             for k, suffix in enumerate(("_rank", "_rank_lo", "_rank_hi")):
                 agg.loc[idx, f"{m}{suffix}"] = pd.array([r[k] for r in ranks], dtype="Int64")
@@ -388,7 +438,9 @@ def build_report(results: str | Path, *, resamples: int = 1000, seed: int = 0) -
     """Load, deduplicate and aggregate the rows of one results store into a `Report`."""
     path = results_file(results)
     rows = normalise_rows(load_rows(path))
-    agg = aggregate(rows, resamples=resamples, seed=seed)
+    # Decided once here; aggregation, sorting, the writers and the plots all read these lists.
+    fractions, lower = metric_kinds(rows)
+    agg = aggregate(rows, resamples=resamples, seed=seed, lower=lower)
     all_metrics = metric_names(rows)
     sections: list[Section] = []
     for version in sorted(set(rows["protocol_version"]), key=_version_key):
@@ -400,7 +452,7 @@ def build_report(results: str | Path, *, resamples: int = 1000, seed: int = 0) -
                 if metrics:
                     primary = metrics[0]
                     group = group.sort_values(
-                        [f"{primary}_rank", f"{primary}_mean"], ascending=[True, lower_is_better(primary)],
+                        [f"{primary}_rank", f"{primary}_mean"], ascending=[True, primary in lower],
                         na_position="last", kind="stable",
                     )
                 sections.append(
@@ -433,8 +485,8 @@ def build_report(results: str | Path, *, resamples: int = 1000, seed: int = 0) -
             seen.append(settings)
     protocols = {v: _merge_settings(ss) for v, ss in protocols.items()}
     meta = _provenance(rows, path)
-    meta["fraction_metrics"] = [m for m in all_metrics if is_fraction(m, rows[METRIC_PREFIX + m])]
-    meta["lower_is_better"] = [m for m in all_metrics if lower_is_better(m)]
+    meta["fraction_metrics"] = fractions
+    meta["lower_is_better"] = lower
     return Report(rows, agg, sections, failed.reset_index(drop=True), configs, protocols, meta, path.parent, resamples)
 
 

@@ -17,8 +17,10 @@ from sklearn.preprocessing import StandardScaler
 import icon_bench
 from icon_bench.datasets import DataSplits
 from icon_bench.evaluation import (
+    DEFAULT_METRICS,
     PROTOCOL_VERSION,
     MethodOutput,
+    Metric,
     evaluate,
     hungarian_accuracy,
     knn_accuracy,
@@ -167,3 +169,43 @@ def test_metric_objects_describe_themselves() -> None:
         assert m.name == name and isinstance(m.settings, dict) and m.requires
     with pytest.raises(KeyError, match="did you mean 'hungarian'"):
         evaluate(MethodOutput(None, None, None, None), _data(*_features()), ["hungarain"])
+
+
+class _Distortion(Metric):
+    name = "distortion"
+    requires = (("test_embeddings",),)
+    settings = {"k": 5}
+    higher_is_better = False
+    fraction = False
+
+    def __call__(self, output: MethodOutput, data: DataSplits) -> float | None:
+        return 0.5
+
+
+def test_protocol_records_metric_kinds_outside_the_version() -> None:
+    from icon_bench.report import TASKS
+
+    builtins = protocol()["metrics"]
+    assert set(builtins) == set(DEFAULT_METRICS)
+    # Every built-in is a higher-is-better fraction; the cross-suite index (TASKS) relies on it.
+    assert all(kind == {"higher_is_better": True, "fraction": True} for kind in builtins.values())
+    assert {m for names in TASKS.values() for m in names} <= set(builtins)
+    assert protocol()["version"] == "1"
+
+    record = protocol(["hungarian", _Distortion()])
+    assert record["metrics"]["distortion"] == {"higher_is_better": False, "fraction": False}
+    assert record["metrics"]["hungarian"] == {"higher_is_better": True, "fraction": True}
+    assert set(record) == {"version", "settings", "metrics"}
+
+    class _Flipped(_Distortion):
+        higher_is_better = True
+        fraction = True
+
+    class _Finer(_Distortion):
+        settings = {"k": 6}
+
+    # How to read values is not how they were measured: the version ignores the kinds, not the settings.
+    version = protocol([_Distortion()])["version"]
+    assert version == protocol_version({"distortion": {"k": 5}}) and version.startswith("1+")
+    assert protocol([_Flipped()])["version"] == version
+    assert protocol([_Finer()])["version"] != version

@@ -133,3 +133,35 @@ def test_a_value_over_fewer_seeds_is_marked_even_in_a_complete_row(tmp_path: Pat
                   if r[1].startswith("[pmi · tv]"))
     assert pmi_tv[2] == "3/3"  # all trials ok ...
     assert pmi_tv[3] == "71.0 ± 1.0 (3)" and pmi_tv[4] == "60.5 ± 0.7 (2) †"  # ... but nmi has two values
+
+
+def _rescored_blobs(declare: bool) -> list[dict]:
+    """Blobs trials scored by "distortion" in [0, 1] (kl 0.20-0.22, tv 0.60-0.62), declared lower-is-better, not x100."""
+    rows = [r for r in report_fixture.load_rows() if r["dataset"] == "blobs"]
+    for r in rows:
+        r["metrics"] = {"distortion": (0.2 if r["divergence"] == "kl" else 0.6) + 0.01 * r["seed"]}
+        if declare:
+            r["protocol"]["metrics"] = {"distortion": {"higher_is_better": False, "fraction": False}}
+    return rows
+
+
+@pytest.mark.parametrize("declare", [True, False])
+def test_declared_metric_kinds_rank_and_format_the_leaderboard(tmp_path: Path, declare: bool) -> None:
+    path = tmp_path / "results.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in _rescored_blobs(declare)))
+    out = write_report(path, tmp_path / "report", resamples=50, plots=declare)
+    md = (out / "leaderboard.md").read_text()
+    table = _table_after(md, "### blobs — distortion (protocol 1)")
+    order = [r[1].split("](")[0].lstrip("[") for r in table]
+    df = pd.read_csv(out / "leaderboard.csv", dtype={"config_id": str, "protocol_version": str})
+    if declare:  # ascending, shown as measured
+        assert order == ["tsne · kl", "tsne · tv"] and [r[0] for r in table] == ["1 (1–1)", "2 (2–2)"]
+        assert table[0][3] == "0.21 ± 0.01 (3)" and "(×100)" not in md
+        assert "Lower is better for distortion; higher for the rest." in md and "Fractions (" not in md
+        assert {p.name.split("-")[0] for p in out.glob("*.png")} >= {"metrics", "grid"}
+    else:  # old rows: guessed from values in [0, 1] as a higher-is-better fraction, as before
+        assert order == ["tsne · tv", "tsne · kl"]
+        assert table[1][3] == "21.0 ± 1.0 (3)" and "distortion (×100)" in md and "Lower is better" not in md
+    # The CSV follows the same order and keeps values unscaled either way.
+    assert list(df["divergence"]) == [o.split(" · ")[1] for o in order] and list(df["rank"]) == [1, 2]
+    assert df["distortion_mean"].round(4).tolist() == ([0.21, 0.61] if declare else [0.61, 0.21])

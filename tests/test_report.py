@@ -162,11 +162,11 @@ def test_grid_is_p_by_q_only_when_the_suite_sets_kernels(tmp_path: Path) -> None
     path = tmp_path / "results.jsonl"
     path.write_text("".join(json.dumps(v) + "\n" for v in variants))
     section = build_report(path, resamples=0).sections[0]
-    caption = plot_grid(section, build_report(path, resamples=0).rows, {"hungarian"}, tmp_path / "pq.png", {})
+    caption = plot_grid(section, build_report(path, resamples=0).rows, {"hungarian"}, set(), tmp_path / "pq.png", {})
     assert caption.startswith("digits: p kernel × q kernel grid") and (tmp_path / "pq.png").stat().st_size > 0
     assert {"pmi · kl · q.name=cluster", "pmi · tv · q.name=student_t"} <= set(section.table["label"])
     plain = build_report(FIXTURE, resamples=0)
-    caption = plot_grid(plain.sections[0], plain.rows, {"hungarian"}, tmp_path / "dm.png", {})
+    caption = plot_grid(plain.sections[0], plain.rows, {"hungarian"}, set(), tmp_path / "dm.png", {})
     # Protocol 1 saw 4 divergences (kl, tv, default, js) x 5 methods (tsne on blobs included); 5 run on digits.
     assert "divergence × method grid — 5 of 20 cells run" in caption
 
@@ -220,3 +220,71 @@ def test_cli_report_defaults_to_reports_suite_name(tmp_path: Path, monkeypatch: 
     assert main(["leaderboard"]) == 0  # default folder: reports/
     assert "[fixture](fixture/leaderboard.md)" in (tmp_path / "reports" / "README.md").read_text()
     assert main(["leaderboard", str(tmp_path / "missing")]) == 2
+
+
+def _declared_rows(declare: bool = True) -> list[dict]:
+    """The blobs trials re-scored: "distortion" kl 0.20-0.22 vs tv 0.60-0.62, "time_score" kl 0.30-0.32 vs tv 0.70-0.72.
+
+    With `declare`, their protocol says distortion is lower-is-better and not a fraction (though its
+    values lie in [0, 1]) and time_score higher-is-better, a fraction (though its name says time).
+    """
+    rows = [r for r in report_fixture.load_rows() if r["dataset"] == "blobs"]
+    for r in rows:
+        base = 0.2 if r["divergence"] == "kl" else 0.6
+        r["metrics"] = {"distortion": base + 0.01 * r["seed"], "time_score": base + 0.1 + 0.01 * r["seed"]}
+        if declare:
+            r["protocol"]["metrics"] = {
+                "distortion": {"higher_is_better": False, "fraction": False},
+                "time_score": {"higher_is_better": True, "fraction": True},
+            }
+    return rows
+
+
+def _ranks(agg: pd.DataFrame, metric: str) -> dict[str, int]:
+    return dict(zip(agg["divergence"], agg[f"{metric}_rank"]))
+
+
+def test_declared_metric_kinds_decide_ranking_over_the_name_and_value_guess(tmp_path: Path) -> None:
+    path = tmp_path / "results.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in _declared_rows()))
+    report = build_report(path, resamples=50)
+    assert report.meta["lower_is_better"] == ["distortion"]
+    assert report.meta["fraction_metrics"] == ["time_score"]
+    assert _ranks(report.aggregated, "distortion") == {"kl": 1, "tv": 2}  # smaller distortion wins
+    assert _ranks(report.aggregated, "time_score") == {"tv": 1, "kl": 2}  # larger score wins despite "time"
+    (section,) = report.sections
+    assert section.metrics == ["distortion", "time_score"] and list(section.table["divergence"]) == ["kl", "tv"]
+    # Rows read flattened (parquet dumps, json_normalize) carry the same declarations.
+    for flat in (pd.json_normalize(_declared_rows()), pd.json_normalize(_declared_rows(), max_level=1)):
+        agg = aggregate(flat, resamples=0)
+        assert _ranks(agg, "distortion") == {"kl": 1, "tv": 2} and _ranks(agg, "time_score") == {"tv": 1, "kl": 2}
+
+
+def test_rows_without_declarations_fall_back_to_the_guess(tmp_path: Path) -> None:
+    path = tmp_path / "results.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in _declared_rows(declare=False)))
+    report = build_report(path, resamples=50)
+    assert report.meta["lower_is_better"] == ["time_score"]  # by its name
+    assert report.meta["fraction_metrics"] == ["distortion"]  # by its values
+    assert _ranks(report.aggregated, "distortion") == {"tv": 1, "kl": 2}
+    assert _ranks(report.aggregated, "time_score") == {"kl": 1, "tv": 2}
+    assert list(report.sections[0].table["divergence"]) == ["tv", "kl"]
+    # The fixture's built-in metrics, never declared there, keep their kinds.
+    plain = build_report(FIXTURE, resamples=0)
+    assert plain.meta["fraction_metrics"] == ["hungarian", "nmi", "ari", "knn2d", "trustworthiness"]
+    assert plain.meta["lower_is_better"] == []
+
+
+def test_disagreeing_declarations_take_the_latest_row(tmp_path: Path) -> None:
+    rows = _declared_rows()
+    rows[0]["protocol"]["metrics"]["distortion"] = {"higher_is_better": True, "fraction": True}  # older: outvoted
+    rows[2]["protocol"].pop("metrics")  # an old row in between declares nothing
+    path = tmp_path / "results.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    report = build_report(path, resamples=0)
+    assert report.meta["lower_is_better"] == ["distortion"] and report.meta["fraction_metrics"] == ["time_score"]
+    rows[-1]["protocol"]["metrics"]["distortion"] = {"higher_is_better": True, "fraction": True}  # latest: wins
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    report = build_report(path, resamples=0)
+    assert report.meta["lower_is_better"] == [] and report.meta["fraction_metrics"] == ["distortion", "time_score"]
+    assert _ranks(report.aggregated, "distortion") == {"tv": 1, "kl": 2}
