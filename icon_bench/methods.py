@@ -15,6 +15,7 @@ from torch import Tensor, nn
 from icon_bench.errors import TrialError
 from icon_bench.hookspecs import hookimpl
 from icon_bench.kernels import Kernel
+from icon_bench.objective import ICon
 from icon_bench.registry import split_spec
 
 if TYPE_CHECKING:
@@ -330,7 +331,9 @@ class MultiHead(nn.Module):
 
     def per_head(self, batch: Mapping[str, Tensor]) -> Tensor:
         z = batch["embeddings"]
-        return torch.stack([self.loss({**batch, "embeddings": self.head(z, h)}) for h in range(self.heads)])
+        # p does not read the embeddings, so every head shares one p per batch.
+        shared = (self.loss.prepare_p(batch),) if isinstance(self.loss, ICon) else ()
+        return torch.stack([self.loss({**batch, "embeddings": self.head(z, h)}, *shared) for h in range(self.heads)])
 
     @torch.no_grad()
     def evaluate_heads(

@@ -103,16 +103,33 @@ class ICon(nn.Module):
         return self.fast is not False and not self.fast_path_blocker()
 
     # ------------------------------------------------------------------------------------------
-    def rows_and_support(self, batch: Batch) -> tuple[Tensor, Tensor]:
-        """Per-row divergences (N,) and a bool mask (N,) of rows where p has support."""
+    def prepare_p(self, batch: Batch) -> SparseRows | Tensor:
+        """p for this batch: SparseRows on the fast path, else the dense log p.
+
+        p reads only the batch's inputs (and index, neighbours), never the embeddings, so losses
+        over several heads of one batch compute it once and pass it to :meth:`rows_and_support`.
+        """
         if self.uses_fast_path:
             sp = self.p.sparse(batch, "inputs")
-            rb = self.q.row_blocks(batch, "embeddings")
-            if sp is not None and rb is not None:
-                return self._kl_structured(sp, rb)
+            if sp is not None:
+                return sp
             if self.fast is True:
-                raise KernelError("ICon(fast=True): p or q gave no structure for this batch")
-        log_p = self.p(batch, key="inputs")
+                raise KernelError("ICon(fast=True): p gave no sparse structure for this batch")
+        return self.p(batch, key="inputs")
+
+    def rows_and_support(self, batch: Batch, p: SparseRows | Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Per-row divergences (N,) and a bool mask (N,) of rows where p has support.
+
+        `p` is this batch's :meth:`prepare_p` when the caller already has it.
+        """
+        log_p = self.prepare_p(batch) if p is None else p
+        if isinstance(log_p, SparseRows):
+            rb = self.q.row_blocks(batch, "embeddings")
+            if rb is not None:
+                return self._kl_structured(log_p, rb)
+            if self.fast is True:
+                raise KernelError("ICon(fast=True): q gave no row blocks for this batch")
+            log_p = self.p(batch, key="inputs")
         log_q = self.q(batch, key="embeddings")
         if log_p.shape != log_q.shape:
             raise KernelError(
@@ -126,8 +143,9 @@ class ICon(nn.Module):
         values, support = self.rows_and_support(batch)
         return torch.where(support, values, torch.nan)
 
-    def forward(self, batch: Batch) -> Tensor:
-        values, support = self.rows_and_support(batch)
+    def forward(self, batch: Batch, p: SparseRows | Tensor | None = None) -> Tensor:
+        """The mean divergence over rows with support; `p` as in :meth:`rows_and_support`."""
+        values, support = self.rows_and_support(batch, p)
         count = support.sum()
         # int(count) waits for the device; on CUDA an empty batch instead gives 0/0 = NaN, which
         # the trainer's periodic finite check reports (naming this cause) without a per-step sync.

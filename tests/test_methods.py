@@ -158,3 +158,25 @@ def test_full_batch_p_cache_equals_the_kernel() -> None:
     perm = torch.randperm(50, generator=torch.Generator().manual_seed(1))
     direct = kernel({"inputs": x[perm], "index": perm}, "inputs")
     assert torch.allclose(cache({"inputs": x[perm], "index": perm}, "inputs"), direct, atol=1e-5)
+
+
+@pytest.mark.parametrize("divergence", ["kl", "tv"])  # the fast path (sparse p) and the dense one
+def test_heads_share_one_p_and_equal_separate_losses(divergence: str) -> None:
+    from icon_bench.methods import MultiHead
+
+    g = torch.Generator().manual_seed(0)
+    n, heads, classes = 24, 3, 4
+    index = torch.arange(n) % 12  # two views of 12 points
+    batch = {"inputs": torch.randn(n, 5, generator=g), "index": index, "labels": torch.zeros(n, dtype=torch.long)}
+    loss = icon_bench.ICon("augmentation", "cluster", divergence, p_debias=0.3, q_debias=0.2)
+    calls = []
+    prepare = loss.prepare_p
+    loss.prepare_p = lambda b: calls.append(1) or prepare(b)  # type: ignore[method-assign]
+    z = torch.randn(n, heads * classes, generator=g, requires_grad=True)
+    total = MultiHead(loss, heads)({**batch, "embeddings": z})
+    (grad,) = torch.autograd.grad(total, z)
+    assert len(calls) == 1
+    z2 = z.detach().clone().requires_grad_(True)
+    separate = sum(loss({**batch, "embeddings": z2[:, h * classes : (h + 1) * classes]}) for h in range(heads))
+    (grad2,) = torch.autograd.grad(separate, z2)
+    assert torch.allclose(total, separate, atol=1e-6) and torch.allclose(grad, grad2, atol=1e-6)
