@@ -485,6 +485,10 @@ class Baseline:
             new.params[key] = value
         return new
 
+    def resolved(self) -> dict[str, Any]:
+        """The baseline's parameters as plain data (recorded in result rows)."""
+        return {"params": self.params}
+
     def components(self) -> dict[str, str]:
         return {"model": f"sklearn.{self.name}"}
 

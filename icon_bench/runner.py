@@ -73,10 +73,12 @@ class Plan:
     ids: list[str]
     status: dict[str, str]  # trial_id -> status of its latest stored row (only cells of this suite)
     to_run: list[dict[str, Any]]
+    # trial_id -> how its ok row's recipe differs from what the cell runs now (those cells rerun)
+    stale: dict[str, str] = dataclasses.field(default_factory=dict)
 
     @property
     def done(self) -> int:
-        return sum(1 for t in self.ids if self.status.get(t) == "ok")
+        return sum(1 for t in self.ids if self.status.get(t) == "ok" and t not in self.stale)
 
     @property
     def failed(self) -> int:
@@ -89,21 +91,54 @@ def make_plan(
     """Which cells run: not yet ok (default), all (force), or only failed ones (retry_failed); at most `limit`."""
     specs = suite.trials()
     ids = [trial_id(s) for s in specs]
-    stored = store.status()
-    status = {t: stored[t] for t in ids if t in stored}
+    latest = {r["trial_id"]: r for r in store.rows()}
+    status = {t: str(latest[t].get("status")) for t in ids if t in latest}
+    stale = {} if force else _stale_cells(specs, ids, latest)
     if force:
         chosen = list(specs)
     elif retry_failed:
         chosen = [s for s, t in zip(specs, ids) if t in status and status[t] != "ok"]
     else:
-        chosen = [s for s, t in zip(specs, ids) if status.get(t) != "ok"]
+        chosen = [s for s, t in zip(specs, ids) if status.get(t) != "ok" or t in stale]
     if limit is not None:
         if limit < 0:
             from icon_bench.errors import IconBenchError
 
             raise IconBenchError(f"--limit must be >= 0, got {limit}")
         chosen = chosen[:limit]
-    return Plan(specs=specs, ids=ids, status=status, to_run=chosen)
+    return Plan(specs=specs, ids=ids, status=status, to_run=chosen, stale=stale)
+
+
+def _stale_cells(
+    specs: Sequence[Mapping[str, Any]], ids: Sequence[str], latest: Mapping[str, Mapping[str, Any]]
+) -> dict[str, str]:
+    """Done cells whose row was made under another recipe than the cell runs now -> what changed.
+
+    A row's recipe is the method's defaults with the cell's overrides; when a new icon-bench (or
+    plugin) changes a default, the stored number no longer measures the configuration its label
+    names, so the cell runs again. Rows that recorded no recipe are trusted.
+    """
+    from icon_bench.trial import recipe_of
+
+    stale: dict[str, str] = {}
+    for spec, tid in zip(specs, ids):
+        row = latest.get(tid)
+        if row is None or row.get("status") != "ok":
+            continue
+        before = row.get("recipe") or (row.get("info") or {}).get("recipe")
+        now = recipe_of(spec) if before is not None else None
+        if now is not None and before != now:
+            key = next(k for k in sorted(set(before) | set(now)) if before.get(k) != now.get(k))
+            stale[tid] = f"{spec['method']}: {key} {before.get(key)!r} -> {now.get(key)!r}"
+    return stale
+
+
+def _stale_note(plan: Plan) -> str:
+    first = next(iter(plan.stale.values()))
+    return (
+        f"note: {len(plan.stale)} done cell(s) ran under other recipe defaults than this icon-bench's "
+        f"and run again (e.g. {first})"
+    )
 
 
 def _dataset_name(spec: Mapping[str, Any]) -> str:
@@ -125,11 +160,13 @@ def print_plan(suite: Suite, plan: Plan, results_dir: Path, out: TextIO) -> None
     for spec, tid in zip(plan.specs, plan.ids):
         counts = table.setdefault((str(spec["method"]), _dataset_name(spec)), [0, 0, 0, 0])
         counts[0] += 1
-        counts[1] += plan.status.get(tid) == "ok"
+        counts[1] += plan.status.get(tid) == "ok" and tid not in plan.stale
         counts[2] += tid in plan.status and plan.status[tid] != "ok"
         counts[3] += tid in run_ids
     rows = [[m, d, *c] for (m, d), c in table.items()]
     rows.append(["total", "", len(plan.specs), plan.done, plan.failed, len(plan.to_run)])
+    if plan.stale:
+        print(_stale_note(plan), file=out)
     print(
         f"suite {suite.name!r} ({suite.source}): {len(plan.specs)} cells, {plan.done} done, "
         f"{plan.failed} failed, {len(plan.to_run)} to run; results in {results_dir}",
@@ -230,6 +267,8 @@ def run_suite(
     if dry_run:
         print_plan(suite, plan, results_dir, out)
         return EXIT_OK
+    if plan.stale:
+        print(_stale_note(plan), file=out)
     if not plan.to_run:
         print(f"nothing to run: {plan.done} of {len(plan.specs)} cells done; rows in {store.path}", file=out)
         return EXIT_OK

@@ -69,6 +69,7 @@ def run_trial(
         "error": None,
         "traceback": None,
         "artifacts": {},
+        "recipe": None,
     }
     try:
         row["versions"] = versions()
@@ -100,6 +101,7 @@ def _run(spec: dict[str, Any], data: Any, row: dict[str, Any], dev: Any, progres
     method_comp = registry.get("method", spec["method"])
     method = method_comp.create()
     recipe = method.with_overrides(spec)
+    row["recipe"] = _recipe_data(recipe)
     metrics = spec["evaluate"] if spec["evaluate"] is not None else list(recipe.metrics)
     row["protocol"] = evaluation.protocol(metrics)
     if row["divergence"] is None and getattr(recipe, "divergence", None) is not None:
@@ -130,6 +132,26 @@ def _run(spec: dict[str, Any], data: Any, row: dict[str, Any], dev: Any, progres
             "embedding_2d": np.concatenate([p.float().cpu().numpy() for p in parts]),
             "labels": np.concatenate([y.cpu().numpy() for y in labels]),
         }
+
+
+def recipe_of(spec: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The recipe a (normalised) spec runs now: its method's defaults with the spec's overrides, as
+    plain data; None when the method cannot be built here or does not describe itself.
+
+    Each row records this at run time, so a resumed suite can tell the cells done under other
+    defaults (an upgraded icon-bench or plugin) from the cells still valid.
+    """
+    from icon_bench.registry import get_registry
+
+    try:
+        return _recipe_data(get_registry().get("method", spec["method"]).create().with_overrides(spec))
+    except Exception:  # an unknown or broken method: the trial itself reports it when run
+        return None
+
+
+def _recipe_data(recipe: Any) -> dict[str, Any] | None:
+    resolved = getattr(recipe, "resolved", None)
+    return _jsonable(resolved()) if callable(resolved) else None
 
 
 def _components(registry: Any, method_comp: Any, recipe: Any, spec: dict[str, Any]) -> dict[str, Any]:

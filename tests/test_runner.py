@@ -208,3 +208,26 @@ def test_interrupted_run_exits_130_and_keeps_rows(tmp_path: Path) -> None:
     assert code == 130
     assert "3 ok, 0 failed, 1 not run (interrupted)" in out.getvalue() and "run the same command again" in out.getvalue()
     assert len(ResultsStore(results).done_ids()) == 3
+
+
+def test_cells_done_under_other_recipe_defaults_run_again(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from icon_bench.trial import recipe_of
+
+    path = _suite(tmp_path, PLAN_SUITE)
+    results = tmp_path / "res"
+    specs = load_suite(path).trials()
+    pmi = [s for s in specs if s["method"] == "pmi"][:3]
+    kmeans = next(s for s in specs if s["method"] == "kmeans")
+    current = recipe_of(pmi[0])
+    assert current is not None and current["q_debias"] == 0.0 and recipe_of(kmeans) == {"params": {"n_clusters": None, "n_init": 10}}
+    store = ResultsStore(results)
+    store.append({**fake_trial(pmi[0]), "recipe": recipe_of(pmi[0])})  # made under today's defaults
+    store.append({**fake_trial(pmi[1]), "recipe": {**recipe_of(pmi[1]), "q_debias": 0.5}})  # under older ones
+    store.append({**fake_trial(pmi[2]), "info": {"recipe": {**recipe_of(pmi[2]), "p_debias": 0.5}}})  # pre-"recipe" row
+    store.append(fake_trial(kmeans))  # a row that recorded no recipe is trusted
+    assert cli.main(["run", str(path), "--dry-run", "--results", str(results)]) == 0
+    out = capsys.readouterr().out
+    assert "2 done cell(s) ran under other recipe defaults" in out and "pmi: q_debias 0.5 -> 0.0" in out
+    assert "13 cells, 2 done, 0 failed, 11 to run" in out
+    assert cli.main(["run", str(path), "--dry-run", "--results", str(results), "--force"]) == 0
+    assert "other recipe defaults" not in capsys.readouterr().out

@@ -10,7 +10,7 @@ import torch
 
 from icon_bench.cli import main
 from icon_bench.errors import TrialError, UnknownNameError
-from icon_bench.trial import config_id, normalize_spec, parse_set, run_trial, trial_id
+from icon_bench.trial import config_id, normalize_spec, parse_set, recipe_of, run_trial, trial_id
 
 TINY = {"name": "blobs", "n_samples": 120, "n_features": 4, "centers": 3, "seed": 0}
 
@@ -46,6 +46,9 @@ def test_row_has_the_contract_fields() -> None:
     assert len(row["history"]["loss"]) == 2
     assert row["versions"]["torch"] == torch.__version__ and "icon-bench" in row["versions"]["plugins"]
     assert row["device"] == "cpu" and row["error"] is None and row["artifacts"] == {}
+    # The recipe it ran, recorded as a resumed suite recomputes it (so a fresh row is never stale).
+    assert row["recipe"] == recipe_of(normalize_spec(_spec())) == row["info"]["recipe"]
+    assert row["recipe"]["settings"]["epochs"] == 2 and row["recipe"]["model"]["hidden"] == 16
     json.dumps(row)  # JSON-serialisable without arrays
 
 
