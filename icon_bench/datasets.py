@@ -6,6 +6,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -58,6 +59,19 @@ class DataSplits:
     meta: dict  # source, content hash, preprocessing applied
     knn_train: Tensor | None = None  # (n_train, k) int64 global kNN graph, when asked for
 
+    # Pickled with numpy arrays in place of CPU tensors: Ray's object store hands a numpy array to
+    # every trial on a node without a copy (a pickled tensor is copied into each trial), so one
+    # dataset in memory serves all concurrent trials. Trials must therefore treat the splits as
+    # read-only (none of the built-ins writes into them).
+    def __getstate__(self) -> dict[str, Any]:
+        return {
+            k: v.numpy() if isinstance(v, Tensor) and v.device.type == "cpu" and not v.requires_grad else v
+            for k, v in self.__dict__.items()
+        }
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update({k: _as_tensor(v) if isinstance(v, np.ndarray) else v for k, v in state.items()})
+
     @property
     def image_shape(self) -> tuple[int, ...] | None:
         """(c, h, w) of one image: the tensor's own shape for images, meta's `image_shape` for flat ones."""
@@ -94,6 +108,16 @@ class DataSplits:
             self.knn_train.dtype != torch.int64 or self.knn_train.shape[0] != len(self.x_train)
         ):
             raise DataError(f"{where}: knn_train must be (n_train, k) int64")
+
+
+def _as_tensor(array: np.ndarray) -> Tensor:
+    """A tensor sharing `array`'s memory, also when the array is read-only (a Ray object store buffer)."""
+    if array.flags.writeable:
+        return torch.from_numpy(array)
+    with warnings.catch_warnings():
+        # torch warns that writing into a read-only buffer is undefined; trials only read the splits.
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.from_numpy(array)
 
 
 class Dataset:

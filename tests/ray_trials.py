@@ -108,3 +108,16 @@ def threads_trial(spec: dict[str, Any], data: Any = None) -> dict[str, Any]:
     import torch
 
     return _row(spec, {"hungarian": 1.0}, threads=torch.get_num_threads())
+
+
+def mapping_trial(spec: dict[str, Any], data: Any = None) -> dict[str, Any]:
+    """Records where the dataset's train features live: the /proc/self/maps line holding their memory."""
+    ptr = data.x_train.data_ptr()
+    where = ""
+    with open("/proc/self/maps") as fh:
+        for line in fh:
+            lo, hi = (int(x, 16) for x in line.split()[0].split("-"))
+            if lo <= ptr < hi:
+                where = line.strip()
+                break
+    return _row(spec, {"x_sum": float(data.x_train.sum())}, mapping=where, pid=os.getpid())

@@ -6,6 +6,7 @@ import _thread
 import os
 import threading
 import time
+import warnings
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,6 +14,7 @@ from typing import Any
 
 import pytest
 import ray_trials
+import torch
 from ray_trials import dying_trial, fake_load, fake_trial, gpu_trial
 
 from icon_bench.errors import IconBenchError
@@ -165,6 +167,48 @@ def test_ray_and_local_give_identical_metrics(ray_cluster: None, tmp_path: Path)
     remote = RayExecutor(cpus=0.5, progress=False).run(specs, ResultsStore(tmp_path / "r"), trial_fn=fake_trial, load_fn=fake_load)
     by_id = lambda s: {r["trial_id"]: r["metrics"] for r in s.rows}  # noqa: E731
     assert by_id(local) == by_id(remote) and len(by_id(local)) == 5
+
+
+@pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="reads /proc/self/maps (Linux)")
+def test_ray_trials_read_the_dataset_from_shared_memory_without_a_copy(ray_cluster: None, tmp_path: Path) -> None:
+    from icon_bench.datasets import load_dataset
+
+    blobs = {"name": "blobs", "n_samples": 2000, "n_features": 16, "centers": 3, "seed": 0}
+    summary = RayExecutor(cpus=1, progress=False).run(_specs(3, dataset=blobs), ResultsStore(tmp_path), trial_fn=ray_trials.mapping_trial)
+    assert summary.ok == 3
+    expected = float(load_dataset(blobs).x_train.sum())
+    for row in summary.rows:
+        # The tensor's memory is the object store's shared mapping (plasma in /dev/shm), not a copy.
+        assert "plasma" in row["mapping"] and " rw-s " in f" {row['mapping']} ", row["mapping"]
+        assert row["metrics"]["x_sum"] == pytest.approx(expected)
+
+
+def test_datasplits_pickle_their_arrays_out_of_band_and_share_them_on_load(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import pickle
+
+    import numpy as np
+
+    from icon_bench.datasets import load_dataset
+
+    monkeypatch.setenv("ICON_BENCH_CACHE", str(tmp_path))  # the kNN graph's cache
+    data = load_dataset({"name": "digits", "knn": 3})
+    buffers: list[pickle.PickleBuffer] = []
+    blob = pickle.dumps(data, protocol=5, buffer_callback=buffers.append)
+    assert len(buffers) == 5 and len(blob) < 2000  # x, y of both splits and the graph travel out of band
+    frozen = []
+    for b in buffers:  # as Ray hands them over: read-only
+        arr = np.frombuffer(b.raw(), dtype=np.uint8)
+        arr.flags.writeable = False
+        frozen.append(arr)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "non-writable array" warning reaches the trial
+        back = pickle.loads(blob, buffers=frozen)
+    assert back.x_train.data_ptr() == frozen[0].ctypes.data  # shares the buffer, no copy
+    for name in ("x_train", "y_train", "x_test", "y_test", "knn_train"):
+        assert torch.equal(getattr(back, name), getattr(data, name)), name
+    assert (back.name, back.num_classes, back.meta) == (data.name, data.num_classes, data.meta)
 
 
 def test_ray_refuses_resources_the_cluster_lacks(ray_cluster: None, tmp_path: Path) -> None:
