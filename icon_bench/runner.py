@@ -93,7 +93,7 @@ def make_plan(
     ids = [trial_id(s) for s in specs]
     latest = {r["trial_id"]: r for r in store.rows()}
     status = {t: str(latest[t].get("status")) for t in ids if t in latest}
-    stale = {} if force else _stale_cells(specs, ids, latest)
+    stale = {} if force or retry_failed else _stale_cells(specs, ids, latest)
     if force:
         chosen = list(specs)
     elif retry_failed:
@@ -126,8 +126,8 @@ def _stale_cells(
         if row is None or row.get("status") != "ok":
             continue
         before = row.get("recipe") or (row.get("info") or {}).get("recipe")
-        now = recipe_of(spec) if before is not None else None
-        if now is not None and before != now:
+        now = recipe_of(spec) if isinstance(before, Mapping) else None
+        if isinstance(now, Mapping) and before != now:
             key = next(k for k in sorted(set(before) | set(now)) if before.get(k) != now.get(k))
             stale[tid] = f"{spec['method']}: {key} {before.get(key)!r} -> {now.get(key)!r}"
     return stale
