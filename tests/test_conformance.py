@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import itertools
 import math
-import sys
-import textwrap
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -348,31 +345,6 @@ def test_broken_model_is_caught() -> None:
 # ---------------------------------------------------------------------------------------------
 # check_plugin on installed third-party packages
 # ---------------------------------------------------------------------------------------------
-@pytest.fixture
-def site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    """Install fake plugin distributions (module + dist-info) on a temporary sys.path entry."""
-    root = tmp_path / "site"
-    root.mkdir()
-    monkeypatch.syspath_prepend(str(root))
-    monkeypatch.delenv(registry.ENV_STRICT, raising=False)
-    monkeypatch.delenv(registry.ENV_DISABLE, raising=False)
-    modules: list[str] = []
-
-    def install(dist: str, source: str) -> None:
-        module = f"_icb_conformance_plugin_{len(modules)}_{id(root)}"
-        modules.append(module)
-        (root / f"{module}.py").write_text(textwrap.dedent(source))
-        info = root / f"{dist.replace('-', '_')}-1.0.dist-info"
-        info.mkdir()
-        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 1.0\n")
-        (info / "entry_points.txt").write_text(f"[icon_bench]\n{dist.removeprefix('icon-bench-')} = {module}\n")
-
-    yield install
-    for module in modules:
-        sys.modules.pop(module, None)
-    registry.set_registry(None)
-
-
 BAD_KERNEL_PLUGIN = """
     import torch
     from icon_bench import hookimpl
@@ -407,7 +379,7 @@ NEGATIVE_DIVERGENCE_PLUGIN = """
 
 
 def test_check_plugin_reports_a_kernel_whose_rows_do_not_sum_to_one(site: Any) -> None:
-    site("icon-bench-double", BAD_KERNEL_PLUGIN)
+    site("icon-bench-double", BAD_KERNEL_PLUGIN, entry="double", version="1.0")
     reg = registry.load_registry()
     with pytest.raises(ConformanceError) as excinfo:
         testing.check_plugin("icon-bench-double", registry=reg)
@@ -417,7 +389,7 @@ def test_check_plugin_reports_a_kernel_whose_rows_do_not_sum_to_one(site: Any) -
 
 
 def test_check_plugin_reports_a_negative_divergence(site: Any) -> None:
-    site("icon-bench-negative", NEGATIVE_DIVERGENCE_PLUGIN)
+    site("icon-bench-negative", NEGATIVE_DIVERGENCE_PLUGIN, entry="negative", version="1.0")
     reg = registry.load_registry()
     assert testing.components("negative", registry=reg) == [("divergence", "good_tv"), ("divergence", "negative_tv")]
     with pytest.raises(ConformanceError, match=r"divergence 'negative_tv' .*property 'non-negative' failed"):
@@ -426,7 +398,7 @@ def test_check_plugin_reports_a_negative_divergence(site: Any) -> None:
 
 
 def test_check_plugin_reports_an_import_error_with_the_plugin_name(site: Any) -> None:
-    site("icon-bench-broken", "import a_module_that_does_not_exist_anywhere\n")
+    site("icon-bench-broken", "import a_module_that_does_not_exist_anywhere\n", entry="broken", version="1.0")
     reg = registry.load_registry()
     with pytest.raises(ConformanceError) as excinfo:
         testing.check_plugin("icon_bench_broken", registry=reg)  # any spelling of the distribution
@@ -458,6 +430,8 @@ def test_check_plugin_needs_values_for_required_parameters(site: Any) -> None:
         def register_divergences(register):
             register("strict_alpha", strict_alpha)
         """,
+        entry="needs",
+        version="1.0",
     )
     reg = registry.load_registry()
     with pytest.raises(ConformanceError, match=r"required parameters \['a'\] have no values"):

@@ -2,51 +2,14 @@
 
 from __future__ import annotations
 
-import itertools
 import sys
-import textwrap
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 
 import pytest
 
 from icon_bench import hookspecs, registry
 from icon_bench.errors import PluginLoadError, UnknownNameError
 from icon_bench.registry import ENV_DISABLE, ENV_STRICT, load_registry
-
-_counter = itertools.count()
-
-
-@pytest.fixture
-def site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., str]]:
-    """A throwaway sys.path entry; returns ``install(dist, source, entry=...)`` writing a fake installed plugin.
-
-    Each plugin is a module plus a ``*.dist-info`` directory with METADATA and entry_points.txt, which
-    is all importlib.metadata needs to list the entry point. sys.path, sys.modules and the process-wide
-    registry are restored afterwards so nothing leaks into other tests.
-    """
-    root = tmp_path / "site"
-    root.mkdir()
-    monkeypatch.syspath_prepend(str(root))  # also invalidates the import caches
-    monkeypatch.delenv(ENV_STRICT, raising=False)
-    monkeypatch.delenv(ENV_DISABLE, raising=False)
-    modules: list[str] = []
-
-    def install(dist: str, source: str, *, entry: str | None = None, version: str = "1.2.3") -> str:
-        module = f"_icb_test_plugin_{next(_counter)}"  # unique: sys.modules caches by name
-        modules.append(module)
-        (root / f"{module}.py").write_text(textwrap.dedent(source))
-        info = root / f"{dist.replace('-', '_')}-{version}.dist-info"
-        info.mkdir()
-        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n")
-        (info / "entry_points.txt").write_text(f"[{hookspecs.ENTRY_POINT_GROUP}]\n{entry or dist} = {module}\n")
-        return entry or dist
-
-    yield install
-    for module in modules:
-        sys.modules.pop(module, None)
-    registry.set_registry(None)
-
 
 def _broken_builtins() -> set[str]:
     """Built-in modules that do not import (yet): disabled in strict tests so the failure is ours."""
