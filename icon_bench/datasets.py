@@ -112,8 +112,6 @@ class DataSplits:
 
 def _as_tensor(array: np.ndarray) -> Tensor:
     """A tensor sharing `array`'s memory, also when the array is read-only (a Ray object store buffer)."""
-    if array.flags.writeable:
-        return torch.from_numpy(array)
     with warnings.catch_warnings():
         # torch warns that writing into a read-only buffer is undefined; trials only read the splits.
         warnings.simplefilter("ignore", UserWarning)

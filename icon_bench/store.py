@@ -187,10 +187,6 @@ class ResultsStore:
         """Trials whose latest row did not succeed."""
         return {r["trial_id"] for r in self.rows() if r.get("status") != "ok"}
 
-    def status(self) -> dict[str, str]:
-        """trial_id -> status of its latest row."""
-        return {r["trial_id"]: str(r.get("status")) for r in self.rows()}
-
     def to_dataframe(self, rows: Iterable[Mapping[str, Any]] | None = None) -> Any:
         """The latest rows as a flat pandas DataFrame (``metrics.nmi``, ``timings.total_s``, ...)."""
         import pandas as pd
