@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from icon_bench.errors import IconBenchError
-from icon_bench.hookspecs import hookimpl
-from icon_bench.registry import Component, Registry, create, get_registry, load_registry
+from icon_bench.hooks.specs import hookimpl
+from icon_bench.hooks.registry import Component, Registry, create, get_registry, load_registry
 
 __version__ = "0.1.0"
 

@@ -12,7 +12,7 @@ from tabulate import tabulate
 
 from icon_bench import __version__
 from icon_bench.errors import IconBenchError
-from icon_bench.registry import ENV_DISABLE, ENV_STRICT, load_registry
+from icon_bench.hooks.registry import ENV_DISABLE, ENV_STRICT, load_registry
 
 #: Modules that add subcommands through ``add_commands(subparsers)``; each owns its own flags.
 COMMAND_MODULES: tuple[str, ...] = (

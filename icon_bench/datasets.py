@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from icon_bench.errors import DataError, UnknownNameError, did_you_mean
-from icon_bench.hookspecs import hookimpl
+from icon_bench.hooks.specs import hookimpl
 
 __all__ = [
     "COMMON_OPTIONS",
@@ -836,7 +836,7 @@ def load_dataset(spec: Any, cache_dir: str | os.PathLike[str] | None = None) -> 
     vectors only), knn with knn_metric ("cosine" or "euclidean") for the global kNN graph over the
     train split, cached under `cache_dir` (default $ICON_BENCH_CACHE or ~/.cache/icon-bench).
     """
-    from icon_bench.registry import get_registry, split_spec
+    from icon_bench.hooks.registry import get_registry, split_spec
 
     name, params = split_spec(spec)
     component = get_registry().get("dataset", name)

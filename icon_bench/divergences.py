@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from icon_bench.errors import IconBenchError
-from icon_bench.hookspecs import hookimpl
+from icon_bench.hooks.specs import hookimpl
 
 NEG_INF = float("-inf")
 

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from icon_bench.errors import IconBenchError
-from icon_bench.hookspecs import hookimpl
+from icon_bench.hooks.specs import hookimpl
 
 if TYPE_CHECKING:
     from icon_bench.datasets import DataSplits
@@ -345,7 +345,7 @@ DEFAULT_METRICS: tuple[str, ...] = tuple(_FACTORIES)
 
 def resolve_metrics(metrics: Iterable[Any] | None = None) -> list[Metric]:
     """Metric objects from names, ``{"name": ..., **settings}`` specs or Metric instances (default: all built-ins)."""
-    from icon_bench.registry import create
+    from icon_bench.hooks.registry import create
 
     out: list[Metric] = []
     for spec in DEFAULT_METRICS if metrics is None else metrics:

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from icon_bench.errors import DataError, IconBenchError
-from icon_bench.hookspecs import hookimpl
+from icon_bench.hooks.specs import hookimpl
 
 NEG_INF = float("-inf")
 Batch = dict[str, Tensor]
@@ -210,7 +210,7 @@ def _same_key(keys: Tensor, exclude_self: bool) -> Tensor:
 
 
 def _as_kernel(spec: Any) -> Kernel:
-    from icon_bench.registry import create_as
+    from icon_bench.hooks.registry import create_as
 
     return create_as("kernel", spec, Kernel)
 

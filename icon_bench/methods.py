@@ -13,10 +13,10 @@ import torch
 from torch import Tensor, nn
 
 from icon_bench.errors import TrialError
-from icon_bench.hookspecs import hookimpl
+from icon_bench.hooks.specs import hookimpl
 from icon_bench.kernels import Kernel
 from icon_bench.objective import ICon
-from icon_bench.registry import split_spec
+from icon_bench.hooks.registry import split_spec
 
 if TYPE_CHECKING:
     from icon_bench.datasets import DataSplits

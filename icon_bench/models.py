@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor, nn
 
-from icon_bench.hookspecs import hookimpl
+from icon_bench.hooks.specs import hookimpl
 
 __all__ = ["CNN", "Linear", "Lookup", "MLP", "ResNet", "cnn", "linear", "lookup", "mlp", "pca_init", "resnet"]
 

@@ -25,7 +25,7 @@ from icon_bench.kernels import (
 
 
 def _as_divergence(spec: Any) -> Divergence:
-    from icon_bench.registry import create_as
+    from icon_bench.hooks.registry import create_as
 
     return create_as("divergence", spec, Divergence)
 

@@ -81,7 +81,7 @@ def _stem(section: Section) -> str:
 
 def _registered_names() -> dict[str, list[str]]:
     try:
-        from icon_bench.registry import get_registry
+        from icon_bench.hooks.registry import get_registry
 
         reg = get_registry()
         return {kind: list(reg.names(kind)) for kind in ("method", "divergence", "kernel")}

@@ -38,7 +38,7 @@ def validate_name(name: str) -> str:
 
 def _check_free(kind: str, name: str) -> None:
     # A plugin that reuses a registered name fails to load (DuplicateComponentError): refuse early.
-    from icon_bench.registry import load_registry
+    from icon_bench.hooks.registry import load_registry
 
     registry = load_registry(strict=False)
     if name in registry.names(kind):

@@ -462,7 +462,7 @@ def _unknown_key(key: str, choices: Iterable[str]) -> str:
 
 def _registry_names(kind: str) -> Any:
     """The registry, or None when this kind has no components yet (its module is not written)."""
-    from icon_bench.registry import get_registry
+    from icon_bench.hooks.registry import get_registry
 
     registry = get_registry()
     return registry if registry.names(kind) else None

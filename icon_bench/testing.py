@@ -12,8 +12,8 @@ from typing import Any
 
 import torch
 
-from icon_bench import hookspecs
-from icon_bench.registry import Registry, get_registry, split_spec
+from icon_bench.hooks import specs as hookspecs
+from icon_bench.hooks.registry import Registry, get_registry, split_spec
 
 __all__ = [
     "ConformanceError",

@@ -91,7 +91,7 @@ def _run(spec: dict[str, Any], data: Any, row: dict[str, Any], dev: Any, progres
 
     from icon_bench import evaluation
     from icon_bench.datasets import load_dataset
-    from icon_bench.registry import get_registry
+    from icon_bench.hooks.registry import get_registry
 
     registry = get_registry()
     if not spec["method"]:
@@ -141,7 +141,7 @@ def recipe_of(spec: Mapping[str, Any]) -> dict[str, Any] | None:
     Each row records this at run time, so a resumed suite can tell the cells done under other
     defaults (an upgraded icon-bench or plugin) from the cells still valid.
     """
-    from icon_bench.registry import get_registry
+    from icon_bench.hooks.registry import get_registry
 
     try:
         return _recipe_data(get_registry().get("method", spec["method"]).create().with_overrides(spec))
@@ -187,7 +187,7 @@ def versions() -> dict[str, Any]:
     import torch
 
     import icon_bench
-    from icon_bench.registry import get_registry
+    from icon_bench.hooks.registry import get_registry
 
     return {
         "icon_bench": icon_bench.__version__,

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from icon_bench import hookspecs, registry
+from icon_bench.hooks import registry
+from icon_bench.hooks import specs as hookspecs
 
 # Two cores are shared by the whole suite (and pytest-xdist workers): one thread each keeps it fast.
 os.environ.setdefault("OMP_NUM_THREADS", "1")

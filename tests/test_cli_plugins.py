@@ -10,7 +10,7 @@ import pytest
 
 from icon_bench import cli
 from icon_bench.errors import UnknownNameError, did_you_mean
-from icon_bench.registry import BUILTIN_SOURCE, load_registry, split_spec
+from icon_bench.hooks.registry import BUILTIN_SOURCE, load_registry, split_spec
 
 EXPECTED = {
     "kernel": {"gaussian", "student_t", "cosine", "knn", "label", "augmentation", "cluster", "prototype", "uniform"},
@@ -78,7 +78,7 @@ def test_create_as_checks_the_built_type() -> None:
     from icon_bench.divergences import Divergence
     from icon_bench.errors import ComponentTypeError
     from icon_bench.kernels import Kernel
-    from icon_bench.registry import create_as
+    from icon_bench.hooks.registry import create_as
 
     kl = create_as("divergence", "kl", Divergence)
     assert create_as("divergence", kl, Divergence) is kl

@@ -11,7 +11,9 @@ import numpy as np
 import pytest
 import torch
 
-from icon_bench import hookspecs, registry, testing
+from icon_bench import testing
+from icon_bench.hooks import registry
+from icon_bench.hooks import specs as hookspecs
 from icon_bench.datasets import Dataset, DataSplits
 from icon_bench.divergences import TV, Divergence
 from icon_bench.evaluation import MethodOutput

@@ -58,7 +58,7 @@ def test_renyi_appears_in_icon_bench_plugins_json() -> None:
 
 
 def test_conformance_kit_passes_on_the_installed_plugin() -> None:
-    from icon_bench.registry import load_registry
+    from icon_bench.hooks.registry import load_registry
 
     assert sorted(testing.check_plugin(DIST, registry=load_registry())) == ["divergence:renyi", "kernel:learnable_t"]
     # the plugin name works as well as the distribution name
@@ -85,7 +85,7 @@ def _runner_available() -> bool:
 def test_suite_with_the_renyi_divergence_records_the_plugin_in_its_rows(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from icon_bench import registry
+    from icon_bench.hooks import registry
     from icon_bench.runner import run_suite
 
     monkeypatch.chdir(tmp_path)

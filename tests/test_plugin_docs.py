@@ -11,7 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from icon_bench import hookspecs, registry, testing
+from icon_bench import testing
+from icon_bench.hooks import registry
+from icon_bench.hooks import specs as hookspecs
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC = (ROOT / "docs" / "plugins.md").read_text()

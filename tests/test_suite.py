@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from icon_bench.errors import SuiteError
-from icon_bench.registry import Registry, get_registry, set_registry
+from icon_bench.hooks.registry import Registry, get_registry, set_registry
 from icon_bench.suite import config_id, load_suite, parse_suite, resolve_dataset_paths, trial_id
 
 REPO = Path(__file__).resolve().parents[1]

@@ -13,7 +13,7 @@ from typing import Any
 
 import pluggy
 
-from icon_bench import hookspecs
+from icon_bench.hooks import specs as hookspecs
 from icon_bench.errors import ComponentTypeError, DuplicateComponentError, PluginLoadError, UnknownNameError
 
 #: Modules that hold the built-in components; each implements the hooks like any third party.
