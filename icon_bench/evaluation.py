@@ -21,7 +21,7 @@ from icon_bench.errors import IconBenchError
 from icon_bench.hooks.specs import hookimpl
 
 if TYPE_CHECKING:
-    from icon_bench.datasets import DataSplits
+    from icon_bench.data.splits import DataSplits
 
 __all__ = [
     "DEFAULT_METRICS",

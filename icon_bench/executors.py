@@ -66,7 +66,7 @@ def _default_trial_fn() -> TrialFn:
 
 
 def _default_load_fn() -> LoadFn:
-    from icon_bench.datasets import load_dataset
+    from icon_bench.data.load import load_dataset
 
     return load_dataset
 

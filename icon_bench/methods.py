@@ -19,7 +19,7 @@ from icon_bench.objective import ICon
 from icon_bench.hooks.registry import split_spec
 
 if TYPE_CHECKING:
-    from icon_bench.datasets import DataSplits
+    from icon_bench.data.splits import DataSplits
     from icon_bench.evaluation import MethodOutput
 
 #: Values in recipe parameters resolved when the data is known (``"$num_classes"``, ...).
@@ -269,7 +269,7 @@ class Method:
 
     def _graph(self, data: DataSplits, recipe: Method, transductive: bool) -> Tensor:
         """The dataset's global kNN graph, or one computed here on the (flattened) training inputs."""
-        from icon_bench.datasets import knn_graph
+        from icon_bench.data.graph import knn_graph
 
         if data.knn_train is not None and not transductive:
             return data.knn_train.long()
@@ -755,7 +755,7 @@ def _make_augment(kind: Any, data: DataSplits, views: int) -> Any:
     """The batched view augmentation: None/"none" (off), "auto" (on when views > 1), or Augmenter parameters."""
     if kind in (None, False, "none"):
         return None
-    from icon_bench.augment import augmenter_for
+    from icon_bench.data.augment import augmenter_for
 
     if kind in (True, "auto"):
         if views <= 1:

@@ -255,7 +255,7 @@ _COMPONENT = {
         import torch
         from torch import Tensor
 
-        from icon_bench.datasets import DataSplits
+        from icon_bench.data import DataSplits
         from icon_bench.errors import UnknownNameError
         from icon_bench.evaluation import MethodOutput
 
@@ -345,7 +345,7 @@ _COMPONENT = {
 
         import torch
 
-        from icon_bench.datasets import DataSplits, Dataset
+        from icon_bench.data import DataSplits, Dataset
         from icon_bench.errors import DataError
 
 
@@ -442,7 +442,7 @@ _README_KIND = {
         ## Use
 
         ```python
-        from icon_bench.datasets import load_dataset
+        from icon_bench.data import load_dataset
         data = load_dataset({"name": "__NAME__", "rings": 4, "standardize": True})
         ```
         or in a suite: `datasets: [{name: __NAME__, rings: 4}]`.

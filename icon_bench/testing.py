@@ -94,8 +94,8 @@ def make_data(
     num_classes: int = 3,
     seed: int = 0,
 ) -> Any:
-    """Tiny, well-separated Gaussian blobs as ``icon_bench.datasets.DataSplits`` (the method check's input)."""
-    from icon_bench.datasets import DataSplits
+    """Tiny, well-separated Gaussian blobs as ``icon_bench.data.DataSplits`` (the method check's input)."""
+    from icon_bench.data.splits import DataSplits
 
     gen = torch.Generator().manual_seed(seed)
     centers = 4.0 * torch.randn(num_classes, dim, generator=gen)

@@ -90,7 +90,7 @@ def _run(spec: dict[str, Any], data: Any, row: dict[str, Any], dev: Any, progres
     import numpy as np
 
     from icon_bench import evaluation
-    from icon_bench.datasets import load_dataset
+    from icon_bench.data.load import load_dataset
     from icon_bench.hooks.registry import get_registry
 
     registry = get_registry()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from icon_bench.augment import Augmenter, augmenter_for
+from icon_bench.data.augment import Augmenter, augmenter_for
 
 
 def _gen(seed: int = 0) -> torch.Generator:

@@ -14,7 +14,7 @@ import torch
 from icon_bench import testing
 from icon_bench.hooks import registry
 from icon_bench.hooks import specs as hookspecs
-from icon_bench.datasets import Dataset, DataSplits
+from icon_bench.data.splits import Dataset, DataSplits
 from icon_bench.divergences import TV, Divergence
 from icon_bench.evaluation import MethodOutput
 from icon_bench.kernels import Kernel, SparseRows, log_normalise

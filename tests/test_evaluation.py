@@ -15,7 +15,7 @@ from sklearn.neighbors import KNeighborsClassifier
 from sklearn.preprocessing import StandardScaler
 
 import icon_bench
-from icon_bench.datasets import DataSplits
+from icon_bench.data.splits import DataSplits
 from icon_bench.evaluation import (
     DEFAULT_METRICS,
     PROTOCOL_VERSION,

@@ -171,7 +171,7 @@ def test_ray_and_local_give_identical_metrics(ray_cluster: None, tmp_path: Path)
 
 @pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="reads /proc/self/maps (Linux)")
 def test_ray_trials_read_the_dataset_from_shared_memory_without_a_copy(ray_cluster: None, tmp_path: Path) -> None:
-    from icon_bench.datasets import load_dataset
+    from icon_bench.data.load import load_dataset
 
     blobs = {"name": "blobs", "n_samples": 2000, "n_features": 16, "centers": 3, "seed": 0}
     summary = RayExecutor(cpus=1, progress=False).run(_specs(3, dataset=blobs), ResultsStore(tmp_path), trial_fn=ray_trials.mapping_trial)
@@ -190,7 +190,7 @@ def test_datasplits_pickle_their_arrays_out_of_band_and_share_them_on_load(
 
     import numpy as np
 
-    from icon_bench.datasets import load_dataset
+    from icon_bench.data.load import load_dataset
 
     monkeypatch.setenv("ICON_BENCH_CACHE", str(tmp_path))  # the kNN graph's cache
     data = load_dataset({"name": "digits", "knn": 3})

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import icon_bench
-from icon_bench.datasets import load_dataset
+from icon_bench.data.load import load_dataset
 from icon_bench.errors import TrialError
 from icon_bench.kernels import Cosine, Debias, Propagate
 from icon_bench.methods import RECIPES, Baseline, DebiasedContrastiveLoss, Method, get_recipe

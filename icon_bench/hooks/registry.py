@@ -21,7 +21,7 @@ BUILTIN_MODULES: tuple[str, ...] = (
     "icon_bench.kernels",
     "icon_bench.divergences",
     "icon_bench.models",
-    "icon_bench.datasets",
+    "icon_bench.data.load",
     "icon_bench.methods",
     "icon_bench.evaluation",
 )

@@ -43,7 +43,7 @@ def register_methods(register: Register) -> None:
 
 @hookspec
 def register_datasets(register: Register) -> None:
-    """Register datasets: factories returning an ``icon_bench.datasets.Dataset``."""
+    """Register datasets: factories returning an ``icon_bench.data.Dataset``."""
 
 
 @hookspec

@@ -1,0 +1,263 @@
+"""The `DataSplits` contract, the `Dataset` base, and the split, stratify and label-encoding helpers."""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from icon_bench.errors import DataError
+
+__all__ = ["DataSplits", "Dataset", "stratified_subset"]
+
+
+@dataclasses.dataclass
+class DataSplits:
+    """A train/test split held as tensors: features float32, labels int64 in 0..num_classes-1."""
+
+    x_train: Tensor  # float32, (n, d) vectors or (n, c, h, w) images
+    y_train: Tensor  # int64
+    x_test: Tensor
+    y_test: Tensor
+    num_classes: int
+    name: str
+    meta: dict  # source, content hash, preprocessing applied
+    knn_train: Tensor | None = None  # (n_train, k) int64 global kNN graph, when asked for
+
+    # Pickled with numpy arrays in place of CPU tensors: Ray's object store hands a numpy array to
+    # every trial on a node without a copy (a pickled tensor is copied into each trial), so one
+    # dataset in memory serves all concurrent trials. Trials must therefore treat the splits as
+    # read-only (none of the built-ins writes into them).
+    def __getstate__(self) -> dict[str, Any]:
+        return {
+            k: v.numpy() if isinstance(v, Tensor) and v.device.type == "cpu" and not v.requires_grad else v
+            for k, v in self.__dict__.items()
+        }
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update({k: _as_tensor(v) if isinstance(v, np.ndarray) else v for k, v in state.items()})
+
+    @property
+    def image_shape(self) -> tuple[int, ...] | None:
+        """(c, h, w) of one image: the tensor's own shape for images, meta's `image_shape` for flat ones."""
+        if self.x_train.dim() == 4:
+            return tuple(self.x_train.shape[1:])
+        shape = self.meta.get("image_shape")
+        return tuple(shape) if shape else None
+
+    def check(self) -> None:
+        """Raise DataError when the splits break the contract (shapes, dtypes, label range, finite values)."""
+        where = f"dataset {self.name!r}"
+        for split in ("train", "test"):
+            x, y = getattr(self, f"x_{split}"), getattr(self, f"y_{split}")
+            if not isinstance(x, Tensor) or not isinstance(y, Tensor):
+                raise DataError(f"{where}: x_{split} and y_{split} must be torch tensors")
+            if x.dtype != torch.float32:
+                raise DataError(f"{where}: x_{split} must be float32, got {x.dtype}")
+            if y.dtype != torch.int64 or y.dim() != 1:
+                raise DataError(f"{where}: y_{split} must be a 1-D int64 tensor, got {y.dtype} {tuple(y.shape)}")
+            if x.dim() not in (2, 4):
+                raise DataError(f"{where}: x_{split} must be (n, d) or (n, c, h, w), got {tuple(x.shape)}")
+            if len(x) != len(y):
+                raise DataError(f"{where}: x_{split} has {len(x)} rows but y_{split} has {len(y)}")
+            if len(y) and (int(y.min()) < 0 or int(y.max()) >= self.num_classes):
+                raise DataError(f"{where}: y_{split} must lie in 0..{self.num_classes - 1}")
+            if not bool(torch.isfinite(x).all()):
+                raise DataError(f"{where}: x_{split} holds NaN or inf values")
+        if self.x_train.shape[1:] != self.x_test.shape[1:]:
+            raise DataError(
+                f"{where}: train and test features differ in shape: "
+                f"{tuple(self.x_train.shape[1:])} vs {tuple(self.x_test.shape[1:])}"
+            )
+        if self.knn_train is not None and (
+            self.knn_train.dtype != torch.int64 or self.knn_train.shape[0] != len(self.x_train)
+        ):
+            raise DataError(f"{where}: knn_train must be (n_train, k) int64")
+
+
+def _as_tensor(array: np.ndarray) -> Tensor:
+    """A tensor sharing `array`'s memory, also when the array is read-only (a Ray object store buffer)."""
+    with warnings.catch_warnings():
+        # torch warns that writing into a read-only buffer is undefined; trials only read the splits.
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.from_numpy(array)
+
+
+class Dataset:
+    """Base class of a registered dataset: holds its parameters, `load()` builds the splits."""
+
+    name: str = "dataset"
+
+    def load(self) -> DataSplits:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+# --------------------------------------------------------------------------------------------
+# Helpers shared by the built-in datasets
+# --------------------------------------------------------------------------------------------
+
+
+def _split_indices(y: np.ndarray, test_size: float, seed: int, where: str) -> tuple[np.ndarray, np.ndarray]:
+    """Deterministic stratified train/test indices, each sorted so row order follows the source."""
+    if not 0.0 < test_size < 1.0:
+        raise DataError(f"{where}: test_size must be in (0, 1), got {test_size}")
+    rng = np.random.default_rng(seed)
+    test: list[np.ndarray] = []
+    classes, counts = np.unique(y, return_counts=True)
+    n_test = _allocate(counts, round(test_size * len(y)))
+    for c, k in zip(classes, n_test):
+        members = np.flatnonzero(y == c)
+        test.append(rng.permutation(members)[:k])
+    test_idx = np.sort(np.concatenate(test)) if test else np.zeros(0, dtype=np.int64)
+    mask = np.ones(len(y), dtype=bool)
+    mask[test_idx] = False
+    if mask.sum() == 0 or len(test_idx) == 0:
+        raise DataError(f"{where}: test_size={test_size} leaves an empty split of {len(y)} rows")
+    return np.flatnonzero(mask), test_idx
+
+
+def _allocate(counts: np.ndarray, total: int) -> np.ndarray:
+    """Split `total` across classes in proportion to `counts` (largest remainder), never above a count."""
+    total = min(total, int(counts.sum()))
+    exact = counts * total / counts.sum()
+    alloc = np.floor(exact).astype(np.int64)
+    # Largest remainders first; stable order so ties go to the smaller class label.
+    order = np.argsort(-(exact - alloc), kind="stable")
+    for i in order[: total - int(alloc.sum())]:
+        alloc[i] += 1
+    return np.minimum(alloc, counts)
+
+
+def stratified_subset(y: Tensor, n: int, seed: int = 0) -> Tensor:
+    """Indices (sorted, int64) of a class-stratified random subset of `n` of the rows labelled `y`."""
+    y_np = y.cpu().numpy()
+    if n >= len(y_np):
+        return torch.arange(len(y_np))
+    rng = np.random.default_rng(seed)
+    classes, counts = np.unique(y_np, return_counts=True)
+    picks = [
+        rng.permutation(np.flatnonzero(y_np == c))[:k] for c, k in zip(classes, _allocate(counts, n))
+    ]
+    return torch.from_numpy(np.sort(np.concatenate(picks)).astype(np.int64))
+
+
+def _encode_labels(
+    y_train: np.ndarray, y_test: np.ndarray, where: str
+) -> tuple[np.ndarray, np.ndarray, int, list[int] | None]:
+    """Integer labels -> 0..C-1 (C counted over both splits); the original values when they were remapped."""
+    for name, y in (("labels", y_train), ("test labels", y_test)):
+        if y.ndim != 1:
+            raise DataError(f"{where}: {name} must be one value per row, got shape {y.shape}")
+        if y.dtype.kind in "iub":
+            continue
+        if y.dtype.kind == "f":
+            bad = ~np.isfinite(y) | (y != np.round(y))
+            if bad.any():
+                row = int(np.flatnonzero(bad)[0])
+                raise DataError(f"{where}: {name} must be integers; row {row} holds {y[row]!r}")
+            continue
+        raise DataError(f"{where}: {name} must be integers, got dtype {y.dtype} (encode class names as 0..C-1)")
+    y_train, y_test = y_train.astype(np.int64), y_test.astype(np.int64)
+    values = np.unique(np.concatenate([y_train, y_test]))
+    if len(values) == 0:
+        raise DataError(f"{where}: no labels")
+    if values[0] == 0 and values[-1] == len(values) - 1:
+        return y_train, y_test, len(values), None
+    return (
+        np.searchsorted(values, y_train),
+        np.searchsorted(values, y_test),
+        len(values),
+        [int(v) for v in values],
+    )
+
+
+def _features(x: np.ndarray, where: str, what: str = "features") -> np.ndarray:
+    """Numeric features as float32, with uint8 images scaled to [0, 1] and non-finite values rejected."""
+    if x.dtype.kind not in "iufb":
+        raise DataError(f"{where}: {what} must be numeric, got dtype {x.dtype}")
+    if x.ndim < 2:
+        raise DataError(f"{where}: {what} need one row per sample and at least one column, got shape {x.shape}")
+    out = x.astype(np.float32) / 255.0 if x.dtype == np.uint8 else x.astype(np.float32)
+    bad = ~np.isfinite(out)
+    if bad.any():
+        row = int(np.flatnonzero(bad.reshape(len(out), -1).any(axis=1))[0])
+        raise DataError(f"{where}: {what} hold {int(bad.sum())} NaN/inf values (first in row {row})")
+    return out
+
+
+def _as_images(x: np.ndarray, where: str) -> np.ndarray:
+    """(n, h, w) -> (n, 1, h, w); channels-last (n, h, w, c) -> (n, c, h, w); (n, c, h, w) as is."""
+    if x.ndim == 3:
+        return x[:, None]
+    if x.ndim == 4:
+        if x.shape[1] not in (1, 3) and x.shape[-1] in (1, 3):
+            return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+        return x
+    raise DataError(f"{where}: images must be (n, h, w), (n, c, h, w) or (n, h, w, c), got shape {x.shape}")
+
+
+def _make_splits(
+    name: str,
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    x_test: np.ndarray | None,
+    y_test: np.ndarray | None,
+    *,
+    where: str,
+    meta: dict,
+    test_size: float,
+    split_seed: int,
+    flatten: bool = True,
+    image_shape: Sequence[int] | None = None,
+) -> DataSplits:
+    """Validate arrays, split when no test set is given, and shape them into DataSplits."""
+    x_train = _features(x_train, where)
+    if len(x_train) != len(y_train):
+        raise DataError(f"{where}: {len(x_train)} feature rows but {len(y_train)} labels")
+    if x_test is not None:
+        if y_test is None:
+            raise DataError(f"{where}: test features given without test labels")
+        x_test = _features(x_test, where, "test features")
+        if len(x_test) != len(y_test):
+            raise DataError(f"{where}: {len(x_test)} test feature rows but {len(y_test)} test labels")
+        if x_test.shape[1:] != x_train.shape[1:]:
+            raise DataError(
+                f"{where}: test features have shape {x_test.shape[1:]} per row, train {x_train.shape[1:]}"
+            )
+        meta["split"] = "given"
+    else:
+        tr, te = _split_indices(np.asarray(y_train), test_size, split_seed, where)
+        x_train, x_test, y_train, y_test = x_train[tr], x_train[te], y_train[tr], y_train[te]
+        meta["split"] = {"test_size": test_size, "split_seed": split_seed, "stratified": True}
+    y_train, y_test, num_classes, values = _encode_labels(np.asarray(y_train), np.asarray(y_test), where)
+    if values is not None:
+        meta["label_values"] = values
+    if x_train.ndim > 2:
+        images = _as_images(x_train, where)
+        test_images = _as_images(x_test, where)
+        meta["image_shape"] = list(images.shape[1:])
+        if flatten:
+            x_train, x_test = images.reshape(len(images), -1), test_images.reshape(len(test_images), -1)
+        else:
+            x_train, x_test = images, test_images
+    elif image_shape is not None:
+        shape = [int(s) for s in image_shape]
+        if int(np.prod(shape)) != x_train.shape[1]:
+            raise DataError(f"{where}: image_shape {shape} does not match {x_train.shape[1]} features per row")
+        meta["image_shape"] = shape
+        if not flatten:
+            x_train, x_test = x_train.reshape(-1, *shape), x_test.reshape(-1, *shape)
+    return DataSplits(
+        x_train=torch.from_numpy(np.ascontiguousarray(x_train)),
+        y_train=torch.from_numpy(np.ascontiguousarray(y_train)),
+        x_test=torch.from_numpy(np.ascontiguousarray(x_test)),
+        y_test=torch.from_numpy(np.ascontiguousarray(y_test)),
+        num_classes=num_classes,
+        name=name,
+        meta=meta,
+    )
