@@ -20,7 +20,7 @@ from collections.abc import Callable
 
 import torch
 
-from icon_bench.objective import ICon
+from icon_bench.loss.objective import ICon
 
 
 def make_batch(n: int, clusters: int, views: int, k: int, device: torch.device, seed: int = 0) -> dict[str, torch.Tensor]:

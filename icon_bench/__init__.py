@@ -61,7 +61,7 @@ def metric(spec: Any, /, **params: Any) -> Any:
 def __getattr__(name: str) -> Any:
     # The loss engine pulls in torch; import it on first use so `import icon_bench` stays light.
     if name == "ICon":
-        from icon_bench.objective import ICon
+        from icon_bench.loss.objective import ICon
 
         return ICon
     raise AttributeError(f"module 'icon_bench' has no attribute {name!r}")

@@ -14,8 +14,8 @@ from torch import Tensor, nn
 
 from icon_bench.errors import TrialError
 from icon_bench.hooks.specs import hookimpl
-from icon_bench.kernels import Kernel
-from icon_bench.objective import ICon
+from icon_bench.loss.kernel import Kernel
+from icon_bench.loss.objective import ICon
 from icon_bench.hooks.registry import split_spec
 
 if TYPE_CHECKING:

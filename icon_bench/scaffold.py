@@ -182,7 +182,7 @@ _COMPONENT = {
         import torch
         from torch import Tensor
 
-        from icon_bench.kernels import Kernel, KernelError, log_normalise
+        from icon_bench.loss import Kernel, KernelError, log_normalise
 
 
         class __CLASS__(Kernel):
@@ -222,7 +222,7 @@ _COMPONENT = {
         import torch
         from torch import Tensor
 
-        from icon_bench.divergences import Divergence
+        from icon_bench.loss import Divergence
 
 
         class __CLASS__(Divergence):

@@ -198,7 +198,7 @@ def check_kernel(
     values; ``.to(device)`` works and CUDA (when available) matches CPU; bfloat16 inputs give the
     float32 answer within a loose tolerance (or, for discontinuous kernels such as kNN, a valid one).
     """
-    from icon_bench.kernels import Kernel
+    from icon_bench.loss.kernel import Kernel
 
     label, build = _builder("kernel", spec_or_kernel, params, registry)
     base = dict(batch) if batch is not None else make_batch(seed=seed)
@@ -208,7 +208,7 @@ def check_kernel(
         where = f"{label} [key={key!r}]"
         kernel = _build(label, build, seed)
         if not isinstance(kernel, Kernel):  # ICon refuses anything else
-            raise _fail(label, "is a Kernel", f"built {type(kernel).__name__}, not an icon_bench.kernels.Kernel")
+            raise _fail(label, "is a Kernel", f"built {type(kernel).__name__}, not an icon_bench.loss.Kernel")
         reference = _kernel_forward(where, kernel, base, key, torch.float32, check_grad=True)
         _check_log_probs(where, reference, kernel, n=base[key].shape[0], tol=_TOL_F32)
         _check_fast_paths(where, kernel, base, key, reference)
@@ -371,11 +371,11 @@ def check_divergence(
     available) with CPU.
     """
     label, build = _builder("divergence", spec_or_divergence, params, registry)
-    from icon_bench.divergences import Divergence
+    from icon_bench.loss.divergences import Divergence
 
     div = _build(label, build, seed)
     if not isinstance(div, Divergence):  # ICon refuses anything else
-        raise _fail(label, "is a Divergence", f"built {type(div).__name__}, not an icon_bench.divergences.Divergence")
+        raise _fail(label, "is a Divergence", f"built {type(div).__name__}, not an icon_bench.loss.Divergence")
     if bound is None:
         declared = getattr(div, "bound", None)
         bound = float(declared) if isinstance(declared, (int, float)) and math.isfinite(declared) else None

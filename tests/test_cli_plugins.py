@@ -75,9 +75,9 @@ def test_did_you_mean_and_spec_forms() -> None:
 def test_create_as_checks_the_built_type() -> None:
     import torch
 
-    from icon_bench.divergences import Divergence
+    from icon_bench.loss.divergences import Divergence
     from icon_bench.errors import ComponentTypeError
-    from icon_bench.kernels import Kernel
+    from icon_bench.loss.kernel import Kernel
     from icon_bench.hooks.registry import create_as
 
     kl = create_as("divergence", "kl", Divergence)

@@ -15,9 +15,10 @@ from icon_bench import testing
 from icon_bench.hooks import registry
 from icon_bench.hooks import specs as hookspecs
 from icon_bench.data.splits import Dataset, DataSplits
-from icon_bench.divergences import TV, Divergence
+from icon_bench.loss.divergences import TV, Divergence
 from icon_bench.evaluation import MethodOutput
-from icon_bench.kernels import Kernel, SparseRows, log_normalise
+from icon_bench.loss.kernel import Kernel
+from icon_bench.loss.structure import SparseRows, log_normalise
 from icon_bench.testing import ConformanceError
 
 BUILTINS = registry.load_registry(entry_points=False, strict=False)
@@ -350,7 +351,7 @@ def test_broken_model_is_caught() -> None:
 BAD_KERNEL_PLUGIN = """
     import torch
     from icon_bench import hookimpl
-    from icon_bench.kernels import Kernel
+    from icon_bench.loss import Kernel
 
     class DoubleMass(Kernel):
         '''Rows sum to two.'''
@@ -366,7 +367,7 @@ BAD_KERNEL_PLUGIN = """
 
 NEGATIVE_DIVERGENCE_PLUGIN = """
     from icon_bench import hookimpl
-    from icon_bench.divergences import TV
+    from icon_bench.loss import TV
 
     class Negative(TV):
         name = "negative_tv"
@@ -422,7 +423,7 @@ def test_check_plugin_needs_values_for_required_parameters(site: Any) -> None:
         "icon-bench-needs",
         """
         from icon_bench import hookimpl
-        from icon_bench.divergences import Alpha
+        from icon_bench.loss import Alpha
 
         def strict_alpha(a: float):
             '''Alpha divergence without a default order.'''

@@ -11,7 +11,7 @@ from scipy.spatial.distance import jensenshannon
 from scipy.special import rel_entr
 
 import icon_bench as ib
-from icon_bench.divergences import FDivergence
+from icon_bench.loss.divergences import FDivergence
 
 NAMES = ["kl", "reverse_kl", "js", "tv", "hellinger", "chi2", "alpha"]
 

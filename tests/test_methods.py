@@ -8,7 +8,8 @@ import torch
 import icon_bench
 from icon_bench.data.load import load_dataset
 from icon_bench.errors import TrialError
-from icon_bench.kernels import Cosine, Debias, Propagate
+from icon_bench.loss.pairwise import Cosine
+from icon_bench.loss.transforms import Debias, Propagate
 from icon_bench.methods import RECIPES, Baseline, DebiasedContrastiveLoss, Method, get_recipe
 
 BLOBS = {"name": "blobs", "n_samples": 100, "n_features": 6, "centers": 4, "seed": 0}

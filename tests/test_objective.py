@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 import icon_bench as ib
-from icon_bench.kernels import KernelError
+from icon_bench.loss.kernel import KernelError
 
 DIVERGENCES = ["kl", "reverse_kl", "js", "tv", "hellinger", "chi2", ("alpha", {"a": 0.3}), ("alpha", {"a": 1.5})]
 

@@ -18,8 +18,8 @@ from icon_bench.errors import ComponentTypeError, DuplicateComponentError, Plugi
 
 #: Modules that hold the built-in components; each implements the hooks like any third party.
 BUILTIN_MODULES: tuple[str, ...] = (
-    "icon_bench.kernels",
-    "icon_bench.divergences",
+    "icon_bench.loss.kernels",
+    "icon_bench.loss.divergences",
     "icon_bench.models",
     "icon_bench.data.load",
     "icon_bench.methods",

@@ -28,12 +28,12 @@ class Register(Protocol):
 
 @hookspec
 def register_kernels(register: Register) -> None:
-    """Register kernels: factories returning an ``icon_bench.kernels.Kernel`` (a p or q distribution)."""
+    """Register kernels: factories returning an ``icon_bench.loss.Kernel`` (a p or q distribution)."""
 
 
 @hookspec
 def register_divergences(register: Register) -> None:
-    """Register divergences: factories returning an ``icon_bench.divergences.Divergence``."""
+    """Register divergences: factories returning an ``icon_bench.loss.Divergence``."""
 
 
 @hookspec

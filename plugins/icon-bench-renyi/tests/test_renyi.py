@@ -10,7 +10,7 @@ import torch
 from icon_bench_renyi import LearnableT, Renyi, learnable_t, renyi
 
 import icon_bench
-from icon_bench.divergences import KL
+from icon_bench.loss import KL
 from icon_bench.testing import ConformanceError, check_divergence, check_kernel, check_plugin
 
 

@@ -7,7 +7,7 @@ import math
 import torch
 from torch import Tensor
 
-from icon_bench.divergences import KL, Divergence, DivergenceError
+from icon_bench.loss import KL, Divergence, DivergenceError
 
 NEG_INF = float("-inf")
 

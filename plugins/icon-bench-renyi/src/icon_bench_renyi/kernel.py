@@ -7,7 +7,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from icon_bench.kernels import Kernel, KernelError, log_normalise
+from icon_bench.loss import Kernel, KernelError, log_normalise
 
 
 class LearnableT(Kernel):

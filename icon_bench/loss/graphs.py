@@ -1,0 +1,213 @@
+"""Kernels from a neighbourhood structure: uniform, same label, same sample (views), kNN graph."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from icon_bench.errors import DataError
+from icon_bench.loss.kernel import Kernel, KernelError, _check_metric
+from icon_bench.loss.structure import (
+    NEG_INF,
+    Batch,
+    RowBlocks,
+    SparseRows,
+    _allowed,
+    _block_rows,
+    _float_dtype,
+    _get,
+    _mask_self,
+    _same_key,
+    _sq_dist,
+    _uniform_rows,
+    _vectors,
+    log_normalise,
+)
+
+
+class Uniform(Kernel):
+    """Uniform 1/M over each row's allowed columns (all but self)."""
+
+    def __init__(self, include_self: bool = False) -> None:
+        super().__init__()
+        self.include_self = bool(include_self)
+
+    @property
+    def supports_sparse(self) -> bool:
+        return True
+
+    @property
+    def supports_row_blocks(self) -> bool:
+        return True
+
+    def _n(self, batch: Batch, key: str) -> tuple[int, torch.device]:
+        t = _get(batch, key, "uniform")
+        return t.shape[0], t.device
+
+    def sparse(self, batch: Batch, key: str = "embeddings") -> SparseRows:
+        n, device = self._n(batch, key)
+        dtype = _float_dtype(batch)
+        cols = torch.full((n, 0), -1, dtype=torch.long, device=device)
+        uniform = torch.full((n,), 1.0 if n > int(self.exclude_self) else 0.0, dtype=dtype, device=device)
+        return SparseRows(cols, torch.zeros(n, 0, dtype=dtype, device=device), uniform, n, self.exclude_self)
+
+    def row_blocks(self, batch: Batch, key: str = "embeddings") -> RowBlocks:
+        n, device = self._n(batch, key)
+        dtype = _float_dtype(batch)
+
+        def block(a: int, b: int) -> Tensor:
+            zeros = torch.zeros(b - a, n, dtype=dtype, device=device)
+            return log_normalise(_mask_self(zeros, a) if self.exclude_self else zeros)
+
+        return RowBlocks(n, n, self.exclude_self, block)
+
+
+# --------------------------------------------------------------------------------------------
+# kernels from labels, views and neighbour graphs (sparse positives)
+# --------------------------------------------------------------------------------------------
+class Label(Kernel):
+    """Labels as supervision: 1[y_i = y_j] over batch points, or one-hot over classes (to="classes")."""
+
+    def __init__(self, to: str = "points", num_classes: int | None = None, include_self: bool = False) -> None:
+        super().__init__()
+        if to not in ("points", "classes"):
+            raise KernelError(f"kernel 'label': to must be 'points' or 'classes', got {to!r}")
+        if num_classes is not None and int(num_classes) < 1:
+            raise KernelError(f"kernel 'label': num_classes must be >= 1, got {num_classes!r}")
+        self.target = to  # not self.to: that would shadow nn.Module.to
+        self.rectangular = to == "classes"
+        self.num_classes = None if num_classes is None else int(num_classes)
+        self.include_self = bool(include_self)
+
+    @property
+    def supports_sparse(self) -> bool:
+        return True
+
+    def _labels(self, batch: Batch) -> Tensor:
+        y = _get(batch, "labels", "label").reshape(-1)
+        if y.is_floating_point():
+            raise DataError("kernel 'label': batch['labels'] must be integer class ids")
+        return y.long()
+
+    def _classes(self, y: Tensor) -> int:
+        c = self.num_classes if self.num_classes is not None else int(y.max()) + 1 if y.numel() else 1
+        if y.numel() and (int(y.min()) < 0 or int(y.max()) >= c):
+            raise DataError(f"kernel 'label': labels must lie in [0, {c}), got [{int(y.min())}, {int(y.max())}]")
+        return c
+
+    def forward(self, batch: Batch, key: str = "embeddings") -> Tensor:
+        y = self._labels(batch)
+        dtype = _float_dtype(batch)
+        if self.rectangular:
+            hit = F.one_hot(y, self._classes(y)).bool()
+        else:
+            hit = y[:, None] == y[None, :]
+            if self.exclude_self:
+                hit &= _allowed(len(y), len(y), 0, True, y.device)
+        return log_normalise(torch.where(hit, 0.0, NEG_INF).to(dtype))
+
+    def sparse(self, batch: Batch, key: str = "embeddings") -> SparseRows:
+        y = self._labels(batch)
+        dtype = _float_dtype(batch)
+        if self.rectangular:
+            c = self._classes(y)
+            return SparseRows(
+                y[:, None], torch.zeros(len(y), 1, dtype=dtype, device=y.device),
+                torch.zeros(len(y), dtype=dtype, device=y.device), c, False,
+            )
+        return _uniform_rows(_same_key(y, self.exclude_self), dtype, len(y), self.exclude_self)
+
+
+class Augmentation(Kernel):
+    """Views of one sample as positives: 1[index_i == index_j, i != j]."""
+
+    def __init__(self) -> None:
+        super().__init__()
+
+    @property
+    def supports_sparse(self) -> bool:
+        return True
+
+    def _index(self, batch: Batch) -> Tensor:
+        return _get(batch, "index", "augmentation").reshape(-1).long()
+
+    def forward(self, batch: Batch, key: str = "embeddings") -> Tensor:
+        idx = self._index(batch)
+        hit = (idx[:, None] == idx[None, :]) & _allowed(len(idx), len(idx), 0, True, idx.device)
+        return log_normalise(torch.where(hit, 0.0, NEG_INF).to(_float_dtype(batch)))
+
+    def sparse(self, batch: Batch, key: str = "embeddings") -> SparseRows:
+        idx = self._index(batch)
+        return _uniform_rows(_same_key(idx, True), _float_dtype(batch), len(idx), True)
+
+
+class KNN(Kernel):
+    """1/k on the k nearest neighbours: in the batch (on batch[key]) or from a global graph (scope="graph")."""
+
+    def __init__(self, k: int = 5, metric: str = "euclidean", scope: str = "batch") -> None:
+        super().__init__()
+        if int(k) < 1:
+            raise KernelError(f"kernel 'knn': k must be >= 1, got {k!r}")
+        if scope not in ("batch", "graph"):
+            raise KernelError(f"kernel 'knn': scope must be 'batch' or 'graph', got {scope!r}")
+        self.k = int(k)
+        self.metric = _check_metric(metric, "knn")
+        self.scope = scope
+
+    @property
+    def supports_sparse(self) -> bool:
+        return True
+
+    @torch.no_grad()
+    def neighbours(self, batch: Batch, key: str = "embeddings") -> Tensor:
+        """(N, K) batch columns of each row's neighbours, -1 padded (the kernel's support)."""
+        if self.scope == "graph":
+            return self._graph_cols(batch)
+        x = _vectors(_get(batch, key, "knn")).detach()
+        n = x.shape[0]
+        k = min(self.k, n - 1)
+        if k < 1:
+            return torch.full((n, 0), -1, dtype=torch.long, device=x.device)
+        out = []
+        for a in range(0, n, step := _block_rows(n, n)):
+            d = _sq_dist(x[a : a + step], x, self.metric)
+            d = d.masked_fill(~_allowed(d.shape[0], n, a, True, d.device), float("inf"))
+            out.append(torch.topk(d, k, dim=1, largest=False).indices)
+        return torch.cat(out)
+
+    def _graph_cols(self, batch: Batch) -> Tensor:
+        idx = _get(batch, "index", "knn").reshape(-1).long()
+        nb = _get(batch, "neighbors", "knn").long()
+        n = idx.shape[0]
+        if nb.dim() != 2 or nb.shape[0] != n:
+            raise DataError(f"kernel 'knn': batch['neighbors'] must be (N, k) with N = {n}, got {tuple(nb.shape)}")
+        nb = nb[:, : self.k]
+        order = torch.argsort(idx)
+        sorted_idx = idx[order]
+        lo = torch.searchsorted(sorted_idx, nb.contiguous())
+        hi = torch.searchsorted(sorted_idx, nb.contiguous(), right=True)
+        reps = int((hi - lo).max()) if nb.numel() else 0
+        slot = torch.arange(reps, device=idx.device)
+        pos = (lo[..., None] + slot).clamp(max=max(n - 1, 0))
+        cols = torch.where(slot < (hi - lo)[..., None], order[pos], -1).reshape(n, -1)
+        cols = torch.where(cols == torch.arange(n, device=idx.device)[:, None], -1, cols)
+        # A graph row may repeat a neighbour: count each batch column once.
+        cols = cols.sort(1).values
+        dup = torch.zeros_like(cols, dtype=torch.bool)
+        dup[:, 1:] = (cols[:, 1:] == cols[:, :-1]) & (cols[:, 1:] >= 0)
+        return torch.where(dup, -1, cols)
+
+    def sparse(self, batch: Batch, key: str = "embeddings") -> SparseRows:
+        cols = self.neighbours(batch, key)
+        return _uniform_rows(cols, _float_dtype(batch), cols.shape[0], True)
+
+    def forward(self, batch: Batch, key: str = "embeddings") -> Tensor:
+        if self.scope == "graph":
+            # Independent of the sparse construction: membership of each batch index in each row's list.
+            idx = _get(batch, "index", "knn").reshape(-1).long()
+            nb = _get(batch, "neighbors", "knn").long()[:, : self.k]
+            hit = torch.cat([(nb[a : a + 256, :, None] == idx[None, None, :]).any(1) for a in range(0, len(idx), 256)])
+            hit &= _allowed(len(idx), len(idx), 0, True, idx.device)
+            return log_normalise(torch.where(hit, 0.0, NEG_INF).to(_float_dtype(batch)))
+        return self.sparse(batch, key).dense()

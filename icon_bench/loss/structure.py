@@ -1,0 +1,189 @@
+"""Fast-path structure (`SparseRows`, `RowBlocks`) and the masking, normalising and packing helpers kernels share."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from icon_bench.errors import DataError
+
+NEG_INF = float("-inf")
+Batch = dict[str, Tensor]
+
+
+# --------------------------------------------------------------------------------------------
+# structure for the fast path
+# --------------------------------------------------------------------------------------------
+@dataclass
+class SparseRows:
+    """A row-sparse p: weights at listed columns plus a uniform share over each row's allowed columns.
+
+    ``p_ij = exp(log_w[i, k]) [j == cols[i, k]] + uniform[i] / S`` for allowed j, where the allowed
+    columns are all ``num_cols`` of them, less the diagonal when ``exclude_self``, and S is their
+    count. ``cols`` (N, K) int64 holds distinct columns per row with -1 as padding (``log_w`` is
+    -inf there). Rows with support sum to 1; rows without (no column, no uniform share) are all zero.
+    """
+
+    cols: Tensor
+    log_w: Tensor
+    uniform: Tensor
+    num_cols: int
+    exclude_self: bool
+
+    @property
+    def num_allowed(self) -> int:
+        return self.num_cols - 1 if self.exclude_self else self.num_cols
+
+    @property
+    def has_support(self) -> Tensor:
+        return (self.cols >= 0).any(1) | (self.uniform > 0)
+
+    def dense(self) -> Tensor:
+        """The (N, num_cols) log-probabilities this structure stands for (the dense reference)."""
+        n = self.cols.shape[0]
+        valid = self.cols >= 0
+        w = torch.where(valid, self.log_w, NEG_INF).exp()
+        probs = torch.zeros(n, self.num_cols, dtype=w.dtype, device=w.device)
+        probs.scatter_add_(1, self.cols.clamp(min=0), w)
+        if bool((self.uniform > 0).any()):
+            allowed = _allowed(n, self.num_cols, 0, self.exclude_self, w.device)
+            probs = probs + allowed * (self.uniform / self.num_allowed)[:, None]
+        return torch.where(probs > 0, probs.clamp_min(torch.finfo(probs.dtype).tiny).log(), NEG_INF)
+
+
+@dataclass
+class RowBlocks:
+    """A q that can be evaluated a block of rows at a time: ``block(a, b) -> (b - a, num_cols)`` log-probs."""
+
+    num_rows: int
+    num_cols: int
+    exclude_self: bool
+    block: Callable[[int, int], Tensor]
+
+
+# --------------------------------------------------------------------------------------------
+# helpers
+# --------------------------------------------------------------------------------------------
+def _get(batch: Batch, key: str, who: str) -> Tensor:
+    if not isinstance(batch, dict):
+        raise DataError(f"kernel {who!r} takes a batch dict of tensors, got {type(batch).__name__}")
+    if key not in batch:
+        raise DataError(f"kernel {who!r} needs batch[{key!r}]; the batch has {sorted(batch)}")
+    return batch[key]
+
+
+def _vectors(x: Tensor) -> Tensor:
+    """(N, ...) features as (N, D) floats."""
+    x = x.reshape(x.shape[0], -1)
+    return x if x.is_floating_point() else x.float()
+
+
+def _float_dtype(batch: Batch) -> torch.dtype:
+    """The dtype for kernels built from integer keys: that of the batch's float tensors."""
+    for key in ("embeddings", "inputs"):
+        t = batch.get(key)
+        if isinstance(t, Tensor) and t.is_floating_point():
+            return t.dtype
+    return torch.get_default_dtype()
+
+
+def _allowed(rows: int, cols: int, start: int, exclude_self: bool, device: torch.device) -> Tensor:
+    """Bool (rows, cols): the allowed columns of rows start..start+rows (all but self when excluded)."""
+    mask = torch.ones(rows, cols, dtype=torch.bool, device=device)
+    if exclude_self:
+        r = torch.arange(rows, device=device)
+        c = r + start
+        keep = c < cols
+        mask[r[keep], c[keep]] = False
+    return mask
+
+
+def _mask_self(x: Tensor, start: int) -> Tensor:
+    return x.masked_fill(~_allowed(x.shape[0], x.shape[1], start, True, x.device), NEG_INF)
+
+
+def safe_logsumexp(x: Tensor, dim: int, keepdim: bool = False) -> Tensor:
+    """logsumexp that is -inf (with zero, not NaN, gradient) where every entry is -inf."""
+    alive = (x > NEG_INF).any(dim, keepdim=True)
+    lse = torch.logsumexp(torch.where(alive, x, 0.0), dim, keepdim=True)
+    out = torch.where(alive, lse, NEG_INF)
+    return out if keepdim else out.squeeze(dim)
+
+
+def log_normalise(x: Tensor) -> Tensor:
+    """Rows of log-weights to log-probabilities; rows with no finite entry stay all -inf."""
+    return x - torch.where(torch.isfinite(lse := safe_logsumexp(x, -1, keepdim=True)), lse, 0.0)
+
+
+def _log_of(probs: Tensor) -> Tensor:
+    """log of nonnegative weights, -inf (with zero gradient) at exact zeros."""
+    tiny = torch.finfo(probs.dtype).tiny
+    return torch.where(probs > 0, probs.clamp_min(tiny).log(), NEG_INF)
+
+
+def _sq_dist(a: Tensor, b: Tensor, metric: str) -> Tensor:
+    """(A, B) squared Euclidean or cosine (1 - cos) distances."""
+    if metric == "cosine":
+        return 1.0 - F.normalize(a, dim=1) @ F.normalize(b, dim=1).T
+    d = (a * a).sum(1, keepdim=True) + (b * b).sum(1)[None, :] - 2.0 * (a @ b.T)
+    return d.clamp_min(0.0)
+
+
+def _block_rows(n: int, m: int, budget: int = 1 << 22) -> int:
+    return max(1, min(n, budget // max(m, 1)))
+
+
+def _pack(rows: Tensor, cols: Tensor, w: Tensor, n: int) -> tuple[Tensor, Tensor]:
+    """COO entries (rows sorted) to padded (n, K) cols (-1 padding) and weights (0 padding)."""
+    counts = torch.bincount(rows, minlength=n)
+    k = int(counts.max()) if counts.numel() and rows.numel() else 0
+    out_c = torch.full((n, k), -1, dtype=torch.long, device=cols.device)
+    out_w = torch.zeros(n, k, dtype=w.dtype, device=w.device)
+    if rows.numel():
+        starts = torch.cumsum(counts, 0) - counts
+        slot = torch.arange(rows.numel(), device=rows.device) - starts[rows]
+        out_c[rows, slot] = cols
+        out_w[rows, slot] = w
+    return out_c, out_w
+
+
+def _merge(cols: Tensor, w: Tensor, num_cols: int, drop_self: bool) -> tuple[Tensor, Tensor]:
+    """Sum the weights of repeated columns per row (and drop the diagonal); returns padded (cols, w)."""
+    n = cols.shape[0]
+    rows = torch.arange(n, device=cols.device)[:, None].expand_as(cols)
+    keep = (cols >= 0) & (w > 0)
+    if drop_self:
+        keep &= cols != rows
+    keys = rows[keep] * num_cols + cols[keep]
+    uniq, inverse = torch.unique(keys, sorted=True, return_inverse=True)
+    summed = torch.zeros(uniq.numel(), dtype=w.dtype, device=w.device).scatter_add_(0, inverse, w[keep])
+    return _pack(uniq // num_cols, uniq % num_cols, summed, n)
+
+
+def _uniform_rows(cols: Tensor, dtype: torch.dtype, num_cols: int, exclude_self: bool) -> SparseRows:
+    """SparseRows with equal weight on each listed column of a row."""
+    valid = cols >= 0
+    count = valid.sum(1, keepdim=True).to(dtype)
+    log_w = torch.where(valid, -count.clamp_min(1).log(), NEG_INF)
+    uniform = torch.zeros(cols.shape[0], dtype=dtype, device=cols.device)
+    return SparseRows(cols, log_w, uniform, num_cols, exclude_self)
+
+
+def _same_key(keys: Tensor, exclude_self: bool) -> Tensor:
+    """For each row, the rows sharing its key: (N, G) int64 with -1 padding, G the largest group."""
+    n = keys.shape[0]
+    order = torch.argsort(keys, stable=True)
+    _, counts = torch.unique_consecutive(keys[order], return_counts=True)
+    starts = torch.cumsum(counts, 0) - counts
+    group = torch.empty(n, dtype=torch.long, device=keys.device)
+    group[order] = torch.repeat_interleave(torch.arange(counts.numel(), device=keys.device), counts)
+    slot = torch.arange(int(counts.max()) if n else 0, device=keys.device)
+    pos = starts[group][:, None] + slot
+    cols = torch.where(slot < counts[group][:, None], order[pos.clamp(max=max(n - 1, 0))], -1)
+    if exclude_self:
+        cols = torch.where(cols == torch.arange(n, device=keys.device)[:, None], -1, cols)
+    return cols
