@@ -20,7 +20,7 @@ from icon_bench.hooks.registry import split_spec
 
 if TYPE_CHECKING:
     from icon_bench.data.splits import DataSplits
-    from icon_bench.evaluation import MethodOutput
+    from icon_bench.evaluation.metrics import MethodOutput
 
 #: Values in recipe parameters resolved when the data is known (``"$num_classes"``, ...).
 PLACEHOLDERS = ("$num_classes", "$dim", "$n")
@@ -190,7 +190,7 @@ class Method:
         progress: bool = False,
     ) -> MethodOutput:
         """Train on ``data.x_train`` and embed (and cluster) both splits."""
-        from icon_bench.evaluation import MethodOutput
+        from icon_bench.evaluation.metrics import MethodOutput
         from icon_bench.trainer import TrainData, TrainSettings, embed, fit, resolve_device, seed_everything
 
         recipe = self.with_overrides(overrides)
@@ -501,7 +501,7 @@ class Baseline:
         overrides: Mapping[str, Any] | None = None,
         progress: bool = False,
     ) -> MethodOutput:
-        from icon_bench.evaluation import MethodOutput
+        from icon_bench.evaluation.metrics import MethodOutput
 
         recipe = self.with_overrides(overrides)
         xtr = data.x_train.reshape(data.x_train.shape[0], -1).float().cpu().numpy()

@@ -677,7 +677,7 @@ def check_metric(
     The metric must have a string ``name`` and a tuple of alternatives ``requires``. Returns the
     perfect output's score.
     """
-    from icon_bench.evaluation import MethodOutput
+    from icon_bench.evaluation.metrics import MethodOutput
 
     label, build = _builder("metric", spec_or_metric, params, registry)
     metric = _build(label, build, seed)

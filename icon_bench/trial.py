@@ -89,7 +89,7 @@ def run_trial(
 def _run(spec: dict[str, Any], data: Any, row: dict[str, Any], dev: Any, progress: bool) -> None:
     import numpy as np
 
-    from icon_bench import evaluation
+    from icon_bench.evaluation import evaluator as evaluation
     from icon_bench.data.load import load_dataset
     from icon_bench.hooks.registry import get_registry
 

@@ -16,15 +16,17 @@ from sklearn.preprocessing import StandardScaler
 
 import icon_bench
 from icon_bench.data.splits import DataSplits
-from icon_bench.evaluation import (
+from icon_bench.evaluation.metrics import (
     DEFAULT_METRICS,
-    PROTOCOL_VERSION,
     MethodOutput,
     Metric,
-    evaluate,
     hungarian_accuracy,
     knn_accuracy,
     linear_probe_accuracy,
+)
+from icon_bench.evaluation.evaluator import (
+    PROTOCOL_VERSION,
+    evaluate,
     protocol,
     protocol_settings,
     protocol_version,

@@ -23,7 +23,7 @@ BUILTIN_MODULES: tuple[str, ...] = (
     "icon_bench.models",
     "icon_bench.data.load",
     "icon_bench.methods",
-    "icon_bench.evaluation",
+    "icon_bench.evaluation.evaluator",
 )
 BUILTIN_SOURCE = "icon-bench"
 
