@@ -519,13 +519,13 @@ def _known_settings() -> frozenset[str]:
     """Trainer settings and method options, when those modules exist (methods may accept more)."""
     known: set[str] = set()
     try:
-        from icon_bench.trainer import TrainSettings
+        from icon_bench.train.trainer import TrainSettings
 
         known |= set(TrainSettings.__dataclass_fields__)
     except (ImportError, AttributeError):
         pass
     try:
-        from icon_bench.methods import OPTION_KEYS
+        from icon_bench.train.recipe import OPTION_KEYS
 
         known |= set(OPTION_KEYS)
     except (ImportError, AttributeError):

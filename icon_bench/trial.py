@@ -36,7 +36,7 @@ def run_trial(
     """
     import torch
 
-    from icon_bench.trainer import resolve_device
+    from icon_bench.train.trainer import resolve_device
 
     t0 = time.perf_counter()
     started = _now()

@@ -10,7 +10,10 @@ from icon_bench.data.load import load_dataset
 from icon_bench.errors import TrialError
 from icon_bench.loss.pairwise import Cosine
 from icon_bench.loss.transforms import Debias, Propagate
-from icon_bench.methods import RECIPES, Baseline, DebiasedContrastiveLoss, Method, get_recipe
+from icon_bench.train.recipes import RECIPES, get_recipe
+from icon_bench.train.baselines import Baseline
+from icon_bench.train.dcl import DebiasedContrastiveLoss
+from icon_bench.train.recipe import Method
 
 BLOBS = {"name": "blobs", "n_samples": 100, "n_features": 6, "centers": 4, "seed": 0}
 LEARNED = [n for n, r in RECIPES.items() if isinstance(r, Method)]
@@ -148,7 +151,7 @@ def test_heads_train_several_clusterings_and_report_the_lowest_loss(blobs: objec
 
 
 def test_full_batch_p_cache_equals_the_kernel() -> None:
-    from icon_bench.methods import FullBatchCache
+    from icon_bench.train.heads import FullBatchCache
 
     x = torch.randn(50, 3, generator=torch.Generator().manual_seed(0))
     kernel = icon_bench.kernel("gaussian", perplexity=10.0)
@@ -163,7 +166,7 @@ def test_full_batch_p_cache_equals_the_kernel() -> None:
 
 @pytest.mark.parametrize("divergence", ["kl", "tv"])  # the fast path (sparse p) and the dense one
 def test_heads_share_one_p_and_equal_separate_losses(divergence: str) -> None:
-    from icon_bench.methods import MultiHead
+    from icon_bench.train.heads import MultiHead
 
     g = torch.Generator().manual_seed(0)
     n, heads, classes = 24, 3, 4

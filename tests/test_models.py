@@ -8,7 +8,7 @@ import torch
 from sklearn.decomposition import PCA
 
 import icon_bench
-from icon_bench.models import pca_init
+from icon_bench.train.models import pca_init
 
 CASES = [
     # (model, in_shape, params, batch input shape)

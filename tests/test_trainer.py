@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from icon_bench.errors import TrialError, UnknownNameError
-from icon_bench.trainer import TrainData, TrainSettings, embed, fit, make_batch
+from icon_bench.train.trainer import TrainData, TrainSettings, embed, fit, make_batch
 
 
 class ToyLoss(nn.Module):

@@ -74,7 +74,7 @@ def test_bad_override_is_a_failed_row_not_an_exception() -> None:
 
 
 def test_keyboard_interrupt_propagates(monkeypatch: pytest.MonkeyPatch) -> None:
-    import icon_bench.methods as methods
+    import icon_bench.train.recipe as methods
 
     def interrupt(*args: object, **kwargs: object) -> None:
         raise KeyboardInterrupt

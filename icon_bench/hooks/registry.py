@@ -20,9 +20,9 @@ from icon_bench.errors import ComponentTypeError, DuplicateComponentError, Plugi
 BUILTIN_MODULES: tuple[str, ...] = (
     "icon_bench.loss.kernels",
     "icon_bench.loss.divergences",
-    "icon_bench.models",
+    "icon_bench.train.models",
     "icon_bench.data.load",
-    "icon_bench.methods",
+    "icon_bench.train.recipes",
     "icon_bench.evaluation.evaluator",
 )
 BUILTIN_SOURCE = "icon-bench"

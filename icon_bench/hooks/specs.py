@@ -38,7 +38,7 @@ def register_divergences(register: Register) -> None:
 
 @hookspec
 def register_methods(register: Register) -> None:
-    """Register methods: factories returning an ``icon_bench.methods.Method`` recipe."""
+    """Register methods: factories returning an ``icon_bench.train.Method`` recipe."""
 
 
 @hookspec

@@ -1,0 +1,111 @@
+"""The non-learned clustering baselines (k-means, spectral clustering) from scikit-learn."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from icon_bench.train.recipe import CLUSTER_METRICS, OPTION_KEYS
+
+if TYPE_CHECKING:
+    from icon_bench.data.splits import DataSplits
+    from icon_bench.evaluation.metrics import MethodOutput
+
+
+
+# -- baselines ----------------------------------------------------------------------------------
+@dataclasses.dataclass
+class Baseline:
+    """A non-learned clustering baseline from scikit-learn, seeded; clusters for both splits."""
+
+    name: str
+    params: dict[str, Any]
+    metrics: list[str] = dataclasses.field(default_factory=lambda: list(CLUSTER_METRICS))
+    description: str = ""
+    ignored: dict[str, Any] = dataclasses.field(default_factory=dict)  # trainer settings set aside
+
+    @property
+    def divergence(self) -> None:
+        return None
+
+    def with_overrides(self, overrides: Mapping[str, Any] | None) -> Baseline:
+        from icon_bench.train.trainer import TrainSettings
+
+        # A suite's shared trainer settings (epochs, lr, ...) mean nothing to a non-learned
+        # baseline: they are set aside, so one `settings` block can serve a whole grid, while a
+        # name that is neither a trainer setting nor the baseline's own is still an error.
+        learned_only = {f.name for f in dataclasses.fields(TrainSettings)} | OPTION_KEYS
+        new = copy.deepcopy(self)
+        for key, value in dict((overrides or {}).get("settings") or {}).items():
+            if key in learned_only and key not in new.params:
+                new.ignored[key] = value
+                continue
+            if key not in new.params:
+                from icon_bench.errors import UnknownNameError
+
+                raise UnknownNameError("setting", key, new.params, where=f"baseline {self.name!r}")
+            new.params[key] = value
+        return new
+
+    def resolved(self) -> dict[str, Any]:
+        """The baseline's parameters as plain data (recorded in result rows)."""
+        return {"params": self.params}
+
+    def components(self) -> dict[str, str]:
+        return {"model": f"sklearn.{self.name}"}
+
+    def run(
+        self,
+        data: DataSplits,
+        *,
+        seed: int = 0,
+        device: str | torch.device = "cpu",
+        overrides: Mapping[str, Any] | None = None,
+        progress: bool = False,
+    ) -> MethodOutput:
+        from icon_bench.evaluation.metrics import MethodOutput
+
+        recipe = self.with_overrides(overrides)
+        xtr = data.x_train.reshape(data.x_train.shape[0], -1).float().cpu().numpy()
+        xte = data.x_test.reshape(data.x_test.shape[0], -1).float().cpu().numpy()
+        k = int(recipe.params.get("n_clusters") or data.num_classes)
+        if self.name == "kmeans":
+            from sklearn.cluster import KMeans
+
+            km = KMeans(n_clusters=k, n_init=int(recipe.params["n_init"]), random_state=seed).fit(xtr)
+            c_train, c_test = km.labels_, km.predict(xte)
+            info: dict[str, Any] = {"inertia": float(km.inertia_), "test_assignment": "kmeans.predict"}
+        else:
+            from sklearn.cluster import SpectralClustering
+            from sklearn.neighbors import KNeighborsClassifier
+
+            nn_k = int(recipe.params["n_neighbors"])
+            sc = SpectralClustering(
+                n_clusters=k,
+                affinity="nearest_neighbors",
+                n_neighbors=nn_k,
+                assign_labels=str(recipe.params["assign_labels"]),
+                random_state=seed,
+            ).fit(xtr)
+            c_train = sc.labels_
+            # Spectral clustering has no out-of-sample map: test points take the majority cluster
+            # of their nearest training points (fit on train, assign test by kNN vote).
+            vote = KNeighborsClassifier(n_neighbors=nn_k).fit(xtr, c_train)
+            c_test = vote.predict(xte)
+            info = {"test_assignment": f"{nn_k}-NN vote of train clusters"}
+        info.update({"params": {**recipe.params, "n_clusters": k}, "stop_reason": "completed"})
+        if recipe.ignored:
+            info["ignored_settings"] = dict(recipe.ignored)
+        return MethodOutput(
+            train_embeddings=None,
+            test_embeddings=None,
+            train_clusters=torch.as_tensor(np.asarray(c_train), dtype=torch.long),
+            test_clusters=torch.as_tensor(np.asarray(c_test), dtype=torch.long),
+            history={},
+            info=info,
+        )

@@ -1,0 +1,134 @@
+"""Building a recipe's pieces for a dataset: the loss, the model, the kNN graph and the augmentation."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import Tensor, nn
+
+from icon_bench.errors import TrialError
+from icon_bench.hooks.registry import create, split_spec
+from icon_bench.loss.objective import ICon
+from icon_bench.train.heads import CosineHead, FullBatchCache
+
+if TYPE_CHECKING:
+    from icon_bench.data.splits import DataSplits
+    from icon_bench.train.recipe import Method
+
+
+
+def _context(data: DataSplits, dim: int) -> dict[str, Any]:
+    return {"$num_classes": int(data.num_classes), "$dim": int(dim), "$n": int(data.x_train.shape[0])}
+
+
+def _resolve(value: Any, ctx: Mapping[str, Any]) -> Any:
+    if isinstance(value, str) and value in ctx:
+        return ctx[value]
+    if isinstance(value, Mapping):
+        return {k: _resolve(v, ctx) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_resolve(v, ctx) for v in value)
+    return value
+
+
+def _kernel_names(spec: Any) -> list[str]:
+    name, params = split_spec(spec)
+    names = [name]
+    for sub in params.get("kernels") or ():
+        names += _kernel_names(sub)
+    return names
+
+
+def _needs_graph(recipe: Method) -> bool:
+    """True when p reads the global kNN graph (a knn kernel with scope="graph", possibly inside mix)."""
+
+    def walk(spec: Any) -> bool:
+        name, params = split_spec(spec)
+        if name == "knn" and params.get("scope") == "graph":
+            return True
+        return any(walk(s) for s in params.get("kernels") or ())
+
+    return walk(recipe.p)
+
+
+def _make_augment(kind: Any, data: DataSplits, views: int) -> Any:
+    """The batched view augmentation: None/"none" (off), "auto" (on when views > 1), or Augmenter parameters."""
+    if kind in (None, False, "none"):
+        return None
+    from icon_bench.data.augment import augmenter_for
+
+    if kind in (True, "auto"):
+        if views <= 1:
+            return None
+        return augmenter_for(data.meta, data.x_train.shape[1:])
+    if isinstance(kind, Mapping):
+        return augmenter_for(data.meta, data.x_train.shape[1:], **dict(kind))
+    raise TrialError(f"settings.augment must be null, 'auto' or a mapping of Augmenter parameters, got {kind!r}")
+
+
+def build_loss(recipe: Method, data: DataSplits, dim: int | None = None) -> nn.Module:
+    """The ICon loss of ``recipe`` for ``data`` (placeholders resolved): `Method.build_loss`."""
+    ctx = _context(data, dim if dim is not None else recipe.embedding_dim(data))
+    p = create("kernel", _resolve(recipe.p, ctx))
+    settings = recipe.settings
+    if (
+        recipe.options.get("cache_p")
+        and settings.get("batch_size", 256) is None
+        and settings.get("views", 1) == 1
+        and not settings.get("neighbors", 0)
+    ):
+        p = FullBatchCache(p)
+    q = create("kernel", _resolve(recipe.q, ctx))
+    div = create("divergence", recipe.divergence)
+    return ICon(
+        p, q, div, p_debias=recipe.p_debias, q_debias=recipe.q_debias, p_propagate=recipe.p_propagate
+    )
+
+
+def embedding_dim(recipe: Method, data: DataSplits) -> int:
+    """The width of the embedding ``recipe`` trains for ``data``: `Method.embedding_dim`."""
+    return int(_resolve(recipe.out_dim, _context(data, 0)))
+
+
+def build_model(
+    recipe: Method, data: DataSplits, n_rows: int, init_rows: Tensor | None = None, heads: int = 1
+) -> nn.Module:
+    """The model of ``recipe`` for ``data``: `Method.build_model`."""
+    from icon_bench.train.models import pca_init
+
+    name, params = split_spec(recipe.model)
+    params = _resolve(params, _context(data, 0))
+    image_shape = data.image_shape
+    if name == "auto":
+        name = "cnn" if image_shape is not None else "mlp"
+    in_shape = tuple(data.x_train.shape[1:])
+    dim = recipe.embedding_dim(data)
+    head_t = recipe.options.get("head_temperature") if recipe.output == "clusters" else None
+    if name == "lookup":
+        params.setdefault("num_points", n_rows)
+        if recipe.options.get("pca_init") and init_rows is not None and "init" not in params:
+            params["init"] = pca_init(init_rows, dim, std=float(recipe.options.get("pca_std", 1e-4)))
+    elif name in ("cnn", "resnet") and data.x_train.dim() == 2 and image_shape is not None:
+        params.setdefault("image_shape", tuple(image_shape))
+    if head_t:
+        # Cluster logits from cosine similarity to normalised prototypes (DINO/TEMI heads): the
+        # temperature bounds the logits, so assignments stay soft long enough to find good clusters.
+        head_dim = int(recipe.options.get("head_dim", 64))
+        trunk = create("model", {"name": name, **params}, in_shape=in_shape, out_dim=head_dim)
+        return CosineHead(trunk, head_dim, dim * heads, float(head_t))
+    return create("model", {"name": name, **params}, in_shape=in_shape, out_dim=dim * heads)
+
+
+def graph(data: DataSplits, recipe: Method, transductive: bool) -> Tensor:
+    """The dataset's global kNN graph, or one computed here on the (flattened) training inputs."""
+    from icon_bench.data.graph import knn_graph
+
+    if data.knn_train is not None and not transductive:
+        return data.knn_train.long()
+    k = int(recipe.options.get("graph_k", 10))
+    if k >= data.x_train.shape[0]:
+        raise TrialError(f"graph_k={k} needs more than {data.x_train.shape[0]} training points")
+    x = torch.cat([data.x_train, data.x_test]) if transductive else data.x_train
+    return knn_graph(x, k, metric=str(recipe.options.get("graph_metric", "euclidean")))
