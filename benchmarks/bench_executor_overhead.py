@@ -15,9 +15,10 @@ import tempfile
 import time
 from typing import Any
 
-from icon_bench.executors import LocalExecutor, RayExecutor
-from icon_bench.store import ResultsStore
-from icon_bench.suite import parse_suite
+from icon_bench.run.executors import LocalExecutor
+from icon_bench.run.ray_executor import RayExecutor
+from icon_bench.run.store import ResultsStore
+from icon_bench.run.suite_file import parse_suite
 
 
 def noop_load(ds_spec: dict[str, Any]) -> dict[str, Any]:

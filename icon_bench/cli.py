@@ -16,7 +16,7 @@ from icon_bench.hooks.registry import ENV_DISABLE, ENV_STRICT, load_registry
 
 #: Modules that add subcommands through ``add_commands(subparsers)``; each owns its own flags.
 COMMAND_MODULES: tuple[str, ...] = (
-    "icon_bench.trial",
+    "icon_bench.run.trial",
     "icon_bench.runner",
     "icon_bench.report",
     "icon_bench.scaffold",

@@ -15,9 +15,12 @@ from typing import Any, TextIO
 
 from tabulate import tabulate
 
-from icon_bench.executors import LoadFn, RunSummary, TrialFn, make_executor
-from icon_bench.store import ResultsStore
-from icon_bench.suite import Suite, load_suite, trial_id
+from icon_bench.run.execution import LoadFn, RunSummary, TrialFn
+from icon_bench.run.executors import make_executor
+from icon_bench.run.store import ResultsStore
+from icon_bench.run.suite import Suite
+from icon_bench.run.suite_file import load_suite
+from icon_bench.run.ids import trial_id
 
 __all__ = ["Plan", "add_commands", "cmd_run", "make_plan", "run_suite"]
 
@@ -118,7 +121,7 @@ def _stale_cells(
     plugin) changes a default, the stored number no longer measures the configuration its label
     names, so the cell runs again. Rows that recorded no recipe are trusted.
     """
-    from icon_bench.trial import recipe_of
+    from icon_bench.run.trial import recipe_of
 
     stale: dict[str, str] = {}
     for spec, tid in zip(specs, ids):

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from icon_bench.suite import config_id, trial_id
+from icon_bench.run.ids import config_id, trial_id
 
 
 def _row(spec: dict[str, Any], metrics: dict[str, float], **extra: Any) -> dict[str, Any]:

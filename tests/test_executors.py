@@ -18,9 +18,10 @@ import torch
 from ray_trials import dying_trial, fake_load, fake_trial, gpu_trial
 
 from icon_bench.errors import IconBenchError
-from icon_bench.executors import LocalExecutor, RayExecutor
-from icon_bench.store import ResultsStore
-from icon_bench.suite import trial_id
+from icon_bench.run.executors import LocalExecutor
+from icon_bench.run.ray_executor import RayExecutor
+from icon_bench.run.store import ResultsStore
+from icon_bench.run.ids import trial_id
 
 
 def _specs(n: int, dataset: Any = "toy", **settings: Any) -> list[dict[str, Any]]:
@@ -243,7 +244,7 @@ def test_ray_ctrl_c_cancels_unfinished_and_keeps_finished_rows(ray_cluster: None
 def test_local_trials_run_with_the_suites_cpus_as_torch_threads(tmp_path: Path) -> None:
     import torch
 
-    from icon_bench.executors import make_executor
+    from icon_bench.run.executors import make_executor
 
     before = torch.get_num_threads()
     torch.set_num_threads(2)

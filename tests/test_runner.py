@@ -18,8 +18,9 @@ from ray_trials import fake_load, fake_trial
 
 from icon_bench import cli
 from icon_bench.runner import run_suite
-from icon_bench.store import ResultsStore
-from icon_bench.suite import load_suite, trial_id
+from icon_bench.run.store import ResultsStore
+from icon_bench.run.suite_file import load_suite
+from icon_bench.run.ids import trial_id
 
 TESTS = Path(__file__).resolve().parent
 
@@ -211,7 +212,7 @@ def test_interrupted_run_exits_130_and_keeps_rows(tmp_path: Path) -> None:
 
 
 def test_cells_done_under_other_recipe_defaults_run_again(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from icon_bench.trial import recipe_of
+    from icon_bench.run.trial import recipe_of
 
     path = _suite(tmp_path, PLAN_SUITE)
     results = tmp_path / "res"

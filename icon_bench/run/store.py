@@ -86,7 +86,7 @@ class ResultsStore:
         """Store one result row (artifacts to .npz, then the JSON line); returns the row as stored."""
         row = dict(row)
         if not row.get("trial_id"):
-            from icon_bench.suite import trial_id
+            from icon_bench.run.ids import trial_id
 
             if "spec" not in row:
                 raise IconBenchError("a result row needs 'trial_id' or 'spec'")

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from icon_bench.errors import IconBenchError, TrialError
-from icon_bench.suite import config_id, normalize_spec, trial_id
+from icon_bench.run.ids import config_id, normalize_spec, trial_id
 
 __all__ = ["add_commands", "config_id", "normalize_spec", "parse_set", "run_trial", "trial_id"]
 

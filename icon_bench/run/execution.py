@@ -1,0 +1,184 @@
+"""What every executor shares: the run summary, one trial into one row, failed rows, progress, recording."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime as _dt
+import socket
+import time
+import traceback
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any, Protocol
+
+from icon_bench.run.store import ResultsStore
+from icon_bench.run.ids import canonical_json, config_id, trial_id
+from icon_bench.run.suite import resolve_dataset_paths
+
+__all__ = ["Executor", "RunSummary", "failed_row", "run_one"]
+
+
+TrialFn = Callable[..., dict]
+LoadFn = Callable[[dict], Any]
+
+
+@dataclasses.dataclass
+class RunSummary:
+    """What one executor run did: counts, the rows it stored, and whether it was interrupted."""
+
+    total: int
+    ok: int = 0
+    failed: int = 0
+    interrupted: bool = False
+    elapsed_s: float = 0.0
+    rows: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+
+    @property
+    def not_run(self) -> int:
+        """Trials that never finished (cancelled by an interrupt)."""
+        return self.total - self.ok - self.failed
+
+
+class Executor(Protocol):
+    """The interface both executors share."""
+
+    def run(
+        self,
+        specs: Sequence[Mapping[str, Any]],
+        store: ResultsStore,
+        trial_fn: TrialFn | None = None,
+        load_fn: LoadFn | None = None,
+    ) -> RunSummary: ...
+
+
+# ---------------------------------------------------------------------------------------------
+# Pieces shared by both executors (and run inside Ray workers)
+# ---------------------------------------------------------------------------------------------
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def _default_trial_fn() -> TrialFn:
+    from icon_bench.run.trial import run_trial  # lazy: the trial stack pulls in torch
+
+    return run_trial
+
+
+def _default_load_fn() -> LoadFn:
+    from icon_bench.data.load import load_dataset
+
+    return load_dataset
+
+
+def _name(value: Any) -> Any:
+    return value.get("name") if isinstance(value, Mapping) else value
+
+
+def failed_row(spec: Mapping[str, Any], error: str, tb: str | None = None, started_at: str | None = None) -> dict[str, Any]:
+    """A result row for a trial that did not produce one of its own (it raised, its worker died, ...)."""
+    spec = dict(spec)
+    return {
+        "trial_id": trial_id(spec),
+        "config_id": config_id(spec),
+        "spec": spec,
+        "method": spec.get("method"),
+        "dataset": _name(spec.get("dataset")),
+        "divergence": _name(spec.get("divergence")),
+        "seed": spec.get("seed"),
+        "status": "failed",
+        "metrics": {},
+        "hostname": socket.gethostname(),
+        "started_at": started_at or _now(),
+        "finished_at": _now(),
+        "error": error,
+        "traceback": tb,
+        "artifacts": None,
+    }
+
+
+@contextlib.contextmanager
+def _torch_threads(threads: int | None) -> Iterator[None]:
+    """Run with `threads` torch CPU threads (the suite's `cpus`), restoring the previous count."""
+    if not threads:
+        yield
+        return
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def threads_for(cpus: float) -> int:
+    """Torch threads for a trial given `cpus`: a trial never oversubscribes the cores it was given."""
+    return max(1, int(cpus))
+
+
+def run_one(
+    spec: Mapping[str, Any], data: Any, trial_fn: TrialFn | None = None, threads: int | None = None
+) -> dict[str, Any]:
+    """Run one trial; an exception becomes a failed row (error + traceback) instead of propagating."""
+    started = _now()
+    t0 = time.perf_counter()
+    try:
+        fn = trial_fn or _default_trial_fn()
+        with _torch_threads(threads):
+            row = fn(dict(spec), data)
+        if not isinstance(row, Mapping):
+            raise TypeError(f"the trial function returned {type(row).__name__}, not a result row (dict)")
+        row = dict(row)
+    except Exception as exc:  # KeyboardInterrupt / SystemExit still stop the run
+        row = failed_row(spec, f"{type(exc).__name__}: {exc}", traceback.format_exc(), started)
+        row["timings"] = {"total_s": time.perf_counter() - t0}
+        return row
+    # Rows from a trial function that leaves out the bookkeeping still resume correctly.
+    row.setdefault("trial_id", trial_id(spec))
+    row.setdefault("config_id", config_id(spec))
+    row.setdefault("spec", dict(spec))
+    row.setdefault("status", "ok")
+    return row
+
+
+def _dataset_key(spec: Mapping[str, Any], base: str) -> tuple[str, dict[str, Any]]:
+    ds = spec.get("dataset")
+    ds = {"name": ds} if isinstance(ds, str) else dict(ds or {})
+    resolved = resolve_dataset_paths(ds, base)
+    return canonical_json(resolved), resolved
+
+
+class _Progress:
+    """tqdm bar with ok / failed / running counts; tqdm's own estimate gives the time left."""
+
+    def __init__(self, total: int, enabled: bool, desc: str) -> None:
+        from tqdm.auto import tqdm
+
+        # disable=None turns the bar off when stderr is not a terminal (logs, CI, tests).
+        self.bar = tqdm(total=total, desc=desc, unit="trial", disable=None if enabled else True, dynamic_ncols=True)
+        self.ok = self.failed = self.running = 0
+
+    def update(self, row: Mapping[str, Any] | None = None, running: int | None = None) -> None:
+        if running is not None:
+            self.running = running
+        if row is not None:
+            if row.get("status") == "ok":
+                self.ok += 1
+            else:
+                self.failed += 1
+            self.bar.update(1)
+        self.bar.set_postfix_str(f"ok={self.ok} failed={self.failed} running={self.running}", refresh=True)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def _record(store: ResultsStore, row: dict[str, Any], summary: RunSummary, progress: _Progress, running: int) -> None:
+    stored = store.append(row)
+    summary.rows.append(stored)
+    if stored.get("status") == "ok":
+        summary.ok += 1
+    else:
+        summary.failed += 1
+    progress.update(stored, running=running)

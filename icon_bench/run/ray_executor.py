@@ -1,0 +1,212 @@
+"""The Ray executor: each trial a Ray task with the suite's resources; datasets load once per cluster."""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from icon_bench.run.store import ResultsStore
+
+from icon_bench.errors import IconBenchError
+from icon_bench.run.execution import (
+    LoadFn,
+    RunSummary,
+    TrialFn,
+    _dataset_key,
+    _default_load_fn,
+    _name,
+    _Progress,
+    _record,
+    failed_row,
+    run_one,
+    threads_for,
+)
+
+__all__ = ["RayExecutor"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Ray
+# ---------------------------------------------------------------------------------------------
+def _import_trial_stack(attempts: int = 3) -> None:
+    """Import torch and the trial stack in a Ray worker, retrying a torn concurrent import.
+
+    Ray's own threads may import torch (its tensor serialisers) while a task does; torch.optim's
+    __init__ is not safe against that and can fail once with a NameError (seen as "name
+    'adadelta' is not defined"). A failed import leaves nothing in sys.modules, so a retry after
+    the other thread finished is clean.
+    """
+    for attempt in range(attempts):
+        try:
+            import icon_bench.run.trial  # noqa: F401  (pulls in torch, datasets, methods)
+
+            return
+        except NameError:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.5)
+
+
+def _ray_load(load_fn: LoadFn | None, ds_spec: dict[str, Any]) -> Any:
+    # Runs in a Ray worker: the result stays in the object store and is never fetched by the driver.
+    _import_trial_stack()
+    return (load_fn or _default_load_fn())(ds_spec)
+
+
+def _ray_trial(trial_fn: TrialFn | None, spec: dict[str, Any], data: Any, threads: int | None = None) -> dict[str, Any]:
+    # `data` arrives resolved: Ray fetches the dataset object from the store because its ref is a
+    # top-level argument of this task.
+    _import_trial_stack()
+    return run_one(spec, data, trial_fn, threads)
+
+
+class RayExecutor:
+    """Runs each trial as a Ray task with the suite's CPUs / (fractional) GPUs; datasets load once per cluster.
+
+    Without `address` (and no Ray already initialised in this process) a local cluster starts with
+    `num_cpus` / `num_gpus` (None: detected) and is shut down afterwards.
+    """
+
+    def __init__(
+        self,
+        address: str | None = None,
+        *,
+        cpus: float = 1.0,
+        gpus: float = 0.0,
+        max_retries: int = 2,
+        num_cpus: int | None = None,
+        num_gpus: int | None = None,
+        progress: bool = True,
+        log_to_driver: bool = False,
+        poll_s: float = 1.0,
+    ) -> None:
+        if cpus < 0 or gpus < 0:
+            raise IconBenchError(f"resources must be >= 0, got cpus={cpus}, gpus={gpus}")
+        self.address = address
+        self.cpus, self.gpus = float(cpus), float(gpus)
+        self.max_retries = max_retries
+        self.num_cpus, self.num_gpus = num_cpus, num_gpus
+        self.progress = progress
+        self.log_to_driver = log_to_driver
+        self.poll_s = poll_s
+
+    def _init(self) -> bool:
+        """Connect to (or start) Ray; True when this call started it and so must shut it down."""
+        import ray
+
+        if ray.is_initialized():
+            return False
+        kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": self.log_to_driver}
+        if self.address:
+            ray.init(address=self.address, **kwargs)
+        else:
+            ray.init(num_cpus=self.num_cpus, num_gpus=self.num_gpus, **kwargs)
+        return True
+
+    def _capacity(self) -> int:
+        """How many trials can run at once; checks that one trial fits at all (else Ray waits forever)."""
+        import ray
+
+        res = ray.cluster_resources()
+        have_cpu, have_gpu = float(res.get("CPU", 0)), float(res.get("GPU", 0))
+        if self.gpus > have_gpu:
+            raise IconBenchError(
+                f"each trial asks for {self.gpus:g} GPU(s) but the Ray cluster has {have_gpu:g}; "
+                "set resources.gpus: 0 in the suite (or run on a machine with GPUs)"
+            )
+        if self.cpus > have_cpu:
+            raise IconBenchError(
+                f"each trial asks for {self.cpus:g} CPU(s) but the Ray cluster has {have_cpu:g}; lower resources.cpus"
+            )
+        limits = [have_cpu / self.cpus if self.cpus else math.inf, have_gpu / self.gpus if self.gpus else math.inf]
+        cap = min(limits)
+        return int(cap + 1e-9) if math.isfinite(cap) else 1 << 30
+
+    def run(
+        self,
+        specs: Sequence[Mapping[str, Any]],
+        store: ResultsStore,
+        trial_fn: TrialFn | None = None,
+        load_fn: LoadFn | None = None,
+    ) -> RunSummary:
+        import ray
+        from ray.exceptions import RayError
+
+        t0 = time.perf_counter()
+        summary = RunSummary(total=len(specs))
+        if not specs:
+            return summary
+        started = self._init()
+        progress: _Progress | None = None
+        pending: list[Any] = []
+        try:
+            capacity = self._capacity()
+            base = os.getcwd()  # relative dataset paths mean relative to where the user runs icon-bench
+            load_task = ray.remote(_ray_load).options(
+                num_cpus=min(self.cpus, 1.0), num_gpus=0, max_retries=self.max_retries, retry_exceptions=False
+            )
+            trial_task = ray.remote(_ray_trial).options(
+                num_cpus=self.cpus, num_gpus=self.gpus, max_retries=self.max_retries, retry_exceptions=False
+            )
+            # Functions travel once through the object store rather than being pickled into each task.
+            trial_fn_ref = ray.put(trial_fn) if trial_fn is not None else None
+            load_fn_ref = ray.put(load_fn) if load_fn is not None else None
+            data_refs: dict[str, Any] = {}
+            by_ref: dict[Any, Mapping[str, Any]] = {}
+            for spec in specs:
+                key, ds_spec = _dataset_key(spec, base)
+                if key not in data_refs:
+                    data_refs[key] = load_task.remote(load_fn_ref, ds_spec)
+                ref = trial_task.remote(trial_fn_ref, dict(spec), data_refs[key], threads_for(self.cpus))
+                by_ref[ref] = spec
+                pending.append(ref)
+            # Pending tasks pin their arguments, so the driver can let go of the dataset refs now:
+            # each dataset is freed from the object store once its last trial is done.
+            data_refs.clear()
+            progress = _Progress(len(specs), self.progress, "trials (ray)")
+            progress.update(running=min(capacity, len(pending)))
+            while pending:
+                ready, pending = ray.wait(pending, num_returns=1, timeout=self.poll_s)
+                if ready and pending:
+                    more, pending = ray.wait(pending, num_returns=len(pending), timeout=0)
+                    ready += more
+                for ref in ready:
+                    spec = by_ref.pop(ref)
+                    try:
+                        row = ray.get(ref)
+                    except RayError as exc:
+                        row = self._error_row(spec, exc, self.max_retries)
+                    _record(store, row, summary, progress, running=min(capacity, len(pending)))
+                if not ready:
+                    progress.update(running=min(capacity, len(pending)))
+        except KeyboardInterrupt:
+            summary.interrupted = True
+            for ref in pending:
+                try:
+                    ray.cancel(ref)
+                except Exception:  # already finished or gone: nothing to cancel
+                    pass
+        finally:
+            if progress is not None:
+                progress.close()
+            if started:
+                ray.shutdown()
+            summary.elapsed_s = time.perf_counter() - t0
+        return summary
+
+    @staticmethod
+    def _error_row(spec: Mapping[str, Any], exc: BaseException, retries: int) -> dict[str, Any]:
+        from ray.exceptions import RayTaskError, WorkerCrashedError
+
+        if isinstance(exc, RayTaskError):
+            # The trial task never raises (run_one catches), so this is its dataset load failing.
+            cause = exc.cause if getattr(exc, "cause", None) is not None else exc
+            name = _name(spec.get("dataset"))
+            return failed_row(spec, f"dataset {name!r} failed to load: {type(cause).__name__}: {cause}", str(exc))
+        if isinstance(exc, WorkerCrashedError):
+            return failed_row(spec, f"the trial's worker died ({retries} retries used up): {exc}", None)
+        # Node lost, object lost, cancelled.
+        return failed_row(spec, f"{type(exc).__name__}: {exc}", None)

@@ -1,0 +1,275 @@
+"""Reading a suite file: YAML -> validated `Suite`, with every error as file:line: key: message."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from icon_bench.errors import SuiteError, UnknownNameError, did_you_mean
+from icon_bench.run.suite import AXES, DOTTED, Resources, Suite
+from icon_bench.run.yaml_lines import Loc, _load_yaml
+
+__all__ = ["load_suite", "parse_suite"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading and checking
+# ---------------------------------------------------------------------------------------------
+def load_suite(path: str | os.PathLike[str]) -> Suite:
+    """Read and validate a suite file; every error names the file, the line and the key."""
+    source = os.fspath(path)
+    try:
+        text = Path(source).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SuiteError(f"{source}: no such suite file") from None
+    except OSError as exc:
+        raise SuiteError(f"{source}: cannot read suite file: {exc.strerror}") from None
+    return parse_suite(text, source=source)
+
+
+def parse_suite(text: str, source: str = "<suite>") -> Suite:
+    """Validate suite YAML text (``source`` names it in errors)."""
+    data, lines = _load_yaml(text, source)
+    errors = _Errors(source, lines)
+    if data is None:
+        errors.add((), "empty suite; expected a mapping with at least 'name' and 'grid'")
+        errors.raise_if_any()
+    if not isinstance(data, dict):
+        errors.add((), f"a suite is a mapping of keys, got {type(data).__name__}")
+        errors.raise_if_any()
+    try:
+        suite = Suite.model_validate(data)
+    except ValidationError as exc:
+        for err in exc.errors():
+            errors.add_pydantic(err)
+    errors.raise_if_any()  # outside the except block, so the message is not chained to pydantic's
+    suite._source, suite._lines = source, lines
+    _check(suite, errors)
+    errors.raise_if_any()
+    if not suite.trials():
+        errors.add(("grid",), "the suite expands to no trials (everything excluded?)")
+        errors.raise_if_any()
+    return suite
+
+
+class _Errors:
+    """Collects 'file:line: key: message' errors and raises them together as one SuiteError."""
+
+    _FIELDS: dict[Loc, list[str]] = {(): list(Suite.model_fields), ("resources",): list(Resources.model_fields)}
+
+    def __init__(self, source: str, lines: dict[Loc, int]) -> None:
+        self.source, self.lines = source, lines
+        self.items: dict[tuple[int, str], list[str]] = {}
+
+    def line(self, loc: Loc) -> int:
+        while loc not in self.lines and loc:
+            loc = loc[:-1]
+        return self.lines.get(loc, 1)
+
+    def add(self, loc: Loc, message: str) -> None:
+        key = _format_loc(loc)
+        self.items.setdefault((self.line(loc), key), [])
+        if message not in self.items[(self.line(loc), key)]:
+            self.items[(self.line(loc), key)].append(message)
+
+    def add_pydantic(self, err: Mapping[str, Any]) -> None:
+        loc = tuple(err["loc"])
+        # Union members show up as extra loc parts ('str', 'dict[str,any]'); keep what the data has.
+        known: list[Any] = []
+        for part in loc:
+            if (*known, part) in self.lines:
+                known.append(part)
+            else:
+                break
+        kind = err["type"]
+        if kind == "extra_forbidden":
+            choices = self._FIELDS.get(tuple(known[:-1]), [])
+            self.add(tuple(known), _unknown_key(str(known[-1]), choices))
+        elif kind == "missing":
+            self.add((*known, loc[len(known)]), "required key is missing")
+        else:
+            msg = err["msg"][0].lower() + err["msg"][1:]
+            self.add(tuple(known), f"{msg} (got {err.get('input')!r})")
+
+    def raise_if_any(self) -> None:
+        if self.items:
+            lines = [
+                f"{self.source}:{line}: {key + ': ' if key else ''}{' or '.join(msgs)}"
+                for (line, key), msgs in sorted(self.items.items())
+            ]
+            raise SuiteError("\n".join(lines))
+
+
+def _format_loc(loc: Iterable[Any]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _unknown_key(key: str, choices: Iterable[str]) -> str:
+    hint = did_you_mean(key, choices)
+    return "unknown key" + (f"; did you mean {' or '.join(repr(h) for h in hint)}?" if hint else "")
+
+
+def _registry_names(kind: str) -> Any:
+    """The registry, or None when this kind has no components yet (its module is not written)."""
+    from icon_bench.hooks.registry import get_registry
+
+    registry = get_registry()
+    return registry if registry.names(kind) else None
+
+
+def _check_name(errors: _Errors, loc: Loc, kind: str, value: Any, allow_none: bool = False) -> None:
+    if value is None and allow_none:
+        return
+    name = value.get("name") if isinstance(value, Mapping) else value
+    if isinstance(value, Mapping) and "name" in value:
+        loc = (*loc, "name")
+    if not isinstance(name, str):
+        errors.add(loc, f"expected a {kind} name (or a mapping with 'name'), got {value!r}")
+        return
+    registry = _registry_names(kind)
+    if registry is None:
+        return
+    try:
+        registry.get(kind, name)
+    except UnknownNameError as exc:
+        errors.add(loc, str(exc))
+
+
+def _check_axis_key(errors: _Errors, loc: Loc, key: Any) -> bool:
+    """True when `key` is a valid grid / include / exclude key; records an error otherwise."""
+    if not isinstance(key, str) or not key:
+        errors.add(loc, f"keys must be non-empty strings, got {key!r}")
+        return False
+    if key in AXES:
+        return True
+    if "." in key:
+        prefix, rest = key.split(".", 1)
+        if prefix not in DOTTED:
+            hint = did_you_mean(prefix, DOTTED)
+            errors.add(
+                loc,
+                f"unknown prefix {prefix!r} (dotted keys start with {', '.join(DOTTED)})"
+                + (f"; did you mean '{hint[0]}.{rest}'?" if hint else ""),
+            )
+            return False
+        if not rest or any(not part for part in rest.split(".")):
+            errors.add(loc, "empty part in a dotted key")
+            return False
+        return _check_setting_key(errors, loc, rest) if prefix == "settings" else True
+    # Any other plain key is a trainer setting; one that is a near-miss of an axis is a typo.
+    hint = did_you_mean(key, [*AXES, "datasets", "seeds"], cutoff=0.75)
+    if hint:
+        errors.add(loc, _unknown_key(key, hint))
+        return False
+    return _check_setting_key(errors, loc, key)
+
+
+def _known_settings() -> frozenset[str]:
+    """Trainer settings and method options, when those modules exist (methods may accept more)."""
+    known: set[str] = set()
+    try:
+        from icon_bench.train.trainer import TrainSettings
+
+        known |= set(TrainSettings.__dataclass_fields__)
+    except (ImportError, AttributeError):
+        pass
+    try:
+        from icon_bench.train.recipe import OPTION_KEYS
+
+        known |= set(OPTION_KEYS)
+    except (ImportError, AttributeError):
+        pass
+    return frozenset(known)
+
+
+def _check_setting_key(errors: _Errors, loc: Loc, key: str) -> bool:
+    # Settings are open-ended (baselines take their own parameters), so only a near-miss of a known
+    # setting is an error here; the trial reports anything else it does not accept.
+    known = _known_settings()
+    if key in known:
+        return True
+    hint = did_you_mean(key, known, cutoff=0.8)
+    if hint:
+        errors.add(loc, f"unknown setting; did you mean {' or '.join(repr(h) for h in hint)}?")
+        return False
+    return True
+
+
+def _check_value(errors: _Errors, loc: Loc, key: str, value: Any) -> None:
+    if key == "method":
+        _check_name(errors, loc, "method", value)
+    elif key == "divergence":
+        _check_name(errors, loc, "divergence", value, allow_none=True)
+    elif key == "dataset":
+        _check_name(errors, loc, "dataset", value)
+    elif key == "seed":
+        if not isinstance(value, int) or isinstance(value, bool):
+            errors.add(loc, f"a seed is an integer, got {value!r}")
+    elif key in ("p.name", "q.name"):
+        _check_name(errors, loc, "kernel", value)
+    elif key == "model.name":
+        _check_name(errors, loc, "model", value)
+
+
+def _check_axis(errors: _Errors, loc: Loc, key: str, values: Any) -> None:
+    if isinstance(values, list):
+        if not values:
+            errors.add(loc, "empty list: the grid would have no cells")
+        for i, v in enumerate(values):
+            _check_value(errors, (*loc, i), key, v)
+    else:
+        _check_value(errors, loc, key, values)
+
+
+def _check(suite: Suite, errors: _Errors) -> None:
+    grid = suite.grid
+    for key, values in grid.items():
+        if _check_axis_key(errors, ("grid", key), key):
+            _check_axis(errors, ("grid", key), key, values)
+    if suite.datasets is not None and "dataset" in grid:
+        errors.add(("grid", "dataset"), "give datasets either at the top level or as grid.dataset, not both")
+    if suite.seeds is not None and "seed" in grid:
+        errors.add(("seeds",), "give seeds either at the top level or as grid.seed, not both")
+    if isinstance(suite.seeds, int) and suite.seeds < 1:
+        errors.add(("seeds",), f"seeds: N means seeds 0..N-1; N must be at least 1, got {suite.seeds}")
+    for i, ds in enumerate(suite.datasets or []):
+        _check_value(errors, ("datasets", i), "dataset", ds)
+    if not suite.dataset_values():
+        errors.add(("datasets",) if suite.datasets is not None else (), "no dataset: add 'datasets' or grid.dataset")
+    if "method" not in grid and not suite.include:
+        errors.add(("grid",), "no method: add grid.method (or cells with a method under 'include')")
+    for i, entry in enumerate(suite.include):
+        if "method" not in entry:
+            errors.add(("include", i), "an included cell needs a 'method' (only dataset and seed default to the suite's)")
+        for key, values in entry.items():
+            if _check_axis_key(errors, ("include", i, key), key):
+                _check_axis(errors, ("include", i, key), key, values)
+    grid_keys = set(suite.axes())
+    for i, rule in enumerate(suite.exclude):
+        if not rule:
+            errors.add(("exclude", i), "an empty exclude rule would drop every cell")
+        for key in rule:
+            if not _check_axis_key(errors, ("exclude", i, key), key):
+                continue
+            if key not in grid_keys:
+                # A rule on a key the grid does not vary can only ever match by accident.
+                hint = did_you_mean(key, grid_keys)
+                errors.add(
+                    ("exclude", i, key),
+                    f"not a grid axis (axes: {', '.join(sorted(grid_keys))})"
+                    + (f"; did you mean {hint[0]!r}?" if hint else ""),
+                )
+    for i, metric in enumerate(suite.evaluate or []):
+        _check_name(errors, ("evaluate", i), "metric", metric)
+    for key in suite.settings:
+        if key in AXES:
+            errors.add(("settings", key), f"{key!r} is a grid axis, not a trainer setting; move it under grid")
+        else:
+            _check_setting_key(errors, ("settings", key), key)
