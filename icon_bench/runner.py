@@ -224,11 +224,11 @@ def print_summary(suite: Suite, summary: RunSummary, store: ResultsStore, out: T
 
 def _write_report(results_dir: Path, out_dir: Path, out: TextIO) -> int:
     try:
-        report_module = importlib.import_module("icon_bench.report")
+        report_module = importlib.import_module("icon_bench.report.commands")
     except ModuleNotFoundError as exc:
-        if exc.name != "icon_bench.report":
+        if exc.name != "icon_bench.report.commands":
             raise
-        print("note: icon_bench.report is not available; no report written", file=out)
+        print("note: icon_bench.report.commands is not available; no report written", file=out)
         return EXIT_OK
     try:
         report_module.write_report(results_dir, out_dir)

@@ -185,7 +185,7 @@ class _Distortion(Metric):
 
 
 def test_protocol_records_metric_kinds_outside_the_version() -> None:
-    from icon_bench.report import TASKS
+    from icon_bench.report.model import TASKS
 
     builtins = protocol()["metrics"]
     assert set(builtins) == set(DEFAULT_METRICS)

@@ -34,7 +34,7 @@ def page(tmp_path_factory: pytest.TempPathFactory):
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
-    from icon_bench.report import write_report
+    from icon_bench.report.commands import write_report
 
     tmp = tmp_path_factory.mktemp("browser")
     results = report_fixture.make_results(tmp / "results")

@@ -11,7 +11,9 @@ import pandas as pd
 import pytest
 
 from icon_bench.cli import main
-from icon_bench.report import aggregate, bootstrap_ranks, build_report, load_rows, normalise_rows, write_report
+from icon_bench.report.build import aggregate, bootstrap_ranks, build_report
+from icon_bench.report.rows import load_rows, normalise_rows
+from icon_bench.report.commands import write_report
 
 _spec = importlib.util.spec_from_file_location(
     "report_fixture", Path(__file__).parent / "fixtures" / "report_fixture.py"
@@ -150,7 +152,7 @@ def test_cli_report_and_clean_errors(tmp_path: Path, capsys: pytest.CaptureFixtu
 
 
 def test_grid_is_p_by_q_only_when_the_suite_sets_kernels(tmp_path: Path) -> None:
-    from icon_bench.plots import plot_grid
+    from icon_bench.report.plots import plot_grid
 
     rows = [r for r in report_fixture.load_rows() if r["method"] == "pmi" and r["protocol"]["version"] == "1"]
     variants = []

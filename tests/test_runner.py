@@ -100,9 +100,9 @@ def test_run_summary_exit_status_and_reruns(tmp_path: Path, monkeypatch: pytest.
     )
     results = tmp_path / "res"
     calls: list[tuple[Path, Path]] = []
-    fake_report = types.ModuleType("icon_bench.report")
+    fake_report = types.ModuleType("icon_bench.report.commands")
     fake_report.write_report = lambda res, out: calls.append((Path(res), Path(out)))  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "icon_bench.report", fake_report)
+    monkeypatch.setitem(sys.modules, "icon_bench.report.commands", fake_report)
     monkeypatch.chdir(tmp_path)
 
     out = io.StringIO()
@@ -127,7 +127,7 @@ def test_run_summary_exit_status_and_reruns(tmp_path: Path, monkeypatch: pytest.
 
 def test_missing_report_module_is_a_note(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = _suite(tmp_path, "name: one\ndatasets: [digits]\ngrid: {method: [pmi]}\n")
-    monkeypatch.setitem(sys.modules, "icon_bench.report", None)  # import fails as if the module were absent
+    monkeypatch.setitem(sys.modules, "icon_bench.report.commands", None)  # import fails as if the module were absent
     monkeypatch.chdir(tmp_path)
     out = io.StringIO()
     code = run_suite(path, trial_fn=fake_trial, load_fn=fake_load, progress=False, out=out)

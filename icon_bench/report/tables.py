@@ -1,25 +1,21 @@
-"""Leaderboard writers (Markdown, CSV, parquet rows, one self-contained HTML page) and the cross-suite index."""
+"""The table writers (Markdown leaderboard, CSV, parquet/JSON rows) and the formatting they share with the page."""
 
 from __future__ import annotations
 
-import base64
 import html
 import json
 import math
 from collections.abc import Iterable, Mapping
-from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote
 
 import pandas as pd
 from tabulate import tabulate
 
-from icon_bench.errors import DataError
-from icon_bench.report import TASKS
-
 if TYPE_CHECKING:
-    from icon_bench.report import Report, Section
+    from icon_bench.report.model import Report, Section
+
+
 
 DAGGER = "†"
 INCOMPLETE_NOTE = (
@@ -301,217 +297,3 @@ def _labels(report: Report) -> dict[str, str]:
         for cid, label in zip(report.aggregated["config_id"], report.aggregated["label"]):
             labels.setdefault(cid, label)
     return labels
-
-
-# ----------------------------------------------------------------------------------------------
-# HTML
-# ----------------------------------------------------------------------------------------------
-
-
-def _asset(name: str) -> str:
-    return resources.files("icon_bench").joinpath("templates", name).read_text(encoding="utf-8")
-
-
-def _e(value: Any) -> str:
-    return html.escape(str(value), quote=True)
-
-
-def _sort_attr(value: Any) -> str:
-    return "" if _missing(value) else _e(repr(float(value)))
-
-
-def _img(path: Path, alt: str) -> str:
-    data = base64.b64encode(path.read_bytes()).decode("ascii")
-    return f'<img src="data:image/png;base64,{data}" alt="{_e(alt)}" loading="eager">'
-
-
-def _html_table(section: Section, fractions: set[str], lower_better: set[str]) -> str:
-    headers, rows = section_rows(section, fractions)
-    lower = [m in lower_better for m in section.metrics]
-    ths = []
-    for i, h in enumerate(headers):
-        kind = "text" if i == 1 else "num"
-        ths.append(f'<th data-type="{kind}" scope="col" tabindex="0">{_e(h)}</th>')
-    body = []
-    for r in rows:
-        cls = "" if r["complete"] else ' class="incomplete"'
-        tds = [
-            f'<td class="num" data-sort="{_sort_attr(r["rank_sort"])}">{_e(r["rank"])}</td>',
-            f'<td class="cfg"><a href="#{_anchor(r["config_id"])}">{_e(r["label"])}</a></td>',
-            f'<td class="seeds" data-sort="{_e(r["n"])}">{_e(r["seeds"])}</td>',
-        ]
-        for (text, mean, rank), low in zip(r["metrics"], lower):
-            best = ' best' if rank.startswith("1 ") or rank == "1" else ""
-            tds.append(
-                f'<td class="num{best}" data-sort="{_sort_attr(mean)}" '
-                f'title="rank {_e(rank)}{" (lower is better)" if low else ""}">{_e(text)}</td>'
-            )
-        body.append(f"<tr{cls}>" + "".join(tds) + "</tr>")
-    return (
-        '<div class="table-wrap"><table class="sortable filterable">'
-        f"<thead><tr>{''.join(ths)}</tr></thead><tbody>{''.join(body)}</tbody></table></div>"
-    )
-
-
-def write_html(report: Report, path: str | Path) -> Path:
-    """index.html: one self-contained page (inline CSS/JS, base64 plots, no network requests)."""
-    path = Path(path)
-    fractions = _fractions(report)
-    title = f"icon-bench report: {report.meta['title']}"
-    parts: list[str] = []
-    meta_rows = "".join(f"<dt>{_e(k)}</dt><dd>{_e(v)}</dd>" for k, v in _intro_lines(report))
-    parts.append(f'<header><h1>{_e(title)}</h1><dl class="meta">{meta_rows}</dl>')
-    parts.append('<ul class="legend">' + "".join(f"<li>{_e(x)}</li>" for x in _legend(report)) + "</ul></header>")
-    parts.append(
-        '<div class="toolbar"><label for="filter">Filter rows</label>'
-        '<input id="filter" type="search" placeholder="method, divergence, dataset…" autocomplete="off">'
-        '<span id="filter-count" aria-live="polite"></span></div>'
-    )
-    nav = ['<nav><ul>']
-    current = None
-    body: list[str] = []
-    for k, section in enumerate(report.sections):
-        sid = f"s{k}"
-        if section.protocol_version != current:
-            if current is not None:
-                body.append("</section>")
-            current = section.protocol_version
-            settings = "\n".join(json.dumps(s, sort_keys=True, indent=1) for s in report.protocols.get(current, []))
-            body.append(
-                f'<section class="protocol"><h2>Protocol {_e(current)}</h2>'
-                f'<details class="settings"><summary>Protocol {_e(current)} settings</summary>'
-                f"<pre>{_e(settings or 'not recorded')}</pre></details>"
-            )
-        nav.append(
-            f'<li><a href="#{sid}">{_e(section.dataset)} · {_e(section.task)} '
-            f'<small>(protocol {_e(current)})</small></a></li>'
-        )
-        seeds = ", ".join(map(str, section.seeds)) or "none"
-        body.append(
-            f'<article class="dataset" id="{sid}"><h3>{_e(section.dataset)} — {_e(section.task)} '
-            f'<small>protocol {_e(current)} · seeds {_e(seeds)}</small></h3>'
-        )
-        body.append(_html_table(section, fractions, _lower(report)))
-        if section.plots:
-            figs = "".join(
-                f"<figure>{_img(p, caption)}<figcaption>{_e(caption)}</figcaption></figure>"
-                for caption, p in section.plots
-                if p.is_file()
-            )
-            body.append(f'<div class="plots">{figs}</div>')
-        body.append("</article>")
-    if current is not None:
-        body.append("</section>")
-    if not report.failed.empty:
-        nav.append('<li><a href="#failed">failed trials</a></li>')
-        trs = "".join(
-            f'<tr><td><code>{_e(r.trial_id)}</code></td><td>{_e(r.protocol_version)}</td>'
-            f'<td><a href="#{_anchor(r.config_id)}">{_e(r.label)}</a></td><td>{_e(r.dataset)}</td>'
-            f'<td class="num" data-sort="{_e(r.seed)}">{_e(r.seed)}</td><td class="error">{_e(r.error)}</td></tr>'
-            for r in report.failed.itertuples()
-        )
-        heads = "".join(
-            f'<th data-type="{t}" scope="col" tabindex="0">{h}</th>'
-            for h, t in (("trial", "text"), ("protocol", "text"), ("configuration", "text"),
-                         ("dataset", "text"), ("seed", "num"), ("error", "text"))
-        )
-        body.append(
-            '<section id="failed"><h2>Failed trials</h2><div class="table-wrap">'
-            f'<table class="sortable filterable failed"><thead><tr>{heads}</tr></thead><tbody>{trs}</tbody></table>'
-            "</div></section>"
-        )
-    nav.append('<li><a href="#configs">configurations</a></li></ul></nav>')
-    labels = _labels(report)
-    cfgs = "".join(
-        f'<div class="config" id="{_anchor(cid)}"><h4><code>{_e(cid)}</code> {_e(labels.get(cid, ""))}</h4>'
-        f"<pre>{_e(json.dumps(spec, sort_keys=True, default=str))}</pre></div>"
-        for cid, spec in report.configs.items()
-    )
-    body.append(f'<section id="configs"><h2>Configurations</h2>{cfgs}</section>')
-    page = (
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-        # The policy makes the no-network promise enforceable: only inline code and data: images.
-        "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; img-src data:; "
-        "style-src 'unsafe-inline'; script-src 'unsafe-inline'\">"
-        '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<title>{_e(title)}</title><style>{_asset('report.css')}</style></head><body><main>"
-        + "".join(parts) + "".join(nav) + "".join(body)
-        + f"</main><script>{_asset('report.js')}</script></body></html>\n"
-    )
-    path.write_text(page, encoding="utf-8")
-    return path
-
-
-# ----------------------------------------------------------------------------------------------
-# Cross-suite index
-# ----------------------------------------------------------------------------------------------
-
-
-def build_index(reports_dir: str | Path) -> Path:
-    """reports/README.md: a link to every suite's report and the best configuration per dataset and task."""
-    root = Path(reports_dir)
-    if not root.is_dir():
-        raise DataError(f"no reports folder at {root}")
-    suites = sorted(p for p in root.iterdir() if p.is_dir() and (p / "leaderboard.md").is_file())
-    lines = ["# icon-bench leaderboards", "", "Generated by `icon-bench leaderboard`; do not edit by hand.", ""]
-    if not suites:
-        lines.append("No suite reports yet: run `icon-bench report RESULTS -o reports/NAME`.")
-        out = root / "README.md"
-        out.write_text("\n".join(lines) + "\n", encoding="utf-8")
-        return out
-    summary, frames = [], []
-    for suite_dir in suites:
-        name = suite_dir.name
-        url = quote(name)  # a folder name with spaces or brackets must not break the Markdown link
-        page = f"[page]({url}/index.html)" if (suite_dir / "index.html").is_file() else ""
-        csv = suite_dir / "leaderboard.csv"
-        df = pd.read_csv(csv, dtype={"config_id": str, "protocol_version": str}) if csv.is_file() else pd.DataFrame()
-        if not df.empty:
-            df["_suite_dir"] = name
-            frames.append(df)
-        datasets = ", ".join(map(str, dict.fromkeys(df["dataset"]))) if not df.empty else ""
-        versions = ", ".join(map(str, dict.fromkeys(df["protocol_version"]))) if not df.empty else ""
-        summary.append([f"[{_md(name)}]({url}/leaderboard.md)", page, _md(datasets), len(df), _md(versions)])
-    lines += ["## Suites", ""]
-    lines += [tabulate(summary, headers=["suite", "web page", "datasets", "configurations", "protocol"],
-                       tablefmt="github", disable_numparse=True), ""]
-    lines += ["## Best configuration per dataset and task", ""]
-    lines += [
-        "Best mean on the task's first metric present (clustering: hungarian, nmi, ari; representation: "
-        "linear_probe, knn; dimensionality reduction: knn2d, trustworthiness), among configurations "
-        f"with every seed ({DAGGER}: only incomplete ones exist). Fractions ×100; mean ± std (n). "
-        "Protocol versions are listed separately and never compared.",
-        "",
-    ]
-    best = _best_rows(pd.concat(frames, ignore_index=True)) if frames else []
-    if best:
-        lines += [tabulate(best, headers=["protocol", "dataset", "task", "metric", "best configuration", "value",
-                                          "suite"], tablefmt="github", disable_numparse=True), ""]
-    else:
-        lines += ["No metric of a known task in these reports.", ""]
-    out = root / "README.md"
-    out.write_text("\n".join(lines), encoding="utf-8")
-    return out
-
-
-def _best_rows(df: pd.DataFrame) -> list[list[str]]:
-    rows = []
-    df["complete"] = df["complete"].astype(str).str.lower().isin(["true", "1"])
-    for (version, dataset), group in df.groupby(["protocol_version", "dataset"], sort=False):
-        for task, metrics in TASKS.items():
-            metric = next((m for m in metrics if f"{m}_mean" in group and group[f"{m}_mean"].notna().any()), None)
-            if metric is None:
-                continue
-            cand = group[group[f"{metric}_mean"].notna()]
-            pool = cand[cand["complete"]] if cand["complete"].any() else cand
-            # TASKS names only built-in metrics, which evaluation declares higher-is-better fractions
-            # (tests/test_evaluation.py holds them to that); the CSVs carry no declarations.
-            pool = pool.sort_values(f"{metric}_mean", ascending=False, kind="stable")
-            top = pool.iloc[0]
-            value = format_value(top[f"{metric}_mean"], top[f"{metric}_std"], top[f"{metric}_n"], fraction=True)
-            mark = "" if top["complete"] else f" {DAGGER}"
-            suite = top["_suite_dir"]
-            link = f"[{_md(top['label'])}]({quote(suite)}/index.html#{_anchor(top['config_id'])}){mark}"
-            suite_link = f"[{_md(suite)}]({quote(suite)}/leaderboard.md)"
-            rows.append([_md(version), _md(dataset), task, metric, link, value, suite_link])
-    return rows

@@ -19,10 +19,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from icon_bench.report import flatten_spec  # noqa: E402
+from icon_bench.report.rows import flatten_spec  # noqa: E402
 
 if TYPE_CHECKING:
-    from icon_bench.report import Report, Section
+    from icon_bench.report.model import Report, Section
 
 DPI = 110
 MAX_CONFIGS = 40  # error-bar plot: the best ones, so a huge grid stays legible

@@ -1,0 +1,310 @@
+"""Rows to a `Report`: per-configuration means over seeds, bootstrap rank intervals, sections, provenance."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Mapping
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from icon_bench.report.model import _LABEL_SKIP, METRIC_PREFIX, TASKS, Report, Section
+from icon_bench.report.rows import (
+    _get,
+    _is_missing,
+    _seed_key,
+    _sorted_seeds,
+    config_label,
+    flatten_spec,
+    load_rows,
+    metric_kinds,
+    metric_names,
+    normalise_rows,
+    results_file,
+)
+
+
+def aggregate(
+    rows_df: pd.DataFrame, *, resamples: int = 1000, seed: int = 0, lower: Iterable[str] | None = None
+) -> pd.DataFrame:
+    """Per configuration (config_id) and protocol version: mean, sample std and n of each metric over seeds.
+
+    One output row per (protocol_version, dataset, config_id) with columns protocol_version, dataset,
+    config_id, suite, method, divergence, label, seeds (ok seeds), expected_seeds (every seed run
+    for the suite(s) and dataset), missing_seeds, failed_seeds, n, n_expected, complete, and per
+    metric `<m>_mean`, `<m>_std` (ddof=1; NaN when n < 2), `<m>_n`, plus `<m>_rank`, `<m>_rank_lo`,
+    `<m>_rank_hi` from `resamples` bootstrap resamples over seeds (0 to skip ranking); metrics in
+    `lower` rank smallest first (default: `metric_kinds` of the rows).
+    Failed trials never enter a mean; they make their configuration incomplete.
+    """
+    df = normalise_rows(rows_df)
+    metrics = metric_names(df)
+    lower = set(metric_kinds(df)[1] if lower is None else lower)
+    df["_seed"] = df["seed"].map(_seed_key)
+    # Seeds run per (protocol, suite, dataset): what every configuration there is expected to have.
+    run_seeds = df.groupby(["protocol_version", "suite", "dataset"])["_seed"].agg(lambda s: set(s) - {None})
+    out: list[dict[str, Any]] = []
+    for (version, dataset, cid), group in df.groupby(["protocol_version", "dataset", "config_id"], sort=False):
+        ok = group[group["status"] == "ok"]
+        bad = group[group["status"] != "ok"]
+        suites = sorted(set(group["suite"]))
+        expected: set = set()
+        for suite in suites:
+            expected |= run_seeds.get((version, suite, dataset), set())
+        ok_seeds = set(ok["_seed"]) - {None}
+        failed_seeds = set(bad["_seed"]) - {None} - ok_seeds
+        missing = expected - ok_seeds - failed_seeds
+        spec = group["spec"].iloc[0] if isinstance(group["spec"].iloc[0], Mapping) else {}
+        rec: dict[str, Any] = {
+            "protocol_version": version,
+            "dataset": dataset,
+            "config_id": cid,
+            "suite": ", ".join(s for s in suites if s),
+            "method": group["method"].iloc[0],
+            "divergence": group["divergence"].iloc[0],
+            "spec": {k: v for k, v in spec.items() if k != "seed"},
+            "seeds": _sorted_seeds(ok_seeds),
+            "expected_seeds": _sorted_seeds(expected),
+            "missing_seeds": _sorted_seeds(missing),
+            "failed_seeds": _sorted_seeds(failed_seeds),
+            "n": len(ok),
+            "n_expected": max(len(expected), len(group)),
+        }
+        rec["complete"] = bool(rec["n"] >= rec["n_expected"] and not failed_seeds and not missing)
+        for m in metrics:
+            vals = ok[METRIC_PREFIX + m].dropna().to_numpy(dtype=float)
+            rec[f"{m}_mean"] = float(vals.mean()) if len(vals) else math.nan
+            rec[f"{m}_std"] = float(vals.std(ddof=1)) if len(vals) > 1 else math.nan
+            rec[f"{m}_n"] = int(len(vals))
+            rec[f"_{m}_values"] = vals
+        out.append(rec)
+    agg = pd.DataFrame(out)
+    if agg.empty:
+        return agg
+    agg["label"] = ""
+    for m in metrics:
+        for suffix in ("_rank", "_rank_lo", "_rank_hi"):
+            agg[f"{m}{suffix}"] = pd.Series(pd.NA, index=agg.index, dtype="Int64")
+    for (version, dataset), idx in agg.groupby(["protocol_version", "dataset"], sort=False).groups.items():
+        # A label names only what tells configurations of one method apart (not, say, the epochs
+        # that differ between methods anyway).
+        for _, sub in agg.loc[idx].groupby("method", sort=False):
+            varying = varying_keys(sub["spec"])
+            agg.loc[sub.index, "label"] = [
+                config_label(s, varying, d) for s, d in zip(sub["spec"], sub["divergence"])
+            ]
+        for m in metrics:
+            ranks = bootstrap_ranks(
+                [agg.at[i, f"_{m}_values"] for i in idx], m in lower, resamples=resamples, seed=seed
+            )
+            for k, suffix in enumerate(("_rank", "_rank_lo", "_rank_hi")):
+                agg.loc[idx, f"{m}{suffix}"] = pd.array([r[k] for r in ranks], dtype="Int64")
+    return agg.drop(columns=[f"_{m}_values" for m in metrics])
+
+
+def varying_keys(specs: Iterable[Any]) -> list[str]:
+    """Flattened spec keys (minus seed/evaluate) whose value differs between `specs`, in first-seen order."""
+    flats = [flatten_spec(s if isinstance(s, Mapping) else {}) for s in specs]
+    keys: list[str] = []
+    for flat in flats:
+        keys += [k for k in flat if k not in keys and k.split(".")[0] not in _LABEL_SKIP]
+    return [k for k in keys if len({json.dumps(f.get(k), sort_keys=True, default=str) for f in flats}) > 1]
+
+
+def bootstrap_ranks(
+    values: list[np.ndarray], lower_better: bool = False, *, resamples: int = 1000, seed: int = 0
+) -> list[tuple[int | None, int | None, int | None]]:
+    """(rank of the mean, 2.5 % and 97.5 % rank bounds) per configuration, bootstrapping each one's seeds.
+
+    Each resample draws, for every configuration, as many seed values as it has (with replacement)
+    and ranks the resampled means (1 = best, ties share the best rank). Overlapping intervals mean
+    the configurations are not separable at this number of seeds. Empty configurations get None.
+    """
+    present = [i for i, v in enumerate(values) if len(v)]
+    result: list[tuple[int | None, int | None, int | None]] = [(None, None, None)] * len(values)
+    if not present:
+        return result
+    sign = 1.0 if lower_better else -1.0  # rank ascending on sign * mean
+    means = np.array([values[i].mean() for i in present]) * sign
+    point = _min_ranks(means[None, :])[0]
+    if resamples <= 0:
+        for k, i in enumerate(present):
+            result[i] = (int(point[k]), None, None)
+        return result
+    rng = np.random.default_rng(seed)
+    boot = np.empty((resamples, len(present)))
+    for k, i in enumerate(present):
+        vals = values[i]
+        idx = rng.integers(0, len(vals), size=(resamples, len(vals)))
+        boot[:, k] = vals[idx].mean(axis=1) * sign
+    ranks = _min_ranks(boot)
+    lo = np.floor(np.percentile(ranks, 2.5, axis=0)).astype(int)
+    hi = np.ceil(np.percentile(ranks, 97.5, axis=0)).astype(int)
+    for k, i in enumerate(present):
+        result[i] = (int(point[k]), int(min(lo[k], point[k])), int(max(hi[k], point[k])))
+    return result
+
+
+def _min_ranks(matrix: np.ndarray) -> np.ndarray:
+    """Competition ranks along axis 1 (1 + number of strictly smaller entries)."""
+    from scipy.stats import rankdata
+
+    return rankdata(matrix, axis=1, method="min").astype(int)
+
+
+# ----------------------------------------------------------------------------------------------
+# Building a report
+# ----------------------------------------------------------------------------------------------
+
+
+def build_report(results: str | Path, *, resamples: int = 1000, seed: int = 0) -> Report:
+    """Load, deduplicate and aggregate the rows of one results store into a `Report`."""
+    path = results_file(results)
+    rows = normalise_rows(load_rows(path))
+    # Decided once here; aggregation, sorting, the writers and the plots all read these lists.
+    fractions, lower = metric_kinds(rows)
+    agg = aggregate(rows, resamples=resamples, seed=seed, lower=lower)
+    all_metrics = metric_names(rows)
+    sections: list[Section] = []
+    for version in sorted(set(rows["protocol_version"]), key=_version_key):
+        vrows = rows[rows["protocol_version"] == version]
+        for dataset in _unique(vrows["dataset"]):
+            table = agg[(agg["protocol_version"] == version) & (agg["dataset"] == dataset)]
+            seeds = _sorted_seeds(vrows.loc[vrows["dataset"] == dataset, "seed"].map(_seed_key))
+            for metrics, group in _metric_groups(table, all_metrics):
+                if metrics:
+                    primary = metrics[0]
+                    group = group.sort_values(
+                        [f"{primary}_rank", f"{primary}_mean"], ascending=[True, primary in lower],
+                        na_position="last", kind="stable",
+                    )
+                sections.append(
+                    Section(
+                        protocol_version=version,
+                        dataset=dataset,
+                        table=group.reset_index(drop=True),
+                        metrics=metrics,
+                        varying=varying_keys(group["spec"]),
+                        seeds=seeds,
+                        task=task_of(metrics),
+                    )
+                )
+    label_of = {(r.protocol_version, r.dataset, r.config_id): r.label for r in agg.itertuples()}
+    failed = rows[rows["status"] != "ok"].copy()
+    failed["label"] = [
+        label_of.get((r.protocol_version, r.dataset, r.config_id), r.method) for r in failed.itertuples()
+    ]
+    failed["error"] = failed["error"].map(_first_line)
+    failed = failed[["protocol_version", "trial_id", "config_id", "label", "method", "dataset", "seed", "error"]]
+    configs = {}
+    for cid, spec in zip(rows["config_id"], rows["spec"]):
+        if cid not in configs:
+            configs[cid] = {k: v for k, v in (spec or {}).items() if k != "seed"} if isinstance(spec, Mapping) else {}
+    protocols: dict[str, list[dict]] = {}
+    for version, proto in zip(rows["protocol_version"], rows.get("protocol", [None] * len(rows))):
+        settings = _get(proto, "settings") or {}
+        seen = protocols.setdefault(version, [])
+        if settings not in seen:
+            seen.append(settings)
+    protocols = {v: _merge_settings(ss) for v, ss in protocols.items()}
+    meta = _provenance(rows, path)
+    meta["fraction_metrics"] = fractions
+    meta["lower_is_better"] = lower
+    return Report(rows, agg, sections, failed.reset_index(drop=True), configs, protocols, meta, path.parent, resamples)
+
+
+def _merge_settings(settings: list[dict]) -> list[dict]:
+    """One dict when the rows' settings agree on every shared key (rows list only the metrics they ran)."""
+    merged: dict = {}
+    for entry in settings:
+        for key, value in entry.items():
+            if key in merged and merged[key] != value:
+                return settings  # a real disagreement inside one version: show every variant
+            merged[key] = value
+    return [merged]
+
+
+def _metric_groups(table: pd.DataFrame, all_metrics: list[str]) -> list[tuple[list[str], pd.DataFrame]]:
+    """Split one dataset's configurations by task (clustering vs 2-D maps, ...), from the metrics they report.
+
+    A configuration without any metric (every trial failed) joins the first table, so it is still seen.
+    """
+    present = [[m for m in all_metrics if rec.get(f"{m}_n", 0)] for rec in table.to_dict("records")]
+    tasks = [task_of(ms) if ms else None for ms in present]
+    first_metric = {}
+    for task, ms in zip(tasks, present):
+        if task is not None:
+            first_metric.setdefault(task, all_metrics.index(ms[0]))
+    order = sorted(first_metric, key=first_metric.get)
+    if not order:
+        return [([], table)]
+    groups = []
+    for k, task in enumerate(order):
+        mask = [t == task or (k == 0 and t is None) for t in tasks]
+        metrics = [m for m in all_metrics if any(m in ms for ms, keep in zip(present, mask) if keep)]
+        groups.append((metrics, table[mask]))
+    return groups
+
+
+def task_of(metrics: list[str]) -> str:
+    """The task a table's metrics belong to (clustering, representation, ...), else its metric names."""
+    for task, names in TASKS.items():
+        if metrics and metrics[0] in names:
+            return task
+    return ", ".join(metrics) or "no metrics"
+
+
+def _version_key(version: str) -> tuple:
+    try:
+        return (0, float(version), version)
+    except ValueError:
+        return (1, 0.0, version)
+
+
+def _unique(values: Iterable[Any]) -> list[Any]:
+    return list(dict.fromkeys(values))
+
+
+def _first_line(error: Any) -> str:
+    if _is_missing(error) or not str(error).strip():
+        return "(no error message)"
+    return str(error).strip().splitlines()[0]
+
+
+def _provenance(rows: pd.DataFrame, path: Path) -> dict[str, Any]:
+    from icon_bench import __version__
+
+    def collect(column: str, *keys: str) -> list[str]:
+        if column not in rows.columns:
+            return []
+        return sorted({str(v) for v in (_get(x, *keys) if keys else x for x in rows[column]) if not _is_missing(v)})
+
+    plugins: dict[str, set[str]] = {}
+    for versions in rows.get("versions", []):
+        for dist, ver in (_get(versions, "plugins") or {}).items():
+            plugins.setdefault(str(dist), set()).add(str(ver))
+    suites = sorted({s for s in rows["suite"] if s})
+    started = collect("started_at")
+    finished = collect("finished_at")
+    return {
+        "title": ", ".join(suites) or path.parent.name or "results",
+        "suites": suites,
+        "source": str(path),
+        "generated_at": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "report_icon_bench": __version__,
+        "icon_bench": collect("versions", "icon_bench"),
+        "torch": collect("versions", "torch"),
+        "python": collect("versions", "python"),
+        "plugins": {dist: sorted(vs) for dist, vs in sorted(plugins.items())},
+        "git_commits": collect("git_commit"),
+        "devices": collect("device"),
+        "run_from": started[0] if started else None,
+        "run_to": finished[-1] if finished else None,
+        "n_rows": int(len(rows)),
+        "n_ok": int((rows["status"] == "ok").sum()),
+        "n_failed": int((rows["status"] != "ok").sum()),
+    }

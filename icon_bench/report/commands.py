@@ -1,0 +1,80 @@
+"""`write_report` (every writer for one results store) and the `report` and `leaderboard` commands."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from icon_bench.errors import IconBenchError
+from icon_bench.report.build import build_report
+from icon_bench.report.rows import load_rows, normalise_rows, results_file
+
+
+def write_report(results: str | Path, out_dir: str | Path, *, resamples: int = 1000, plots: bool = True) -> Path:
+    """Write leaderboard.md, leaderboard.csv, results.parquet (or .json), plots and index.html; return out_dir."""
+    from icon_bench.report import html, tables
+    from icon_bench.report import plots as plotting
+
+    report = build_report(results, resamples=resamples)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    # A report folder is rewritten whole: figures and row dumps of an earlier report must not linger.
+    for pattern in ("metrics-*.png", "grid-*.png", "embedding-*.png", "loss-*.png", "results.parquet", "results.json"):
+        for stale in out.glob(pattern):
+            stale.unlink()
+    if plots:
+        plotting.make_plots(report, out)
+    tables.write_rows(report, out)
+    tables.write_csv(report, out / "leaderboard.csv")
+    tables.write_markdown(report, out / "leaderboard.md")
+    html.write_html(report, out / "index.html")
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# Command line
+# ----------------------------------------------------------------------------------------------
+
+
+def add_commands(subparsers: argparse._SubParsersAction) -> None:
+    """Add `icon-bench report` and `icon-bench leaderboard` to the CLI."""
+    p = subparsers.add_parser("report", help="aggregate a results store into leaderboards, plots and a web page")
+    p.add_argument("results", help="a results directory (holding results.jsonl) or the results.jsonl file")
+    p.add_argument("-o", "--output", help="report folder (default: reports/<suite name>)")
+    p.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples for rank intervals")
+    p.add_argument("--no-plots", action="store_true", help="skip the matplotlib figures")
+    p.set_defaults(func=cmd_report)
+
+    p = subparsers.add_parser("leaderboard", help="build reports/README.md indexing every suite's report")
+    p.add_argument("reports", nargs="?", default="reports", help="folder holding one subfolder per suite report")
+    p.set_defaults(func=cmd_leaderboard)
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """Handler of `icon-bench report`."""
+    out = args.output
+    if not out:
+        rows = normalise_rows(load_rows(args.results))
+        suites = sorted({s for s in rows["suite"] if s})
+        name = suites[0] if len(suites) == 1 else results_file(args.results).parent.name
+        out = Path("reports") / _safe_dir_name(name or "results")
+    if args.resamples < 0:
+        raise IconBenchError("--resamples must be 0 or more")
+    path = write_report(args.results, out, resamples=args.resamples, plots=not args.no_plots)
+    print(f"report written to {path}/ (index.html, leaderboard.md, leaderboard.csv)")
+    return 0
+
+
+def cmd_leaderboard(args: argparse.Namespace) -> int:
+    """Handler of `icon-bench leaderboard`."""
+    from icon_bench.report.index import build_index
+
+    path = build_index(args.reports)
+    print(f"index written to {path}")
+    return 0
+
+
+def _safe_dir_name(name: str) -> str:
+    import re
+
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-.") or "results"

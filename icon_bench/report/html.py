@@ -1,0 +1,150 @@
+"""The report as one self-contained HTML page (inline CSS, JS and figures)."""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+from importlib import resources
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from icon_bench.report.tables import _anchor, _fractions, _intro_lines, _labels, _legend, _lower, _missing, section_rows
+
+if TYPE_CHECKING:
+    from icon_bench.report.model import Report, Section
+
+
+
+def _asset(name: str) -> str:
+    return resources.files("icon_bench.report").joinpath("templates", name).read_text(encoding="utf-8")
+
+
+def _e(value: Any) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _sort_attr(value: Any) -> str:
+    return "" if _missing(value) else _e(repr(float(value)))
+
+
+def _img(path: Path, alt: str) -> str:
+    data = base64.b64encode(path.read_bytes()).decode("ascii")
+    return f'<img src="data:image/png;base64,{data}" alt="{_e(alt)}" loading="eager">'
+
+
+def _html_table(section: Section, fractions: set[str], lower_better: set[str]) -> str:
+    headers, rows = section_rows(section, fractions)
+    lower = [m in lower_better for m in section.metrics]
+    ths = []
+    for i, h in enumerate(headers):
+        kind = "text" if i == 1 else "num"
+        ths.append(f'<th data-type="{kind}" scope="col" tabindex="0">{_e(h)}</th>')
+    body = []
+    for r in rows:
+        cls = "" if r["complete"] else ' class="incomplete"'
+        tds = [
+            f'<td class="num" data-sort="{_sort_attr(r["rank_sort"])}">{_e(r["rank"])}</td>',
+            f'<td class="cfg"><a href="#{_anchor(r["config_id"])}">{_e(r["label"])}</a></td>',
+            f'<td class="seeds" data-sort="{_e(r["n"])}">{_e(r["seeds"])}</td>',
+        ]
+        for (text, mean, rank), low in zip(r["metrics"], lower):
+            best = ' best' if rank.startswith("1 ") or rank == "1" else ""
+            tds.append(
+                f'<td class="num{best}" data-sort="{_sort_attr(mean)}" '
+                f'title="rank {_e(rank)}{" (lower is better)" if low else ""}">{_e(text)}</td>'
+            )
+        body.append(f"<tr{cls}>" + "".join(tds) + "</tr>")
+    return (
+        '<div class="table-wrap"><table class="sortable filterable">'
+        f"<thead><tr>{''.join(ths)}</tr></thead><tbody>{''.join(body)}</tbody></table></div>"
+    )
+
+
+def write_html(report: Report, path: str | Path) -> Path:
+    """index.html: one self-contained page (inline CSS/JS, base64 plots, no network requests)."""
+    path = Path(path)
+    fractions = _fractions(report)
+    title = f"icon-bench report: {report.meta['title']}"
+    parts: list[str] = []
+    meta_rows = "".join(f"<dt>{_e(k)}</dt><dd>{_e(v)}</dd>" for k, v in _intro_lines(report))
+    parts.append(f'<header><h1>{_e(title)}</h1><dl class="meta">{meta_rows}</dl>')
+    parts.append('<ul class="legend">' + "".join(f"<li>{_e(x)}</li>" for x in _legend(report)) + "</ul></header>")
+    parts.append(
+        '<div class="toolbar"><label for="filter">Filter rows</label>'
+        '<input id="filter" type="search" placeholder="method, divergence, dataset…" autocomplete="off">'
+        '<span id="filter-count" aria-live="polite"></span></div>'
+    )
+    nav = ['<nav><ul>']
+    current = None
+    body: list[str] = []
+    for k, section in enumerate(report.sections):
+        sid = f"s{k}"
+        if section.protocol_version != current:
+            if current is not None:
+                body.append("</section>")
+            current = section.protocol_version
+            settings = "\n".join(json.dumps(s, sort_keys=True, indent=1) for s in report.protocols.get(current, []))
+            body.append(
+                f'<section class="protocol"><h2>Protocol {_e(current)}</h2>'
+                f'<details class="settings"><summary>Protocol {_e(current)} settings</summary>'
+                f"<pre>{_e(settings or 'not recorded')}</pre></details>"
+            )
+        nav.append(
+            f'<li><a href="#{sid}">{_e(section.dataset)} · {_e(section.task)} '
+            f'<small>(protocol {_e(current)})</small></a></li>'
+        )
+        seeds = ", ".join(map(str, section.seeds)) or "none"
+        body.append(
+            f'<article class="dataset" id="{sid}"><h3>{_e(section.dataset)} — {_e(section.task)} '
+            f'<small>protocol {_e(current)} · seeds {_e(seeds)}</small></h3>'
+        )
+        body.append(_html_table(section, fractions, _lower(report)))
+        if section.plots:
+            figs = "".join(
+                f"<figure>{_img(p, caption)}<figcaption>{_e(caption)}</figcaption></figure>"
+                for caption, p in section.plots
+                if p.is_file()
+            )
+            body.append(f'<div class="plots">{figs}</div>')
+        body.append("</article>")
+    if current is not None:
+        body.append("</section>")
+    if not report.failed.empty:
+        nav.append('<li><a href="#failed">failed trials</a></li>')
+        trs = "".join(
+            f'<tr><td><code>{_e(r.trial_id)}</code></td><td>{_e(r.protocol_version)}</td>'
+            f'<td><a href="#{_anchor(r.config_id)}">{_e(r.label)}</a></td><td>{_e(r.dataset)}</td>'
+            f'<td class="num" data-sort="{_e(r.seed)}">{_e(r.seed)}</td><td class="error">{_e(r.error)}</td></tr>'
+            for r in report.failed.itertuples()
+        )
+        heads = "".join(
+            f'<th data-type="{t}" scope="col" tabindex="0">{h}</th>'
+            for h, t in (("trial", "text"), ("protocol", "text"), ("configuration", "text"),
+                         ("dataset", "text"), ("seed", "num"), ("error", "text"))
+        )
+        body.append(
+            '<section id="failed"><h2>Failed trials</h2><div class="table-wrap">'
+            f'<table class="sortable filterable failed"><thead><tr>{heads}</tr></thead><tbody>{trs}</tbody></table>'
+            "</div></section>"
+        )
+    nav.append('<li><a href="#configs">configurations</a></li></ul></nav>')
+    labels = _labels(report)
+    cfgs = "".join(
+        f'<div class="config" id="{_anchor(cid)}"><h4><code>{_e(cid)}</code> {_e(labels.get(cid, ""))}</h4>'
+        f"<pre>{_e(json.dumps(spec, sort_keys=True, default=str))}</pre></div>"
+        for cid, spec in report.configs.items()
+    )
+    body.append(f'<section id="configs"><h2>Configurations</h2>{cfgs}</section>')
+    page = (
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+        # The policy makes the no-network promise enforceable: only inline code and data: images.
+        "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; img-src data:; "
+        "style-src 'unsafe-inline'; script-src 'unsafe-inline'\">"
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>{_e(title)}</title><style>{_asset('report.css')}</style></head><body><main>"
+        + "".join(parts) + "".join(nav) + "".join(body)
+        + f"</main><script>{_asset('report.js')}</script></body></html>\n"
+    )
+    path.write_text(page, encoding="utf-8")
+    return path

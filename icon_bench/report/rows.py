@@ -1,0 +1,246 @@
+"""Result rows as a pandas frame: loading, normalising, flattening specs, metric kinds, config labels."""
+
+from __future__ import annotations
+
+import json
+import math
+import warnings
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from icon_bench.errors import DataError
+from icon_bench.report.model import FRACTION_METRICS, LOWER_IS_BETTER_PARTS, METRIC_PREFIX
+
+
+def results_file(results: str | Path) -> Path:
+    """The results.jsonl inside `results` (a results directory), or `results` itself (a file)."""
+    path = Path(results)
+    if path.is_dir():
+        path = path / "results.jsonl"
+    if not path.is_file():
+        raise DataError(f"no results file at {path} (give a results directory or its results.jsonl)")
+    return path
+
+
+def load_rows(results: str | Path) -> pd.DataFrame:
+    """Read result rows (JSON Lines) into a DataFrame, one column per top-level key of the row."""
+    path = results_file(results)
+    rows: list[dict] = []
+    with path.open(encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                # An interrupted run can leave a torn last line; the rest of the store is still good.
+                warnings.warn(f"{path}:{lineno}: skipping unreadable row ({exc})", stacklevel=2)
+                continue
+            if isinstance(row, dict):
+                rows.append(row)
+    if not rows:
+        raise DataError(f"{path} holds no result rows")
+    # Plain json + DataFrame rather than read_json: read_json would coerce hex ids such as
+    # "1234567890123456" to numbers.
+    return pd.DataFrame(rows)
+
+
+def _get(value: Any, *keys: str) -> Any:
+    for key in keys:
+        if not isinstance(value, Mapping):
+            return None
+        value = value.get(key)
+    return value
+
+
+def _name_of(value: Any) -> str:
+    """A component given as "name", {"name": ...} or None, as display text."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "default"
+    if isinstance(value, Mapping):
+        name = str(value.get("name", "?"))
+        params = {k: v for k, v in value.items() if k != "name"}
+        return name + (json.dumps(params, sort_keys=True) if params else "")
+    return str(value)
+
+
+def _is_missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def normalise_rows(df: pd.DataFrame) -> pd.DataFrame:
+    """Canonical columns from rows read as nested dicts (`load_rows`) or flattened (json_normalize).
+
+    Adds `protocol_version` (str), `status`, `suite`, `divergence` (display text) and one float
+    column `metrics.<name>` per metric; drops duplicate trials (per protocol version), keeping the
+    latest row of each, as the results store does.
+    """
+    df = df.copy().reset_index(drop=True)
+    if "metrics" in df.columns:
+        metrics = pd.json_normalize([m if isinstance(m, Mapping) else {} for m in df["metrics"]])
+        metrics.columns = [METRIC_PREFIX + str(c) for c in metrics.columns]
+        df = pd.concat([df.drop(columns=[c for c in metrics.columns if c in df.columns]), metrics], axis=1)
+    if "protocol.version" in df.columns:
+        versions = df["protocol.version"]
+    elif "protocol" in df.columns:
+        versions = pd.Series([_get(p, "version") for p in df["protocol"]], index=df.index)
+    else:
+        versions = pd.Series([None] * len(df), index=df.index)
+    df["protocol_version"] = ["unversioned" if _is_missing(v) else str(v) for v in versions]
+    if "spec" not in df.columns:
+        spec_cols = [c for c in df.columns if c.startswith("spec.")]
+        df["spec"] = [_unflatten({c[5:]: r[c] for c in spec_cols if not _is_missing(r[c])}) for _, r in df.iterrows()]
+    for col, default in (("suite", ""), ("status", "ok"), ("error", None), ("seed", None)):
+        if col not in df.columns:
+            df[col] = default
+    df["suite"] = df["suite"].map(lambda s: "" if _is_missing(s) else str(s))
+    if "method" not in df.columns:
+        df["method"] = [_get(s, "method") for s in df["spec"]]
+    if "dataset" not in df.columns:
+        df["dataset"] = [_get(s, "dataset", "name") or _get(s, "dataset") for s in df["spec"]]
+    df["method"] = df["method"].map(lambda v: _name_of(v))
+    df["dataset"] = df["dataset"].map(lambda v: _name_of(v))
+    if "divergence" not in df.columns:
+        df["divergence"] = [_get(s, "divergence") for s in df["spec"]]
+    df["divergence"] = df["divergence"].map(_name_of)
+    if "config_id" not in df.columns:
+        df["config_id"] = [_fallback_id({k: v for k, v in (s or {}).items() if k != "seed"}) for s in df["spec"]]
+    if "trial_id" not in df.columns:
+        df["trial_id"] = [_fallback_id(s) for s in df["spec"]]
+    for col in [c for c in df.columns if c.startswith(METRIC_PREFIX)]:
+        df[col] = pd.to_numeric(df[col], errors="coerce").astype(float)
+    # As in the store, the latest row of a trial wins (a resumed run appends the retry of a failure).
+    df["_order"] = np.arange(len(df))
+    df = df.drop_duplicates(["protocol_version", "trial_id"], keep="last")
+    return df.sort_values("_order").drop(columns=["_order"]).reset_index(drop=True)
+
+
+def _fallback_id(spec: Any) -> str:
+    import hashlib
+
+    return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _unflatten(flat: Mapping[str, Any]) -> dict:
+    out: dict = {}
+    for key, value in flat.items():
+        node = out
+        *parents, last = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[last] = value
+    return out
+
+
+def flatten_spec(spec: Any, prefix: str = "") -> dict[str, Any]:
+    """Dotted keys of a spec: {"p": {"debias": 0.6}} -> {"p.debias": 0.6}; lists become JSON text."""
+    out: dict[str, Any] = {}
+    if isinstance(spec, Mapping):
+        if not spec and prefix:
+            return out
+        for key, value in spec.items():
+            out.update(flatten_spec(value, f"{prefix}{key}."))
+        return out
+    key = prefix[:-1]
+    out[key] = json.dumps(spec) if isinstance(spec, (list, tuple)) else spec
+    return out
+
+
+def metric_names(df: pd.DataFrame) -> list[str]:
+    """Metric names in the order they first appear in the rows (the suites' `evaluate` order)."""
+    return [c[len(METRIC_PREFIX):] for c in df.columns if c.startswith(METRIC_PREFIX)]
+
+
+def metric_kinds(rows: pd.DataFrame) -> tuple[list[str], list[str]]:
+    """(fraction metrics, lower-is-better metrics) among the metrics of normalised `rows`.
+
+    A metric's declaration in the rows' ``protocol.metrics`` wins, the latest row's where rows
+    disagree; a metric that no row declares (rows written before declarations existed) is guessed
+    from its name and values (`is_fraction`, `lower_is_better`).
+    """
+    declared = _declarations(rows)
+    fractions, lower = [], []
+    for m in metric_names(rows):
+        kind = declared.get(m, {})
+        if kind.get("fraction", is_fraction(m, rows[METRIC_PREFIX + m])):
+            fractions.append(m)
+        if not kind.get("higher_is_better", not lower_is_better(m)):
+            lower.append(m)
+    return fractions, lower
+
+
+def _declarations(rows: pd.DataFrame) -> dict[str, dict[str, bool]]:
+    """metric -> {"higher_is_better", "fraction"} from each row's protocol.metrics, later rows overriding."""
+    if "protocol" in rows.columns:
+        per_row = [_get(p, "metrics") for p in rows["protocol"]]
+    elif "protocol.metrics" in rows.columns:  # json_normalize(max_level=1)
+        per_row = list(rows["protocol.metrics"])
+    else:  # fully flattened: protocol.metrics.<metric>.<attribute>
+        prefix = "protocol.metrics."
+        cols = [c for c in rows.columns if c.startswith(prefix) and "." in c[len(prefix):]]
+        per_row = [{} for _ in range(len(rows))]
+        for col in cols:
+            metric, attr = col[len(prefix):].rsplit(".", 1)
+            for kinds, value in zip(per_row, rows[col]):
+                if not _is_missing(value):
+                    kinds.setdefault(metric, {})[attr] = value
+    out: dict[str, dict[str, bool]] = {}
+    for kinds in per_row:
+        for metric, kind in (kinds.items() if isinstance(kinds, Mapping) else ()):
+            for attr in ("higher_is_better", "fraction"):
+                value = _get(kind, attr)
+                if isinstance(value, (bool, np.bool_)):
+                    out.setdefault(str(metric), {})[attr] = bool(value)
+    return out
+
+
+def is_fraction(metric: str, values: Iterable[float] = ()) -> bool:
+    """Guess for undeclared metrics: shown x100 if a built-in fraction metric, or its values all lie in [-1, 1]."""
+    if metric in FRACTION_METRICS:
+        return True
+    vals = [v for v in values if not _is_missing(v)]
+    return bool(vals) and all(-1.0 <= v <= 1.0 for v in vals) and not lower_is_better(metric)
+
+
+def lower_is_better(metric: str) -> bool:
+    """Guess for undeclared metrics: whether a smaller value ranks first (losses, errors, timings)."""
+    return any(part in metric.lower() for part in LOWER_IS_BETTER_PARTS) and metric not in FRACTION_METRICS
+
+
+# ----------------------------------------------------------------------------------------------
+# Aggregation and ranking
+# ----------------------------------------------------------------------------------------------
+
+
+def _seed_key(seed: Any) -> Any:
+    if _is_missing(seed):
+        return None
+    try:
+        return int(seed)
+    except (TypeError, ValueError):
+        return str(seed)
+
+
+def _sorted_seeds(seeds: Iterable[Any]) -> list[Any]:
+    return sorted({s for s in seeds if s is not None}, key=lambda s: (isinstance(s, str), s))
+
+
+def config_label(spec: Mapping[str, Any] | None, varying: Iterable[str], divergence: str | None = None) -> str:
+    """Short name of a configuration: method, divergence (the resolved one if given), then `varying` keys."""
+    spec = spec or {}
+    flat = flatten_spec(spec)
+    parts = [_name_of(spec.get("method"))]
+    if divergence and divergence != "default":
+        parts.append(divergence)
+    elif spec.get("divergence") is not None:
+        parts.append(_name_of(spec.get("divergence")))
+    for key in varying:
+        if key == "method" or key == "divergence" or key.startswith("divergence."):
+            continue
+        if key in flat:
+            parts.append(f"{key}={flat[key]}")
+    return " · ".join(parts)
