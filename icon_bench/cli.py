@@ -19,7 +19,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "icon_bench.run.trial",
     "icon_bench.runner",
     "icon_bench.report.commands",
-    "icon_bench.scaffold",
+    "icon_bench.scaffold.command",
 )
 
 

@@ -1,0 +1,24 @@
+"""The conformance kit: checks every kernel, divergence, method, dataset, model and metric must pass (for plugin authors)."""
+
+from __future__ import annotations
+
+from icon_bench.testing.common import ConformanceError
+from icon_bench.testing.fixtures import make_batch, make_data
+from icon_bench.testing.loss import check_divergence, check_kernel
+from icon_bench.testing.pipeline import check_dataset, check_method, check_metric, check_model
+from icon_bench.testing.plugin import check, check_plugin, components
+
+__all__ = [
+    "ConformanceError",
+    "check",
+    "check_dataset",
+    "check_divergence",
+    "check_kernel",
+    "check_method",
+    "check_metric",
+    "check_model",
+    "check_plugin",
+    "components",
+    "make_batch",
+    "make_data",
+]
