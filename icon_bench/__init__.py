@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from icon_bench._version import __version__
 from icon_bench.errors import IconBenchError
-from icon_bench.hooks.specs import hookimpl
 from icon_bench.hooks.registry import Component, Registry, create, get_registry, load_registry
-
-__version__ = "0.1.0"
+from icon_bench.hooks.specs import hookimpl
 
 __all__ = [
     "Component",

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 import dataclasses
 import datetime as _dt
+import importlib
 import os
 import sys
 import uuid
@@ -17,10 +17,10 @@ from tabulate import tabulate
 
 from icon_bench.run.execution import LoadFn, RunSummary, TrialFn
 from icon_bench.run.executors import make_executor
+from icon_bench.run.ids import trial_id
 from icon_bench.run.store import ResultsStore
 from icon_bench.run.suite import Suite
 from icon_bench.run.suite_file import load_suite
-from icon_bench.run.ids import trial_id
 
 __all__ = ["Plan", "add_commands", "cmd_run", "make_plan", "run_suite"]
 

@@ -75,10 +75,10 @@ def test_did_you_mean_and_spec_forms() -> None:
 def test_create_as_checks_the_built_type() -> None:
     import torch
 
-    from icon_bench.loss.divergences import Divergence
     from icon_bench.errors import ComponentTypeError
-    from icon_bench.loss.kernel import Kernel
     from icon_bench.hooks.registry import create_as
+    from icon_bench.loss.divergences import Divergence
+    from icon_bench.loss.kernel import Kernel
 
     kl = create_as("divergence", "kl", Divergence)
     assert create_as("divergence", kl, Divergence) is kl

@@ -12,11 +12,11 @@ import pytest
 import torch
 
 from icon_bench import testing
+from icon_bench.data.splits import Dataset, DataSplits
+from icon_bench.evaluation.metrics import MethodOutput
 from icon_bench.hooks import registry
 from icon_bench.hooks import specs as hookspecs
-from icon_bench.data.splits import Dataset, DataSplits
 from icon_bench.loss.divergences import TV, Divergence
-from icon_bench.evaluation.metrics import MethodOutput
 from icon_bench.loss.kernel import Kernel
 from icon_bench.loss.structure import SparseRows, log_normalise
 from icon_bench.testing import ConformanceError

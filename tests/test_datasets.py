@@ -13,9 +13,9 @@ from sklearn.datasets import load_digits
 from sklearn.neighbors import NearestNeighbors
 
 import icon_bench
-from icon_bench.data.splits import DataSplits, stratified_subset
 from icon_bench.data.graph import knn_graph
 from icon_bench.data.load import load_dataset
+from icon_bench.data.splits import DataSplits, stratified_subset
 from icon_bench.errors import DataError, UnknownNameError
 
 

@@ -16,6 +16,13 @@ from sklearn.preprocessing import StandardScaler
 
 import icon_bench
 from icon_bench.data.splits import DataSplits
+from icon_bench.evaluation.evaluator import (
+    PROTOCOL_VERSION,
+    evaluate,
+    protocol,
+    protocol_settings,
+    protocol_version,
+)
 from icon_bench.evaluation.metrics import (
     DEFAULT_METRICS,
     MethodOutput,
@@ -23,13 +30,6 @@ from icon_bench.evaluation.metrics import (
     hungarian_accuracy,
     knn_accuracy,
     linear_probe_accuracy,
-)
-from icon_bench.evaluation.evaluator import (
-    PROTOCOL_VERSION,
-    evaluate,
-    protocol,
-    protocol_settings,
-    protocol_version,
 )
 
 

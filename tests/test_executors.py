@@ -19,9 +19,9 @@ from ray_trials import dying_trial, fake_load, fake_trial, gpu_trial
 
 from icon_bench.errors import IconBenchError
 from icon_bench.run.executors import LocalExecutor
+from icon_bench.run.ids import trial_id
 from icon_bench.run.ray_executor import RayExecutor
 from icon_bench.run.store import ResultsStore
-from icon_bench.run.ids import trial_id
 
 
 def _specs(n: int, dataset: Any = "toy", **settings: Any) -> list[dict[str, Any]]:

@@ -13,8 +13,8 @@ from sklearn.neighbors import NearestNeighbors
 
 import icon_bench as ib
 from icon_bench.errors import DataError
-from icon_bench.loss.transforms import Debias, Mix, Propagate
 from icon_bench.loss.kernel import KernelError
+from icon_bench.loss.transforms import Debias, Mix, Propagate
 
 
 def _batch(n: int = 12, d: int = 4, seed: int = 0, classes: int = 3) -> dict[str, torch.Tensor]:

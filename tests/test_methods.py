@@ -10,10 +10,10 @@ from icon_bench.data.load import load_dataset
 from icon_bench.errors import TrialError
 from icon_bench.loss.pairwise import Cosine
 from icon_bench.loss.transforms import Debias, Propagate
-from icon_bench.train.recipes import RECIPES, get_recipe
 from icon_bench.train.baselines import Baseline
 from icon_bench.train.dcl import DebiasedContrastiveLoss
 from icon_bench.train.recipe import Method
+from icon_bench.train.recipes import RECIPES, get_recipe
 
 BLOBS = {"name": "blobs", "n_samples": 100, "n_features": 6, "centers": 4, "seed": 0}
 LEARNED = [n for n, r in RECIPES.items() if isinstance(r, Method)]

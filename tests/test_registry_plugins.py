@@ -7,10 +7,11 @@ from collections.abc import Callable
 
 import pytest
 
+from icon_bench.errors import PluginLoadError, UnknownNameError
 from icon_bench.hooks import registry
 from icon_bench.hooks import specs as hookspecs
-from icon_bench.errors import PluginLoadError, UnknownNameError
 from icon_bench.hooks.registry import ENV_DISABLE, ENV_STRICT, load_registry
+
 
 def _broken_builtins() -> set[str]:
     """Built-in modules that do not import (yet): disabled in strict tests so the failure is ours."""

@@ -12,8 +12,8 @@ import pytest
 
 from icon_bench.cli import main
 from icon_bench.report.build import aggregate, bootstrap_ranks, build_report
-from icon_bench.report.rows import load_rows, normalise_rows
 from icon_bench.report.commands import write_report
+from icon_bench.report.rows import load_rows, normalise_rows
 
 _spec = importlib.util.spec_from_file_location(
     "report_fixture", Path(__file__).parent / "fixtures" / "report_fixture.py"

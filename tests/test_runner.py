@@ -17,10 +17,10 @@ import pytest
 from ray_trials import fake_load, fake_trial
 
 from icon_bench import cli
-from icon_bench.runner import run_suite
+from icon_bench.run.ids import trial_id
 from icon_bench.run.store import ResultsStore
 from icon_bench.run.suite_file import load_suite
-from icon_bench.run.ids import trial_id
+from icon_bench.runner import run_suite
 
 TESTS = Path(__file__).resolve().parent
 

@@ -2,14 +2,6 @@
 
 from __future__ import annotations
 
-from icon_bench.evaluation.metrics import (
-    DEFAULT_METRICS,
-    MethodOutput,
-    Metric,
-    hungarian_accuracy,
-    knn_accuracy,
-    linear_probe_accuracy,
-)
 from icon_bench.evaluation.evaluator import (
     PROTOCOL_VERSION,
     evaluate,
@@ -17,6 +9,14 @@ from icon_bench.evaluation.evaluator import (
     protocol_settings,
     protocol_version,
     resolve_metrics,
+)
+from icon_bench.evaluation.metrics import (
+    DEFAULT_METRICS,
+    MethodOutput,
+    Metric,
+    hungarian_accuracy,
+    knn_accuracy,
+    linear_probe_accuracy,
 )
 
 __all__ = [

@@ -13,8 +13,8 @@ from typing import Any
 
 import pluggy
 
-from icon_bench.hooks import specs as hookspecs
 from icon_bench.errors import ComponentTypeError, DuplicateComponentError, PluginLoadError, UnknownNameError
+from icon_bench.hooks import specs as hookspecs
 
 #: Modules that hold the built-in components; each implements the hooks like any third party.
 BUILTIN_MODULES: tuple[str, ...] = (

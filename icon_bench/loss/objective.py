@@ -10,9 +10,9 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from icon_bench.loss.divergences import KL, Divergence
+from icon_bench.loss.kernel import Kernel, KernelError, _as_kernel
 from icon_bench.loss.structure import NEG_INF, Batch, RowBlocks, SparseRows, _allowed
 from icon_bench.loss.transforms import Debias, Propagate
-from icon_bench.loss.kernel import Kernel, KernelError, _as_kernel
 
 
 def _as_divergence(spec: Any) -> Divergence:

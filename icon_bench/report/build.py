@@ -276,7 +276,7 @@ def _first_line(error: Any) -> str:
 
 
 def _provenance(rows: pd.DataFrame, path: Path) -> dict[str, Any]:
-    from icon_bench import __version__
+    from icon_bench._version import __version__
 
     def collect(column: str, *keys: str) -> list[str]:
         if column not in rows.columns:

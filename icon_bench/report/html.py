@@ -15,7 +15,6 @@ if TYPE_CHECKING:
     from icon_bench.report.model import Report, Section
 
 
-
 def _asset(name: str) -> str:
     return resources.files("icon_bench.report").joinpath("templates", name).read_text(encoding="utf-8")
 
@@ -58,6 +57,26 @@ def _html_table(section: Section, fractions: set[str], lower_better: set[str]) -
     return (
         '<div class="table-wrap"><table class="sortable filterable">'
         f"<thead><tr>{''.join(ths)}</tr></thead><tbody>{''.join(body)}</tbody></table></div>"
+    )
+
+
+def _failed_section(report: Report) -> str:
+    """The failed-trials section: a sortable table of trial, protocol, configuration, dataset, seed and error."""
+    trs = "".join(
+        f'<tr><td><code>{_e(r.trial_id)}</code></td><td>{_e(r.protocol_version)}</td>'
+        f'<td><a href="#{_anchor(r.config_id)}">{_e(r.label)}</a></td><td>{_e(r.dataset)}</td>'
+        f'<td class="num" data-sort="{_e(r.seed)}">{_e(r.seed)}</td><td class="error">{_e(r.error)}</td></tr>'
+        for r in report.failed.itertuples()
+    )
+    heads = "".join(
+        f'<th data-type="{t}" scope="col" tabindex="0">{h}</th>'
+        for h, t in (("trial", "text"), ("protocol", "text"), ("configuration", "text"),
+                     ("dataset", "text"), ("seed", "num"), ("error", "text"))
+    )
+    return (
+        '<section id="failed"><h2>Failed trials</h2><div class="table-wrap">'
+        f'<table class="sortable filterable failed"><thead><tr>{heads}</tr></thead><tbody>{trs}</tbody></table>'
+        "</div></section>"
     )
 
 
@@ -112,22 +131,7 @@ def write_html(report: Report, path: str | Path) -> Path:
         body.append("</section>")
     if not report.failed.empty:
         nav.append('<li><a href="#failed">failed trials</a></li>')
-        trs = "".join(
-            f'<tr><td><code>{_e(r.trial_id)}</code></td><td>{_e(r.protocol_version)}</td>'
-            f'<td><a href="#{_anchor(r.config_id)}">{_e(r.label)}</a></td><td>{_e(r.dataset)}</td>'
-            f'<td class="num" data-sort="{_e(r.seed)}">{_e(r.seed)}</td><td class="error">{_e(r.error)}</td></tr>'
-            for r in report.failed.itertuples()
-        )
-        heads = "".join(
-            f'<th data-type="{t}" scope="col" tabindex="0">{h}</th>'
-            for h, t in (("trial", "text"), ("protocol", "text"), ("configuration", "text"),
-                         ("dataset", "text"), ("seed", "num"), ("error", "text"))
-        )
-        body.append(
-            '<section id="failed"><h2>Failed trials</h2><div class="table-wrap">'
-            f'<table class="sortable filterable failed"><thead><tr>{heads}</tr></thead><tbody>{trs}</tbody></table>'
-            "</div></section>"
-        )
+        body.append(_failed_section(report))
     nav.append('<li><a href="#configs">configurations</a></li></ul></nav>')
     labels = _labels(report)
     cfgs = "".join(

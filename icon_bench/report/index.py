@@ -17,7 +17,6 @@ if TYPE_CHECKING:
     pass
 
 
-
 def build_index(reports_dir: str | Path) -> Path:
     """reports/README.md: a link to every suite's report and the best configuration per dataset and task."""
     root = Path(reports_dir)

@@ -200,17 +200,7 @@ def plot_grid(
     image = ax.imshow(np.ma.masked_invalid(values * s), cmap=cmap, aspect="auto")
     finite = values[~np.isnan(values)] * s
     mid = (finite.min() + finite.max()) / 2 if finite.size else 0.0
-    for i in range(len(rows_axis)):
-        for j in range(len(cols_axis)):
-            if not np.isnan(values[i, j]):
-                v = values[i, j] * s
-                text = f"{v:.1f}" if s != 1 else f"{v:.3g}"
-                dark = (v < mid) != lower_better
-                ax.text(j, i, text, ha="center", va="center", fontsize=7, color="white" if dark else "black")
-            elif explored[i, j]:
-                ax.text(j, i, "failed", ha="center", va="center", fontsize=7, color="#cf222e")
-            else:
-                ax.text(j, i, "·", ha="center", va="center", fontsize=9, color="#999999")
+    _annotate_cells(ax, values, explored, s, mid, lower_better)
     ax.set_xticks(range(len(cols_axis)), cols_axis, rotation=35, ha="right")
     ax.set_yticks(range(len(rows_axis)), rows_axis)
     ax.set_xlabel(col_title)
@@ -229,6 +219,22 @@ def plot_grid(
         f"{section.dataset}: {row_title} × {col_title} grid — {int(explored.sum())} of {n_cells} cells run; "
         f"best {metric} per cell, grey · = not run"
     )
+
+
+def _annotate_cells(ax: Any, values: np.ndarray, explored: np.ndarray, s: float, mid: float, lower_better: bool) -> None:
+    """Write each grid cell's value (scaled by ``s``), "failed" where every run failed, "·" where none ran."""
+    rows_axis, cols_axis = range(values.shape[0]), range(values.shape[1])
+    for i in rows_axis:
+        for j in cols_axis:
+            if not np.isnan(values[i, j]):
+                v = values[i, j] * s
+                text = f"{v:.1f}" if s != 1 else f"{v:.3g}"
+                dark = (v < mid) != lower_better
+                ax.text(j, i, text, ha="center", va="center", fontsize=7, color="white" if dark else "black")
+            elif explored[i, j]:
+                ax.text(j, i, "failed", ha="center", va="center", fontsize=7, color="#cf222e")
+            else:
+                ax.text(j, i, "·", ha="center", va="center", fontsize=9, color="#999999")
 
 
 def _load_embedding(row: Mapping[str, Any], results_dir: Path) -> tuple[np.ndarray, np.ndarray | None] | None:

@@ -16,7 +16,6 @@ if TYPE_CHECKING:
     from icon_bench.report.model import Report, Section
 
 
-
 DAGGER = "†"
 INCOMPLETE_NOTE = (
     f"{DAGGER} incomplete: fewer seeds than were run for this dataset, or a failed trial; "

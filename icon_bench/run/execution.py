@@ -11,8 +11,8 @@ import traceback
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, Protocol
 
-from icon_bench.run.store import ResultsStore
 from icon_bench.run.ids import canonical_json, config_id, trial_id
+from icon_bench.run.store import ResultsStore
 from icon_bench.run.suite import resolve_dataset_paths
 
 __all__ = ["Executor", "RunSummary", "failed_row", "run_one"]

@@ -8,8 +8,6 @@ import traceback
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from icon_bench.run.store import ResultsStore
-
 from icon_bench.run.execution import (
     LoadFn,
     RunSummary,
@@ -25,6 +23,7 @@ from icon_bench.run.execution import (
     threads_for,
 )
 from icon_bench.run.ray_executor import RayExecutor
+from icon_bench.run.store import ResultsStore
 
 __all__ = ["LocalExecutor", "make_executor"]
 

@@ -8,8 +8,6 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from icon_bench.run.store import ResultsStore
-
 from icon_bench.errors import IconBenchError
 from icon_bench.run.execution import (
     LoadFn,
@@ -24,6 +22,7 @@ from icon_bench.run.execution import (
     run_one,
     threads_for,
 )
+from icon_bench.run.store import ResultsStore
 
 __all__ = ["RayExecutor"]
 

@@ -89,8 +89,8 @@ def run_trial(
 def _run(spec: dict[str, Any], data: Any, row: dict[str, Any], dev: Any, progress: bool) -> None:
     import numpy as np
 
-    from icon_bench.evaluation import evaluator as evaluation
     from icon_bench.data.load import load_dataset
+    from icon_bench.evaluation import evaluator as evaluation
     from icon_bench.hooks.registry import get_registry
 
     registry = get_registry()
@@ -186,11 +186,11 @@ def versions() -> dict[str, Any]:
     """Versions of icon-bench, torch, python and every loaded plugin distribution."""
     import torch
 
-    import icon_bench
+    from icon_bench._version import __version__
     from icon_bench.hooks.registry import get_registry
 
     return {
-        "icon_bench": icon_bench.__version__,
+        "icon_bench": __version__,
         "torch": torch.__version__,
         "python": platform.python_version(),
         "plugins": dict(sorted(get_registry().distributions().items())),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -239,17 +240,7 @@ def check_divergence(
         "one-hot p vs peaked q": (p_onehot, q_peaked),
     }
 
-    def call(lp: torch.Tensor, lq: torch.Tensor, what: str) -> torch.Tensor:
-        try:
-            out = div(lp, lq)
-        except Exception as exc:
-            raise _fail(label, "runs", f"on {what}: {type(exc).__name__}: {exc}") from exc
-        if not isinstance(out, torch.Tensor) or out.shape != (lp.shape[0],):
-            shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-            raise _fail(label, "one value per row", f"on {what}: expected shape ({lp.shape[0]},), got {shape}")
-        if not bool(torch.isfinite(out).all()):
-            raise _fail(label, "finite values", f"on {what}: {out.detach().tolist()}")
-        return out
+    call = functools.partial(_call_divergence, div, label)
 
     for what, lp in {"p": q, "p with zeros": p_sparse, "one-hot p": p_onehot}.items():
         same = call(lp.float(), lp.float().clone(), f"D({what}, {what})")
@@ -276,16 +267,44 @@ def check_divergence(
             err = (out.detach().double() - exact.detach()).abs().max().item()
             if err > 1e-3 * max(1.0, exact.abs().max().item()):
                 raise _fail(label, "float32 matches float64", f"on {what}: differ by {err:.3g}")
-        for device in _devices(devices):
-            if device == "cpu":
-                continue
-            moved = _build(label, build, seed)
-            if hasattr(moved, "to"):
-                moved = moved.to(device)
-            on = moved(lp.float().to(device), lq.float().to(device)).cpu()
-            err = (on - out.detach()).abs().max().item()
-            if err > 1e-4 * max(1.0, out.abs().max().item()):
-                raise _fail(label, f"matches CPU on {device}", f"on {what}: differ by {err:.3g}")
+        _check_divergence_devices(label, build, seed, devices, lp, lq, out, what)
+
+
+def _call_divergence(div: Any, label: str, lp: torch.Tensor, lq: torch.Tensor, what: str) -> torch.Tensor:
+    """``div(lp, lq)``, checked to run and to give one finite value per row."""
+    try:
+        out = div(lp, lq)
+    except Exception as exc:
+        raise _fail(label, "runs", f"on {what}: {type(exc).__name__}: {exc}") from exc
+    if not isinstance(out, torch.Tensor) or out.shape != (lp.shape[0],):
+        shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise _fail(label, "one value per row", f"on {what}: expected shape ({lp.shape[0]},), got {shape}")
+    if not bool(torch.isfinite(out).all()):
+        raise _fail(label, "finite values", f"on {what}: {out.detach().tolist()}")
+    return out
+
+
+def _check_divergence_devices(
+    label: str,
+    build: Callable[[], Any],
+    seed: int,
+    devices: Sequence[str] | None,
+    lp: torch.Tensor,
+    lq: torch.Tensor,
+    out: torch.Tensor,
+    what: str,
+) -> None:
+    """A freshly built copy on each non-CPU device agrees with the CPU values ``out``."""
+    for device in _devices(devices):
+        if device == "cpu":
+            continue
+        moved = _build(label, build, seed)
+        if hasattr(moved, "to"):
+            moved = moved.to(device)
+        on = moved(lp.float().to(device), lq.float().to(device)).cpu()
+        err = (on - out.detach()).abs().max().item()
+        if err > 1e-4 * max(1.0, out.abs().max().item()):
+            raise _fail(label, f"matches CPU on {device}", f"on {what}: differ by {err:.3g}")
 
 
 def _accepts_float64(div: Any) -> bool:

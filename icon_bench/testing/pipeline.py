@@ -74,6 +74,12 @@ def check_method(
         out = method.run(data, seed=seed, device=device, overrides=overrides, progress=False)
     except Exception as exc:
         raise _fail(label, "runs on tiny data", f"{type(exc).__name__}: {exc}") from exc
+    _check_method_output(label, out, data)
+    return out
+
+
+def _check_method_output(label: str, out: Any, data: Any) -> None:
+    """The ``MethodOutput`` contract: shapes, dtypes and finiteness of what a method returned."""
     fields = ("train_embeddings", "test_embeddings", "train_clusters", "test_clusters", "history", "info")
     missing = [f for f in fields if not hasattr(out, f)]
     if missing:
@@ -107,7 +113,6 @@ def check_method(
             raise _fail(label, "history", f"history[{key!r}] must be a list of finite floats, got {values!r}")
     if not isinstance(out.info, dict):
         raise _fail(label, "info", f"info must be a dict, got {type(out.info).__name__}")
-    return out
 
 
 def _shape(x: Any) -> str:

@@ -17,7 +17,6 @@ if TYPE_CHECKING:
     from icon_bench.evaluation.metrics import MethodOutput
 
 
-
 # -- baselines ----------------------------------------------------------------------------------
 @dataclasses.dataclass
 class Baseline:

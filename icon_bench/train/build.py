@@ -18,7 +18,6 @@ if TYPE_CHECKING:
     from icon_bench.train.recipe import Method
 
 
-
 def _context(data: DataSplits, dim: int) -> dict[str, Any]:
     return {"$num_classes": int(data.num_classes), "$dim": int(dim), "$n": int(data.x_train.shape[0])}
 

@@ -17,7 +17,6 @@ if TYPE_CHECKING:
     from icon_bench.data.splits import DataSplits
 
 
-
 # -- the dedicated DCL loss ---------------------------------------------------------------------
 class DebiasedContrastiveLoss(nn.Module):
     """Chuang et al. (2020) debiased contrastive loss over views sharing ``batch["index"]``.

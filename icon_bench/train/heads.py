@@ -16,7 +16,6 @@ if TYPE_CHECKING:
     pass
 
 
-
 class CosineHead(nn.Module):
     """``trunk`` features, L2-normalised, against L2-normalised prototypes, divided by a temperature."""
 

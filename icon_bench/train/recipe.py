@@ -19,7 +19,6 @@ if TYPE_CHECKING:
     from icon_bench.evaluation.metrics import MethodOutput
 
 
-
 #: Values in recipe parameters resolved when the data is known (``"$num_classes"``, ...).
 PLACEHOLDERS = ("$num_classes", "$dim", "$n")
 

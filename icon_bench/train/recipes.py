@@ -14,7 +14,6 @@ if TYPE_CHECKING:
     pass
 
 
-
 # -- recipes ------------------------------------------------------------------------------------
 #: Full-batch Adam on the table; digits reaches 0.955 test 10-NN accuracy in 2-D after 300 steps.
 _MAP_SETTINGS = {"epochs": 300, "batch_size": None, "lr": 1.0, "lr_step": 0, "check_every": 50}

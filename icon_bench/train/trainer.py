@@ -180,19 +180,7 @@ def fit(
     takes_index = getattr(model, "takes", "inputs") == "index"
     generator = torch.Generator(device=device)
     generator.manual_seed(seed)
-    params = [p for p in list(model.parameters()) + list(loss_fn.parameters()) if p.requires_grad]
-    if not params:
-        raise TrialError("nothing to train: the model and the loss have no trainable parameters")
-    opt_cls = torch.optim.AdamW if settings.optimizer == "adamw" else torch.optim.Adam
-    optimizer = opt_cls(params, lr=settings.lr, weight_decay=settings.weight_decay)
-    scheduler = (
-        torch.optim.lr_scheduler.StepLR(optimizer, step_size=settings.lr_step, gamma=settings.lr_gamma)
-        if settings.lr_step > 0
-        else None
-    )
-    ema_model = copy.deepcopy(model) if settings.ema > 0 else None
-    if ema_model is not None:
-        ema_model.requires_grad_(False)
+    params, optimizer, scheduler, ema_model = _optimiser(model, loss_fn, settings)
 
     bs = n if settings.batch_size is None else min(settings.batch_size, n)
     steps_per_epoch = n // bs if settings.drop_last else math.ceil(n / bs)
@@ -213,15 +201,7 @@ def fit(
         perm = fixed if fixed is not None else torch.randperm(n, generator=generator, device=device)
         epoch_sum.zero_()
         epoch_steps = 0
-        if full_batch:
-            chunks = (perm,)
-        elif settings.drop_last:
-            chunks = perm[: steps_per_epoch * bs].split(bs)
-        else:
-            # ceil(n / bs) batches of near-equal size: no tiny tail batch (a 3-row batch breaks
-            # perplexity calibration and gives noisy cluster-size estimates).
-            chunks = perm.tensor_split(steps_per_epoch)
-        for anchors in chunks:
+        for anchors in _batches(perm, full_batch, settings, steps_per_epoch, bs):
             if anchors.numel() < 2:  # a one-row batch has no pairs
                 continue
             batch = make_batch(data, anchors, settings, generator, augment)
@@ -256,6 +236,39 @@ def fit(
     final = ema_model if ema_model is not None else model
     final.eval()
     return TrainResult(history=history, epochs=settings.epochs, steps=step, model=final)
+
+
+def _optimiser(
+    model: nn.Module, loss_fn: nn.Module, settings: TrainSettings
+) -> tuple[list[nn.Parameter], torch.optim.Optimizer, Any, nn.Module | None]:
+    """The trainable parameters, their optimiser, the learning-rate schedule (or None) and the EMA copy (or None)."""
+    params = [p for p in list(model.parameters()) + list(loss_fn.parameters()) if p.requires_grad]
+    if not params:
+        raise TrialError("nothing to train: the model and the loss have no trainable parameters")
+    opt_cls = torch.optim.AdamW if settings.optimizer == "adamw" else torch.optim.Adam
+    optimizer = opt_cls(params, lr=settings.lr, weight_decay=settings.weight_decay)
+    scheduler = (
+        torch.optim.lr_scheduler.StepLR(optimizer, step_size=settings.lr_step, gamma=settings.lr_gamma)
+        if settings.lr_step > 0
+        else None
+    )
+    ema_model = copy.deepcopy(model) if settings.ema > 0 else None
+    if ema_model is not None:
+        ema_model.requires_grad_(False)
+    return params, optimizer, scheduler, ema_model
+
+
+def _batches(perm: Tensor, full_batch: bool, settings: TrainSettings, steps_per_epoch: int, bs: int) -> Any:
+    """One epoch's batches of anchor indices from the permutation ``perm``."""
+    if full_batch:
+        chunks = (perm,)
+    elif settings.drop_last:
+        chunks = perm[: steps_per_epoch * bs].split(bs)
+    else:
+        # ceil(n / bs) batches of near-equal size: no tiny tail batch (a 3-row batch breaks
+        # perplexity calibration and gives noisy cluster-size estimates).
+        chunks = perm.tensor_split(steps_per_epoch)
+    return chunks
 
 
 def _check_finite(
