@@ -16,20 +16,18 @@ from sklearn.preprocessing import StandardScaler
 
 import icon_bench
 from icon_bench.data.splits import DataSplits
-from icon_bench.evaluation.evaluator import (
-    PROTOCOL_VERSION,
-    evaluate,
-    protocol,
-    protocol_settings,
-    protocol_version,
-)
-from icon_bench.evaluation.metrics import (
+from icon_bench.evaluation import (
     DEFAULT_METRICS,
+    PROTOCOL_VERSION,
     MethodOutput,
     Metric,
+    evaluate,
     hungarian_accuracy,
     knn_accuracy,
     linear_probe_accuracy,
+    protocol,
+    protocol_settings,
+    protocol_version,
 )
 
 

@@ -68,7 +68,7 @@ def _make_augment(kind: Any, data: DataSplits, views: int) -> Any:
 
 
 def build_loss(recipe: Method, data: DataSplits, dim: int | None = None) -> nn.Module:
-    """The ICon loss of ``recipe`` for ``data`` (placeholders resolved): `Method.build_loss`."""
+    """The ICon loss of this recipe for ``data`` (placeholders resolved)."""
     ctx = _context(data, dim if dim is not None else recipe.embedding_dim(data))
     p = create("kernel", _resolve(recipe.p, ctx))
     settings = recipe.settings
@@ -87,14 +87,18 @@ def build_loss(recipe: Method, data: DataSplits, dim: int | None = None) -> nn.M
 
 
 def embedding_dim(recipe: Method, data: DataSplits) -> int:
-    """The width of the embedding ``recipe`` trains for ``data``: `Method.embedding_dim`."""
+    """The width of the embedding this recipe trains for ``data``."""
     return int(_resolve(recipe.out_dim, _context(data, 0)))
 
 
 def build_model(
     recipe: Method, data: DataSplits, n_rows: int, init_rows: Tensor | None = None, heads: int = 1
 ) -> nn.Module:
-    """The model of ``recipe`` for ``data``: `Method.build_model`."""
+    """The model, with ``"auto"`` meaning the small CNN for image data and an MLP for vectors.
+
+    A lookup table gets one row per point (``n_rows``) and, with the ``pca_init`` option, the
+    PCA scores of ``init_rows`` as its start (t-SNE's initialisation).
+    """
     from icon_bench.train.models import pca_init
 
     name, params = split_spec(recipe.model)

@@ -29,7 +29,7 @@ def run(
     overrides: Mapping[str, Any] | None = None,
     progress: bool = False,
 ) -> MethodOutput:
-    """Train on ``data.x_train`` and embed (and cluster) both splits: `Method.run`."""
+    """Train on ``data.x_train`` and embed (and cluster) both splits."""
     from icon_bench.evaluation.metrics import MethodOutput
     from icon_bench.train.trainer import TrainSettings, fit, resolve_device, seed_everything
 

@@ -5,18 +5,11 @@ from __future__ import annotations
 import copy
 import dataclasses
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
-
-import torch
-from torch import Tensor, nn
+from typing import Any
 
 from icon_bench.errors import TrialError
 from icon_bench.hooks.registry import split_spec
 from icon_bench.train import build, learn
-
-if TYPE_CHECKING:
-    from icon_bench.data.splits import DataSplits
-    from icon_bench.evaluation.metrics import MethodOutput
 
 
 #: Values in recipe parameters resolved when the data is known (``"$num_classes"``, ...).
@@ -119,36 +112,11 @@ class Method:
             "options": self.options,
         }
 
-    # -- building (icon_bench.train.build) ----------------------------------------------------
-    def build_loss(self, data: DataSplits, dim: int | None = None) -> nn.Module:
-        """The ICon loss of this recipe for ``data`` (placeholders resolved)."""
-        return build.build_loss(self, data, dim)
-
-    def embedding_dim(self, data: DataSplits) -> int:
-        return build.embedding_dim(self, data)
-
-    def build_model(
-        self, data: DataSplits, n_rows: int, init_rows: Tensor | None = None, heads: int = 1
-    ) -> nn.Module:
-        """The model, with ``"auto"`` meaning the small CNN for image data and an MLP for vectors.
-
-        A lookup table gets one row per point (``n_rows``) and, with the ``pca_init`` option, the
-        PCA scores of ``init_rows`` as its start (t-SNE's initialisation).
-        """
-        return build.build_model(self, data, n_rows, init_rows, heads)
-
-    # -- running (icon_bench.train.learn) -----------------------------------------------------
-    def run(
-        self,
-        data: DataSplits,
-        *,
-        seed: int = 0,
-        device: str | torch.device = "cpu",
-        overrides: Mapping[str, Any] | None = None,
-        progress: bool = False,
-    ) -> MethodOutput:
-        """Train on ``data.x_train`` and embed (and cluster) both splits."""
-        return learn.run(self, data, seed=seed, device=device, overrides=overrides, progress=progress)
+    # -- building and running: the code lives in icon_bench.train.build and icon_bench.train.learn --
+    build_loss = build.build_loss
+    embedding_dim = build.embedding_dim
+    build_model = build.build_model
+    run = learn.run
 
     def components(self) -> dict[str, str]:
         """Names of the p and q kernels, divergence and model, for the result row."""
