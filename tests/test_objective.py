@@ -174,10 +174,12 @@ def test_fast_path_with_mixed_propagated_p() -> None:
 
 def test_fast_mode_selection() -> None:
     assert ib.ICon("augmentation", "cosine").uses_fast_path
-    assert not ib.ICon("augmentation", "cosine", "tv").uses_fast_path
+    assert ib.ICon("augmentation", "cosine", "tv").uses_fast_path
+    assert not ib.ICon("augmentation", "cosine", "reverse_kl").uses_fast_path
+    assert ib.ICon("augmentation", "cosine", "reverse_kl", p_debias=0.5).uses_fast_path
     assert not ib.ICon("gaussian", "cosine").uses_fast_path
-    with pytest.raises(KernelError, match="'tv'"):
-        ib.ICon("augmentation", "cosine", "tv", fast=True)
+    with pytest.raises(KernelError, match="'reverse_kl' has f\\(0\\) = infinity"):
+        ib.ICon("augmentation", "cosine", "reverse_kl", fast=True)
     with pytest.raises(KernelError, match="sparse"):
         ib.ICon("gaussian", "cosine", fast=True)
     with pytest.raises(KernelError, match="fast"):

@@ -19,7 +19,12 @@ from icon_bench.loss.graphs import KNN, Augmentation, Label, Uniform
 from icon_bench.loss.kernel import Kernel, KernelError
 from icon_bench.loss.objective import ICon
 from icon_bench.loss.pairwise import Cosine, Gaussian, StudentT
-from icon_bench.loss.structure import RowBlocks, SparseRows, log_normalise, safe_logsumexp
+from icon_bench.loss.structure import (
+    RowBlocks,
+    SparseRows,
+    log_normalise,
+    safe_logsumexp,
+)
 from icon_bench.loss.transforms import Debias, Mix, Propagate
 
 __all__ = [

@@ -38,6 +38,23 @@ class Divergence:
 
     name: str = ""
     bound: float | None = None
+    #: f(0) of the generator, when finite: then, for a p that is a few positives with no uniform
+    #: share, ``D_i = sum_{j in supp p_i} q f(p / q) + f(0) (1 - sum_{j in supp p_i} q)`` exactly,
+    #: and q is needed only at p's support (the sparse-support path). None: no such form.
+    f0: float | None = None
+
+    @property
+    def has_pointwise(self) -> bool:
+        """True when :meth:`pointwise` is implemented (the structured paths need it)."""
+        return type(self).pointwise is not Divergence.pointwise
+
+    def pointwise(self, log_p: Tensor, log_q: Tensor) -> Tensor:
+        """Elementwise terms ``q f(p / q)`` at entries with p > 0 (``log_p`` finite; ``log_q`` may be -inf).
+
+        The row sum over all entries with p > 0, plus ``f0`` times the q mass where p = 0, is the
+        divergence; the structured paths of :class:`~icon_bench.objective.ICon` add it up that way.
+        """
+        raise NotImplementedError
 
     def __call__(self, log_p: Tensor, log_q: Tensor) -> Tensor:
         if not isinstance(log_p, Tensor) or not isinstance(log_q, Tensor):
@@ -70,18 +87,28 @@ class KL(Divergence):
     """Kullback-Leibler KL(p || q) = sum p log(p / q): I-Con's divergence."""
 
     name = "kl"
+    f0 = 0.0
 
     def rows(self, log_p: Tensor, log_q: Tensor) -> Tensor:
         return _kl_rows(log_p, log_q)
+
+    def pointwise(self, log_p: Tensor, log_q: Tensor) -> Tensor:
+        lq = torch.where(log_q > NEG_INF, log_q, _log_tiny(log_q))
+        return log_p.exp() * (log_p - lq)
 
 
 class ReverseKL(Divergence):
     """Reverse Kullback-Leibler KL(q || p) = sum q log(q / p) (mode seeking)."""
 
-    name = "reverse_kl"
+    name = "reverse_kl"  # f(t) = -log t: f(0) is infinite, so no sparse-support form
 
     def rows(self, log_p: Tensor, log_q: Tensor) -> Tensor:
         return _kl_rows(log_q, log_p)
+
+    def pointwise(self, log_p: Tensor, log_q: Tensor) -> Tensor:
+        mq = log_q > NEG_INF
+        lq = torch.where(mq, log_q, 0.0)
+        return torch.where(mq, lq.exp() * (lq - log_p), 0.0)
 
 
 class JS(Divergence):
@@ -89,6 +116,14 @@ class JS(Divergence):
 
     name = "js"
     bound = math.log(2.0)
+    f0 = math.log(2.0) / 2.0
+
+    def pointwise(self, log_p: Tensor, log_q: Tensor) -> Tensor:
+        mq = log_q > NEG_INF
+        lq = torch.where(mq, log_q, 0.0)
+        lm = torch.logaddexp(log_p, torch.where(mq, lq, NEG_INF)) - math.log(2.0)
+        t_q = torch.where(mq, lq.exp() * (lq - lm), 0.0)
+        return 0.5 * (log_p.exp() * (log_p - lm) + t_q)
 
     def rows(self, log_p: Tensor, log_q: Tensor) -> Tensor:
         mp, mq = log_p > NEG_INF, log_q > NEG_INF
@@ -109,6 +144,10 @@ class TV(Divergence):
 
     name = "tv"
     bound = 1.0
+    f0 = 0.5
+
+    def pointwise(self, log_p: Tensor, log_q: Tensor) -> Tensor:
+        return 0.5 * (log_p.exp() - log_q.exp()).abs()
 
     def rows(self, log_p: Tensor, log_q: Tensor) -> Tensor:
         return 0.5 * (log_p.exp() - log_q.exp()).abs().sum(-1)
@@ -119,6 +158,10 @@ class Hellinger(Divergence):
 
     name = "hellinger"
     bound = 1.0
+    f0 = 0.5
+
+    def pointwise(self, log_p: Tensor, log_q: Tensor) -> Tensor:
+        return 0.5 * ((0.5 * log_p).exp() - (0.5 * log_q).exp()).pow(2)
 
     def rows(self, log_p: Tensor, log_q: Tensor) -> Tensor:
         # The difference form is exact near p = q, where 1 - sum sqrt(pq) cancels.
@@ -129,6 +172,12 @@ class Chi2(Divergence):
     """Pearson chi-squared sum (p - q)^2 / q; terms p^2 / q saturate (near sqrt of the dtype's max) to stay finite."""
 
     name = "chi2"
+    f0 = 1.0
+
+    def pointwise(self, log_p: Tensor, log_q: Tensor) -> Tensor:
+        lq = torch.where(log_q > NEG_INF, log_q, _log_tiny(log_q))
+        ratio = (2.0 * log_p - lq).clamp(max=_log_cap(log_q)).exp()
+        return ratio - 2.0 * log_p.exp() + log_q.exp()
 
     def rows(self, log_p: Tensor, log_q: Tensor) -> Tensor:
         mp, mq = log_p > NEG_INF, log_q > NEG_INF
@@ -151,6 +200,21 @@ class Alpha(Divergence):
         self.a = a
         self._end: Divergence | None = KL() if a == 1.0 else ReverseKL() if a == 0.0 else None
         self.bound = 1.0 / (a * (1.0 - a)) if 0.0 < a < 1.0 else None
+        # q f(0) = q / a in Amari's form; a p = 0 under a <= 0 is an infinite term.
+        self.f0 = self._end.f0 if self._end is not None else (1.0 / a if a > 0.0 else None)
+
+    def pointwise(self, log_p: Tensor, log_q: Tensor) -> Tensor:
+        if self._end is not None:
+            return self._end.pointwise(log_p, log_q)
+        a = self.a
+        mq = log_q > NEG_INF
+        lq = torch.where(mq, log_q, 0.0)
+        if a > 1.0:
+            lq = torch.where(mq, lq, _log_tiny(log_q))
+        mixed = (a * log_p + (1.0 - a) * lq).clamp(max=_log_cap(log_q)).exp()
+        if a < 1.0:
+            mixed = torch.where(mq, mixed, 0.0)
+        return (a * log_p.exp() + (1.0 - a) * log_q.exp() - mixed) / (a * (1.0 - a))
 
     def rows(self, log_p: Tensor, log_q: Tensor) -> Tensor:
         if self._end is not None:
@@ -188,12 +252,18 @@ class FDivergence(Divergence):
       finite stand-in for the infinite value of faster-growing ones (KL: p log T; chi2: about p T).
     """
 
-    def __init__(self, f: Callable[[Tensor], Tensor], name: str = "f", bound: float | None = None) -> None:
+    def __init__(
+        self, f: Callable[[Tensor], Tensor], name: str = "f", bound: float | None = None, f0: float | str | None = "auto"
+    ) -> None:
         if not callable(f):
             raise DivergenceError(f"FDivergence needs a callable generator f(t), got {f!r}")
         self.f = f
         self.name = name
         self.bound = bound
+        self.f0 = _limit_at_zero(f) if f0 == "auto" else None if f0 is None else float(f0)
+
+    def pointwise(self, log_p: Tensor, log_q: Tensor) -> Tensor:
+        return self.rows(log_p.unsqueeze(-1), log_q.unsqueeze(-1))  # rows of one entry each
 
     def rows(self, log_p: Tensor, log_q: Tensor) -> Tensor:
         mp, mq = log_p > NEG_INF, log_q > NEG_INF
@@ -207,6 +277,23 @@ class FDivergence(Divergence):
         at_cap = lp.exp() * (self.f(top) / top)
         term = torch.where(capped, at_cap, lq.exp() * self.f(ratio.clamp(lo, hi).exp()))
         return torch.where(mp | mq, term, 0.0).sum(-1)
+
+
+def _limit_at_zero(f: Callable[[Tensor], Tensor]) -> float | None:
+    """f(0+) when the generator settles to a finite value near 0 (in float64), else None.
+
+    A generator is only promised finite positive arguments, so f is read at 1e-300 and 1e-200:
+    a finite limit (t log t, |t - 1| / 2, ...) gives two values within 1e-9; an infinite one
+    (-log t, 1 / t) gives values that differ or overflow.
+    """
+    try:
+        with torch.no_grad():
+            a, b = (float(f(torch.tensor(t, dtype=torch.float64))) for t in (1e-300, 1e-200))
+    except Exception:  # a generator that cannot be read there has no usable f(0)
+        return None
+    if math.isfinite(a) and math.isfinite(b) and abs(a - b) <= 1e-9 * max(1.0, abs(a)):
+        return a
+    return None
 
 
 @hookimpl

@@ -41,6 +41,8 @@ class Uniform(Kernel):
     def supports_row_blocks(self) -> bool:
         return True
 
+    has_uniform_share = True  # type: ignore[assignment]
+
     def _n(self, batch: Batch, key: str) -> tuple[int, torch.device]:
         t = _get(batch, key, "uniform")
         return t.shape[0], t.device
@@ -114,7 +116,7 @@ class Label(Kernel):
             c = self._classes(y)
             return SparseRows(
                 y[:, None], torch.zeros(len(y), 1, dtype=dtype, device=y.device),
-                torch.zeros(len(y), dtype=dtype, device=y.device), c, False,
+                torch.zeros(len(y), dtype=dtype, device=y.device), c, False, has_uniform=False,
             )
         return _uniform_rows(_same_key(y, self.exclude_self), dtype, len(y), self.exclude_self)
 

@@ -47,6 +47,8 @@ class Kernel(nn.Module):
 
     rectangular: bool = False
     include_self: bool = False
+    #: True when the q-side forms accept embeddings with a leading heads dimension, (H, N, D).
+    supports_heads: bool = False
 
     @property
     def exclude_self(self) -> bool:
@@ -71,6 +73,16 @@ class Kernel(nn.Module):
             return sp.dense()
         raise NotImplementedError(f"{type(self).__name__} must implement forward, sparse or row_blocks")
 
+    @property
+    def supports_entries(self) -> bool:
+        """True when :meth:`log_prob_at` gives q at listed columns without an N x N block."""
+        return False
+
+    @property
+    def has_uniform_share(self) -> bool:
+        """True when :meth:`sparse` may give rows a uniform share (a debiased p)."""
+        return False
+
     def sparse(self, batch: Batch, key: str = "embeddings") -> SparseRows | None:
         """This kernel as sparse positives plus a uniform share, or None when it has no such form."""
         return None
@@ -78,3 +90,24 @@ class Kernel(nn.Module):
     def row_blocks(self, batch: Batch, key: str = "embeddings") -> RowBlocks | None:
         """This kernel evaluable one block of rows at a time (no N x N at once), or None."""
         return None
+
+    def log_prob_at(self, batch: Batch, key: str, cols: Tensor) -> Tensor | None:
+        """log q at listed columns: (..., N, K) for ``cols`` (N, K) with -1 padding (-inf there).
+
+        Rows are normalised over all their allowed columns, as in :meth:`forward`, but only the
+        listed entries and each row's normaliser are computed. None when the kernel has no such form.
+        """
+        return None
+
+    def log_q_sums(
+        self, batch: Batch, key: str, cols: Tensor, keep: float = 1.0, add: float = 0.0, block_elements: int = 1 << 24
+    ) -> tuple[Tensor, Tensor] | None:
+        """Fused: the sum over each row's allowed columns of log(keep q_ij + add), (..., N), and the
+        same log at the listed ``cols`` (N, K, -1 padded: -inf there), (..., N, K); or None.
+
+        (keep, add) = (1 - alpha, alpha / S) is the debiased q; the KL cross term of a p with a
+        uniform share needs exactly these. ``block_elements`` bounds the rows x columns held at
+        once. Kernels without a fused form return None.
+        """
+        return None
+

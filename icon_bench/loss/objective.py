@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torch.utils.checkpoint import checkpoint
 
+from icon_bench.loss import structured
 from icon_bench.loss.divergences import KL, Divergence
 from icon_bench.loss.kernel import Kernel, KernelError, _as_kernel
-from icon_bench.loss.structure import NEG_INF, Batch, RowBlocks, SparseRows, _allowed
+from icon_bench.loss.structure import NEG_INF, Batch, SparseRows
 from icon_bench.loss.transforms import Debias, Propagate
 
 
@@ -38,6 +37,10 @@ class ICon(nn.Module):
 
     #: Elements of one (rows x columns) block of q on the fast path; smaller means less memory.
     block_elements: int = 1 << 24
+    #: The structured forms this loss may use, cheapest first (see icon_bench.structured):
+    #: "entries" (q at p's support), "fused" (fused row sums of log q), "blocks" (q by row blocks).
+    #: Benchmarks set {"blocks"} to time the path that came before the other two.
+    forms: frozenset[str] = frozenset({"entries", "fused", "blocks"})
 
     def __init__(
         self,
@@ -78,20 +81,38 @@ class ICon(nn.Module):
                 raise KernelError(f"ICon(fast=True): the structured path does not apply: {reason}")
 
     def fast_path_blocker(self) -> str:
-        """Why the structured KL path cannot run ('' when it can)."""
-        if type(self.divergence) is not KL:
-            return f"the divergence is {self.divergence.name!r}, the fast path computes only 'kl'"
-        if not self.p.supports_sparse:
-            return f"p ({type(self.p).__name__}) has no sparse-positives form"
-        if not self.q.supports_row_blocks:
-            return f"q ({type(self.q).__name__}) cannot be evaluated by row blocks"
-        if self.p.exclude_self != self.q.exclude_self:
+        """Why no structured path can run ('' when one can): then the loss is computed dense."""
+        div, p, q = self.divergence, self.p, self.q
+        if not div.has_pointwise:
+            return f"the divergence {div.name!r} has no pointwise form q f(p / q)"
+        if not p.supports_sparse:
+            return f"p ({type(p).__name__}) has no sparse-positives form"
+        if not (q.supports_row_blocks or q.supports_entries):
+            return f"q ({type(q).__name__}) can be evaluated neither at listed entries nor by row blocks"
+        if p.exclude_self != q.exclude_self:
             return "p and q disagree on self-pairs (include_self)"
+        if not p.has_uniform_share:
+            if div.f0 is None:
+                return (
+                    f"the divergence {div.name!r} has f(0) = infinity, so a p with zeros needs all of q "
+                    "and p (debias p, or choose a divergence with finite f(0))"
+                )
+        elif not q.supports_row_blocks:
+            return f"p has a uniform share (debiased), which needs every column of q, and q ({type(q).__name__}) has no row blocks"
         return ""
 
     @property
     def uses_fast_path(self) -> bool:
         return self.fast is not False and not self.fast_path_blocker()
+
+    @property
+    def supports_heads(self) -> bool:
+        """True when :meth:`rows_and_support` takes embeddings (H, N, C): all heads in one pass."""
+        if not (self.uses_fast_path and getattr(self.q, "supports_heads", False)):
+            return False
+        if not self.p.has_uniform_share:
+            return self.divergence.f0 is not None and "entries" in self.forms
+        return type(self.divergence) is KL and "fused" in self.forms  # others go block by block
 
     # ------------------------------------------------------------------------------------------
     def prepare_p(self, batch: Batch) -> SparseRows | Tensor:
@@ -111,15 +132,16 @@ class ICon(nn.Module):
     def rows_and_support(self, batch: Batch, p: SparseRows | Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Per-row divergences (N,) and a bool mask (N,) of rows where p has support.
 
-        `p` is this batch's :meth:`prepare_p` when the caller already has it.
+        `p` is this batch's :meth:`prepare_p` when the caller already has it. Embeddings of shape
+        (H, N, C) (when :attr:`supports_heads`) give values (H, N): every head in one pass.
         """
         log_p = self.prepare_p(batch) if p is None else p
         if isinstance(log_p, SparseRows):
-            rb = self.q.row_blocks(batch, "embeddings")
-            if rb is not None:
-                return self._kl_structured(log_p, rb)
+            values = self._structured(batch, log_p)
+            if values is not None:
+                return torch.where(log_p.has_support, values, 0.0), log_p.has_support
             if self.fast is True:
-                raise KernelError("ICon(fast=True): q gave no row blocks for this batch")
+                raise KernelError("ICon(fast=True): q gave neither entries nor row blocks for this batch")
             log_p = self.p(batch, key="inputs")
         log_q = self.q(batch, key="embeddings")
         if log_p.shape != log_q.shape:
@@ -129,6 +151,31 @@ class ICon(nn.Module):
             )
         return self.divergence(log_p, log_q), (log_p > NEG_INF).any(1)
 
+    def _structured(self, batch: Batch, sp: SparseRows) -> Tensor | None:
+        """Rows from the cheapest structured form that applies to this batch, or None (go dense)."""
+        div, q = self.divergence, self.q
+        key = "embeddings"
+        if not sp.has_uniform and div.f0 is not None and "entries" in self.forms:
+            lq_at = q.log_prob_at(batch, key, sp.cols)
+            if lq_at is not None:
+                return structured.support_rows(div, sp, lq_at)
+        if sp.has_uniform and type(div) is KL and "fused" in self.forms:
+            sums = q.log_q_sums(batch, key, sp.cols, block_elements=self.block_elements)
+            if sums is not None:
+                return structured.kl_uniform_rows(sp, sums[1], sums[0])
+        if not sp.has_uniform and div.f0 is None:
+            return None
+        rb = q.row_blocks(batch, key) if "blocks" in self.forms else None
+        if rb is None:
+            return None
+        n = sp.cols.shape[0]
+        if rb.num_rows != n or rb.num_cols != sp.num_cols:
+            raise KernelError(f"ICon: p has shape ({n}, {sp.num_cols}) but q has ({rb.num_rows}, {rb.num_cols})")
+        step = max(1, self.block_elements // max(rb.num_cols, 1))
+        if type(div) is KL:
+            return structured.kl_block_rows(sp, rb, step)
+        return structured.block_rows(div, sp, rb, step)
+
     def rows(self, batch: Batch) -> Tensor:
         """Per-row divergences (N,); NaN for rows where p has no support."""
         values, support = self.rows_and_support(batch)
@@ -137,6 +184,10 @@ class ICon(nn.Module):
     def forward(self, batch: Batch, p: SparseRows | Tensor | None = None) -> Tensor:
         """The mean divergence over rows with support; `p` as in :meth:`rows_and_support`."""
         values, support = self.rows_and_support(batch, p)
+        return self.mean_over_support(values, support)
+
+    def mean_over_support(self, values: Tensor, support: Tensor) -> Tensor:
+        """Mean of (..., N) row values over the rows with support: (...,)."""
         count = support.sum()
         # int(count) waits for the device; on CUDA an empty batch instead gives 0/0 = NaN, which
         # the trainer's periodic finite check reports (naming this cause) without a per-step sync.
@@ -145,44 +196,4 @@ class ICon(nn.Module):
                 f"ICon: no row of p ({type(self.p).__name__}) has support in this batch (e.g. no "
                 "other view, label or neighbour of any row in it); use bigger batches or another p"
             )
-        return torch.where(support, values, 0.0).sum() / count
-
-    # ------------------------------------------------------------------------------------------
-    def _kl_structured(self, sp: SparseRows, rb: RowBlocks) -> tuple[Tensor, Tensor]:
-        """KL rows without the dense p: sum_j p log p in closed form, cross term from q row blocks."""
-        n = sp.cols.shape[0]
-        if rb.num_rows != n or rb.num_cols != sp.num_cols:
-            raise KernelError(
-                f"ICon: p has shape ({n}, {sp.num_cols}) but q has ({rb.num_rows}, {rb.num_cols})"
-            )
-        valid = sp.cols >= 0
-        cols = sp.cols.clamp(min=0)
-        w = torch.where(valid, sp.log_w, NEG_INF).exp()
-        share = sp.uniform / max(sp.num_allowed, 1)  # p mass of each allowed column from the uniform part
-        p_at = torch.where(valid, w + share[:, None], 0.0)
-        # sum_j p_ij log p_ij: listed columns, plus the (S - K_i) columns that get only the share.
-        others = sp.num_allowed - valid.sum(1)
-        neg_entropy = torch.xlogy(p_at, p_at).sum(1) + others * torch.xlogy(share, share)
-        need_all = bool((share > 0).any())
-        log_tiny = math.log(torch.finfo(w.dtype).tiny)
-
-        def cross(a: int, b: int, *_: Tensor) -> Tensor:
-            # sum_j p_ij log q_ij = sum_k w_ik log q_ik + share_i * sum_{j allowed} log q_ij
-            lq = rb.block(a, b)
-            lq = torch.where(lq > NEG_INF, lq, log_tiny)  # same finite reading of q = 0 as the dense KL
-            out = (w[a:b] * lq.gather(1, cols[a:b])).sum(1)
-            if need_all:
-                allowed = _allowed(b - a, rb.num_cols, a, sp.exclude_self, lq.device)
-                out = out + share[a:b] * torch.where(allowed, lq, 0.0).sum(1)
-            return out
-
-        step = max(1, self.block_elements // max(rb.num_cols, 1))
-        spans = [(a, min(a + step, n)) for a in range(0, n, step)]
-        if len(spans) > 1 and torch.is_grad_enabled():
-            # Recompute each block in backward, so autograd holds one block, not N x N.
-            parts = [checkpoint(cross, a, b, use_reentrant=False) for a, b in spans]
-        else:
-            parts = [cross(a, b) for a, b in spans]
-        values = neg_entropy - torch.cat(parts) if parts else neg_entropy
-        support = sp.has_support
-        return torch.where(support, values, 0.0), support
+        return torch.where(support, values, 0.0).sum(-1) / count

@@ -8,6 +8,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.utils.checkpoint import checkpoint
 
 from icon_bench.loss.kernel import Kernel, KernelError, _check_metric, _positive
 from icon_bench.loss.structure import (
@@ -18,6 +19,7 @@ from icon_bench.loss.structure import (
     _block_rows,
     _get,
     _mask_self,
+    _pair_dist,
     _sq_dist,
     _vectors,
     log_normalise,
@@ -50,6 +52,32 @@ class _Pairwise(Kernel):
             return log_normalise(s)
 
         return RowBlocks(n, n, self.exclude_self, block)
+
+    supports_entries = True  # type: ignore[assignment]
+
+    def _pair_logits(self, x: Tensor, cols: Tensor, state: Any) -> Tensor:
+        raise NotImplementedError
+
+    def log_prob_at(self, batch: Batch, key: str, cols: Tensor) -> Tensor:
+        x = _vectors(_get(batch, key, self._name))
+        state = self._prepare(x)
+        n = x.shape[0]
+        step = _block_rows(n, n)
+
+        def lse(a: int, b: int, x: Tensor, *_: Any) -> Tensor:
+            s = self._logits(x[a:b], x, a, state)
+            if self.exclude_self:
+                s.diagonal(offset=a).fill_(NEG_INF)  # in place on a fresh block: no N x N mask
+            return torch.logsumexp(s, 1)
+
+        spans = [(a, min(a + step, n)) for a in range(0, n, step)]
+        if len(spans) > 1 and torch.is_grad_enabled():
+            parts = [checkpoint(lse, a, b, x, use_reentrant=False) for a, b in spans]
+        else:
+            parts = [lse(a, b, x) for a, b in spans]
+        norm = torch.cat(parts) if parts else x.new_zeros(0)
+        logits = self._pair_logits(x, cols.clamp(min=0), state)
+        return torch.where(cols >= 0, logits - norm[:, None], NEG_INF)
 
     _name = ""
 
@@ -118,6 +146,10 @@ class Gaussian(_Pairwise):
             return -d / (2.0 * self.sigma**2)
         return -state[a : a + xa.shape[0], None] * d
 
+    def _pair_logits(self, x: Tensor, cols: Tensor, state: Tensor | None) -> Tensor:
+        d = _pair_dist(x, cols, self.metric)
+        return -d / (2.0 * self.sigma**2) if state is None else -state[:, None] * d
+
 
 class StudentT(_Pairwise):
     """Student-t affinities (1 + d_ij / (scale * dof))^(-(dof + 1) / 2); dof = 1 is t-SNE's 1 / (1 + d)."""
@@ -137,6 +169,10 @@ class StudentT(_Pairwise):
         d = _sq_dist(xa, x, self.metric)
         return -0.5 * (self.dof + 1.0) * torch.log1p(d / (self.scale * self.dof))
 
+    def _pair_logits(self, x: Tensor, cols: Tensor, state: Any) -> Tensor:
+        d = _pair_dist(x, cols, self.metric)
+        return -0.5 * (self.dof + 1.0) * torch.log1p(d / (self.scale * self.dof))
+
 
 class Cosine(_Pairwise):
     """InfoNCE softmax: proportional to exp(cos(z_i, z_j) / temperature)."""
@@ -153,3 +189,6 @@ class Cosine(_Pairwise):
 
     def _logits(self, xa: Tensor, x: Tensor, a: int, state: Tensor) -> Tensor:
         return state[a : a + xa.shape[0]] @ state.T / self.temperature
+
+    def _pair_logits(self, x: Tensor, cols: Tensor, state: Tensor) -> Tensor:
+        return (state[:, None, :] * state[cols]).sum(-1) / self.temperature

@@ -26,6 +26,8 @@ class SparseRows:
     columns are all ``num_cols`` of them, less the diagonal when ``exclude_self``, and S is their
     count. ``cols`` (N, K) int64 holds distinct columns per row with -1 as padding (``log_w`` is
     -inf there). Rows with support sum to 1; rows without (no column, no uniform share) are all zero.
+    ``has_uniform`` says, without reading the tensor (a device sync), whether any row may have a
+    uniform share; False lets the loss skip the all-columns pass. True (the default) is always safe.
     """
 
     cols: Tensor
@@ -33,6 +35,7 @@ class SparseRows:
     uniform: Tensor
     num_cols: int
     exclude_self: bool
+    has_uniform: bool = True
 
     @property
     def num_allowed(self) -> int:
@@ -49,7 +52,7 @@ class SparseRows:
         w = torch.where(valid, self.log_w, NEG_INF).exp()
         probs = torch.zeros(n, self.num_cols, dtype=w.dtype, device=w.device)
         probs.scatter_add_(1, self.cols.clamp(min=0), w)
-        if bool((self.uniform > 0).any()):
+        if self.has_uniform:
             allowed = _allowed(n, self.num_cols, 0, self.exclude_self, w.device)
             probs = probs + allowed * (self.uniform / self.num_allowed)[:, None]
         return torch.where(probs > 0, probs.clamp_min(torch.finfo(probs.dtype).tiny).log(), NEG_INF)
@@ -133,14 +136,29 @@ def _sq_dist(a: Tensor, b: Tensor, metric: str) -> Tensor:
     return d.clamp_min(0.0)
 
 
+def _pair_dist(x: Tensor, cols: Tensor, metric: str) -> Tensor:
+    """(N, K) distances from each row of x to its listed rows, in the same algebra as _sq_dist."""
+    xj = x[cols]
+    if metric == "cosine":
+        xn = F.normalize(x, dim=1)
+        return 1.0 - (xn[:, None, :] * xn[cols]).sum(-1)
+    d = (x * x).sum(1)[:, None] + (xj * xj).sum(-1) - 2.0 * (x[:, None, :] * xj).sum(-1)
+    return d.clamp_min(0.0)
+
+
 def _block_rows(n: int, m: int, budget: int = 1 << 22) -> int:
     return max(1, min(n, budget // max(m, 1)))
 
 
-def _pack(rows: Tensor, cols: Tensor, w: Tensor, n: int) -> tuple[Tensor, Tensor]:
-    """COO entries (rows sorted) to padded (n, K) cols (-1 padding) and weights (0 padding)."""
+def _pack(rows: Tensor, cols: Tensor, w: Tensor, n: int, k: int | None = None) -> tuple[Tensor, Tensor]:
+    """COO entries (rows sorted) to padded (n, K) cols (-1 padding) and weights (0 padding).
+
+    ``k``, when the caller knows a bound on the entries per row, fixes K without reading the
+    counts back from the device (a host sync); else K is the largest count.
+    """
     counts = torch.bincount(rows, minlength=n)
-    k = int(counts.max()) if counts.numel() and rows.numel() else 0
+    if k is None:
+        k = int(counts.max()) if counts.numel() and rows.numel() else 0
     out_c = torch.full((n, k), -1, dtype=torch.long, device=cols.device)
     out_w = torch.zeros(n, k, dtype=w.dtype, device=w.device)
     if rows.numel():
@@ -161,7 +179,8 @@ def _merge(cols: Tensor, w: Tensor, num_cols: int, drop_self: bool) -> tuple[Ten
     keys = rows[keep] * num_cols + cols[keep]
     uniq, inverse = torch.unique(keys, sorted=True, return_inverse=True)
     summed = torch.zeros(uniq.numel(), dtype=w.dtype, device=w.device).scatter_add_(0, inverse, w[keep])
-    return _pack(uniq // num_cols, uniq % num_cols, summed, n)
+    # A row keeps at most the entries it came with: that bound fixes the width without a sync.
+    return _pack(uniq // num_cols, uniq % num_cols, summed, n, k=cols.shape[1])
 
 
 def _uniform_rows(cols: Tensor, dtype: torch.dtype, num_cols: int, exclude_self: bool) -> SparseRows:
@@ -170,7 +189,7 @@ def _uniform_rows(cols: Tensor, dtype: torch.dtype, num_cols: int, exclude_self:
     count = valid.sum(1, keepdim=True).to(dtype)
     log_w = torch.where(valid, -count.clamp_min(1).log(), NEG_INF)
     uniform = torch.zeros(cols.shape[0], dtype=dtype, device=cols.device)
-    return SparseRows(cols, log_w, uniform, num_cols, exclude_self)
+    return SparseRows(cols, log_w, uniform, num_cols, exclude_self, has_uniform=False)
 
 
 def _same_key(keys: Tensor, exclude_self: bool) -> Tensor:

@@ -15,6 +15,7 @@ from icon_bench.loss.structure import (
     RowBlocks,
     SparseRows,
     _allowed,
+    _get,
     _log_of,
     _merge,
     log_normalise,
@@ -60,6 +61,40 @@ class Debias(_Wrapper):
     def supports_row_blocks(self) -> bool:
         return self.kernel.supports_row_blocks
 
+    @property
+    def supports_entries(self) -> bool:
+        return self.kernel.supports_entries
+
+    @property
+    def supports_heads(self) -> bool:
+        return bool(getattr(self.kernel, "supports_heads", False))
+
+    @property
+    def has_uniform_share(self) -> bool:
+        return self.alpha > 0.0 or self.kernel.has_uniform_share
+
+    def _allowed_count(self, batch: Batch, key: str) -> int:
+        x = _get(batch, key, "debias")
+        n = x.shape[-2] if x.dim() == 3 and key == "embeddings" else x.shape[0]
+        return n - 1 if self.exclude_self and not self.rectangular else n
+
+    def log_prob_at(self, batch: Batch, key: str, cols: Tensor) -> Tensor | None:
+        lq = self.kernel.log_prob_at(batch, key, cols)
+        if lq is None or self.alpha == 0.0:
+            return lq
+        log_u = math.log(self.alpha / max(self._allowed_count(batch, key), 1))
+        mixed = torch.logaddexp(math.log1p(-self.alpha) + lq, torch.full_like(lq, log_u)) if self.alpha < 1.0 else torch.full_like(lq, log_u)
+        return torch.where(cols >= 0, mixed, NEG_INF)
+
+    def log_q_sums(
+        self, batch: Batch, key: str, cols: Tensor, keep: float = 1.0, add: float = 0.0, block_elements: int = 1 << 24
+    ) -> tuple[Tensor, Tensor] | None:
+        # keep * ((1 - alpha) q + alpha / S) + add: the inner kernel's sums with new constants.
+        share = self.alpha / max(self._allowed_count(batch, key), 1)
+        return self.kernel.log_q_sums(
+            batch, key, cols, keep * (1.0 - self.alpha), keep * share + add, block_elements=block_elements
+        )
+
     def _debias(self, lp: Tensor, start: int, num_cols: int) -> Tensor:
         if self.alpha == 0.0:
             return lp
@@ -80,7 +115,7 @@ class Debias(_Wrapper):
             return s
         log_keep = math.log1p(-self.alpha) if self.alpha < 1.0 else NEG_INF
         uniform = torch.where(s.has_support, (1.0 - self.alpha) * s.uniform + self.alpha, 0.0)
-        return SparseRows(s.cols, s.log_w + log_keep, uniform, s.num_cols, s.exclude_self)
+        return SparseRows(s.cols, s.log_w + log_keep, uniform, s.num_cols, s.exclude_self, has_uniform=True)
 
     def row_blocks(self, batch: Batch, key: str = "embeddings") -> RowBlocks | None:
         rb = self.kernel.row_blocks(batch, key)
@@ -123,7 +158,7 @@ class Propagate(_Wrapper):
         s = self.kernel.sparse(batch, key)
         if s is None:
             return None
-        if bool((s.uniform > 0).any()):
+        if s.has_uniform:
             return None  # a uniform share makes P^2 dense: no structure left to exploit
         n = s.cols.shape[0]
         cols = s.cols
@@ -143,7 +178,7 @@ class Propagate(_Wrapper):
             tw = (tc >= 0).to(tw.dtype)
         total = tw.sum(1, keepdim=True).clamp_min(torch.finfo(tw.dtype).tiny)
         log_w = torch.where(tc >= 0, _log_of(tw / total), NEG_INF)
-        return SparseRows(tc, log_w, torch.zeros_like(s.uniform), s.num_cols, s.exclude_self)
+        return SparseRows(tc, log_w, torch.zeros_like(s.uniform), s.num_cols, s.exclude_self, has_uniform=False)
 
 
 class Mix(Kernel):
@@ -172,6 +207,10 @@ class Mix(Kernel):
     @property
     def supports_sparse(self) -> bool:
         return all(m.supports_sparse for m in self.members)
+
+    @property
+    def has_uniform_share(self) -> bool:
+        return any(m.has_uniform_share for m in self.members)
 
     @property
     def supports_row_blocks(self) -> bool:
@@ -205,7 +244,8 @@ class Mix(Kernel):
         uniform = sum(p.uniform * s for p, s in zip(parts, share))  # type: ignore[union-attr]
         first = parts[0]
         tc, tw = _merge(cols, w, first.num_cols, drop_self=False)  # type: ignore[union-attr]
-        return SparseRows(tc, _log_of(tw).masked_fill(tc < 0, NEG_INF), uniform, first.num_cols, self.exclude_self)  # type: ignore[arg-type,union-attr]
+        has_uniform = any(p.has_uniform for p in parts)  # type: ignore[union-attr]
+        return SparseRows(tc, _log_of(tw).masked_fill(tc < 0, NEG_INF), uniform, first.num_cols, self.exclude_self, has_uniform)  # type: ignore[arg-type,union-attr]
 
     def row_blocks(self, batch: Batch, key: str = "embeddings") -> RowBlocks | None:
         blocks = [m.row_blocks(batch, key) for m in self.members]

@@ -11,6 +11,7 @@ from torch import Tensor, nn
 from icon_bench.errors import TrialError
 from icon_bench.loss.kernel import Kernel
 from icon_bench.loss.objective import ICon
+from icon_bench.loss.structure import SparseRows
 
 if TYPE_CHECKING:
     pass
@@ -57,10 +58,18 @@ class MultiHead(nn.Module):
         return self.per_head(batch).sum()
 
     def per_head(self, batch: Mapping[str, Tensor]) -> Tensor:
+        """Each head's loss on this batch, (heads,)."""
         z = batch["embeddings"]
+        if not isinstance(self.loss, ICon):
+            return torch.stack([self.loss({**batch, "embeddings": self.head(z, h)}) for h in range(self.heads)])
         # p does not read the embeddings, so every head shares one p per batch.
-        shared = (self.loss.prepare_p(batch),) if isinstance(self.loss, ICon) else ()
-        return torch.stack([self.loss({**batch, "embeddings": self.head(z, h)}, *shared) for h in range(self.heads)])
+        shared = self.loss.prepare_p(batch)
+        if self.loss.supports_heads and isinstance(shared, SparseRows) and shared.has_uniform == self.loss.p.has_uniform_share:
+            # All heads as one (heads, N, width) tensor: one pass instead of a loop over heads.
+            stacked = z.reshape(z.shape[0], self.heads, -1).transpose(0, 1)
+            values, support = self.loss.rows_and_support({**batch, "embeddings": stacked}, shared)
+            return self.loss.mean_over_support(values, support)
+        return torch.stack([self.loss({**batch, "embeddings": self.head(z, h)}, shared) for h in range(self.heads)])
 
     @torch.no_grad()
     def evaluate_heads(

@@ -31,7 +31,12 @@ def run(
 ) -> MethodOutput:
     """Train on ``data.x_train`` and embed (and cluster) both splits."""
     from icon_bench.evaluation.metrics import MethodOutput
-    from icon_bench.train.trainer import TrainSettings, fit, resolve_device, seed_everything
+    from icon_bench.train.trainer import (
+        TrainSettings,
+        fit,
+        resolve_device,
+        seed_everything,
+    )
 
     recipe = method.with_overrides(overrides)
     dev = resolve_device(device)

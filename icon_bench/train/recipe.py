@@ -11,7 +11,6 @@ from icon_bench.errors import TrialError
 from icon_bench.hooks.registry import split_spec
 from icon_bench.train import build, learn
 
-
 #: Values in recipe parameters resolved when the data is known (``"$num_classes"``, ...).
 PLACEHOLDERS = ("$num_classes", "$dim", "$n")
 
