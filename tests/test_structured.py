@@ -171,3 +171,27 @@ def test_cluster_floor_matches_dense_in_float32() -> None:
         v_d, v_f = dense(batch), fast(batch)
         assert math.isfinite(float(v_f))
         torch.testing.assert_close(v_f, v_d, rtol=1e-5, atol=1e-5)
+
+
+def test_fused_products_in_bfloat16_stay_close() -> None:
+    """bf16 operands (the CUDA default) with float32 logs: the loss within 1e-2, gradients aligned."""
+    batch = _batch(n=64, dim=8, seed=9, dtype=torch.float32)
+    p = ("mix", {"kernels": ["augmentation", ("knn", {"k": 3})]})
+    exact = ib.ICon(p, "cluster", p_debias=0.6, q_debias=0.6)
+    exact.matmul_dtype = None
+    bf16 = ib.ICon(p, "cluster", p_debias=0.6, q_debias=0.6)
+    bf16.matmul_dtype = torch.bfloat16
+    v_e, v_b = exact(batch), bf16(batch)
+    torch.testing.assert_close(v_b, v_e, rtol=1e-2, atol=1e-2)
+    g_e, = torch.autograd.grad(v_e, batch["embeddings"])
+    g_b, = torch.autograd.grad(v_b, batch["embeddings"])
+    assert torch.nn.functional.cosine_similarity(g_e.flatten(), g_b.flatten(), dim=0) > 0.99
+
+
+def test_fused_backward_twice_is_refused_not_wrong() -> None:
+    """The kept block is reused in place by the backward: a second backward must fail, not mislead."""
+    batch = _batch(n=16)
+    loss = ib.ICon(("mix", {"kernels": ["augmentation", ("knn", {"k": 2})]}), "cluster", p_debias=0.5)(batch)
+    loss.backward(retain_graph=True)
+    with pytest.raises(RuntimeError, match="inplace"):
+        loss.backward()

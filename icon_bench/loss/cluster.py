@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -81,14 +82,15 @@ class Cluster(Kernel):
         return torch.where(cols >= 0, lq, NEG_INF)
 
     def log_q_sums(
-        self, batch: Batch, key: str, cols: Tensor, keep: float = 1.0, add: float = 0.0, block_elements: int = 1 << 24
+        self, batch: Batch, key: str, cols: Tensor, keep: float = 1.0, add: float = 0.0, block_elements: int = 1 << 24,
+        matmul_dtype: Any = None,
     ) -> tuple[Tensor, Tensor]:
         from icon_bench.loss.fused import log_sum_rows
 
         phi, d, z = self._parts(batch, key)
         floor = self.floor(phi.dtype)
         c1 = keep / z
-        total, t_at = log_sum_rows(phi, d, c1, cols.clamp(min=0), add, floor, block_elements)
+        total, t_at = log_sum_rows(phi, d, c1, cols.clamp(min=0), add, floor, block_elements, matmul_dtype)
         if self.exclude_self:
             total = total - torch.log(c1 * (phi * phi * d).sum(-1).clamp_min(floor) + add)
         lq_at = torch.where(cols >= 0, torch.log(c1.unsqueeze(-1) * t_at + add), NEG_INF)

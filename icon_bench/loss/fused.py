@@ -19,9 +19,20 @@ from torch import Tensor
 
 
 def _block(w: Tensor, phi_t: Tensor, c1: Tensor, c2: float, floor: float, a: int, b: int) -> Tensor:
-    """u = c1 * max(w phi^T, floor) + c2 for rows a..b, in place on the product."""
+    """u = c1 * max(w phi^T, floor) + c2 for rows a..b in float32, in place on the product.
+
+    w and phi_t may be bfloat16 (the product then runs on bf16 tensor cores, accumulating in
+    float32); u and everything after it is float32.
+    """
     u = torch.matmul(w[..., a:b, :], phi_t)
+    u = u.float() if u.dtype != c1.dtype else u
     return u.clamp_min_(floor).mul_(c1[..., a:b, None]).add_(c2)
+
+
+def _mm(x: Tensor, y: Tensor, dtype: torch.dtype) -> Tensor:
+    """x @ y with both operands in `dtype`, the result in x's dtype."""
+    out = torch.matmul(x.to(dtype), y.to(dtype))
+    return out.to(x.dtype) if out.dtype != x.dtype else out
 
 
 #: Rows per log in the forward pass: bounds its temporary to a few rows of N.
@@ -34,6 +45,7 @@ def _grad_s(u: Tensor, c1: Tensor, g: Tensor, c2: float, floor: float, n: int) -
     """(dL/ds for a block, dL/dc1 for its rows) from u = c1 max(s, floor) + c2 and dL/d(row sums).
 
     Works in place on u (the saved or recomputed block, not needed afterwards): one block of memory.
+    A second backward through a kept block is refused by autograd's version check (retain_graph).
     """
     live = u > (c1 * floor + c2)[..., None]  # the clamp passes no gradient where s <= floor
     inv = u.reciprocal_()
@@ -59,14 +71,15 @@ def _symmetrise_(g: Tensor) -> Tensor:
 class _LogSumRows(torch.autograd.Function):
     @staticmethod
     def forward(  # type: ignore[override]
-        ctx: Any, phi: Tensor, d: Tensor, c1: Tensor, cols: Tensor, c2: float, floor: float, step: int
+        ctx: Any, phi: Tensor, d: Tensor, c1: Tensor, cols: Tensor, c2: float, floor: float, step: int,
+        mm_dtype: torch.dtype,
     ) -> tuple[Tensor, Tensor]:
         rows = phi.shape[-2]
-        w = phi * d
+        w = (phi * d).to(mm_dtype)
         sums = phi.new_empty(phi.shape[:-1])
         t_at = phi.new_empty((*phi.shape[:-1], cols.shape[-1]))
         index = cols.expand(*phi.shape[:-2], *cols.shape)
-        phi_t = phi.transpose(-1, -2)
+        phi_t = phi.to(mm_dtype).transpose(-1, -2)
         saved = None
         for a in range(0, rows, step):
             b = min(a + step, rows)
@@ -77,49 +90,49 @@ class _LogSumRows(torch.autograd.Function):
                 sums[..., r : min(r + _LOG_ROWS, b)] = torch.log(u[..., r - a : min(r + _LOG_ROWS, b) - a, :]).sum(-1)
             if step >= rows:
                 saved = u
-        ctx.c2, ctx.floor, ctx.step, ctx.used = c2, floor, step, False
+        ctx.c2, ctx.floor, ctx.step, ctx.mm_dtype = c2, floor, step, mm_dtype
         ctx.save_for_backward(phi, d, c1, index, t_at, *([] if saved is None else [saved]))
         return sums, t_at
 
     @staticmethod
     def backward(ctx: Any, grad_sums: Tensor, grad_t: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
         phi, d, c1, index, t_at, *saved = ctx.saved_tensors
-        c2, floor, step = ctx.c2, ctx.floor, ctx.step
-        if ctx.used and saved:
-            raise RuntimeError("the fused cluster row sums take one backward (their saved block is reused in place)")
-        ctx.used = True
+        c2, floor, step, mm = ctx.c2, ctx.floor, ctx.step, ctx.mm_dtype
         rows = phi.shape[-2]
-        w = phi * d
+        w = (phi * d).to(mm)
         grad_t = torch.where(t_at > floor, grad_t, 0.0)
         grad_c1 = torch.empty_like(c1)
         if saved:  # one block, kept: M = (G + G^T) Phi in one product
             gs, grad_c1 = _grad_s(saved[0], c1, grad_sums, c2, floor, rows)
             gs.scatter_add_(-1, index, grad_t)  # the listed t are s itself
-            m = torch.matmul(_symmetrise_(gs), phi)
+            m = _mm(_symmetrise_(gs), phi, mm)
         else:
-            phi_t = phi.transpose(-1, -2)
+            phi_t = phi.to(mm).transpose(-1, -2)
             m = torch.zeros_like(phi)
             for a in range(0, rows, step):
                 b = min(a + step, rows)
                 u = _block(w, phi_t, c1, c2, floor, a, b)
                 gs, grad_c1[..., a:b] = _grad_s(u, c1[..., a:b], grad_sums[..., a:b], c2, floor, rows)
                 gs.scatter_add_(-1, index[..., a:b, :], grad_t[..., a:b, :])
-                m[..., a:b, :] += torch.matmul(gs, phi)
-                m += torch.matmul(gs.transpose(-1, -2), phi[..., a:b, :])
+                m[..., a:b, :] += _mm(gs, phi, mm)
+                m += _mm(gs.transpose(-1, -2), phi[..., a:b, :], mm)
         # s_ij = sum_c phi_ic d_c phi_jc: dL/dphi = M d, dL/dd_c = sum_i phi_ic (G Phi)_ic = half of phi . M
         grad_d = 0.5 * (phi * m).sum(-2, keepdim=True)
-        return m * d, grad_d.reshape(d.shape) if d.dim() == grad_d.dim() else grad_d.sum(0), grad_c1, None, None, None, None
+        return m * d, grad_d.reshape(d.shape) if d.dim() == grad_d.dim() else grad_d.sum(0), grad_c1, None, None, None, None, None
 
 
 def log_sum_rows(
-    phi: Tensor, d: Tensor, c1: Tensor, cols: Tensor, c2: float, floor: float, block_elements: int
+    phi: Tensor, d: Tensor, c1: Tensor, cols: Tensor, c2: float, floor: float, block_elements: int,
+    matmul_dtype: torch.dtype | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Row sums over all N columns of log(c1_i max(s_ij, floor) + c2) with s = (phi * d) phi^T:
     (..., N); and max(s_ij, floor) at ``cols`` (N, K), entries in [0, N): (..., N, K).
 
     phi: (..., N, C); d: (..., 1, C), the per-cluster weights 1 / n_c; c1: (..., N).
     ``block_elements`` bounds one block of rows x columns; rows that fit in one block keep it for
-    the backward, more rows recompute each block there.
+    the backward, more rows recompute each block there. ``matmul_dtype`` (e.g. torch.bfloat16)
+    is the operand type of the N x N x C products; logs and reductions stay in phi's dtype.
     """
     step = max(1, block_elements // max(phi.shape[-2], 1))
-    return _LogSumRows.apply(phi, d, c1, cols, float(c2), float(floor), int(step))
+    mm = phi.dtype if matmul_dtype is None else matmul_dtype
+    return _LogSumRows.apply(phi, d, c1, cols, float(c2), float(floor), int(step), mm)

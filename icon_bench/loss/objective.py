@@ -1,4 +1,4 @@
-"""The I-Con loss: mean over rows of D(p(.|i) || q(.|i)), with a structured fast path for sparse p and KL."""
+"""The I-Con loss: mean over rows of D(p(.|i) || q(.|i)), with structured paths for a sparse p and any f-divergence."""
 
 from __future__ import annotations
 
@@ -25,14 +25,15 @@ class ICon(nn.Module):
 
     ``p``, ``q`` and ``divergence`` are components or specs (``"name"``, ``("name", {...})``,
     ``{"name": ..., ...}``). ``p_propagate`` (steps) then ``p_debias`` (alpha) wrap p;
-    ``q_debias`` wraps q. ``fast``: "auto" uses the structured KL path when it applies (KL, a p with
-    sparse structure, a q evaluable by row blocks), False always goes dense, True requires the fast
-    path. Rows without support in p are left out of the mean.
+    ``q_debias`` wraps q. Rows without support in p are left out of the mean.
 
-    The fast path needs ``p.sparse(batch, "inputs") -> SparseRows`` (positives plus a uniform share)
-    and ``q.row_blocks(batch, "embeddings") -> RowBlocks``; it computes ``sum_j p log p`` in closed
-    form and ``sum_j p log q`` from q at the positives plus the sum of log q over each row, one block
-    of ``block_elements // M`` rows at a time (checkpointed under autograd, so memory is one block).
+    ``fast``: "auto" takes a structured path whenever one applies (:meth:`fast_path_blocker` says
+    why not), False always computes dense N x N log p and log q (the reference), True requires a
+    structured path. With p as sparse positives (``p.sparse``) the paths are, cheapest first
+    (see :mod:`icon_bench.loss.structured`): q only at p's support when p has no uniform share
+    and the divergence has finite f(0) (``q.log_prob_at``); for KL with a debiased p, the fused
+    row sums of log q (``q.log_q_sums``); otherwise q one row block at a time (``q.row_blocks``),
+    checkpointed under autograd so memory is one block of ``block_elements``.
     """
 
     #: Elements of one (rows x columns) block of q on the fast path; smaller means less memory.
@@ -41,6 +42,9 @@ class ICon(nn.Module):
     #: "entries" (q at p's support), "fused" (fused row sums of log q), "blocks" (q by row blocks).
     #: Benchmarks set {"blocks"} to time the path that came before the other two.
     forms: frozenset[str] = frozenset({"entries", "fused", "blocks"})
+    #: Operand type of the fused path's N x N x C products: "auto" is bfloat16 on CUDA (tensor
+    #: cores, float32 accumulation; logs and reductions stay float32) and the input's type elsewhere.
+    matmul_dtype: Any = "auto"
 
     def __init__(
         self,
@@ -160,7 +164,10 @@ class ICon(nn.Module):
             if lq_at is not None:
                 return structured.support_rows(div, sp, lq_at)
         if sp.has_uniform and type(div) is KL and "fused" in self.forms:
-            sums = q.log_q_sums(batch, key, sp.cols, block_elements=self.block_elements)
+            mm = self.matmul_dtype
+            if mm == "auto":
+                mm = torch.bfloat16 if batch[key].is_cuda else None
+            sums = q.log_q_sums(batch, key, sp.cols, block_elements=self.block_elements, matmul_dtype=mm)
             if sums is not None:
                 return structured.kl_uniform_rows(sp, sums[1], sums[0])
         if not sp.has_uniform and div.f0 is None:

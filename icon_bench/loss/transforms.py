@@ -87,12 +87,13 @@ class Debias(_Wrapper):
         return torch.where(cols >= 0, mixed, NEG_INF)
 
     def log_q_sums(
-        self, batch: Batch, key: str, cols: Tensor, keep: float = 1.0, add: float = 0.0, block_elements: int = 1 << 24
+        self, batch: Batch, key: str, cols: Tensor, keep: float = 1.0, add: float = 0.0, block_elements: int = 1 << 24,
+        matmul_dtype: Any = None,
     ) -> tuple[Tensor, Tensor] | None:
         # keep * ((1 - alpha) q + alpha / S) + add: the inner kernel's sums with new constants.
         share = self.alpha / max(self._allowed_count(batch, key), 1)
         return self.kernel.log_q_sums(
-            batch, key, cols, keep * (1.0 - self.alpha), keep * share + add, block_elements=block_elements
+            batch, key, cols, keep * (1.0 - self.alpha), keep * share + add, block_elements, matmul_dtype
         )
 
     def _debias(self, lp: Tensor, start: int, num_cols: int) -> Tensor:
