@@ -198,7 +198,11 @@ class KNN(Kernel):
         cols = cols.sort(1).values
         dup = torch.zeros_like(cols, dtype=torch.bool)
         dup[:, 1:] = (cols[:, 1:] == cols[:, :-1]) & (cols[:, 1:] >= 0)
-        return torch.where(dup, -1, cols)
+        # Listed columns first, padding last, no wider than the fullest row: the loss reads q at
+        # every slot, so padding is work (k x reps slots hold about a third of that, measured).
+        cols = torch.where(dup, -1, cols).sort(1, descending=True).values
+        width = int((cols >= 0).sum(1).max()) if cols.numel() else 0
+        return cols[:, :width]
 
     def sparse(self, batch: Batch, key: str = "embeddings") -> SparseRows:
         cols = self.neighbours(batch, key)
