@@ -195,3 +195,36 @@ def test_fused_backward_twice_is_refused_not_wrong() -> None:
     loss.backward(retain_graph=True)
     with pytest.raises(RuntimeError, match="inplace"):
         loss.backward()
+
+
+@pytest.mark.parametrize("q", [("student_t", {"dof": 1.0}), ("gaussian", {"sigma": 0.7}), ("cosine", {"temperature": 0.5})], ids=str)
+def test_dense_p_against_softmax_logits_equals_dense(q) -> None:
+    """t-SNE's form: a dense calibrated p, KL against a softmax q computed from its logits."""
+    batch = _batch(n=24, seed=4)
+    p = ("gaussian", {"perplexity": 5.0})
+    dense, fast = ib.ICon(p, q, fast=False), ib.ICon(p, q)
+    for _ in range(2):  # the second call reuses the cached sum p log p of an unchanged p
+        v_d, v_f = dense(batch), fast(batch)
+        torch.testing.assert_close(v_f, v_d, **TOL)
+        torch.testing.assert_close(
+            torch.autograd.grad(v_f, batch["embeddings"])[0], torch.autograd.grad(v_d, batch["embeddings"])[0], **TOL
+        )
+
+
+def test_tsne_recipe_loss_unchanged_by_the_softmax_form() -> None:
+    from icon_bench.data.load import load_dataset
+
+    data = load_dataset({"name": "digits", "subset": 300})
+    method = ib.method("tsne")
+    settings = {"settings": {"epochs": 5}}
+    fast = method.run(data, seed=0, overrides=settings)
+    method_dense = ib.method("tsne")
+    import icon_bench.loss.objective as objective
+
+    forms = objective.ICon.forms
+    objective.ICon.forms = frozenset(forms - {"softmax"})
+    try:
+        dense = method_dense.run(data, seed=0, overrides=settings)
+    finally:
+        objective.ICon.forms = forms
+    torch.testing.assert_close(torch.tensor(fast.history["loss"]), torch.tensor(dense.history["loss"]), rtol=1e-5, atol=1e-6)

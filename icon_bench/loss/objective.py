@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import weakref
 from typing import Any
 
 import torch
@@ -39,9 +40,10 @@ class ICon(nn.Module):
     #: Elements of one (rows x columns) block of q on the fast path; smaller means less memory.
     block_elements: int = 1 << 24
     #: The structured forms this loss may use, cheapest first (see icon_bench.structured):
-    #: "entries" (q at p's support), "fused" (fused row sums of log q), "blocks" (q by row blocks).
+    #: "entries" (q at p's support), "fused" (fused row sums of log q), "blocks" (q by row blocks),
+    #: "softmax" (a dense p against a softmax q's logits, KL: t-SNE and SNE).
     #: Benchmarks set {"blocks"} to time the path that came before the other two.
-    forms: frozenset[str] = frozenset({"entries", "fused", "blocks"})
+    forms: frozenset[str] = frozenset({"entries", "fused", "blocks", "softmax"})
     #: Operand type of the fused path's N x N x C products: "auto" is bfloat16 on CUDA (tensor
     #: cores, float32 accumulation; logs and reductions stay float32) and the input's type elsewhere.
     matmul_dtype: Any = "auto"
@@ -147,6 +149,12 @@ class ICon(nn.Module):
             if self.fast is True:
                 raise KernelError("ICon(fast=True): q gave neither entries nor row blocks for this batch")
             log_p = self.p(batch, key="inputs")
+        if self._softmax_form_applies():
+            logits = self.q.logits(batch, "embeddings")
+            if logits.shape == log_p.shape and self.p.exclude_self == self.q.exclude_self:
+                dp = self._dense_p(log_p)
+                rows = structured.kl_dense_softmax(dp, logits, self.q.exclude_self)
+                return torch.where(dp.support, rows, 0.0), dp.support
         log_q = self.q(batch, key="embeddings")
         if log_p.shape != log_q.shape:
             raise KernelError(
@@ -154,6 +162,27 @@ class ICon(nn.Module):
                 "(label to='classes') pair with class kernels (prototype)"
             )
         return self.divergence(log_p, log_q), (log_p > NEG_INF).any(1)
+
+    def _softmax_form_applies(self) -> bool:
+        return (
+            self.fast is not False
+            and type(self.divergence) is KL
+            and "softmax" in self.forms
+            and callable(getattr(self.q, "logits", None))
+            and not self.q.rectangular
+        )
+
+    def _dense_p(self, log_p: Tensor) -> structured.DenseP:
+        """log_p read once; again for free when this very tensor comes back (a cached full-batch p).
+
+        Held by weak reference: a p made afresh each step is neither kept alive nor mistaken for another.
+        """
+        ref, version, value = getattr(self, "_dense_p_of", (None, -1, None))
+        if ref is not None and ref() is log_p and version == log_p._version and not log_p.requires_grad:
+            return value
+        value = structured.DenseP.of(log_p)
+        self._dense_p_of = (weakref.ref(log_p), log_p._version, value)
+        return value
 
     def _structured(self, batch: Batch, sp: SparseRows) -> Tensor | None:
         """Rows from the cheapest structured form that applies to this batch, or None (go dense)."""

@@ -55,6 +55,11 @@ class _Pairwise(Kernel):
 
     supports_entries = True  # type: ignore[assignment]
 
+    def logits(self, batch: Batch, key: str = "embeddings") -> Tensor:
+        """The (N, N) logits s_ij, q = softmax over each row's allowed columns; self left unmasked."""
+        x = _vectors(_get(batch, key, self._name))
+        return self._logits(x, x, 0, self._prepare(x))
+
     def _pair_logits(self, x: Tensor, cols: Tensor, state: Any) -> Tensor:
         raise NotImplementedError
 
