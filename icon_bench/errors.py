@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 
 class IconBenchError(Exception):
@@ -61,3 +62,18 @@ def did_you_mean(name: str, choices: Iterable[str], n: int = 3, cutoff: float = 
     lowered = {c.lower(): c for c in choices}
     hits = difflib.get_close_matches(name.lower(), list(lowered), n=n, cutoff=cutoff)
     return [lowered[h] for h in hits]
+
+
+def invalid_value(err: Mapping[str, Any]) -> str:
+    """One pydantic error (an item of ``ValidationError.errors()``) as 'input should be ... (got X)'."""
+    msg = str(err["msg"])
+    msg = msg[0].lower() + msg[1:] if msg else "invalid value"
+    if msg.startswith("value error, "):  # a validator's own ValueError already says what is wrong
+        msg = msg[len("value error, ") :]
+    return f"{msg} (got {short_repr(err.get('input'))})"
+
+
+def short_repr(value: Any, most: int = 60) -> str:
+    """repr() cut to `most` characters, so a message quoting user input stays one short line."""
+    text = repr(value)
+    return text if len(text) <= most else text[: most - 3] + "..."

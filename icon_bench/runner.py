@@ -18,8 +18,9 @@ from tabulate import tabulate
 from icon_bench.run.execution import LoadFn, RunSummary, TrialFn
 from icon_bench.run.executors import make_executor
 from icon_bench.run.ids import trial_id
+from icon_bench.run.plan_check import check_plan
 from icon_bench.run.store import ResultsStore
-from icon_bench.run.suite import Suite
+from icon_bench.run.suite import MAX_CELLS, Suite
 from icon_bench.run.suite_file import load_suite
 
 __all__ = ["Plan", "add_commands", "cmd_run", "make_plan", "run_suite"]
@@ -50,6 +51,13 @@ def add_commands(subparsers: Any) -> None:
     p.add_argument("--no-report", action="store_true", help="do not write the report afterwards")
     p.add_argument("--report-dir", metavar="DIR", help="where the report goes (default: reports/<name>)")
     p.add_argument("--limit", type=int, metavar="N", help="run at most N of the cells that would run")
+    p.add_argument(
+        "--max-cells",
+        type=int,
+        default=MAX_CELLS,
+        metavar="N",
+        help=f"refuse a suite of more than N cells, counted from its axes before expanding (default {MAX_CELLS})",
+    )
     p.set_defaults(func=cmd_run)
 
 
@@ -65,6 +73,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         report=not args.no_report,
         report_dir=args.report_dir,
         limit=args.limit,
+        max_cells=args.max_cells,
     )
 
 
@@ -251,6 +260,7 @@ def run_suite(
     report: bool = True,
     report_dir: str | os.PathLike[str] | None = None,
     limit: int | None = None,
+    max_cells: int = MAX_CELLS,
     trial_fn: TrialFn | None = None,
     load_fn: LoadFn | None = None,
     progress: bool = True,
@@ -260,8 +270,19 @@ def run_suite(
     """Everything `icon-bench run` does; returns the exit status (0 ok, 1 some failed, 130 interrupted)."""
     out = out or sys.stdout
     if not isinstance(suite, Suite):
-        suite = load_suite(suite)
+        suite = load_suite(suite, max_cells=max_cells)
+    kind = executor or suite.executor
+    check_plan(suite, kind, os.getcwd())  # data files and GPUs, before a cell is expanded or run
     results_dir = Path(results) if results is not None else suite.results_dir
+    count, product = suite.cell_count()
+    if dry_run and count > MAX_CELLS:
+        # Counting what each method and dataset would run means expanding every cell: not for a dry run.
+        print(
+            f"suite {suite.name!r} ({suite.source}): {count} cells ({product}) before exclude rules; "
+            f"more than {MAX_CELLS}, so the plan per method and dataset is not expanded; results in {results_dir}",
+            file=out,
+        )
+        return EXIT_OK
     run_id = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
     store = ResultsStore(results_dir, suite=suite.name, run_id=run_id)
     plan = make_plan(suite, store, force=force, retry_failed=retry_failed, limit=limit)
@@ -275,7 +296,6 @@ def run_suite(
     if not plan.to_run:
         print(f"nothing to run: {plan.done} of {len(plan.specs)} cells done; rows in {store.path}", file=out)
         return EXIT_OK
-    kind = executor or suite.executor
     runner = make_executor(
         kind, address=address, cpus=suite.resources.cpus, gpus=suite.resources.gpus, progress=progress, **executor_kwargs
     )

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
 import time
 from typing import Any
 
 import numpy as np
 
+from icon_bench.hooks.registry import Registry, load_registry, set_registry
+from icon_bench.hooks.specs import hookimpl
 from icon_bench.run.ids import config_id, trial_id
 
 
@@ -121,3 +124,28 @@ def mapping_trial(spec: dict[str, Any], data: Any = None) -> dict[str, Any]:
                 where = line.strip()
                 break
     return _row(spec, {"x_sum": float(data.x_train.sum())}, mapping=where, pid=os.getpid())
+
+
+class OpenRecipe:
+    """The recipe of method "fake": it declares no settings, so fake_trial's knobs (sleep, fail,
+    interrupt) pass the suite's checks, as any setting of a plugin method that declares none does."""
+
+    metrics = ["hungarian"]
+
+    def with_overrides(self, overrides: Any) -> OpenRecipe:
+        return self
+
+    def resolved(self) -> None:
+        return None
+
+
+@hookimpl
+def register_methods(register: Any) -> None:
+    register("fake", OpenRecipe, description="a method whose settings are not declared (fake_trial runs it)")
+
+
+def use_fake_method() -> Registry:
+    """Make the process-wide registry the built-ins plus method "fake" (this module as a plugin)."""
+    registry = load_registry(extra_plugins={"fake_methods": sys.modules[__name__]})
+    set_registry(registry)
+    return registry

@@ -11,12 +11,14 @@ import textwrap
 import time
 import types
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from ray_trials import fake_load, fake_trial
+from ray_trials import fake_load, fake_trial, use_fake_method
 
 from icon_bench import cli
+from icon_bench.hooks.registry import get_registry, set_registry
 from icon_bench.run.ids import trial_id
 from icon_bench.run.store import ResultsStore
 from icon_bench.run.suite_file import load_suite
@@ -42,6 +44,15 @@ def _suite(tmp_path: Path, text: str, name: str = "suite.yaml") -> Path:
     path = tmp_path / name
     path.write_text(textwrap.dedent(text).lstrip("\n"))
     return path
+
+
+@pytest.fixture
+def fake_method() -> Iterator[None]:
+    """Method "fake" registered (fake_trial's knobs are no real method's settings); the registry restored."""
+    saved = get_registry()
+    use_fake_method()
+    yield
+    set_registry(saved)
 
 
 def _plan_rows(output: str) -> dict[tuple[str, str], list[int]]:
@@ -83,7 +94,7 @@ def test_dry_run_counts_with_include_exclude_and_done_cells(tmp_path: Path, caps
     assert "3 done, 1 failed, 5 to run" in capsys.readouterr().out
 
 
-def test_run_summary_exit_status_and_reruns(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_run_summary_exit_status_and_reruns(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fake_method: None) -> None:
     path = _suite(
         tmp_path,
         """
@@ -94,7 +105,7 @@ def test_run_summary_exit_status_and_reruns(tmp_path: Path, monkeypatch: pytest.
           divergence: [kl, tv]
           seed: [0, 1]
         include:
-          - {method: pmi, divergence: js, seed: 0, fail: true}
+          - {method: fake, divergence: js, seed: 0, fail: true}
         evaluate: [hungarian, nmi]
         """,
     )
@@ -110,7 +121,7 @@ def test_run_summary_exit_status_and_reruns(tmp_path: Path, monkeypatch: pytest.
     text = out.getvalue()
     assert code == 1  # one trial failed
     assert "4 ok, 1 failed" in text and str(results / "results.jsonl") in text
-    assert "hungarian" in text and "ValueError: boom in pmi" in text  # metrics columns, error column
+    assert "hungarian" in text and "ValueError: boom in fake" in text  # metrics columns, error column
     assert calls == [(results, Path("reports/small"))]
     rows = ResultsStore(results).rows()
     assert len(rows) == 5 and {r["suite"] for r in rows} == {"small"} and len({r["run_id"] for r in rows}) == 1
@@ -145,20 +156,21 @@ def test_malformed_suite_through_the_cli(tmp_path: Path, capsys: pytest.CaptureF
 DRIVER = """
 import sys
 sys.path.insert(0, {tests!r})
-from ray_trials import fake_load, fake_trial
+from ray_trials import fake_load, fake_trial, use_fake_method
 from icon_bench.runner import run_suite
+use_fake_method()
 sys.exit(run_suite({suite!r}, results={results!r}, trial_fn=fake_trial, load_fn=fake_load, report=False, progress=False))
 """
 
 
-def test_resume_after_sigkill_runs_every_cell_exactly_once(tmp_path: Path) -> None:
+def test_resume_after_sigkill_runs_every_cell_exactly_once(tmp_path: Path, fake_method: None) -> None:
     path = _suite(
         tmp_path,
         """
         name: resume
         datasets: [digits]
         grid:
-          method: [pmi]
+          method: [fake]
           seed: [0, 1, 2, 3, 4, 5, 6, 7]
           sleep: 0.4
         """,
@@ -190,7 +202,7 @@ def test_resume_after_sigkill_runs_every_cell_exactly_once(tmp_path: Path) -> No
     assert all(r["status"] == "ok" for r in store.rows())
 
 
-def test_interrupted_run_exits_130_and_keeps_rows(tmp_path: Path) -> None:
+def test_interrupted_run_exits_130_and_keeps_rows(tmp_path: Path, fake_method: None) -> None:
     path = _suite(
         tmp_path,
         """
@@ -200,7 +212,7 @@ def test_interrupted_run_exits_130_and_keeps_rows(tmp_path: Path) -> None:
           method: [pmi]
           seed: [0, 1, 2]
         include:
-          - {method: pmi, seed: 9, interrupt: true}
+          - {method: fake, seed: 9, interrupt: true}
         """,
     )
     results = tmp_path / "res"

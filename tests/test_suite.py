@@ -103,19 +103,19 @@ def test_include_exclude_and_seeds_shorthand() -> None:
           - {method: kmeans, divergence: [tv, js]}
           - {method: pmi, dataset: iris, divergence: js}
         include:
-          - {method: tsne, dataset: digits, model.hidden: [8, 16]}
+          - {method: tsne, dataset: digits, model.init_std: [0.001, 0.01]}
           - {method: pmi, divergence: kl, epochs: 2}
         """.replace("\n        ", "\n")
     )
     specs = suite.trials()
     grid = 2 * 3 * 2 * 3  # datasets x divergences x methods x seeds
     dropped = (2 * 2 * 3) + (1 * 3)  # kmeans tv/js on both datasets, pmi/iris/js; 3 seeds each
-    tsne = 2 * 3  # two hidden sizes x 3 seeds (the dataset is fixed)
+    tsne = 2 * 3  # two init scales x 3 seeds (the dataset is fixed)
     assert len(specs) == grid - dropped + tsne  # the second include duplicates grid cells: not repeated
     assert sorted({s["seed"] for s in specs}) == [0, 1, 2]
     assert not [s for s in specs if s["method"] == "kmeans" and s["divergence"] != "kl"]
     tsne_specs = [s for s in specs if s["method"] == "tsne"]
-    assert {s["model"]["hidden"] for s in tsne_specs} == {8, 16}
+    assert {s["model"]["init_std"] for s in tsne_specs} == {0.001, 0.01}
     assert all(s["divergence"] is None and s["settings"] == {} for s in tsne_specs)
     assert all(s["settings"] == {"epochs": 2} for s in specs if s["method"] != "tsne")
 

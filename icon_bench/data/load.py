@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import torch
+from pydantic import Field
 
 from icon_bench.data.builtin import blobs, breast_cancer, digits, iris, wine
 from icon_bench.data.files import arrays
@@ -16,7 +17,7 @@ from icon_bench.data.splits import DataSplits, stratified_subset
 from icon_bench.errors import DataError, UnknownNameError, did_you_mean
 from icon_bench.hooks.specs import hookimpl
 
-__all__ = ["COMMON_OPTIONS", "load_dataset"]
+__all__ = ["COMMON_OPTIONS", "COMMON_OPTION_TYPES", "load_dataset"]
 
 
 #: Options every dataset takes; `load_dataset` applies them after `Dataset.load()`, in this order:
@@ -28,6 +29,16 @@ COMMON_OPTIONS: dict[str, Any] = {
     "pca": None,
     "knn": None,
     "knn_metric": "cosine",
+}
+#: Their types and ranges, checked when a suite is loaded (run/spec_check.py). A subset caps rows:
+#: beyond 2**31 it can only be a slip (1e12 is not a row count any data set here reaches).
+COMMON_OPTION_TYPES: dict[str, Any] = {
+    "subset": Annotated[int, Field(ge=1, le=2**31 - 1)] | None,
+    "subset_seed": Annotated[int, Field(ge=0)],
+    "standardize": bool,
+    "pca": Annotated[int, Field(ge=1)] | None,
+    "knn": Annotated[int, Field(ge=1)] | None,
+    "knn_metric": Literal["cosine", "euclidean"],
 }
 
 

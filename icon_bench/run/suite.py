@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import copy
 import itertools
+import math
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
 
 from icon_bench.run.ids import canonical_json, normalize_spec, trial_id
 from icon_bench.run.yaml_lines import Loc
 
-__all__ = ["AXES", "Resources", "Suite", "resolve_dataset_paths"]
+__all__ = ["AXES", "MAX_CELLS", "Resources", "Suite", "resolve_dataset_paths"]
 
 
 #: Grid axes with a meaning of their own; any other plain key is a trainer setting.
@@ -52,14 +53,35 @@ def resolve_dataset_paths(dataset: Mapping[str, Any], base: str | os.PathLike[st
 
 
 # ---------------------------------------------------------------------------------------------
-# Schema
+# Schema (docs/suite.md is generated from these fields: run/suite_doc.py)
 # ---------------------------------------------------------------------------------------------
+#: Cells a suite may expand to unless the run raises the limit (`icon-bench run --max-cells N`):
+#: counted from the axes before anything is expanded; 10 000 cells expand in about 0.2 s.
+MAX_CELLS = 10_000
+
+
 class Resources(BaseModel):
     """What one trial asks of the executor: CPUs and (fractional) GPUs."""
 
     model_config = ConfigDict(extra="forbid")
-    cpus: float = Field(1.0, ge=0)
-    gpus: float = Field(0.0, ge=0)
+    cpus: float = Field(
+        1.0, gt=0, allow_inf_nan=False, description="CPUs per trial (also its torch threads)", examples=[2]
+    )
+    gpus: float = Field(
+        0.0,
+        ge=0,
+        allow_inf_nan=False,
+        description="GPUs per trial: a fraction up to 1 (0.25 runs four trials per GPU) or a whole number",
+        examples=[0.25],
+    )
+
+    @field_validator("gpus")
+    @classmethod
+    def _whole_or_fraction(cls, value: float) -> float:
+        # Ray's rule: a task shares one GPU (a fraction) or owns whole ones; 2.5 GPUs fit no scheduler.
+        if value > 1 and not float(value).is_integer():
+            raise ValueError("gpus above 1 must be a whole number")
+        return value
 
 
 class Suite(BaseModel):
@@ -67,18 +89,52 @@ class Suite(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-    description: str | None = None
-    datasets: list[str | dict[str, Any]] | None = None
-    grid: dict[str, Any] = Field(default_factory=dict)
-    settings: dict[str, Any] = Field(default_factory=dict)
-    include: list[dict[str, Any]] = Field(default_factory=list)
-    exclude: list[dict[str, Any]] = Field(default_factory=list)
-    evaluate: list[str] | None = None
-    resources: Resources = Field(default_factory=Resources)
-    executor: Literal["local", "ray"] = "local"
-    results: str | None = None
-    seeds: int | list[int] | None = None
+    name: str = Field(
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
+        description="the suite's name: results/<name>, reports/<name>; letters, digits, _ . -",
+        examples=["clustering"],
+    )
+    description: str | None = Field(None, description="one line for reports", examples=["digits under KL and TV"])
+    datasets: list[str | dict[str, Any]] | None = Field(
+        None,
+        description="datasets every grid cell runs on: names, or mappings with `name` and options",
+        examples=[["digits", {"name": "arrays", "path": "data/x.npz", "pca": 50}]],
+    )
+    grid: dict[str, Any] = Field(
+        default_factory=dict,
+        description="axes (a value or a list each) whose product gives the cells; see Grid keys",
+        examples=[{"method": ["pmi", "kmeans"], "divergence": ["kl", "tv"], "p.debias": [0.0, 0.6]}],
+    )
+    settings: dict[str, Any] = Field(
+        default_factory=dict,
+        description="trainer settings and method options shared by every cell; see Settings",
+        examples=[{"epochs": 30, "lr": 1.0e-3}],
+    )
+    include: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="extra cells, each a mapping of grid keys with a `method`; dataset and seed default to the suite's",
+        examples=[[{"method": "tsne", "epochs": 100}]],
+    )
+    exclude: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="rules dropping grid cells: a cell goes when every key matches (a list matches any element)",
+        examples=[[{"method": "kmeans", "divergence": ["tv", "js"]}]],
+    )
+    evaluate: list[str] | None = Field(
+        None, description="metrics of every cell; null: each method's own", examples=[["hungarian", "nmi", "ari"]]
+    )
+    resources: Resources = Field(default_factory=Resources, description="per trial; see Resources")
+    executor: Literal["local", "ray"] = Field(
+        "local", description="`local` (one trial after another) or `ray`; `--executor` overrides", examples=["ray"]
+    )
+    results: str | None = Field(
+        None, description="results folder; null: results/<name>; `--results` overrides", examples=["results/mine"]
+    )
+    seeds: int | list[int] | None = Field(
+        None,
+        description="seeds of every cell: N means 0..N-1, or a list; null: grid.seed, else [0]",
+        examples=[3],
+    )
 
     _source: str = PrivateAttr(default="<suite>")
     _lines: dict[Loc, int] = PrivateAttr(default_factory=dict)
@@ -93,38 +149,67 @@ class Suite(BaseModel):
         """Where rows go: ``results`` as written (relative to the current directory) or results/<name>."""
         return Path(self.results or os.path.join("results", self.name))
 
-    def seed_values(self) -> list[int]:
+    def _seeds(self) -> Sequence[int]:
+        # A range, not a list: `seeds: 1000000000` is counted (and refused) without being built.
         if "seed" in self.grid:
             return _as_list(self.grid["seed"])
         if isinstance(self.seeds, int):
-            return list(range(self.seeds))
+            return range(self.seeds)
         if self.seeds is not None:
             return list(self.seeds)
         return [0]
 
+    def seed_values(self) -> list[int]:
+        return list(self._seeds())
+
     def dataset_values(self) -> list[Any]:
         return _as_list(self.grid["dataset"]) if "dataset" in self.grid else list(self.datasets or [])
 
-    def axes(self) -> dict[str, list[Any]]:
+    def axis_names(self) -> list[str]:
         """The grid's axes (dataset and seed included), in the fixed order the product uses."""
-        axes = {k: _as_list(v) for k, v in self.grid.items() if k not in ("dataset", "seed")}
-        axes["dataset"] = self.dataset_values()
-        axes["seed"] = self.seed_values()
-        return dict(sorted(axes.items(), key=lambda kv: (_AXIS_ORDER.get(kv[0], 5), kv[0])))
+        return sorted({*self.grid, "dataset", "seed"}, key=lambda k: (_AXIS_ORDER.get(k, 5), k))
+
+    def axes(self) -> dict[str, list[Any]]:
+        """The grid's axes (dataset and seed included) with their values, in the product's order."""
+        return {k: list(v) for k, v in self._blocks()[0][1].items()}
+
+    def _blocks(self) -> list[tuple[int | None, dict[str, Sequence[Any]]]]:
+        """The grid (origin None) and each include entry (origin: its index) as axes whose product is its cells."""
+        grid = {k: _as_list(v) for k, v in self.grid.items() if k not in ("dataset", "seed")}
+        grid.update(dataset=self.dataset_values(), seed=self._seeds())
+        blocks: list[tuple[int | None, dict[str, Sequence[Any]]]] = [(None, _ordered(grid))]
+        for i, entry in enumerate(self.include):
+            sub: dict[str, Sequence[Any]] = {k: _as_list(v) for k, v in entry.items()}
+            sub.setdefault("dataset", self.dataset_values())
+            sub.setdefault("seed", self._seeds())
+            blocks.append((i, _ordered(sub)))
+        return blocks
+
+    def cell_count(self) -> tuple[int, str]:
+        """Cells before exclude rules, from the axes' lengths alone (nothing expanded), and how they multiply."""
+        total, parts = 0, []
+        for origin, axes in self._blocks():
+            count = math.prod(len(v) for v in axes.values())
+            total += count
+            if origin is None:
+                parts.append(" x ".join(f"{k} {len(v)}" for k, v in axes.items()))
+            elif count:
+                parts.append(f"include[{origin}] {count}")
+        return total, " + ".join(parts)
+
+    def iter_cells(self) -> Iterator[tuple[int | None, dict[str, Any]]]:
+        """(origin, cell) lazily: the grid's cells minus the exclude rules (origin None), then each include's."""
+        for origin, axes in self._blocks():
+            keys = list(axes)
+            for values in itertools.product(*axes.values()):
+                cell = dict(zip(keys, values))
+                if origin is None and any(_rule_matches(rule, cell) for rule in self.exclude):
+                    continue
+                yield origin, cell
 
     def cells(self) -> list[dict[str, Any]]:
         """Flat cells (axis -> value): the grid minus the exclude rules, then the include entries."""
-        axes = self.axes()
-        keys = list(axes)
-        cells = [dict(zip(keys, values)) for values in itertools.product(*axes.values())]
-        cells = [c for c in cells if not any(_rule_matches(rule, c) for rule in self.exclude)]
-        for entry in self.include:
-            sub = {k: _as_list(v) for k, v in entry.items()}
-            sub.setdefault("dataset", self.dataset_values())
-            sub.setdefault("seed", self.seed_values())
-            sub = dict(sorted(sub.items(), key=lambda kv: (_AXIS_ORDER.get(kv[0], 5), kv[0])))
-            cells.extend(dict(zip(sub, values)) for values in itertools.product(*sub.values()))
-        return cells
+        return [cell for _, cell in self.iter_cells()]
 
     def trials(self) -> list[dict[str, Any]]:
         """Trial specs in the contract's form, deterministic, without duplicates (first one kept)."""
@@ -157,9 +242,12 @@ class Suite(BaseModel):
             _set_dotted(spec[target], rest, copy.deepcopy(value))
         return normalize_spec(spec)
 
-
 def _as_list(value: Any) -> list[Any]:
     return list(value) if isinstance(value, list) else [value]
+
+
+def _ordered(axes: dict[str, Sequence[Any]]) -> dict[str, Sequence[Any]]:
+    return dict(sorted(axes.items(), key=lambda kv: (_AXIS_ORDER.get(kv[0], 5), kv[0])))
 
 
 def _dataset_dict(value: Any) -> dict[str, Any] | None:

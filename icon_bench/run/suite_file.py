@@ -4,35 +4,49 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Mapping
-from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
-from icon_bench.errors import SuiteError, UnknownNameError, did_you_mean
-from icon_bench.run.suite import AXES, DOTTED, Resources, Suite
-from icon_bench.run.yaml_lines import Loc, _load_yaml
+from icon_bench.errors import SuiteError, UnknownNameError, did_you_mean, invalid_value
+from icon_bench.run.spec_check import SpecChecker, check_cells
+from icon_bench.run.suite import AXES, DOTTED, MAX_CELLS, Resources, Suite
+from icon_bench.run.synonyms import SYNONYMS
+from icon_bench.run.yaml_lines import MAX_SUITE_BYTES, Loc, _load_yaml
 
 __all__ = ["load_suite", "parse_suite"]
+
+#: Seeds go to torch, numpy and scikit-learn; the last takes 0 .. 2**32 - 1.
+MAX_SEED = 2**32 - 1
+
+_SYNONYM_SCOPE: dict[Loc, str] = {(): "top level", ("resources",): "resources"}
 
 
 # ---------------------------------------------------------------------------------------------
 # Loading and checking
 # ---------------------------------------------------------------------------------------------
-def load_suite(path: str | os.PathLike[str]) -> Suite:
+def load_suite(path: str | os.PathLike[str], *, max_cells: int = MAX_CELLS) -> Suite:
     """Read and validate a suite file; every error names the file, the line and the key."""
     source = os.fspath(path)
     try:
-        text = Path(source).read_text(encoding="utf-8")
+        with open(source, "rb") as fh:
+            raw = fh.read(MAX_SUITE_BYTES + 1)  # never more than the bound, whatever the file holds
     except FileNotFoundError:
         raise SuiteError(f"{source}: no such suite file") from None
     except OSError as exc:
         raise SuiteError(f"{source}: cannot read suite file: {exc.strerror}") from None
-    return parse_suite(text, source=source)
+    if len(raw) > MAX_SUITE_BYTES:
+        raise SuiteError(f"{source}:1: suite file too large (more than {MAX_SUITE_BYTES} bytes)")
+    try:
+        text = raw.decode("utf-8-sig")  # a byte-order mark from a Windows editor is harmless
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise SuiteError(f"{source}:{line}: not UTF-8 text (byte 0x{raw[exc.start]:02x}); save the file as UTF-8") from None
+    return parse_suite(text, source=source, max_cells=max_cells)
 
 
-def parse_suite(text: str, source: str = "<suite>") -> Suite:
-    """Validate suite YAML text (``source`` names it in errors)."""
+def parse_suite(text: str, source: str = "<suite>", *, max_cells: int = MAX_CELLS) -> Suite:
+    """Validate suite YAML text (``source`` names it in errors); refuse grids of more than `max_cells` cells."""
     data, lines = _load_yaml(text, source)
     errors = _Errors(source, lines)
     if data is None:
@@ -49,8 +63,18 @@ def parse_suite(text: str, source: str = "<suite>") -> Suite:
     errors.raise_if_any()  # outside the except block, so the message is not chained to pydantic's
     suite._source, suite._lines = source, lines
     _check(suite, errors)
+    # Counted from the axes' lengths before anything is expanded: a 1e9-cell grid costs nothing here.
+    count, product = suite.cell_count()
+    if count > max_cells:
+        errors.add(
+            ("grid",),
+            f"{count} cells ({product}) before exclude rules, more than the limit of {max_cells}; "
+            f"shrink an axis, or raise the limit with --max-cells {count}",
+        )
+        errors.raise_if_any()
+    check_cells(suite, errors)
     errors.raise_if_any()
-    if not suite.trials():
+    if next(suite.iter_cells(), None) is None:
         errors.add(("grid",), "the suite expands to no trials (everything excluded?)")
         errors.raise_if_any()
     return suite
@@ -70,6 +94,9 @@ class _Errors:
             loc = loc[:-1]
         return self.lines.get(loc, 1)
 
+    def has(self, loc: Loc) -> bool:
+        return (self.line(loc), _format_loc(loc)) in self.items
+
     def add(self, loc: Loc, message: str) -> None:
         key = _format_loc(loc)
         self.items.setdefault((self.line(loc), key), [])
@@ -87,13 +114,12 @@ class _Errors:
                 break
         kind = err["type"]
         if kind == "extra_forbidden":
-            choices = self._FIELDS.get(tuple(known[:-1]), [])
-            self.add(tuple(known), _unknown_key(str(known[-1]), choices))
+            where = tuple(known[:-1])
+            self.add(tuple(known), _unknown_key(str(known[-1]), self._FIELDS.get(where, []), _SYNONYM_SCOPE.get(where)))
         elif kind == "missing":
             self.add((*known, loc[len(known)]), "required key is missing")
         else:
-            msg = err["msg"][0].lower() + err["msg"][1:]
-            self.add(tuple(known), f"{msg} (got {err.get('input')!r})")
+            self.add(tuple(known), invalid_value(err))
 
     def raise_if_any(self) -> None:
         if self.items:
@@ -111,9 +137,19 @@ def _format_loc(loc: Iterable[Any]) -> str:
     return out
 
 
-def _unknown_key(key: str, choices: Iterable[str]) -> str:
-    hint = did_you_mean(key, choices)
-    return "unknown key" + (f"; did you mean {' or '.join(repr(h) for h in hint)}?" if hint else "")
+def _unknown_key(key: str, choices: Iterable[str], scope: str | None = None) -> str:
+    meant = SYNONYMS.get(scope or "", {}).get(key)
+    if meant is None and scope == "top level" and key in _known_settings():
+        meant = f"settings.{key}"  # a trainer setting written at the top level
+    hint = [meant] if meant else did_you_mean(key, choices)
+    return "unknown key" + (f"; did you mean {' or '.join(repr(h) for h in hint)}?" if hint else "") + _non_ascii(key)
+
+
+def _non_ascii(text: Any) -> str:
+    """A note naming the code points of non-ASCII characters: a Cyrillic 'р' looks like 'p' in a message."""
+    if not isinstance(text, str) or text.isascii():
+        return ""
+    return " (non-ASCII: " + ", ".join(f"U+{ord(c):04X}" for c in dict.fromkeys(text) if not c.isascii()) + ")"
 
 
 def _registry_names(kind: str) -> Any:
@@ -139,7 +175,7 @@ def _check_name(errors: _Errors, loc: Loc, kind: str, value: Any, allow_none: bo
     try:
         registry.get(kind, name)
     except UnknownNameError as exc:
-        errors.add(loc, str(exc))
+        errors.add(loc, str(exc) + _non_ascii(name))
 
 
 def _check_axis_key(errors: _Errors, loc: Loc, key: Any) -> bool:
@@ -164,34 +200,27 @@ def _check_axis_key(errors: _Errors, loc: Loc, key: Any) -> bool:
             return False
         return _check_setting_key(errors, loc, rest) if prefix == "settings" else True
     # Any other plain key is a trainer setting; one that is a near-miss of an axis is a typo.
-    hint = did_you_mean(key, [*AXES, "datasets", "seeds"], cutoff=0.75)
+    meant = SYNONYMS["grid, include and exclude"].get(key)
+    if meant in Suite.model_fields:
+        errors.add(loc, f"unknown key; {meant!r} is a top-level key of the suite, not a grid axis")
+        return False
+    hint = [meant] if meant else did_you_mean(key, [*AXES, "datasets", "seeds"], cutoff=0.75)
     if hint:
-        errors.add(loc, _unknown_key(key, hint))
+        errors.add(loc, f"unknown key; did you mean {' or '.join(repr(h) for h in hint)}?")
         return False
     return _check_setting_key(errors, loc, key)
 
 
 def _known_settings() -> frozenset[str]:
-    """Trainer settings and method options, when those modules exist (methods may accept more)."""
-    known: set[str] = set()
-    try:
-        from icon_bench.train.trainer import TrainSettings
+    """Trainer settings and method options (methods may accept more)."""
+    from icon_bench.train.recipe import setting_types
 
-        known |= set(TrainSettings.__dataclass_fields__)
-    except (ImportError, AttributeError):
-        pass
-    try:
-        from icon_bench.train.recipe import OPTION_KEYS
-
-        known |= set(OPTION_KEYS)
-    except (ImportError, AttributeError):
-        pass
-    return frozenset(known)
+    return frozenset(setting_types())
 
 
 def _check_setting_key(errors: _Errors, loc: Loc, key: str) -> bool:
-    # Settings are open-ended (baselines take their own parameters), so only a near-miss of a known
-    # setting is an error here; the trial reports anything else it does not accept.
+    # Whether a method takes a setting is checked per cell (_check_cells); this catches near-misses
+    # for methods that do not declare their settings.
     known = _known_settings()
     if key in known:
         return True
@@ -207,11 +236,17 @@ def _check_value(errors: _Errors, loc: Loc, key: str, value: Any) -> None:
         _check_name(errors, loc, "method", value)
     elif key == "divergence":
         _check_name(errors, loc, "divergence", value, allow_none=True)
+        for param, message in SpecChecker().divergence(value):
+            errors.add((*loc, param) if param else loc, message)
     elif key == "dataset":
         _check_name(errors, loc, "dataset", value)
+        for option, message in SpecChecker().dataset(value):
+            errors.add((*loc, option) if option else loc, message)
     elif key == "seed":
         if not isinstance(value, int) or isinstance(value, bool):
             errors.add(loc, f"a seed is an integer, got {value!r}")
+        elif not 0 <= value <= MAX_SEED:
+            errors.add(loc, f"a seed is in 0..{MAX_SEED} (what numpy and scikit-learn take), got {value}")
     elif key in ("p.name", "q.name"):
         _check_name(errors, loc, "kernel", value)
     elif key == "model.name":
@@ -229,6 +264,7 @@ def _check_axis(errors: _Errors, loc: Loc, key: str, values: Any) -> None:
 
 
 def _check(suite: Suite, errors: _Errors) -> None:
+    """Keys and names, each where it is written (values per cell: spec_check.check_cells)."""
     grid = suite.grid
     for key, values in grid.items():
         if _check_axis_key(errors, ("grid", key), key):
@@ -239,6 +275,8 @@ def _check(suite: Suite, errors: _Errors) -> None:
         errors.add(("seeds",), "give seeds either at the top level or as grid.seed, not both")
     if isinstance(suite.seeds, int) and suite.seeds < 1:
         errors.add(("seeds",), f"seeds: N means seeds 0..N-1; N must be at least 1, got {suite.seeds}")
+    for i, seed in enumerate(suite.seeds if isinstance(suite.seeds, list) else []):
+        _check_value(errors, ("seeds", i), "seed", seed)
     for i, ds in enumerate(suite.datasets or []):
         _check_value(errors, ("datasets", i), "dataset", ds)
     if not suite.dataset_values():
@@ -251,7 +289,7 @@ def _check(suite: Suite, errors: _Errors) -> None:
         for key, values in entry.items():
             if _check_axis_key(errors, ("include", i, key), key):
                 _check_axis(errors, ("include", i, key), key, values)
-    grid_keys = set(suite.axes())
+    grid_keys = set(suite.axis_names())
     for i, rule in enumerate(suite.exclude):
         if not rule:
             errors.add(("exclude", i), "an empty exclude rule would drop every cell")

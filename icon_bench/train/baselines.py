@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from icon_bench.train.recipe import CLUSTER_METRICS, OPTION_KEYS
+from icon_bench.train.recipe import CLUSTER_METRICS, OPTION_KEYS, setting_types
 
 if TYPE_CHECKING:
     from icon_bench.data.splits import DataSplits
@@ -24,6 +24,7 @@ class Baseline:
 
     name: str
     params: dict[str, Any]
+    types: dict[str, Any] = dataclasses.field(default_factory=dict)  # param -> type, checked when a suite loads
     metrics: list[str] = dataclasses.field(default_factory=lambda: list(CLUSTER_METRICS))
     description: str = ""
     ignored: dict[str, Any] = dataclasses.field(default_factory=dict)  # trainer settings set aside
@@ -50,6 +51,11 @@ class Baseline:
                 raise UnknownNameError("setting", key, new.params, where=f"baseline {self.name!r}")
             new.params[key] = value
         return new
+
+    def setting_types(self) -> dict[str, Any]:
+        """Keys a spec's ``settings`` may hold -> type: the baseline's parameters, and the learned methods'
+        settings (set aside here, but still of their types: one settings block serves a whole grid)."""
+        return {**setting_types(), **{k: self.types.get(k, Any) for k in self.params}}
 
     def resolved(self) -> dict[str, Any]:
         """The baseline's parameters as plain data (recorded in result rows)."""

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import typing
 from collections.abc import Mapping
-from typing import Any
+from typing import Annotated, Any, Literal
 
-from icon_bench.errors import TrialError
-from icon_bench.hooks.registry import split_spec
+from pydantic import Field
+
+from icon_bench.errors import TrialError, UnknownNameError
+from icon_bench.hooks.registry import get_registry, split_spec
 from icon_bench.train import build, learn
+from icon_bench.train.trainer import Count, NonNegativeFloat, PositiveFloat, PositiveInt, TrainSettings
 
 #: Values in recipe parameters resolved when the data is known (``"$num_classes"``, ...).
 PLACEHOLDERS = ("$num_classes", "$dim", "$n")
@@ -18,25 +22,46 @@ CLUSTER_METRICS = ["hungarian", "nmi", "ari"]
 EMBEDDING_METRICS = ["linear_probe", "knn"]
 MAP_METRICS = ["knn2d", "trustworthiness"]
 
-#: Method-level knobs a spec may set under "settings" that are not trainer settings.
-OPTION_KEYS = frozenset(
-    {
-        "graph_k",
-        "graph_metric",
-        "augment",
-        "transductive",
-        "pca_init",
-        "pca_std",
-        "cache_p",
-        "heads",
-        "head_temperature",
-        "head_dim",
-    }
-)
+#: Method-level knobs a spec may set under "settings" that are not trainer settings, with their types.
+OPTION_TYPES: dict[str, Any] = {
+    "graph_k": PositiveInt,
+    "graph_metric": Literal["euclidean", "cosine"],
+    "augment": Literal["auto", "none"] | bool | dict[str, Any] | None,
+    "transductive": bool,
+    "pca_init": bool,
+    "pca_std": NonNegativeFloat,
+    "cache_p": bool,
+    "heads": PositiveInt,
+    "head_temperature": PositiveFloat | None,
+    "head_dim": PositiveInt,
+}
+OPTION_KEYS = frozenset(OPTION_TYPES)
 
 #: Keys of spec["p"] / spec["q"] that are ICon transforms rather than kernel parameters.
 _P_TRANSFORMS = {"debias": "p_debias", "propagate": "p_propagate"}
 _Q_TRANSFORMS = {"debias": "q_debias"}
+#: Their types: debias is alpha in [0, 1] (0 = off), propagate the number of walk steps (0 = off).
+TRANSFORM_TYPES: dict[str, Any] = {"debias": Annotated[float, Field(ge=0, le=1)], "propagate": Count}
+
+
+def setting_types() -> dict[str, Any]:
+    """Every key a learned method's ``settings`` may hold -> its type: trainer settings and method options."""
+    return {**typing.get_type_hints(TrainSettings, include_extras=True), **OPTION_TYPES}
+
+
+def kernel_keys(side: str, kernel: Any, base: Mapping[str, Any] | None = None) -> list[str] | None:
+    """Keys a spec's ``side`` ("p" or "q") may set on ``kernel``: "name", the kernel's parameters, the
+    ICon transforms of that side, and the keys of the recipe's own kernel spec ``base`` (a recipe may
+    read extra keys, as dcl reads q.tau_plus); None when the kernel is unknown or takes any keyword.
+    """
+    try:
+        component = get_registry().get("kernel", split_spec(kernel)[0])
+    except (UnknownNameError, TypeError):
+        return None
+    if component.accepts_any:
+        return None
+    transforms = _P_TRANSFORMS if side == "p" else _Q_TRANSFORMS
+    return sorted({"name", *(p.name for p in component.params), *transforms, *(base or {})})
 
 
 @dataclasses.dataclass
@@ -111,6 +136,10 @@ class Method:
             "options": self.options,
         }
 
+    def setting_types(self) -> dict[str, Any]:
+        """The keys this recipe's ``settings`` accepts, with their types (checked when a suite loads)."""
+        return setting_types()
+
     # -- building and running: the code lives in icon_bench.train.build and icon_bench.train.learn --
     build_loss = build.build_loss
     embedding_dim = build.embedding_dim
@@ -141,6 +170,13 @@ def _override_kernel(
     for key in ("debias", "propagate"):
         if key in params:
             raise TrialError(f"{side}.{key} is not supported on the {side} side (ICon has no {side}_{key})")
+    # Checked here, where the transforms are still in the list of known keys ("did you mean 'debias'?").
+    kernel = params if "name" in params else base
+    known = kernel_keys(side, kernel, base)
+    for key in params:
+        if known is not None and key not in known:
+            where = f"{side} kernel {split_spec(kernel)[0]!r}"
+            raise UnknownNameError("parameter", key, known, where=where)
     if "name" in params and params["name"] != base.get("name"):
         # Swapping the kernel drops the old kernel's parameters: they may not exist on the new one.
         return params, found

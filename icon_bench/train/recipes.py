@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import copy
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from icon_bench.hooks.specs import hookimpl
 from icon_bench.train.baselines import Baseline
 from icon_bench.train.dcl import DCLMethod
 from icon_bench.train.recipe import CLUSTER_METRICS, MAP_METRICS, Method
+from icon_bench.train.trainer import PositiveInt
 
 if TYPE_CHECKING:
     pass
@@ -147,11 +148,17 @@ def _other_recipes() -> dict[str, Method | Baseline]:
         "kmeans": Baseline(
             "kmeans",
             {"n_clusters": None, "n_init": 10},
+            {"n_clusters": PositiveInt | None, "n_init": PositiveInt},
             description="k-means (scikit-learn, seeded); test points by kmeans.predict",
         ),
         "spectral": Baseline(
             "spectral",
             {"n_clusters": None, "n_neighbors": 10, "assign_labels": "kmeans"},
+            {
+                "n_clusters": PositiveInt | None,
+                "n_neighbors": PositiveInt,
+                "assign_labels": Literal["kmeans", "discretize", "cluster_qr"],
+            },
             description="Spectral clustering on a kNN affinity (scikit-learn); fit on train, test by kNN vote",
         ),
     }

@@ -6,66 +6,69 @@ import copy
 import dataclasses
 import math
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import torch
+from pydantic import Field, TypeAdapter, ValidationError
 from torch import Tensor, nn
 
-from icon_bench.errors import TrialError, UnknownNameError
+from icon_bench.errors import TrialError, UnknownNameError, invalid_value
 
 #: ``augment(x, generator) -> x'``: a batched, on-device augmentation of inputs.
 Augment = Callable[[Tensor, torch.Generator], Tensor]
+
+
+#: Value types with their ranges, shared by the settings below and the method options (train/recipe.py):
+#: pydantic reads the bounds, so a suite is checked against them when it is loaded (run/spec_check.py).
+Count = Annotated[int, Field(ge=0)]
+PositiveInt = Annotated[int, Field(ge=1)]
+PositiveFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+NonNegativeFloat = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 
 
 @dataclasses.dataclass
 class TrainSettings:
     """Trainer settings; a trial spec's ``settings`` overrides them key by key."""
 
-    epochs: int = 30
-    batch_size: int | None = 256  # anchors per batch; None = the whole training set
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    optimizer: str = "adam"  # "adam" | "adamw"
-    lr_step: int = 10  # halve (lr_gamma) every lr_step epochs, DESIGN.md's schedule; 0 = constant
-    lr_gamma: float = 0.5
-    views: int = 1  # augmented views per sample, concatenated and sharing batch["index"]
-    neighbors: int = 0  # global-kNN neighbours drawn into the batch per anchor
-    ema: float = 0.0  # EMA decay of the weights used for the final embedding; 0 = off
-    grad_clip: float | None = None
-    check_every: int = 25  # steps between NaN checks (a host sync); the step is still exact
+    epochs: Count = 30
+    batch_size: PositiveInt | None = 256  # anchors per batch; None = the whole training set
+    lr: PositiveFloat = 1e-3
+    weight_decay: NonNegativeFloat = 0.0
+    optimizer: Literal["adam", "adamw"] = "adam"
+    lr_step: Count = 10  # halve (lr_gamma) every lr_step epochs, DESIGN.md's schedule; 0 = constant
+    lr_gamma: PositiveFloat = 0.5
+    views: PositiveInt = 1  # augmented views per sample, concatenated and sharing batch["index"]
+    neighbors: Count = 0  # global-kNN neighbours drawn into the batch per anchor
+    ema: Annotated[float, Field(ge=0, lt=1)] = 0.0  # EMA decay of the weights used for the final embedding; 0 = off
+    grad_clip: PositiveFloat | None = None
+    check_every: PositiveInt = 25  # steps between NaN checks (a host sync); the step is still exact
     amp: bool = True  # bf16 autocast of the model forward on CUDA
     drop_last: bool = False
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any] | None) -> TrainSettings:
-        """Settings from a dict, rejecting unknown keys with "did you mean"."""
+        """Settings from a dict, rejecting unknown keys with "did you mean" and values outside their types."""
         known = {f.name for f in dataclasses.fields(cls)}
         values = dict(values or {})
         for key in values:
             if key not in known:
                 raise UnknownNameError("trainer setting", key, known)
-        settings = cls(**values)
-        settings.validate()
-        return settings
+        try:
+            return _SETTINGS.validate_python(values)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            where = ".".join(str(p) for p in err["loc"][:1])
+            raise TrialError(f"settings.{where}: {invalid_value(err)}") from None
 
     def validate(self) -> None:
-        if self.epochs < 0:
-            raise TrialError(f"settings.epochs must be >= 0, got {self.epochs}")
-        if self.batch_size is not None and self.batch_size < 1:
-            raise TrialError(f"settings.batch_size must be >= 1 or null, got {self.batch_size}")
-        if self.views < 1:
-            raise TrialError(f"settings.views must be >= 1, got {self.views}")
-        if self.neighbors < 0:
-            raise TrialError(f"settings.neighbors must be >= 0, got {self.neighbors}")
-        if self.optimizer not in ("adam", "adamw"):
-            raise UnknownNameError("optimizer", self.optimizer, ["adam", "adamw"])
-        if not 0.0 <= self.ema < 1.0:
-            raise TrialError(f"settings.ema must be in [0, 1), got {self.ema}")
-        if self.check_every < 1:
-            raise TrialError(f"settings.check_every must be >= 1, got {self.check_every}")
+        """Check the settings against their declared types and ranges (raises TrialError)."""
+        TrainSettings.from_dict(self.to_dict())
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+_SETTINGS = TypeAdapter(TrainSettings)
 
 
 @dataclasses.dataclass

@@ -1,0 +1,84 @@
+"""Checks of a suite against the machine it is about to run on: data files present, GPUs for the local executor.
+
+They run when the plan is made (`icon-bench run`, `--dry-run` included), not when the suite is
+loaded: a relative path means something only against the folder the run resolves it from, and the
+executor may be overridden on the command line.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from typing import Any
+
+from icon_bench.errors import SuiteError
+from icon_bench.run.suite import Suite, resolve_dataset_paths
+from icon_bench.run.suite_file import _format_loc
+from icon_bench.run.yaml_lines import Loc
+
+__all__ = ["check_plan"]
+
+#: Dataset options that name an input file (a folder option such as cache_dir may not exist yet).
+_FILE_KEYS = ("path", "test_path")
+
+
+def _datasets(suite: Suite) -> Iterator[tuple[Loc, Any]]:
+    """Every dataset spec written in the suite, with where it is written."""
+    if "dataset" in suite.grid:
+        values = suite.grid["dataset"]
+        if isinstance(values, list):
+            yield from ((("grid", "dataset", i), v) for i, v in enumerate(values))
+        else:
+            yield ("grid", "dataset"), values
+    for i, value in enumerate(suite.datasets or []):
+        yield ("datasets", i), value
+    for i, entry in enumerate(suite.include):
+        values = entry.get("dataset")
+        if isinstance(values, list):
+            yield from ((("include", i, "dataset", j), v) for j, v in enumerate(values))
+        elif values is not None:
+            yield ("include", i, "dataset"), values
+
+
+def _line(suite: Suite, loc: Loc) -> int:
+    lines = suite._lines
+    while loc and loc not in lines:
+        loc = loc[:-1]
+    return lines.get(loc, 1)
+
+
+def _gpu_problem(suite: Suite, executor: str) -> str | None:
+    gpus = suite.resources.gpus
+    if executor != "local" or gpus == 0:
+        return None
+    import torch
+
+    if not torch.cuda.is_available():
+        return (
+            f"{gpus:g} GPU(s) per trial, but this machine has no GPU that torch can use and the local "
+            "executor runs here; set resources.gpus: 0, or run on Ray with --executor ray --address HOST:PORT"
+        )
+    if gpus > 1:
+        return f"the local executor gives a trial one GPU, not {gpus:g}; use --executor ray for more"
+    return None
+
+
+def check_plan(suite: Suite, executor: str, base: str | os.PathLike[str] | None = None) -> None:
+    """Raise SuiteError (file:line: key: message, one line each) for what cannot run here.
+
+    ``base`` is the folder relative dataset paths resolve against (what the executors use).
+    """
+    problems: list[tuple[int, str]] = []
+    for loc, spec in _datasets(suite):
+        if not isinstance(spec, dict):
+            continue
+        resolved = resolve_dataset_paths(spec, base)
+        for key in _FILE_KEYS:
+            value = resolved.get(key)
+            if isinstance(value, str) and "://" not in value and not os.path.exists(value):
+                problems.append((_line(suite, (*loc, key)), f"{_format_loc((*loc, key))}: no such file: {value}"))
+    gpu = _gpu_problem(suite, executor)
+    if gpu:
+        problems.append((_line(suite, ("resources", "gpus")), f"resources.gpus: {gpu}"))
+    if problems:
+        raise SuiteError("\n".join(f"{suite.source}:{line}: {msg}" for line, msg in sorted(set(problems))))
