@@ -18,6 +18,7 @@ from icon_bench.hooks.registry import ENV_DISABLE, ENV_STRICT, load_registry
 COMMAND_MODULES: tuple[str, ...] = (
     "icon_bench.run.trial",
     "icon_bench.runner",
+    "icon_bench.run.suite_doc",
     "icon_bench.report.commands",
     "icon_bench.scaffold.command",
 )

@@ -7,7 +7,7 @@ import torch
 
 import icon_bench
 from icon_bench.data.load import load_dataset
-from icon_bench.errors import TrialError
+from icon_bench.errors import TrialError, UnknownNameError
 from icon_bench.loss.pairwise import Cosine
 from icon_bench.loss.transforms import Debias, Propagate
 from icon_bench.train.baselines import Baseline
@@ -60,6 +60,12 @@ def test_transforms_divergence_and_kernel_swap(blobs: object) -> None:
     assert swapped.p == {"name": "gaussian", "sigma": 2.0}  # the old kernel's k does not leak in
     with pytest.raises(TrialError, match="q.propagate"):
         get_recipe("pmi").with_overrides({"q": {"propagate": 2}})
+    # The transforms are among the known keys, so a misspelt one gets a suggestion (it listed k, metric, scope).
+    with pytest.raises(UnknownNameError, match=r"parameter 'debais' in p kernel 'knn'; did you mean 'debias'\?"):
+        get_recipe("pmi").with_overrides({"p": {"debais": 0.6}})
+    with pytest.raises(UnknownNameError, match="in q kernel 'cluster'"):
+        get_recipe("pmi").with_overrides({"q": {"temperature": 0.5}})
+    assert get_recipe("dcl").with_overrides({"q": {"tau_plus": 0.2}}).q["tau_plus"] == 0.2  # a recipe's own key
 
 
 def test_model_and_settings_overrides(blobs: object) -> None:

@@ -201,3 +201,50 @@ def test_missing_file_and_empty_suite(tmp_path: Path) -> None:
 def test_bundled_suites_are_valid(name: str) -> None:
     suite = load_suite(REPO / "suites" / name)
     assert suite.trials()
+
+
+def test_valid_uses_are_not_refused_by_the_load_time_checks() -> None:
+    # DESIGN.md's shape: a baseline in the grid beside kernel overrides (it sets them aside), anchors
+    # reused through aliases, a baseline's own parameter in an include entry, a recipe's own kernel
+    # key (dcl's q.tau_plus), a swapped kernel's parameters, common dataset options.
+    suite = parse_suite(
+        """
+        name: ok
+        datasets: [digits, {name: arrays, path: x.npz, pca: 50, subset: 1000}]
+        grid:
+          method: [kmeans, pmi, debiased_infonce_clustering]
+          divergence: [kl, tv, {name: alpha, a: 0.5}]
+          p.debias: [0.0, 0.6]
+          seed: &seeds [0, 1]
+        exclude:
+          - {method: kmeans, divergence: [tv, {name: alpha, a: 0.5}]}
+        settings: {epochs: 30, batch_size: 1024, lr: 1.0e-3, heads: 5}
+        include:
+          - {method: kmeans, n_init: 5, seed: *seeds}
+          - {method: dcl, q.tau_plus: 0.2, views: 2}
+          - {method: tsne, p.name: student_t, p.dof: 2.0, model.init_std: 0.01}
+        """.replace("\n        ", "\n")
+    )
+    specs = suite.trials()
+    assert {s["method"] for s in specs} == {"kmeans", "pmi", "debiased_infonce_clustering", "dcl", "tsne"}
+    # Counted before the exclude rule; each include entry runs on both datasets and both seeds.
+    assert suite.cell_count() == (2 * 3 * 3 * 2 * 2 + 3 * 4, "dataset 2 x method 3 x divergence 3 x p.debias 2 x "
+                                  "seed 2 + include[0] 4 + include[1] 4 + include[2] 4")
+
+
+def test_settings_are_checked_per_cell_against_the_cells_method() -> None:
+    # n_init is k-means's: in an include entry for k-means it is fine, on pmi it is an error.
+    with pytest.raises(SuiteError) as info:
+        parse_suite("name: x\ndatasets: [digits]\ngrid:\n  method: [pmi]\ninclude:\n  - {method: kmeans, n_init: 0}\n"
+                    "  - {method: pmi, n_init: 5}\n", "s.yaml")
+    lines = str(info.value).splitlines()
+    assert lines == [
+        "s.yaml:6: include[0].n_init: input should be greater than or equal to 1 (got 0)",
+        "s.yaml:7: include[1].n_init: a setting of 'kmeans', not of method 'pmi'; set it in an include entry",
+    ]
+
+
+def test_a_huge_seed_count_is_counted_not_built() -> None:
+    suite = parse_suite("name: x\ndatasets: [digits]\ngrid: {method: [kmeans]}\nseeds: 1000000000\n", max_cells=10**9)
+    assert suite.cell_count() == (10**9, "dataset 1 x method 1 x seed 1000000000")
+    assert next(suite.iter_cells())[1] == {"dataset": "digits", "method": "kmeans", "seed": 0}

@@ -46,6 +46,24 @@ def test_settings_reject_unknown_keys_with_suggestion() -> None:
         TrainSettings.from_dict({"views": 0})
 
 
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"lr": "fast"}, "settings.lr: input should be a valid number, unable to parse string as a number"),
+        ({"epochs": -1}, "settings.epochs: input should be greater than or equal to 0 (got -1)"),
+        ({"batch_size": 2.5}, "settings.batch_size: input should be a valid integer, got a number with a fraction"),
+        ({"lr": float("inf")}, "settings.lr: input should be a finite number (got inf)"),
+        ({"optimizer": "sgd"}, "settings.optimizer: input should be 'adam' or 'adamw' (got 'sgd')"),
+    ],
+)
+def test_settings_values_are_checked_against_their_declared_types(values: dict, message: str) -> None:
+    # Before: `lr: "fast"` reached Adam and every trial failed with a bare TypeError.
+    with pytest.raises(TrialError) as info:
+        TrainSettings.from_dict(values)
+    assert str(info.value).startswith(message)
+    assert TrainSettings.from_dict({"epochs": 2.0, "lr": 1, "batch_size": None}).epochs == 2  # exact values convert
+
+
 def test_batch_with_neighbours_and_views() -> None:
     data = _data()
     settings = TrainSettings(views=2, neighbors=2)

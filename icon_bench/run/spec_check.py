@@ -19,7 +19,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from icon_bench.errors import IconBenchError, did_you_mean, invalid_value
 from icon_bench.hooks.registry import Component, get_registry, split_spec
-from icon_bench.run.suite import AXES, Suite, _axis_target
+from icon_bench.run.suite import AXES, MAX_CELLS, Suite, _axis_target
 from icon_bench.run.synonyms import SETTING_SYNONYMS
 from icon_bench.run.yaml_lines import Loc
 
@@ -137,9 +137,11 @@ class SpecChecker:
         if key not in declared:
             owners = [m for m in peers if m != method and key in (self._settings(m) or ())]
             if owners:
-                return f"a setting of {', '.join(map(repr, owners))}, not of method {method!r}; set it in an include entry"
+                owned = ", ".join(map(repr, owners))
+                return f"a setting of {owned}, not of method {method!r}; set it in an include entry"
             meant = SETTING_SYNONYMS.get(key)
-            return f"not a setting of method {method!r}; " + (f"did you mean {meant!r}?" if meant else _hint(key, list(declared)))
+            hint = f"did you mean {meant!r}?" if meant else _hint(key, list(declared))
+            return f"not a setting of method {method!r}; {hint}"
         return check_type(declared[key], value)
 
     def _settings(self, method: Any) -> dict[str, Any] | None:
@@ -290,8 +292,8 @@ def check_cells(suite: Suite, errors: Problems) -> None:
     """Each cell's settings and p/q/model/dataset parameters against its method's declared ones.
 
     Per cell, because what a key means depends on the cell's method (n_init is k-means's, epochs a
-    learned method's) and kernel; each (method, key, value) is checked once. Bounded by the cell
-    limit, which parse_suite has enforced before this runs.
+    learned method's) and kernel; each (method, key, value) is checked once. Bounded: at most
+    MAX_CELLS cells are walked, one seed each, whatever limit the run raised (parse_suite counted).
     """
     checker = SpecChecker()
     peers = sorted({m for v in [suite.grid.get("method"), *(e.get("method") for e in suite.include)]
@@ -299,7 +301,11 @@ def check_cells(suite: Suite, errors: Problems) -> None:
     methods: set[str] = set()
     seen: set[tuple[Any, ...]] = set()
     problems: set[tuple[Any, ...]] = set()  # the checks in `seen` that found something
-    for origin, cell in suite.iter_cells():
+    # A seed changes no setting: one per block, unless an exclude rule names seeds (then every cell).
+    one_seed = not any("seed" in rule for rule in suite.exclude)
+    for checked, (origin, cell) in enumerate(suite.iter_cells(one_seed=one_seed)):
+        if checked >= MAX_CELLS:
+            break  # a limit raised with --max-cells: the cells past this are checked when they run
         method = cell.get("method")
         if not isinstance(method, str) or checker.recipe(method) is None:
             continue

@@ -197,15 +197,24 @@ class Suite(BaseModel):
                 parts.append(f"include[{origin}] {count}")
         return total, " + ".join(parts)
 
-    def iter_cells(self) -> Iterator[tuple[int | None, dict[str, Any]]]:
-        """(origin, cell) lazily: the grid's cells minus the exclude rules (origin None), then each include's."""
+    def iter_cells(self, one_seed: bool = False) -> Iterator[tuple[int | None, dict[str, Any]]]:
+        """(origin, cell) lazily: the grid's cells minus the exclude rules (origin None), then each include's.
+
+        The last axis (the seeds) is walked, not copied as itertools.product would: a range of a
+        billion seeds costs nothing until its cells are asked for. ``one_seed``: only each block's
+        first seed (what load-time checks need: a seed changes no setting).
+        """
         for origin, axes in self._blocks():
-            keys = list(axes)
-            for values in itertools.product(*axes.values()):
-                cell = dict(zip(keys, values))
-                if origin is None and any(_rule_matches(rule, cell) for rule in self.exclude):
-                    continue
-                yield origin, cell
+            *keys, last = list(axes)
+            values = list(axes.values())
+            lasts = values[-1][:1] if one_seed else values[-1]
+            for head in itertools.product(*values[:-1]):
+                for value in lasts:
+                    cell = dict(zip(keys, head))
+                    cell[last] = value
+                    if origin is None and any(_rule_matches(rule, cell) for rule in self.exclude):
+                        continue
+                    yield origin, cell
 
     def cells(self) -> list[dict[str, Any]]:
         """Flat cells (axis -> value): the grid minus the exclude rules, then the include entries."""

@@ -41,7 +41,8 @@ def load_suite(path: str | os.PathLike[str], *, max_cells: int = MAX_CELLS) -> S
         text = raw.decode("utf-8-sig")  # a byte-order mark from a Windows editor is harmless
     except UnicodeDecodeError as exc:
         line = raw.count(b"\n", 0, exc.start) + 1
-        raise SuiteError(f"{source}:{line}: not UTF-8 text (byte 0x{raw[exc.start]:02x}); save the file as UTF-8") from None
+        byte = raw[exc.start]
+        raise SuiteError(f"{source}:{line}: not UTF-8 text (byte 0x{byte:02x}); save the file as UTF-8") from None
     return parse_suite(text, source=source, max_cells=max_cells)
 
 
@@ -68,8 +69,7 @@ def parse_suite(text: str, source: str = "<suite>", *, max_cells: int = MAX_CELL
     if count > max_cells:
         errors.add(
             ("grid",),
-            f"{count} cells ({product}) before exclude rules, more than the limit of {max_cells}; "
-            f"shrink an axis, or raise the limit with --max-cells {count}",
+            f"{count} cells ({product}), over the limit of {max_cells}; shrink an axis or pass --max-cells {count}",
         )
         errors.raise_if_any()
     check_cells(suite, errors)
@@ -206,7 +206,7 @@ def _check_axis_key(errors: _Errors, loc: Loc, key: Any) -> bool:
         return False
     hint = [meant] if meant else did_you_mean(key, [*AXES, "datasets", "seeds"], cutoff=0.75)
     if hint:
-        errors.add(loc, f"unknown key; did you mean {' or '.join(repr(h) for h in hint)}?")
+        errors.add(loc, f"unknown key; did you mean {' or '.join(repr(h) for h in hint)}?" + _non_ascii(key))
         return False
     return _check_setting_key(errors, loc, key)
 

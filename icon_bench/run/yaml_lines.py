@@ -150,10 +150,22 @@ def _collect_lines(loader: yaml.SafeLoader, node: yaml.Node, path: Loc, out: dic
             _collect_lines(loader, item, (*path, i), out)
 
 
+def _line_at(text: str, position: int) -> int:
+    return text.count("\n", 0, position) + 1
+
+
+def _bad_character(exc: yaml.reader.ReaderError) -> str:
+    char = exc.character if isinstance(exc.character, str) else chr(exc.character)
+    return f"character U+{ord(char):04X} is not allowed (a control character)"
+
+
 def _load_yaml(text: str, source: str) -> tuple[Any, dict[Loc, int]]:
     if len(text) > MAX_SUITE_BYTES:
         raise SuiteError(f"{source}:1: suite file too large ({len(text)} characters; at most {MAX_SUITE_BYTES})")
-    loader = _LineLoader(text)
+    try:
+        loader = _LineLoader(text)  # the reader refuses control characters here, before parsing
+    except yaml.reader.ReaderError as exc:
+        raise SuiteError(f"{source}:{_line_at(text, exc.position)}: invalid YAML: {_bad_character(exc)}") from None
     try:
         node = loader.get_single_node()
         if node is None:
@@ -169,9 +181,6 @@ def _load_yaml(text: str, source: str) -> tuple[Any, dict[Loc, int]]:
         what = " ".join(str(p) for p in (exc.context, exc.problem) if p)
         prefix = "" if isinstance(exc, _Refused) else "invalid YAML: "
         raise SuiteError(f"{source}:{line}: {prefix}{what}") from None
-    except yaml.reader.ReaderError as exc:  # a control character: the reader knows only the offset
-        line = text.count("\n", 0, exc.position) + 1
-        raise SuiteError(f"{source}:{line}: invalid YAML: character {exc.character!r} is not allowed") from None
     except yaml.YAMLError as exc:
         raise SuiteError(f"{source}:1: invalid YAML: {exc}") from None
     finally:
