@@ -11,6 +11,7 @@ import traceback
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, Protocol
 
+from icon_bench.data.options import dataset_label
 from icon_bench.run.ids import canonical_json, config_id, trial_id
 from icon_bench.run.store import ResultsStore
 from icon_bench.run.suite import resolve_dataset_paths
@@ -85,6 +86,8 @@ def failed_row(spec: Mapping[str, Any], error: str, tb: str | None = None, start
         "dataset": _name(spec.get("dataset")),
         "divergence": _name(spec.get("divergence")),
         "seed": spec.get("seed"),
+        "split": spec.get("split") or "test",
+        "dataset_label": dataset_label(spec.get("dataset")),
         "status": "failed",
         "metrics": {},
         "hostname": socket.gethostname(),
