@@ -144,7 +144,7 @@ def _legend(report: Report) -> list[str]:
     if any(s.references for s in report.sections):
         lines.append(
             f"{PUBLISHED}: figures from papers (icon-bench references), shown under the table whose dataset "
-            "label is their key, as printed (percent), never ranked; their setting differs from these runs."
+            "label is their key, values as published (percent), never ranked; their setting differs from these runs."
         )
     return lines
 
@@ -283,7 +283,7 @@ def _published_markdown(section: Section, headers: list[str]) -> list[str]:
         for r in reference_rows(section.references, section.metrics)
     ]
     head = ["", "published result", "paper"] + [_md(h) for h in headers[3:]]
-    note = f"Published figures for {_md(section.dataset)} (as printed, not ranked; `icon-bench references --sources`):"
+    note = f"Published figures for {_md(section.dataset)} (as published, not ranked; `icon-bench references --sources`):"
     return [note, "", tabulate(body, headers=head, tablefmt="github", disable_numparse=True), ""]
 
 
