@@ -10,6 +10,7 @@ share a version. Rows of protocol 1 (no val split) carry "1".
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from collections.abc import Callable, Iterable, Mapping
@@ -163,14 +164,8 @@ def _val_in_test_slots(output: MethodOutput, data: DataSplits) -> tuple[MethodOu
         raise IconBenchError(f"dataset {data.name!r} has no val split to score (val_fraction=0 or transductive)")
     if output.val_embeddings is None and output.val_clusters is None:
         raise IconBenchError("the method gave no val embeddings or clusters to score on the val split")
-    moved = MethodOutput(
-        train_embeddings=output.train_embeddings,
-        test_embeddings=output.val_embeddings,
-        train_clusters=output.train_clusters,
-        test_clusters=output.val_clusters,
-        history=output.history,
-        info=output.info,
-    )
+    # A fresh output (its k-means cache starts empty): the test slots now hold the val rows.
+    moved = dataclasses.replace(output, test_embeddings=output.val_embeddings, test_clusters=output.val_clusters)
     return moved, data.val_as_test()
 
 
