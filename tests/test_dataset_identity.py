@@ -61,9 +61,13 @@ def test_two_arrays_files_get_two_leaderboards(tmp_path: Path) -> None:
     labels = normalise_rows(load_rows(results))["dataset"].tolist()
     assert labels == [rows[0]["dataset_label"]] * 2 + [rows[2]["dataset_label"]] * 2 + [rows[0]["dataset_label"]]
     report = build_report(results, resamples=50)
-    tables = sorted(s.dataset for s in report.sections if s.protocol_version == "2")
+    tables = sorted(s.dataset for s in report.sections)
     assert tables == sorted({r["dataset_label"] for r in rows}) and len(tables) == 2
     assert list(report.failed["dataset"]) == [rows[0]["dataset_label"]]
+    # It carries its protocol too, so it marks its configuration incomplete in that very table.
+    assert crashed["protocol"]["version"] == "2"
+    first = next(s for s in report.sections if s.dataset == rows[0]["dataset_label"])
+    assert first.table.iloc[0]["failed_seeds"] == [2] and not first.table.iloc[0]["complete"]
 
 
 def test_a_suite_label_names_one_dataset_only() -> None:

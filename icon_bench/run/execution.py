@@ -77,6 +77,8 @@ def _name(value: Any) -> Any:
 
 def failed_row(spec: Mapping[str, Any], error: str, tb: str | None = None, started_at: str | None = None) -> dict[str, Any]:
     """A result row for a trial that did not produce one of its own (it raised, its worker died, ...)."""
+    from icon_bench.run.trial import protocol_of  # lazy: the trial stack pulls in torch
+
     spec = dict(spec)
     return {
         "trial_id": trial_id(spec),
@@ -90,6 +92,7 @@ def failed_row(spec: Mapping[str, Any], error: str, tb: str | None = None, start
         "dataset_label": dataset_label(spec.get("dataset")),
         "status": "failed",
         "metrics": {},
+        "protocol": protocol_of(spec) or {},
         "hostname": socket.gethostname(),
         "started_at": started_at or _now(),
         "finished_at": _now(),

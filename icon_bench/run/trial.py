@@ -150,6 +150,23 @@ def recipe_of(spec: Mapping[str, Any]) -> dict[str, Any] | None:
         return None
 
 
+def protocol_of(spec: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The protocol record a spec's row carries (`evaluation.protocol`); None when its method cannot be built here.
+
+    A row the trial never wrote itself (its worker died, its dataset failed to load) still belongs
+    to its protocol's tables, where it marks its configuration incomplete.
+    """
+    from icon_bench.evaluation import evaluator
+    from icon_bench.hooks.registry import get_registry
+
+    try:
+        recipe = get_registry().get("method", spec["method"]).create().with_overrides(spec)
+        metrics = spec["evaluate"] if spec.get("evaluate") is not None else list(recipe.metrics)
+        return evaluator.protocol(metrics, splits=spec.get("dataset"), split=spec.get("split") or "test")
+    except Exception:  # an unknown or broken method: the row stays unversioned
+        return None
+
+
 def _recipe_data(recipe: Any) -> dict[str, Any] | None:
     resolved = getattr(recipe, "resolved", None)
     return _jsonable(resolved()) if callable(resolved) else None
