@@ -20,6 +20,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "icon_bench.runner",
     "icon_bench.run.suite_doc",
     "icon_bench.report.commands",
+    "icon_bench.report.references",
     "icon_bench.scaffold.command",
 )
 
@@ -35,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("plugins", help="list every plugin and component, with parameters and source")
     p.add_argument("--json", action="store_true", help="print JSON instead of tables")
-    p.add_argument("--kind", help="only this kind (kernel, divergence, method, dataset, model, metric)")
+    p.add_argument("--kind", help="only this kind (kernel, divergence, method, dataset, model, metric, reference)")
     p.add_argument(
         "--strict", action="store_true", help=f"fail if any plugin fails to load (also {ENV_STRICT}=1)"
     )

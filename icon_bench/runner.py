@@ -210,7 +210,7 @@ def print_summary(suite: Suite, summary: RunSummary, store: ResultsStore, out: T
         table.append(
             [
                 spec.get("method", row.get("method")),
-                _label(spec.get("dataset", row.get("dataset"))),
+                row.get("dataset_label") or _label(spec.get("dataset", row.get("dataset"))),
                 # The spec's divergence (with its parameters) or else the one the method defaulted to.
                 _label(spec["divergence"]) if spec.get("divergence") is not None else _label(row.get("divergence")),
                 spec.get("seed", row.get("seed")),

@@ -22,10 +22,10 @@ from icon_bench.errors import DataError, UnknownNameError
 def _check_splits(d: DataSplits, n_total: int, n_features: int, num_classes: int) -> None:
     assert d.x_train.dtype == torch.float32 and d.x_test.dtype == torch.float32
     assert d.y_train.dtype == torch.int64 and d.y_test.dtype == torch.int64
-    assert len(d.x_train) + len(d.x_test) == n_total
-    assert d.x_train.shape[1:] == d.x_test.shape[1:] == (n_features,)
+    assert len(d.x_train) + len(d.x_val) + len(d.x_test) == n_total
+    assert d.x_train.shape[1:] == d.x_val.shape[1:] == d.x_test.shape[1:] == (n_features,)
     assert d.num_classes == num_classes
-    assert set(d.y_train.tolist()) == set(d.y_test.tolist()) == set(range(num_classes))
+    assert set(d.y_train.tolist()) == set(d.y_val.tolist()) == set(d.y_test.tolist()) == set(range(num_classes))
 
 
 @pytest.mark.parametrize(
@@ -36,7 +36,7 @@ def test_sklearn_datasets_shapes_and_stratified_split(name: str, n: int, d: int,
     _check_splits(data, n, d, c)
     assert abs(len(data.x_test) - 0.2 * n) <= 1
     # Stratified: each class's test share is within one row of 20 %.
-    y_all = torch.cat([data.y_train, data.y_test])
+    y_all = torch.cat([data.y_train, data.y_val, data.y_test])
     for k in range(c):
         assert abs(int((data.y_test == k).sum()) - 0.2 * int((y_all == k).sum())) <= 1
     again = load_dataset({"name": name})
@@ -81,9 +81,10 @@ def toy() -> tuple[np.ndarray, np.ndarray]:
 
 
 def _assert_same(data: DataSplits, x: np.ndarray, y: np.ndarray) -> None:
-    assert len(data.x_train) == 32 and len(data.x_test) == 8
-    got = np.concatenate([data.x_train.numpy(), data.x_test.numpy()])
-    got_y = np.concatenate([data.y_train.numpy(), data.y_test.numpy()])
+    # 32 train rows of the 40, of which protocol 2 holds out a stratified tenth as val.
+    assert len(data.x_train) + len(data.x_val) == 32 and len(data.x_test) == 8
+    got = np.concatenate([data.x_train.numpy(), data.x_val.numpy(), data.x_test.numpy()])
+    got_y = np.concatenate([data.y_train.numpy(), data.y_val.numpy(), data.y_test.numpy()])
     order = np.lexsort(got.T[::-1])
     ref = np.lexsort(x.T[::-1])
     np.testing.assert_allclose(got[order], x[ref], rtol=1e-6)
@@ -130,7 +131,9 @@ def test_arrays_given_test_split_and_label_remap(tmp_path: Path, toy: tuple[np.n
     np.savez(tmp_path / "d.npz", x_train=x[:30], y_train=y[:30] * 10 + 5, x_test=x[30:], y_test=y[30:] * 10 + 5)
     data = load_dataset({"name": "arrays", "path": str(tmp_path / "d.npz"), "test_features": "x_test", "test_labels": "y_test"})
     np.testing.assert_array_equal(data.x_test.numpy(), x[30:])
-    np.testing.assert_array_equal(data.y_train.numpy(), y[:30])
+    whole = load_dataset({"name": "arrays", "path": str(tmp_path / "d.npz"), "test_features": "x_test",
+                          "test_labels": "y_test", "val_fraction": 0})
+    np.testing.assert_array_equal(whole.y_train.numpy(), y[:30])
     assert data.meta["label_values"] == [5, 15, 25, 35] and data.meta["split"] == "given"
 
 
@@ -139,7 +142,7 @@ def test_arrays_uses_a_files_own_split_by_default(tmp_path: Path, toy: tuple[np.
     np.savez(tmp_path / "d.npz", x_train=x[:30], y_train=y[:30], x_test=x[30:], y_test=y[30:])
     data = load_dataset({"name": "arrays", "path": str(tmp_path / "d.npz")})
     np.testing.assert_array_equal(data.x_test.numpy(), x[30:])
-    assert len(data.x_train) == 30 and data.meta["split"] == "given"
+    assert len(data.x_train) + len(data.x_val) == 30 and data.meta["split"] == "given"
     np.savez(tmp_path / "only.npz", x_train=x, y_train=y)  # no split in the file: a stratified one
     assert load_dataset({"name": "arrays", "path": str(tmp_path / "only.npz")}).meta["split"] != "given"
 
@@ -159,7 +162,7 @@ def test_arrays_images_uint8(tmp_path: Path) -> None:
 def test_mnist_loads(mnist_path: Path) -> None:
     spec = {"name": "arrays", "path": str(mnist_path), "test_features": "x_test", "test_labels": "y_test"}
     data = load_dataset({**spec, "subset": 500})
-    assert data.x_train.shape == (500, 784) and data.x_test.shape == (500, 784)
+    assert data.x_train.shape == (450, 784) and data.x_val.shape == (50, 784) and data.x_test.shape == (500, 784)
     assert data.num_classes == 10 and data.meta["image_shape"] == [1, 28, 28]
     assert 0.0 <= float(data.x_train.min()) and float(data.x_train.max()) == 1.0
     images = load_dataset({**spec, "flatten": False, "subset": 100})
@@ -226,23 +229,27 @@ def test_standardize_and_pca_fit_on_train() -> None:
 
     raw = load_dataset("digits")
     red = load_dataset({"name": "digits", "pca": 5})
+    assert torch.equal(raw.y_val, red.y_val)  # the val split is carved before pca, and pca fits without it
     ref = PCA(5, svd_solver="full").fit(raw.x_train.double().numpy())
     # Same subspace and scores up to each component's sign.
     ref_test = ref.transform(raw.x_test.double().numpy())
     signs = np.sign((ref_test * red.x_test.numpy()).sum(0))
     np.testing.assert_allclose(red.x_test.numpy(), ref_test * signs, atol=1e-3)
-    assert "image_shape" not in red.meta and red.meta["preprocessing"][0]["step"] == "pca"
+    assert "image_shape" not in red.meta and [s["step"] for s in red.meta["preprocessing"]] == ["val_split", "pca"]
     with pytest.raises(DataError, match="pca needs vector features"):
         load_dataset({"name": "digits", "images": True, "pca": 5})
 
 
 def test_subset_is_stratified_and_seeded() -> None:
-    data = load_dataset({"name": "digits", "subset": 200})
+    data = load_dataset({"name": "digits", "subset": 200, "val_fraction": 0})
     assert len(data.x_train) == 200 and len(data.x_test) == 200
     counts = torch.bincount(data.y_train, minlength=10)
     assert int(counts.min()) >= 19 and int(counts.max()) <= 21
-    again = load_dataset({"name": "digits", "subset": 200})
-    other = load_dataset({"name": "digits", "subset": 200, "subset_seed": 1})
+    # The val split comes out of the subset's train rows: 20 of 200.
+    carved = load_dataset({"name": "digits", "subset": 200})
+    assert (len(carved.x_train), len(carved.x_val), len(carved.x_test)) == (180, 20, 200)
+    again = load_dataset({"name": "digits", "subset": 200, "val_fraction": 0})
+    other = load_dataset({"name": "digits", "subset": 200, "subset_seed": 1, "val_fraction": 0})
     assert torch.equal(again.x_train, data.x_train) and not torch.equal(other.x_train, data.x_train)
     idx = stratified_subset(torch.tensor([0] * 90 + [1] * 10), 20, seed=3)
     assert torch.bincount(torch.tensor([0] * 90 + [1] * 10)[idx]).tolist() == [18, 2]
@@ -284,7 +291,8 @@ def test_knn_cache_dir_from_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
 def test_meta_is_reproducible_record() -> None:
     data = load_dataset({"name": "iris", "standardize": True, "subset": 50})
     assert data.meta["options"] == {"standardize": True, "subset": 50}
-    assert [s["step"] for s in data.meta["preprocessing"]] == ["subset", "standardize"]
+    assert [s["step"] for s in data.meta["preprocessing"]] == ["subset", "val_split", "standardize"]
+    assert (data.meta["val_fraction"], data.meta["val_seed"], data.meta["transductive"]) == (0.1, 0, False)
     assert data.meta["raw_content_hash"] != data.meta["content_hash"]
     assert data.meta["dataset"] == {"name": "iris", "params": {}}
     assert data.meta["source"] == "sklearn.datasets.load_iris"

@@ -16,6 +16,7 @@ from sklearn.preprocessing import StandardScaler
 
 import icon_bench
 from icon_bench.data.splits import DataSplits
+from icon_bench.errors import IconBenchError
 from icon_bench.evaluation import (
     DEFAULT_METRICS,
     PROTOCOL_VERSION,
@@ -104,6 +105,26 @@ def _data(xtr: np.ndarray, ytr: np.ndarray, xte: np.ndarray, yte: np.ndarray) ->
     return DataSplits(t(xtr), t(ytr).long(), t(xte), t(yte).long(), num_classes=4, name="toy", meta={})
 
 
+def test_evaluate_on_val_scores_val_queries_against_the_train_bank() -> None:
+    xtr, ytr, xte, yte = _features(3)
+    xva, yva = xte[:30] + 0.25, yte[:30]
+    data = DataSplits(*(torch.from_numpy(a) for a in (xtr, ytr, xte, yte)), num_classes=4, name="toy", meta={},
+                      x_val=torch.from_numpy(xva), y_val=torch.from_numpy(yva))
+    clusters = torch.from_numpy(yva.copy())
+    clusters[:5] = (clusters[:5] + 1) % 4  # five of thirty wrong: hungarian 25/30 on val
+    out = MethodOutput(torch.from_numpy(xtr), torch.from_numpy(xte), None, None,
+                       val_embeddings=torch.from_numpy(xva), val_clusters=clusters)
+    got = evaluate(out, data, ["knn", "hungarian"], split="val")
+    ref = knn_accuracy(torch.from_numpy(xtr), torch.from_numpy(ytr), torch.from_numpy(xva), torch.from_numpy(yva),
+                       num_classes=4)
+    assert got["knn"] == pytest.approx(ref) and got["hungarian"] == pytest.approx(25 / 30)
+    assert evaluate(out, data, ["knn"])["knn"] != pytest.approx(ref)  # the default still scores test
+    with pytest.raises(IconBenchError, match="no val embeddings or clusters"):
+        evaluate(MethodOutput(torch.from_numpy(xtr), torch.from_numpy(xte), None, None), data, ["knn"], split="val")
+    with pytest.raises(IconBenchError, match="no val split"):
+        evaluate(out, _data(xtr, ytr, xte, yte), ["knn"], split="val")
+
+
 def test_cluster_metrics_use_method_clusters_or_seeded_kmeans() -> None:
     xtr, ytr, xte, yte = _features(2)
     data = _data(xtr, ytr, xte, yte)
@@ -146,21 +167,38 @@ def test_trustworthiness_subsamples_large_sets() -> None:
 
 
 def test_protocol_version_tracks_settings() -> None:
-    assert PROTOCOL_VERSION == "1"
+    assert PROTOCOL_VERSION == "2"
     default = protocol()
-    assert default["version"] == "1" and protocol_version() == "1"
+    assert default["version"] == "2" and protocol_version() == "2"
     assert default["settings"]["knn"] == {"k": 20, "temperature": 0.07}
     assert default["settings"]["linear_probe"] == {"C": 1.0, "max_iter": 1000}
-    assert protocol(["hungarian", "knn"])["version"] == "1"  # a subset of default metrics stays "1"
+    assert protocol(["hungarian", "knn"])["version"] == "2"  # a subset of default metrics stays "2"
     custom = protocol(["hungarian", {"name": "knn", "k": 10}])
-    assert custom["version"].startswith("1+") and custom["version"] != "1"
+    assert custom["version"].startswith("2+") and custom["version"] != "2"
     assert custom["settings"]["knn"]["k"] == 10
     assert protocol([{"name": "knn", "k": 10}])["version"] == custom["version"]
     assert protocol([{"name": "knn", "k": 30}])["version"] != custom["version"]
-    assert protocol([{"name": "knn", "temperature": 0.1}])["version"] not in ("1", custom["version"])
+    assert protocol([{"name": "knn", "temperature": 0.1}])["version"] not in ("2", custom["version"])
     settings = protocol_settings()
     settings["hungarian"] = {**settings["hungarian"], "kmeans_n_init": 3}
-    assert protocol_version(settings).startswith("1+")
+    assert protocol_version(settings).startswith("2+")
+
+
+def test_split_settings_are_part_of_the_protocol_version() -> None:
+    default = protocol(["hungarian"])
+    assert default["settings"]["splits"] == {"val_fraction": 0.1, "val_seed": 0, "transductive": False}
+    assert default["split"] == "test" and protocol(["hungarian"], split="val")["version"] == "2"
+    # A dataset entry's options are the split settings; the defaults spelled out change nothing.
+    assert protocol(["hungarian"], splits={"name": "digits", "val_fraction": 0.1})["version"] == "2"
+    versions = {
+        protocol(["hungarian"], splits=s)["version"]
+        for s in ({"val_fraction": 0.2}, {"val_seed": 1}, {"transductive": True}, {"val_fraction": 0.0})
+    }
+    assert len(versions) == 4 and all(v.startswith("2+") for v in versions)
+    transductive = protocol(["hungarian"], splits={"transductive": True})["settings"]["splits"]
+    assert transductive == {"val_fraction": 0.0, "val_seed": 0, "transductive": True}
+    with pytest.raises(IconBenchError, match="split must be one of test, val"):
+        protocol(["hungarian"], split="train")
 
 
 def test_metric_objects_describe_themselves() -> None:
@@ -190,12 +228,12 @@ def test_protocol_records_metric_kinds_outside_the_version() -> None:
     # Every built-in is a higher-is-better fraction; the cross-suite index (TASKS) relies on it.
     assert all(kind == {"higher_is_better": True, "fraction": True} for kind in builtins.values())
     assert {m for names in TASKS.values() for m in names} <= set(builtins)
-    assert protocol()["version"] == "1"
+    assert protocol()["version"] == "2"
 
     record = protocol(["hungarian", _Distortion()])
     assert record["metrics"]["distortion"] == {"higher_is_better": False, "fraction": False}
     assert record["metrics"]["hungarian"] == {"higher_is_better": True, "fraction": True}
-    assert set(record) == {"version", "settings", "metrics"}
+    assert set(record) == {"version", "split", "settings", "metrics"}
 
     class _Flipped(_Distortion):
         higher_is_better = True
@@ -206,6 +244,6 @@ def test_protocol_records_metric_kinds_outside_the_version() -> None:
 
     # How to read values is not how they were measured: the version ignores the kinds, not the settings.
     version = protocol([_Distortion()])["version"]
-    assert version == protocol_version({"distortion": {"k": 5}}) and version.startswith("1+")
+    assert version == protocol_version({"distortion": {"k": 5}}) and version.startswith("2+")
     assert protocol([_Flipped()])["version"] == version
     assert protocol([_Finer()])["version"] != version

@@ -197,7 +197,7 @@ def test_datasplits_pickle_their_arrays_out_of_band_and_share_them_on_load(
     data = load_dataset({"name": "digits", "knn": 3})
     buffers: list[pickle.PickleBuffer] = []
     blob = pickle.dumps(data, protocol=5, buffer_callback=buffers.append)
-    assert len(buffers) == 5 and len(blob) < 2000  # x, y of both splits and the graph travel out of band
+    assert len(buffers) == 7 and len(blob) < 2000  # x, y of the three splits and the graph travel out of band
     frozen = []
     for b in buffers:  # as Ray hands them over: read-only
         arr = np.frombuffer(b.raw(), dtype=np.uint8)
@@ -207,7 +207,7 @@ def test_datasplits_pickle_their_arrays_out_of_band_and_share_them_on_load(
         warnings.simplefilter("error")  # no "non-writable array" warning reaches the trial
         back = pickle.loads(blob, buffers=frozen)
     assert back.x_train.data_ptr() == frozen[0].ctypes.data  # shares the buffer, no copy
-    for name in ("x_train", "y_train", "x_test", "y_test", "knn_train"):
+    for name in ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test", "knn_train"):
         assert torch.equal(getattr(back, name), getattr(data, name)), name
     assert (back.name, back.num_classes, back.meta) == (data.name, data.num_classes, data.meta)
 

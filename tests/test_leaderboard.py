@@ -81,7 +81,7 @@ def test_csv_contents(report_dir: Path) -> None:
     seeds = {c: str for c in ("seeds", "expected_seeds", "missing_seeds", "failed_seeds")}
     df = pd.read_csv(report_dir / "leaderboard.csv", dtype={"config_id": str, "protocol_version": str, **seeds})
     assert len(df) == 8
-    assert list(df.columns[:6]) == ["protocol_version", "dataset", "primary_metric", "rank", "label", "config_id"]
+    assert list(df.columns[:7]) == ["protocol_version", "split", "dataset", "primary_metric", "rank", "label", "config_id"]
     kmeans = df[df["method"] == "kmeans"].iloc[0]
     assert kmeans["n"] == 2 and kmeans["n_expected"] == 3 and not kmeans["complete"]
     assert kmeans["missing_seeds"] == "2" and kmeans["hungarian_mean"] == pytest.approx(0.52)  # unscaled

@@ -86,6 +86,7 @@ def test_spec_has_the_contract_form() -> None:
         "model": {},
         "settings": {"epochs": 3, "lr": 0.001, "batch_size": 64},
         "evaluate": ["hungarian", "nmi"],
+        "split": "test",
     }
 
 

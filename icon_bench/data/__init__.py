@@ -6,11 +6,13 @@ from icon_bench.data.augment import Augmenter, augmenter_for
 from icon_bench.data.builtin import BlobsDataset, SklearnDataset
 from icon_bench.data.files import ArraysDataset
 from icon_bench.data.graph import cache_root, content_hash, knn_graph
-from icon_bench.data.load import COMMON_OPTIONS, load_dataset
-from icon_bench.data.splits import Dataset, DataSplits, stratified_subset
+from icon_bench.data.load import load_dataset
+from icon_bench.data.options import COMMON_OPTIONS, DEFAULT_SPLITS, dataset_label
+from icon_bench.data.splits import Dataset, DataSplits, stratified_subset, val_indices
 
 __all__ = [
     "COMMON_OPTIONS",
+    "DEFAULT_SPLITS",
     "ArraysDataset",
     "Augmenter",
     "BlobsDataset",
@@ -20,7 +22,9 @@ __all__ = [
     "augmenter_for",
     "cache_root",
     "content_hash",
+    "dataset_label",
     "knn_graph",
     "load_dataset",
     "stratified_subset",
+    "val_indices",
 ]

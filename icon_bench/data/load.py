@@ -5,41 +5,19 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable
-from typing import Annotated, Any, Literal
+from typing import Any
 
 import torch
-from pydantic import Field
 
 from icon_bench.data.builtin import blobs, breast_cancer, digits, iris, wine
 from icon_bench.data.files import arrays
 from icon_bench.data.graph import _cached_knn, cache_root, content_hash
-from icon_bench.data.splits import DataSplits, stratified_subset
+from icon_bench.data.options import COMMON_OPTION_TYPES, COMMON_OPTIONS, dataset_label
+from icon_bench.data.splits import DataSplits, stratified_subset, val_indices
 from icon_bench.errors import DataError, UnknownNameError, did_you_mean
 from icon_bench.hooks.specs import hookimpl
 
-__all__ = ["COMMON_OPTIONS", "COMMON_OPTION_TYPES", "load_dataset"]
-
-
-#: Options every dataset takes; `load_dataset` applies them after `Dataset.load()`, in this order:
-#: subset, standardize, pca, knn.
-COMMON_OPTIONS: dict[str, Any] = {
-    "subset": None,
-    "subset_seed": 0,
-    "standardize": False,
-    "pca": None,
-    "knn": None,
-    "knn_metric": "cosine",
-}
-#: Their types and ranges, checked when a suite is loaded (run/spec_check.py). A subset caps rows:
-#: beyond 2**31 it can only be a slip (1e12 is not a row count any data set here reaches).
-COMMON_OPTION_TYPES: dict[str, Any] = {
-    "subset": Annotated[int, Field(ge=1, le=2**31 - 1)] | None,
-    "subset_seed": Annotated[int, Field(ge=0)],
-    "standardize": bool,
-    "pca": Annotated[int, Field(ge=1)] | None,
-    "knn": Annotated[int, Field(ge=1)] | None,
-    "knn_metric": Literal["cosine", "euclidean"],
-}
+__all__ = ["COMMON_OPTIONS", "COMMON_OPTION_TYPES", "dataset_label", "load_dataset"]
 
 
 def _standardize(data: DataSplits) -> dict[str, Any]:
@@ -50,8 +28,8 @@ def _standardize(data: DataSplits) -> dict[str, Any]:
     std = torch.where(std > 1e-12, std, torch.ones_like(std))
     shape = data.x_train.shape[1:]
     mean_f, std_f = mean.float().reshape(shape), std.float().reshape(shape)
-    data.x_train = (data.x_train - mean_f) / std_f
-    data.x_test = (data.x_test - mean_f) / std_f
+    for split in ("train", "val", "test"):
+        setattr(data, f"x_{split}", (getattr(data, f"x_{split}") - mean_f) / std_f)
     return {"step": "standardize", "fit_on": "train"}
 
 
@@ -76,7 +54,8 @@ def _pca(data: DataSplits, n_components: int) -> dict[str, Any]:
     comps = comps * signs
     explained = float(evals[order].sum() / evals.clamp_min(0).sum())
     data.x_train = (xc @ comps).float()
-    data.x_test = ((data.x_test.double() - mean) @ comps).float()
+    for split in ("val", "test"):
+        setattr(data, f"x_{split}", ((getattr(data, f"x_{split}").double() - mean) @ comps).float())
     data.meta.pop("image_shape", None)
     return {"step": "pca", "n_components": n_components, "fit_on": "train", "explained_variance": explained}
 
@@ -84,14 +63,18 @@ def _pca(data: DataSplits, n_components: int) -> dict[str, Any]:
 def load_dataset(spec: Any, cache_dir: str | os.PathLike[str] | None = None) -> DataSplits:
     """Build a dataset from a name or {"name": ..., **params}, load it, and apply the common options.
 
-    Options every dataset takes: subset (cap each split at that many rows, stratified, seeded by
-    subset_seed), standardize (per feature, fitted on train), pca (components fitted on train;
-    vectors only), knn with knn_metric ("cosine" or "euclidean") for the global kNN graph over the
-    train split, cached under `cache_dir` (default $ICON_BENCH_CACHE or ~/.cache/icon-bench).
+    Options every dataset takes (docs/architecture.md, Data): subset (cap train and test at that
+    many rows, stratified, seeded by subset_seed); protocol 2's val split (val_fraction of train,
+    stratified, seeded by val_seed; 0 for none) or transductive (train and test both hold all
+    rows); standardize (per feature, fitted on train); pca (components fitted on train; vectors
+    only); knn with knn_metric ("cosine" or "euclidean") for the global kNN graph over the train
+    split, cached under `cache_dir` (default $ICON_BENCH_CACHE or ~/.cache/icon-bench); label
+    (the name reports give it).
     """
     from icon_bench.hooks.registry import get_registry, split_spec
 
     name, params = split_spec(spec)
+    entry = {"name": name, **params}  # as written, for the label
     component = get_registry().get("dataset", name)
     options = dict(COMMON_OPTIONS)
     for key in list(params):
@@ -102,8 +85,8 @@ def load_dataset(spec: Any, cache_dir: str | os.PathLike[str] | None = None) -> 
         for key in params:
             if key not in known:
                 raise UnknownNameError("parameter", key, known + list(COMMON_OPTIONS), where=f"dataset {name!r}")
-    dataset = component.create(**params)
-    data = dataset.load()
+    _check_split_options(name, options, entry)
+    data = component.create(**params).load()
     if not isinstance(data, DataSplits):
         raise DataError(f"dataset {name!r}: load() returned {type(data).__name__}, not DataSplits")
     data.meta = dict(data.meta)
@@ -111,37 +94,85 @@ def load_dataset(spec: Any, cache_dir: str | os.PathLike[str] | None = None) -> 
     data.meta["dataset"] = {"name": name, "params": _jsonable(params)}
     data.meta["raw_content_hash"] = content_hash(data)
     applied: list[dict[str, Any]] = []
-
-    subset = options["subset"]
-    if subset is not None:
-        if int(subset) < 1:
-            raise DataError(f"dataset {name!r}: subset must be a positive row count, got {subset}")
-        seed = int(options["subset_seed"])
-        for split in ("train", "test"):
-            x, y = getattr(data, f"x_{split}"), getattr(data, f"y_{split}")
-            idx = stratified_subset(y, int(subset), seed)
-            setattr(data, f"x_{split}", x[idx].contiguous())
-            setattr(data, f"y_{split}", y[idx].contiguous())
-        applied.append({"step": "subset", "max_rows": int(subset), "seed": seed, "stratified": True})
+    if options["subset"] is not None:
+        applied.append(_subset(data, options))
+    applied.append(_protocol_splits(data, options))
     if options["standardize"]:
         applied.append(_standardize(data))
     if options["pca"] is not None:
         applied.append(_pca(data, int(options["pca"])))
+    if options["transductive"]:
+        # Standardize and pca wrote new tensors: test is the train rows again, not a copy of them.
+        data.x_test, data.y_test = data.x_train, data.y_train
     data.meta["content_hash"] = content_hash(data)
     if options["knn"] is not None:
-        k, metric = int(options["knn"]), str(options["knn_metric"])
-        if metric not in ("cosine", "euclidean"):
-            hint = did_you_mean(metric, ["cosine", "euclidean"])
-            raise DataError(
-                f"dataset {name!r}: knn_metric must be 'cosine' or 'euclidean', got {metric!r}"
-                + (f"; did you mean {hint[0]!r}?" if hint else "")
-            )
-        data.knn_train = _cached_knn(data.x_train, k, metric, cache_root(cache_dir), data.meta)
-        applied.append({"step": "knn", "k": k, "metric": metric, "cache": data.meta["knn_cache"]})
+        applied.append(_knn(data, options, cache_dir))
     data.meta["preprocessing"] = applied
     data.meta["options"] = _jsonable({k: v for k, v in options.items() if v != COMMON_OPTIONS[k]})
-    data.meta.update(n_train=len(data.x_train), n_test=len(data.x_test))
+    data.meta["label"] = dataset_label(entry, data.meta)
+    data.meta.update(n_train=len(data.x_train), n_val=len(data.x_val), n_test=len(data.x_test))
     return data
+
+
+def _check_split_options(name: str, options: dict[str, Any], entry: dict[str, Any]) -> None:
+    """Reject split options that contradict each other before anything is loaded."""
+    where = f"dataset {name!r}"
+    fraction = options["val_fraction"]
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0.0 <= fraction < 1.0:
+        raise DataError(f"{where}: val_fraction must be a number in [0, 1), got {fraction!r}")
+    if not isinstance(options["transductive"], bool):
+        raise DataError(f"{where}: transductive must be true or false, got {options['transductive']!r}")
+    if options["transductive"]:
+        if entry.get("val_fraction"):
+            raise DataError(
+                f"{where}: transductive fits and scores on all rows, so it has no val split; "
+                f"drop val_fraction={entry['val_fraction']!r} (or transductive)"
+            )
+        options["val_fraction"] = 0.0
+    if options["label"] is not None and (not isinstance(options["label"], str) or not options["label"].strip()):
+        raise DataError(f"{where}: label must be a non-empty string, got {options['label']!r}")
+
+
+def _subset(data: DataSplits, options: dict[str, Any]) -> dict[str, Any]:
+    subset = options["subset"]
+    if int(subset) < 1:
+        raise DataError(f"dataset {data.name!r}: subset must be a positive row count, got {subset}")
+    seed = int(options["subset_seed"])
+    for split in ("train", "test"):
+        x, y = getattr(data, f"x_{split}"), getattr(data, f"y_{split}")
+        idx = stratified_subset(y, int(subset), seed)
+        setattr(data, f"x_{split}", x[idx].contiguous())
+        setattr(data, f"y_{split}", y[idx].contiguous())
+    return {"step": "subset", "max_rows": int(subset), "seed": seed, "stratified": True}
+
+
+def _protocol_splits(data: DataSplits, options: dict[str, Any]) -> dict[str, Any]:
+    """Protocol 2: carve the val split from train, or (transductive) put all rows in both train and test."""
+    fraction, seed = float(options["val_fraction"]), int(options["val_seed"])
+    data.meta.update(val_fraction=fraction, val_seed=seed, transductive=bool(options["transductive"]))
+    if options["transductive"]:
+        data.x_train = torch.cat([data.x_train, data.x_test]).contiguous()
+        data.y_train = torch.cat([data.y_train, data.y_test]).contiguous()
+        data.x_test, data.y_test = data.x_train, data.y_train
+        data.meta["val_split"] = {"n_val": 0}
+        return {"step": "transductive", "rows": len(data.y_train), "fit_on": "all rows", "scored_on": "all rows"}
+    train, val = val_indices(data.y_train, fraction, seed, f"dataset {data.name!r}")
+    data.x_val, data.y_val = data.x_train[val].contiguous(), data.y_train[val].contiguous()
+    data.x_train, data.y_train = data.x_train[train].contiguous(), data.y_train[train].contiguous()
+    data.meta["val_split"] = {"fraction": fraction, "seed": seed, "stratified": True, "n_val": len(val)}
+    return {"step": "val_split", "fraction": fraction, "seed": seed, "stratified": True, "n_val": len(val)}
+
+
+def _knn(data: DataSplits, options: dict[str, Any], cache_dir: str | os.PathLike[str] | None) -> dict[str, Any]:
+    k, metric = int(options["knn"]), str(options["knn_metric"])
+    if metric not in ("cosine", "euclidean"):
+        hint = did_you_mean(metric, ["cosine", "euclidean"])
+        raise DataError(
+            f"dataset {data.meta['dataset']['name']!r}: knn_metric must be 'cosine' or 'euclidean', got {metric!r}"
+            + (f"; did you mean {hint[0]!r}?" if hint else "")
+        )
+    data.knn_train = _cached_knn(data.x_train, k, metric, cache_root(cache_dir), data.meta)
+    return {"step": "knn", "k": k, "metric": metric, "cache": data.meta["knn_cache"]}
 
 
 def _jsonable(value: Any) -> Any:

@@ -13,12 +13,18 @@ from torch import Tensor
 
 from icon_bench.errors import DataError
 
-__all__ = ["DataSplits", "Dataset", "stratified_subset"]
+__all__ = ["DataSplits", "Dataset", "stratified_subset", "val_indices"]
+
+_SAME_AS_TRAIN = "<the train tensor>"  # pickled in place of a test split that is the train split
 
 
 @dataclasses.dataclass
 class DataSplits:
-    """A train/test split held as tensors: features float32, labels int64 in 0..num_classes-1."""
+    """Train / val / test splits held as tensors: features float32, labels int64 in 0..num_classes-1.
+
+    A dataset's `load()` gives train and test; `load_dataset` carves val from train (protocol 2).
+    Without a val split, `x_val` / `y_val` are empty: (0, *feature shape) and (0,).
+    """
 
     x_train: Tensor  # float32, (n, d) vectors or (n, c, h, w) images
     y_train: Tensor  # int64
@@ -26,21 +32,38 @@ class DataSplits:
     y_test: Tensor
     num_classes: int
     name: str
-    meta: dict  # source, content hash, preprocessing applied
+    meta: dict  # source, content hash, preprocessing applied, val_fraction, val_seed, transductive
     knn_train: Tensor | None = None  # (n_train, k) int64 global kNN graph, when asked for
+    x_val: Tensor | None = None  # (n_val, ...) rows carved from train; empty when there is none
+    y_val: Tensor | None = None
+
+    def __post_init__(self) -> None:
+        # Datasets written before protocol 2 (and plugins) build train/test only: val is then empty.
+        if self.x_val is None and isinstance(self.x_train, Tensor):
+            self.x_val = self.x_train.new_empty((0, *self.x_train.shape[1:]))
+        if self.y_val is None and isinstance(self.y_train, Tensor):
+            self.y_val = self.y_train.new_empty((0,))
 
     # Pickled with numpy arrays in place of CPU tensors: Ray's object store hands a numpy array to
     # every trial on a node without a copy (a pickled tensor is copied into each trial), so one
     # dataset in memory serves all concurrent trials. Trials must therefore treat the splits as
     # read-only (none of the built-ins writes into them).
     def __getstate__(self) -> dict[str, Any]:
-        return {
+        state = {
             k: v.numpy() if isinstance(v, Tensor) and v.device.type == "cpu" and not v.requires_grad else v
             for k, v in self.__dict__.items()
         }
+        # Transductive data holds one tensor as both train and test: ship it once.
+        for split in ("x", "y"):
+            if self.__dict__.get(f"{split}_test") is self.__dict__.get(f"{split}_train"):
+                state[f"{split}_test"] = _SAME_AS_TRAIN
+        return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update({k: _as_tensor(v) if isinstance(v, np.ndarray) else v for k, v in state.items()})
+        for split in ("x", "y"):
+            if isinstance(state.get(f"{split}_test"), str) and state[f"{split}_test"] == _SAME_AS_TRAIN:
+                self.__dict__[f"{split}_test"] = self.__dict__[f"{split}_train"]
 
     @property
     def image_shape(self) -> tuple[int, ...] | None:
@@ -50,10 +73,23 @@ class DataSplits:
         shape = self.meta.get("image_shape")
         return tuple(shape) if shape else None
 
+    def val_as_test(self) -> DataSplits:
+        """The splits a `"split": "val"` trial hands its method: train, the val rows in the test slots, no val.
+
+        The real test split is not part of the result, so a method tuned on val cannot see a test row.
+        """
+        if len(self.y_val) == 0:
+            raise DataError(
+                f"dataset {self.name!r} has no val split (val_fraction=0 or transductive); "
+                "a val trial needs one: give the dataset val_fraction > 0"
+            )
+        meta = {**self.meta, "scored_split": "val"}
+        return dataclasses.replace(self, x_test=self.x_val, y_test=self.y_val, x_val=None, y_val=None, meta=meta)
+
     def check(self) -> None:
         """Raise DataError when the splits break the contract (shapes, dtypes, label range, finite values)."""
         where = f"dataset {self.name!r}"
-        for split in ("train", "test"):
+        for split in ("train", "val", "test"):
             x, y = getattr(self, f"x_{split}"), getattr(self, f"y_{split}")
             if not isinstance(x, Tensor) or not isinstance(y, Tensor):
                 raise DataError(f"{where}: x_{split} and y_{split} must be torch tensors")
@@ -69,11 +105,13 @@ class DataSplits:
                 raise DataError(f"{where}: y_{split} must lie in 0..{self.num_classes - 1}")
             if not bool(torch.isfinite(x).all()):
                 raise DataError(f"{where}: x_{split} holds NaN or inf values")
-        if self.x_train.shape[1:] != self.x_test.shape[1:]:
-            raise DataError(
-                f"{where}: train and test features differ in shape: "
-                f"{tuple(self.x_train.shape[1:])} vs {tuple(self.x_test.shape[1:])}"
-            )
+        for split in ("val", "test"):
+            other = getattr(self, f"x_{split}")
+            if self.x_train.shape[1:] != other.shape[1:]:
+                raise DataError(
+                    f"{where}: train and {split} features differ in shape: "
+                    f"{tuple(self.x_train.shape[1:])} vs {tuple(other.shape[1:])}"
+                )
         if self.knn_train is not None and (
             self.knn_train.dtype != torch.int64 or self.knn_train.shape[0] != len(self.x_train)
         ):
@@ -144,6 +182,29 @@ def stratified_subset(y: Tensor, n: int, seed: int = 0) -> Tensor:
         rng.permutation(np.flatnonzero(y_np == c))[:k] for c, k in zip(classes, _allocate(counts, n))
     ]
     return torch.from_numpy(np.sort(np.concatenate(picks)).astype(np.int64))
+
+
+def val_indices(y: Tensor, fraction: float, seed: int, where: str) -> tuple[Tensor, Tensor]:
+    """(train, val) row indices (sorted, int64) of a stratified val split of `fraction` of the rows labelled `y`.
+
+    Each class gives its share (largest remainder) but keeps at least one train row, so no class
+    disappears from training; the same `seed` always gives the same split.
+    """
+    if not 0.0 <= fraction < 1.0:
+        raise DataError(f"{where}: val_fraction must be in [0, 1), got {fraction}")
+    y_np = y.cpu().numpy()
+    if fraction == 0.0:
+        return torch.arange(len(y_np)), torch.zeros(0, dtype=torch.int64)
+    rng = np.random.default_rng(seed)
+    classes, counts = np.unique(y_np, return_counts=True)
+    take = np.minimum(_allocate(counts, round(fraction * len(y_np))), counts - 1)
+    picks = [rng.permutation(np.flatnonzero(y_np == c))[:k] for c, k in zip(classes, take)]
+    val = np.sort(np.concatenate(picks)) if picks else np.zeros(0, dtype=np.int64)
+    if len(val) == 0:
+        raise DataError(f"{where}: val_fraction={fraction} of {len(y_np)} train rows leaves an empty val split")
+    mask = np.ones(len(y_np), dtype=bool)
+    mask[val] = False
+    return torch.from_numpy(np.flatnonzero(mask).astype(np.int64)), torch.from_numpy(val.astype(np.int64))
 
 
 def _encode_labels(

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from icon_bench.evaluation.evaluator import (
     PROTOCOL_VERSION,
+    SPLITS,
     evaluate,
     protocol,
     protocol_settings,
     protocol_version,
     resolve_metrics,
+    split_settings,
 )
 from icon_bench.evaluation.metrics import (
     DEFAULT_METRICS,
@@ -22,6 +24,7 @@ from icon_bench.evaluation.metrics import (
 __all__ = [
     "DEFAULT_METRICS",
     "PROTOCOL_VERSION",
+    "SPLITS",
     "MethodOutput",
     "Metric",
     "evaluate",
@@ -32,4 +35,5 @@ __all__ = [
     "protocol_settings",
     "protocol_version",
     "resolve_metrics",
+    "split_settings",
 ]

@@ -18,7 +18,7 @@ __all__ = ["DEFAULT_METRICS", "MethodOutput", "Metric", "hungarian_accuracy", "k
 
 @dataclasses.dataclass
 class MethodOutput:
-    """What a method hands to evaluation: embeddings and/or cluster assignments of both splits."""
+    """What a method hands to evaluation: embeddings and/or cluster assignments of each split."""
 
     train_embeddings: Tensor | None  # (n_train, d)
     test_embeddings: Tensor | None  # (n_test, d)
@@ -26,6 +26,8 @@ class MethodOutput:
     test_clusters: Tensor | None
     history: dict[str, list[float]] = dataclasses.field(default_factory=dict)  # e.g. {"loss": per epoch}
     info: dict = dataclasses.field(default_factory=dict)  # epochs run, stop reason, resolved hyperparameters
+    val_embeddings: Tensor | None = None  # (n_val, d); None when the method does not embed val
+    val_clusters: Tensor | None = None
     # Results shared between metrics of one evaluation (the k-means clustering); not part of the contract.
     _cache: dict = dataclasses.field(default_factory=dict, init=False, repr=False, compare=False)
 
@@ -149,7 +151,7 @@ def linear_probe_accuracy(
 
 
 def _test_clusters(output: MethodOutput, data: DataSplits, n_init: int, seed: int) -> np.ndarray:
-    """The method's test clusters, else k-means (n_clusters = num_classes) on the test embeddings."""
+    """The scored split's clusters (the test slots), else k-means (n_clusters = num_classes) on its embeddings."""
     if output.test_clusters is not None:
         return _np(output.test_clusters).ravel()
     key = ("kmeans", n_init, seed, id(output.test_embeddings))
@@ -167,7 +169,7 @@ class _ClusterMetric(Metric):
 
     def __init__(self, name: str, score: Callable[[np.ndarray, np.ndarray], float], n_init: int, seed: int) -> None:
         self.name, self._score = name, score
-        self.settings = {"split": "test", "kmeans_if_no_clusters": True, "kmeans_n_init": n_init, "kmeans_seed": seed}
+        self.settings = {"kmeans_if_no_clusters": True, "kmeans_n_init": n_init, "kmeans_seed": seed}
 
     def __call__(self, output: MethodOutput, data: DataSplits) -> float | None:
         if not self.applies(output):
@@ -208,7 +210,7 @@ class _Knn2d(Metric):
 
     def __init__(self, k: int) -> None:
         self.name = "knn2d"
-        self.settings = {"k": k, "split": "test", "scheme": "leave-one-out", "metric": "euclidean", "vote": "majority"}
+        self.settings = {"k": k, "scheme": "leave-one-out", "metric": "euclidean", "vote": "majority"}
 
     def __call__(self, output: MethodOutput, data: DataSplits) -> float | None:
         if not _is_2d(output):
@@ -241,7 +243,7 @@ class _Trustworthiness(Metric):
 
     def __init__(self, k: int, max_points: int, seed: int) -> None:
         self.name = "trustworthiness"
-        self.settings = {"k": k, "max_points": max_points, "seed": seed, "split": "test", "inputs": "test features"}
+        self.settings = {"k": k, "max_points": max_points, "seed": seed, "inputs": "features of the scored split"}
 
     def __call__(self, output: MethodOutput, data: DataSplits) -> float | None:
         if not _is_2d(output):
@@ -266,41 +268,41 @@ class _Trustworthiness(Metric):
 
 
 def hungarian(kmeans_n_init: int = 10, kmeans_seed: int = 0) -> Metric:
-    """Hungarian-matched clustering accuracy on the test split (k-means on test embeddings when no clusters)."""
+    """Hungarian-matched clustering accuracy on the scored split (k-means on its embeddings when no clusters)."""
     return _ClusterMetric("hungarian", hungarian_accuracy, kmeans_n_init, kmeans_seed)
 
 
 def nmi(kmeans_n_init: int = 10, kmeans_seed: int = 0) -> Metric:
-    """Normalised mutual information of test clusters and classes (scikit-learn, arithmetic mean)."""
+    """Normalised mutual information of the scored split's clusters and classes (scikit-learn, arithmetic mean)."""
     from sklearn.metrics import normalized_mutual_info_score
 
     return _ClusterMetric("nmi", normalized_mutual_info_score, kmeans_n_init, kmeans_seed)
 
 
 def ari(kmeans_n_init: int = 10, kmeans_seed: int = 0) -> Metric:
-    """Adjusted Rand index of test clusters and classes (scikit-learn)."""
+    """Adjusted Rand index of the scored split's clusters and classes (scikit-learn)."""
     from sklearn.metrics import adjusted_rand_score
 
     return _ClusterMetric("ari", adjusted_rand_score, kmeans_n_init, kmeans_seed)
 
 
 def linear_probe(C: float = 1.0, max_iter: int = 1000) -> Metric:
-    """Test accuracy of multinomial logistic regression on frozen, standardised train embeddings."""
+    """Scored-split accuracy of multinomial logistic regression fitted on frozen, standardised train embeddings."""
     return _EmbeddingMetric("linear_probe", linear_probe_accuracy, C=float(C), max_iter=int(max_iter))
 
 
 def knn(k: int = 20, temperature: float = 0.07) -> Metric:
-    """Weighted kNN accuracy (cosine, exp(sim / T) votes; DINO): train bank, test queries."""
+    """Weighted kNN accuracy (cosine, exp(sim / T) votes; DINO): train bank, scored-split queries."""
     return _KnnMetric("knn", knn_accuracy, k=int(k), temperature=float(temperature))
 
 
 def knn2d(k: int = 10) -> Metric:
-    """Leave-one-out k-NN accuracy inside the 2-D test embedding (only for 2-D embeddings)."""
+    """Leave-one-out k-NN accuracy inside the scored split's 2-D embedding (only for 2-D embeddings)."""
     return _Knn2d(int(k))
 
 
 def trustworthiness(k: int = 10, max_points: int = 2000, seed: int = 0) -> Metric:
-    """Trustworthiness (scikit-learn, k neighbours) of the 2-D test embedding against the test inputs."""
+    """Trustworthiness (scikit-learn, k neighbours) of the scored split's 2-D embedding against its inputs."""
     return _Trustworthiness(int(k), int(max_points), int(seed))
 
 

@@ -24,6 +24,7 @@ BUILTIN_MODULES: tuple[str, ...] = (
     "icon_bench.data.load",
     "icon_bench.train.recipes",
     "icon_bench.evaluation.evaluator",
+    "icon_bench.report.references",
 )
 BUILTIN_SOURCE = "icon-bench"
 
@@ -52,7 +53,7 @@ class Param:
 
 @dataclasses.dataclass(frozen=True)
 class Component:
-    """A registered kernel, divergence, method, dataset, model or metric."""
+    """A registered kernel, divergence, method, dataset, model, metric or reference set."""
 
     kind: str
     name: str

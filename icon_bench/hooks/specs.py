@@ -56,6 +56,11 @@ def register_metrics(register: Register) -> None:
     """Register evaluation metrics: factories returning an ``icon_bench.evaluation.Metric``."""
 
 
+@hookspec
+def register_references(register: Register) -> None:
+    """Register published reference numbers: zero-argument factories returning a list of ``icon_bench.report.Reference`` (or dicts of its fields)."""
+
+
 # kind (singular, as users name it) -> hook name
 KINDS: dict[str, str] = {
     "kernel": "register_kernels",
@@ -64,4 +69,5 @@ KINDS: dict[str, str] = {
     "dataset": "register_datasets",
     "model": "register_models",
     "metric": "register_metrics",
+    "reference": "register_references",
 }

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from icon_bench.report.model import _LABEL_SKIP, METRIC_PREFIX, TASKS, Report, Section
+from icon_bench.report.references import Reference, load_references, matching
 from icon_bench.report.rows import (
     _get,
     _is_missing,
@@ -31,10 +32,10 @@ from icon_bench.report.rows import (
 def aggregate(
     rows_df: pd.DataFrame, *, resamples: int = 1000, seed: int = 0, lower: Iterable[str] | None = None
 ) -> pd.DataFrame:
-    """Per configuration (config_id) and protocol version: mean, sample std and n of each metric over seeds.
+    """Per configuration (config_id), protocol version and split: mean, sample std and n of each metric over seeds.
 
-    One output row per (protocol_version, dataset, config_id) with columns protocol_version, dataset,
-    config_id, suite, method, divergence, label, seeds (ok seeds), expected_seeds (every seed run
+    One output row per (protocol_version, split, dataset, config_id) with columns protocol_version,
+    split, dataset (its label), config_id, suite, method, divergence, label, seeds (ok seeds), expected_seeds (every seed run
     for the suite(s) and dataset), missing_seeds, failed_seeds, n, n_expected, complete, and per
     metric `<m>_mean`, `<m>_std` (ddof=1; NaN when n < 2), `<m>_n`, plus `<m>_rank`, `<m>_rank_lo`,
     `<m>_rank_hi` from `resamples` bootstrap resamples over seeds (0 to skip ranking); metrics in
@@ -45,22 +46,24 @@ def aggregate(
     metrics = metric_names(df)
     lower = set(metric_kinds(df)[1] if lower is None else lower)
     df["_seed"] = df["seed"].map(_seed_key)
-    # Seeds run per (protocol, suite, dataset): what every configuration there is expected to have.
-    run_seeds = df.groupby(["protocol_version", "suite", "dataset"])["_seed"].agg(lambda s: set(s) - {None})
+    # Seeds run per (protocol, split, suite, dataset): what every configuration there is expected to have.
+    run_seeds = df.groupby(["protocol_version", "split", "suite", "dataset"])["_seed"].agg(lambda s: set(s) - {None})
     out: list[dict[str, Any]] = []
-    for (version, dataset, cid), group in df.groupby(["protocol_version", "dataset", "config_id"], sort=False):
+    groups = df.groupby(["protocol_version", "split", "dataset", "config_id"], sort=False)
+    for (version, split, dataset, cid), group in groups:
         ok = group[group["status"] == "ok"]
         bad = group[group["status"] != "ok"]
         suites = sorted(set(group["suite"]))
         expected: set = set()
         for suite in suites:
-            expected |= run_seeds.get((version, suite, dataset), set())
+            expected |= run_seeds.get((version, split, suite, dataset), set())
         ok_seeds = set(ok["_seed"]) - {None}
         failed_seeds = set(bad["_seed"]) - {None} - ok_seeds
         missing = expected - ok_seeds - failed_seeds
         spec = group["spec"].iloc[0] if isinstance(group["spec"].iloc[0], Mapping) else {}
         rec: dict[str, Any] = {
             "protocol_version": version,
+            "split": split,
             "dataset": dataset,
             "config_id": cid,
             "suite": ", ".join(s for s in suites if s),
@@ -89,7 +92,7 @@ def aggregate(
     for m in metrics:
         for suffix in ("_rank", "_rank_lo", "_rank_hi"):
             agg[f"{m}{suffix}"] = pd.Series(pd.NA, index=agg.index, dtype="Int64")
-    for (version, dataset), idx in agg.groupby(["protocol_version", "dataset"], sort=False).groups.items():
+    for _, idx in agg.groupby(["protocol_version", "split", "dataset"], sort=False).groups.items():
         # A label names only what tells configurations of one method apart (not, say, the epochs
         # that differ between methods anyway).
         for _, sub in agg.loc[idx].groupby("method", sort=False):
@@ -161,8 +164,14 @@ def _min_ranks(matrix: np.ndarray) -> np.ndarray:
 # ----------------------------------------------------------------------------------------------
 
 
-def build_report(results: str | Path, *, resamples: int = 1000, seed: int = 0) -> Report:
-    """Load, deduplicate and aggregate the rows of one results store into a `Report`."""
+def build_report(
+    results: str | Path, *, resamples: int = 1000, seed: int = 0, references: list[Reference] | None = None
+) -> Report:
+    """Load, deduplicate and aggregate the rows of one results store into a `Report`.
+
+    Each section carries the published `references` (default: every registered set) whose key
+    is its dataset label and whose metric it reports; they are shown, never ranked.
+    """
     path = results_file(results)
     rows = normalise_rows(load_rows(path))
     # Decided once here; aggregation, sorting, the writers and the plots all read these lists.
@@ -171,28 +180,15 @@ def build_report(results: str | Path, *, resamples: int = 1000, seed: int = 0) -
     all_metrics = metric_names(rows)
     sections: list[Section] = []
     for version in sorted(set(rows["protocol_version"]), key=_version_key):
-        vrows = rows[rows["protocol_version"] == version]
-        for dataset in _unique(vrows["dataset"]):
-            table = agg[(agg["protocol_version"] == version) & (agg["dataset"] == dataset)]
-            seeds = _sorted_seeds(vrows.loc[vrows["dataset"] == dataset, "seed"].map(_seed_key))
-            for metrics, group in _metric_groups(table, all_metrics):
-                if metrics:
-                    primary = metrics[0]
-                    group = group.sort_values(
-                        [f"{primary}_rank", f"{primary}_mean"], ascending=[True, primary in lower],
-                        na_position="last", kind="stable",
-                    )
-                sections.append(
-                    Section(
-                        protocol_version=version,
-                        dataset=dataset,
-                        table=group.reset_index(drop=True),
-                        metrics=metrics,
-                        varying=varying_keys(group["spec"]),
-                        seeds=seeds,
-                        task=task_of(metrics),
-                    )
-                )
+        for split in sorted(set(rows.loc[rows["protocol_version"] == version, "split"]), key=_split_key):
+            vrows = rows[(rows["protocol_version"] == version) & (rows["split"] == split)]
+            for dataset in _unique(vrows["dataset"]):
+                table = agg[(agg["protocol_version"] == version) & (agg["split"] == split) & (agg["dataset"] == dataset)]
+                seeds = _sorted_seeds(vrows.loc[vrows["dataset"] == dataset, "seed"].map(_seed_key))
+                sections += _sections(version, split, dataset, table, all_metrics, lower, seeds)
+    published = load_references() if references is None else references
+    for section in sections:
+        section.references = matching(published, section.dataset, section.metrics)
     label_of = {(r.protocol_version, r.dataset, r.config_id): r.label for r in agg.itertuples()}
     failed = rows[rows["status"] != "ok"].copy()
     failed["label"] = [
@@ -215,6 +211,37 @@ def build_report(results: str | Path, *, resamples: int = 1000, seed: int = 0) -
     meta["fraction_metrics"] = fractions
     meta["lower_is_better"] = lower
     return Report(rows, agg, sections, failed.reset_index(drop=True), configs, protocols, meta, path.parent, resamples)
+
+
+def _sections(
+    version: str, split: str, dataset: str, table: pd.DataFrame, all_metrics: list[str], lower: list[str], seeds: list
+) -> list[Section]:
+    """One dataset's tables (one per task), each sorted by its primary metric, best first."""
+    out = []
+    for metrics, group in _metric_groups(table, all_metrics):
+        if metrics:
+            primary = metrics[0]
+            group = group.sort_values(
+                [f"{primary}_rank", f"{primary}_mean"], ascending=[True, primary in lower],
+                na_position="last", kind="stable",
+            )
+        out.append(
+            Section(
+                protocol_version=version,
+                dataset=dataset,
+                table=group.reset_index(drop=True),
+                metrics=metrics,
+                varying=varying_keys(group["spec"]),
+                seeds=seeds,
+                task=task_of(metrics),
+                split=split,
+            )
+        )
+    return out
+
+
+def _split_key(split: str) -> tuple[int, str]:
+    return (0 if split == "test" else 1, split)  # the test tables first: val ones are for tuning
 
 
 def _merge_settings(settings: list[dict]) -> list[dict]:

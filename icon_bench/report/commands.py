@@ -11,7 +11,8 @@ from icon_bench.report.rows import load_rows, normalise_rows, results_file
 
 
 def write_report(results: str | Path, out_dir: str | Path, *, resamples: int = 1000, plots: bool = True) -> Path:
-    """Write leaderboard.md, leaderboard.csv, results.parquet (or .json), plots and index.html; return out_dir."""
+    """Write leaderboard.md, leaderboard.csv, references.csv (when any match), results.parquet (or .json), plots
+    and index.html; return out_dir."""
     from icon_bench.report import html, tables
     from icon_bench.report import plots as plotting
 
@@ -26,6 +27,7 @@ def write_report(results: str | Path, out_dir: str | Path, *, resamples: int = 1
         plotting.make_plots(report, out)
     tables.write_rows(report, out)
     tables.write_csv(report, out / "leaderboard.csv")
+    tables.write_references_csv(report, out / "references.csv")
     tables.write_markdown(report, out / "leaderboard.md")
     html.write_html(report, out / "index.html")
     return out

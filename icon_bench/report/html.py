@@ -9,7 +9,18 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from icon_bench.report.tables import _anchor, _fractions, _intro_lines, _labels, _legend, _lower, _missing, section_rows
+from icon_bench.report.tables import (
+    PUBLISHED,
+    _anchor,
+    _fractions,
+    _intro_lines,
+    _labels,
+    _legend,
+    _lower,
+    _missing,
+    section_rows,
+    section_title,
+)
 
 if TYPE_CHECKING:
     from icon_bench.report.model import Report, Section
@@ -56,8 +67,25 @@ def _html_table(section: Section, fractions: set[str], lower_better: set[str]) -
         body.append(f"<tr{cls}>" + "".join(tds) + "</tr>")
     return (
         '<div class="table-wrap"><table class="sortable filterable">'
-        f"<thead><tr>{''.join(ths)}</tr></thead><tbody>{''.join(body)}</tbody></table></div>"
+        f"<thead><tr>{''.join(ths)}</tr></thead><tbody>{''.join(body)}</tbody>{_published_tbody(section)}</table></div>"
     )
+
+
+def _published_tbody(section: Section) -> str:
+    """Published figures as a second tbody: below the measured rows, outside what the sort reorders."""
+    from icon_bench.report.references import reference_rows
+
+    if not section.references:
+        return ""
+    trs = []
+    for r in reference_rows(section.references, section.metrics):
+        cells = "".join(f'<td class="num">{_e(c)}</td>' for c in r["cells"])
+        trs.append(
+            f'<tr class="published" title="{_e(r["source"])}"><td class="num">{_e(PUBLISHED)}</td>'
+            f'<td class="cfg">{_e(r["label"])}<br><small>{_e(r["citation"])}</small></td><td>–</td>{cells}</tr>'
+        )
+    return f'<tbody class="published">{"".join(trs)}</tbody>'
+
 
 
 def _failed_section(report: Report) -> str:
@@ -109,13 +137,10 @@ def write_html(report: Report, path: str | Path) -> Path:
                 f'<details class="settings"><summary>Protocol {_e(current)} settings</summary>'
                 f"<pre>{_e(settings or 'not recorded')}</pre></details>"
             )
-        nav.append(
-            f'<li><a href="#{sid}">{_e(section.dataset)} · {_e(section.task)} '
-            f'<small>(protocol {_e(current)})</small></a></li>'
-        )
+        nav.append(f'<li><a href="#{sid}">{_e(section_title(section))} <small>(protocol {_e(current)})</small></a></li>')
         seeds = ", ".join(map(str, section.seeds)) or "none"
         body.append(
-            f'<article class="dataset" id="{sid}"><h3>{_e(section.dataset)} — {_e(section.task)} '
+            f'<article class="dataset" id="{sid}"><h3>{_e(section_title(section))} '
             f'<small>protocol {_e(current)} · seeds {_e(seeds)}</small></h3>'
         )
         body.append(_html_table(section, fractions, _lower(report)))

@@ -67,6 +67,8 @@ def build_index(reports_dir: str | Path) -> Path:
 def _best_rows(df: pd.DataFrame) -> list[list[str]]:
     rows = []
     df["complete"] = df["complete"].astype(str).str.lower().isin(["true", "1"])
+    if "split" in df.columns:  # the best configuration is the best on test; val tables are for tuning
+        df = df[df["split"].fillna("test") == "test"]
     for (version, dataset), group in df.groupby(["protocol_version", "dataset"], sort=False):
         for task, metrics in TASKS.items():
             metric = next((m for m in metrics if f"{m}_mean" in group and group[f"{m}_mean"].notna().any()), None)

@@ -28,16 +28,18 @@ METRIC_PREFIX = "metrics."
 
 @dataclass
 class Section:
-    """One leaderboard table: the configurations of one dataset under one protocol version."""
+    """One leaderboard table: the configurations of one dataset under one protocol version and split."""
 
     protocol_version: str
-    dataset: str
+    dataset: str  # the dataset's label (icon_bench.data.dataset_label)
     table: pd.DataFrame  # rows of `aggregate`, sorted by the primary metric (best first)
     metrics: list[str]  # metric names present, in evaluation order; metrics[0] is the primary one
     varying: list[str]  # flattened spec keys that differ between the configurations
     seeds: list[Any]  # every seed run for this dataset (ok or failed)
     task: str = ""  # what the table's metrics measure: clustering, representation, ...
     plots: list[tuple[str, Path]] = field(default_factory=list)  # (caption, PNG path)
+    split: str = "test"  # the split the metrics score: "test", or "val" (tuning runs)
+    references: list[Any] = field(default_factory=list)  # matching published figures (report.references)
 
 
 @dataclass

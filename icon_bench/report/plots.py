@@ -50,6 +50,7 @@ def make_plots(report: Report, out_dir: str | Path, *, registry: bool = True) ->
             section.plots = []
             rows = report.rows[
                 (report.rows["protocol_version"] == section.protocol_version)
+                & (report.rows["split"] == section.split)
                 & (report.rows["dataset"] == section.dataset)
             ]
             stem = _stem(section)
@@ -73,9 +74,11 @@ def make_plots(report: Report, out_dir: str | Path, *, registry: bool = True) ->
 
 
 def _stem(section: Section) -> str:
-    name = f"p{section.protocol_version}-{section.dataset}-{section.task}"
+    split = "" if section.split == "test" else f"-{section.split}"
+    name = f"p{section.protocol_version}{split}-{section.dataset}-{section.task}"
     slug = re.sub(r"[^A-Za-z0-9]+", "-", name).strip("-")[:60]
-    digest = hashlib.sha1(f"{section.protocol_version}\0{section.dataset}\0{section.task}".encode()).hexdigest()[:6]
+    key = f"{section.protocol_version}\0{section.dataset}\0{section.task}" + ("" if section.split == "test" else f"\0{section.split}")
+    digest = hashlib.sha1(key.encode()).hexdigest()[:6]
     return f"{slug}-{digest}"  # the digest keeps two names that slug alike apart
 
 
@@ -164,7 +167,7 @@ def plot_grid(
     if not section.metrics or section.table.empty:
         return None
     metric = section.metrics[0]
-    vrows = all_rows[all_rows["protocol_version"] == section.protocol_version]
+    vrows = all_rows[(all_rows["protocol_version"] == section.protocol_version) & (all_rows["split"] == section.split)]
     comps = dict(zip(vrows["config_id"], vrows["components"])) if "components" in vrows else {}
     table = section.table.copy()
     table["_p"] = [_kernel_name(s, comps.get(c), "p") for s, c in zip(table["spec"], table["config_id"])]
@@ -295,7 +298,7 @@ def plot_embeddings(section: Section, rows: pd.DataFrame, results_dir: Path, pat
     fig.suptitle(f"{section.dataset}: 2-D embeddings coloured by class", fontsize=10, y=1.0)
     fig.tight_layout(rect=(0, 0, 1, 0.95))
     _save(fig, path)
-    return f"{section.dataset}: 2-D embeddings (test split) of the best configuration per method, coloured by class"
+    return f"{section.dataset}: 2-D embeddings (every split) of the best configuration per method, coloured by class"
 
 
 def _loss(history: Any) -> list[float] | None:

@@ -1,4 +1,4 @@
-"""Result rows as a pandas frame: loading, normalising, flattening specs, metric kinds, config labels."""
+"""Result rows as a pandas frame: loading, normalising (split, dataset label), flattening specs, metric kinds, config labels."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from icon_bench.data.options import dataset_label
 from icon_bench.errors import DataError
 from icon_bench.report.model import FRACTION_METRICS, LOWER_IS_BETTER_PARTS, METRIC_PREFIX
 
@@ -75,9 +76,10 @@ def _is_missing(value: Any) -> bool:
 def normalise_rows(df: pd.DataFrame) -> pd.DataFrame:
     """Canonical columns from rows read as nested dicts (`load_rows`) or flattened (json_normalize).
 
-    Adds `protocol_version` (str), `status`, `suite`, `divergence` (display text) and one float
-    column `metrics.<name>` per metric; drops duplicate trials (per protocol version), keeping the
-    latest row of each, as the results store does.
+    Adds `protocol_version` (str), `split` ("test" for rows that predate it), `status`, `suite`,
+    `divergence` (display text), `dataset` (the dataset's label, what tables group by; the
+    registered name moves to `dataset_name`) and one float column `metrics.<name>` per metric;
+    drops duplicate trials (per protocol version), keeping the latest row of each, as the store does.
     """
     df = df.copy().reset_index(drop=True)
     if "metrics" in df.columns:
@@ -103,7 +105,12 @@ def normalise_rows(df: pd.DataFrame) -> pd.DataFrame:
     if "dataset" not in df.columns:
         df["dataset"] = [_get(s, "dataset", "name") or _get(s, "dataset") for s in df["spec"]]
     df["method"] = df["method"].map(lambda v: _name_of(v))
-    df["dataset"] = df["dataset"].map(lambda v: _name_of(v))
+    df["dataset_name"] = df["dataset"].map(lambda v: _name_of(v))
+    df["dataset"] = _dataset_labels(df)
+    df["split"] = [
+        str(s) if not _is_missing(s) else str(_get(spec, "split") or "test")
+        for s, spec in zip(df["split"] if "split" in df.columns else [None] * len(df), df["spec"])
+    ]
     if "divergence" not in df.columns:
         df["divergence"] = [_get(s, "divergence") for s in df["spec"]]
     df["divergence"] = df["divergence"].map(_name_of)
@@ -117,6 +124,31 @@ def normalise_rows(df: pd.DataFrame) -> pd.DataFrame:
     df["_order"] = np.arange(len(df))
     df = df.drop_duplicates(["protocol_version", "trial_id"], keep="last")
     return df.sort_values("_order").drop(columns=["_order"]).reset_index(drop=True)
+
+
+def _dataset_labels(df: pd.DataFrame) -> list[str]:
+    """Each row's dataset label: the one it recorded, else one recorded by a row of the same dataset entry.
+
+    A trial that failed before its data loaded recorded a label without the content hash; it takes
+    the label of a row that ran on the same entry, so it lands in that dataset's table.
+    """
+    recorded = df["dataset_label"] if "dataset_label" in df.columns else pd.Series([None] * len(df), index=df.index)
+    entries = [json.dumps(_get(s, "dataset"), sort_keys=True, default=str) for s in df["spec"]]
+    hashed = df["data"] if "data" in df.columns else pd.Series([None] * len(df), index=df.index)
+    known: dict[str, str] = {}
+    for entry, label, data in zip(entries, recorded, hashed):
+        if not _is_missing(label) and _get(data, "raw_content_hash"):
+            known.setdefault(entry, str(label))
+    out = []
+    for entry, label, spec, name in zip(entries, recorded, df["spec"], df["dataset_name"]):
+        if entry in known:
+            out.append(known[entry])
+        elif not _is_missing(label):
+            out.append(str(label))
+        else:  # rows written before labels existed
+            ds = _get(spec, "dataset")
+            out.append(dataset_label(ds) if isinstance(ds, (Mapping, str)) else name)
+    return out
 
 
 def _fallback_id(spec: Any) -> str:

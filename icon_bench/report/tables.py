@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 
 
 DAGGER = "†"
+PUBLISHED = "published"
 INCOMPLETE_NOTE = (
     f"{DAGGER} incomplete: fewer seeds than were run for this dataset, or a failed trial; "
     "the mean is over the seeds that finished (listed in the seeds column; † on a value: its n is short)."
@@ -136,7 +137,15 @@ def _legend(report: Report) -> list[str]:
         "bootstrap resamples over seeds; configurations whose intervals overlap are not separable."
     )
     lines.append(INCOMPLETE_NOTE)
-    lines.append("Tables of different protocol versions are never merged.")
+    lines.append(
+        "Tables of different protocol versions, and of the test and val splits, are never merged; "
+        "protocol 2 trains on train without its val rows and scores the test split once per configuration."
+    )
+    if any(s.references for s in report.sections):
+        lines.append(
+            f"{PUBLISHED}: figures from papers (icon-bench references), shown under the table whose dataset "
+            "label is their key, values as published (percent), never ranked; their setting differs from these runs."
+        )
     return lines
 
 
@@ -160,7 +169,7 @@ def leaderboard_frame(report: Report) -> pd.DataFrame:
     for col in ("seeds", "expected_seeds", "missing_seeds", "failed_seeds"):
         df[col] = df[col].map(_seed_list)
     df["spec"] = df["spec"].map(lambda s: json.dumps(s, sort_keys=True, default=str))
-    first = ["protocol_version", "dataset", "primary_metric", "rank", "label", "config_id", "suite", "method",
+    first = ["protocol_version", "split", "dataset", "primary_metric", "rank", "label", "config_id", "suite", "method",
              "divergence", "n", "n_expected", "complete", "seeds", "expected_seeds", "missing_seeds", "failed_seeds"]
     metric_cols = [c for c in df.columns if c not in first and c != "spec"]
     return df[first + metric_cols + ["spec"]]
@@ -170,6 +179,22 @@ def write_csv(report: Report, path: str | Path) -> Path:
     """leaderboard.csv: one line per (protocol version, dataset, configuration); values unscaled."""
     path = Path(path)
     leaderboard_frame(report).to_csv(path, index=False)
+    return path
+
+
+def write_references_csv(report: Report, path: str | Path) -> Path | None:
+    """references.csv: the published figures shown beside each table (None, and no file, when there are none)."""
+    path = Path(path)
+    rows = [
+        {"protocol_version": s.protocol_version, "split": s.split, "dataset": s.dataset, "task": s.task,
+         **r.model_dump(exclude={"setting"}), "setting": json.dumps(r.setting, sort_keys=True)}
+        for s in report.sections
+        for r in s.references
+    ]
+    path.unlink(missing_ok=True)
+    if not rows:
+        return None
+    pd.DataFrame(rows).to_csv(path, index=False)
     return path
 
 
@@ -241,6 +266,27 @@ def section_rows(section: Section, fractions: set[str]) -> tuple[list[str], list
     return headers, out
 
 
+def section_title(section: Section) -> str:
+    """`digits — clustering`, or `digits — clustering, val split` for a tuning table."""
+    title = f"{section.dataset} — {section.task}"
+    return title if section.split == "test" else f"{title}, {section.split} split"
+
+
+def _published_markdown(section: Section, headers: list[str]) -> list[str]:
+    """The published figures matching a table, as a table of their own right under it (not ranked)."""
+    from icon_bench.report.references import reference_rows
+
+    if not section.references:
+        return []
+    body = [
+        [PUBLISHED, _md(r["label"]), _md(r["citation"])] + [_md(c) for c in r["cells"]]
+        for r in reference_rows(section.references, section.metrics)
+    ]
+    head = ["", "published result", "paper"] + [_md(h) for h in headers[3:]]
+    note = f"Published figures for {_md(section.dataset)} (as published, not ranked; `icon-bench references --sources`):"
+    return [note, "", tabulate(body, headers=head, tablefmt="github", disable_numparse=True), ""]
+
+
 def write_markdown(report: Report, path: str | Path) -> Path:
     """leaderboard.md: GitHub-readable tables (tabulate), one section per protocol version."""
     path = Path(path)
@@ -255,7 +301,7 @@ def write_markdown(report: Report, path: str | Path) -> Path:
             settings = report.protocols.get(current, [])
             lines += [f"## Protocol {_md(current)}", ""]
             lines += [f"Settings: `{json.dumps(s, sort_keys=True)}`" for s in settings] + [""]
-        lines += [f"### {_md(section.dataset)} — {_md(section.task)} (protocol {_md(current)})", ""]
+        lines += [f"### {_md(section_title(section))} (protocol {_md(current)})", ""]
         lines += [f"Seeds run: {_md(', '.join(map(str, section.seeds)) or 'none')}.", ""]
         headers, rows = section_rows(section, fractions)
         body = [
@@ -264,6 +310,7 @@ def write_markdown(report: Report, path: str | Path) -> Path:
             for r in rows
         ]
         lines += [tabulate(body, headers=[_md(h) for h in headers], tablefmt="github", disable_numparse=True), ""]
+        lines += _published_markdown(section, headers)
         for caption, plot in section.plots:
             lines += [f"![{_md(caption)}]({plot.name})", ""]
     if not report.failed.empty:

@@ -11,6 +11,7 @@ import traceback
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, Protocol
 
+from icon_bench.data.options import dataset_label
 from icon_bench.run.ids import canonical_json, config_id, trial_id
 from icon_bench.run.store import ResultsStore
 from icon_bench.run.suite import resolve_dataset_paths
@@ -76,6 +77,8 @@ def _name(value: Any) -> Any:
 
 def failed_row(spec: Mapping[str, Any], error: str, tb: str | None = None, started_at: str | None = None) -> dict[str, Any]:
     """A result row for a trial that did not produce one of its own (it raised, its worker died, ...)."""
+    from icon_bench.run.trial import protocol_of  # lazy: the trial stack pulls in torch
+
     spec = dict(spec)
     return {
         "trial_id": trial_id(spec),
@@ -85,8 +88,11 @@ def failed_row(spec: Mapping[str, Any], error: str, tb: str | None = None, start
         "dataset": _name(spec.get("dataset")),
         "divergence": _name(spec.get("divergence")),
         "seed": spec.get("seed"),
+        "split": spec.get("split") or "test",
+        "dataset_label": dataset_label(spec.get("dataset")),
         "status": "failed",
         "metrics": {},
+        "protocol": protocol_of(spec) or {},
         "hostname": socket.gethostname(),
         "started_at": started_at or _now(),
         "finished_at": _now(),

@@ -8,6 +8,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from icon_bench.data.options import SPLITS
 from icon_bench.errors import SuiteError
 
 __all__ = ["canonical_json", "config_id", "normalize_spec", "trial_id"]
@@ -17,10 +18,17 @@ __all__ = ["canonical_json", "config_id", "normalize_spec", "trial_id"]
 # Trial ids (the contract in docs/architecture.md; run/trial.py re-exports these)
 # ---------------------------------------------------------------------------------------------
 def normalize_spec(spec: Mapping[str, Any]) -> dict[str, Any]:
-    """The full, normalised form of a trial spec: every key present, names in one spelling."""
-    unknown = set(spec) - {"method", "dataset", "divergence", "seed", "p", "q", "model", "settings", "evaluate"}
+    """The full, normalised form of a trial spec: every key present, names in one spelling.
+
+    "split" defaults to "test" and is always present, so every protocol 2 id differs from the
+    protocol 1 id of the same cell (those rows trained on the val rows too).
+    """
+    unknown = set(spec) - {"method", "dataset", "divergence", "seed", "p", "q", "model", "settings", "evaluate", "split"}
     if unknown:
         raise SuiteError(f"trial spec has unknown key(s) {sorted(unknown)}")
+    split = spec.get("split") or "test"
+    if split not in SPLITS:
+        raise SuiteError(f"trial spec: split must be one of {', '.join(map(repr, SPLITS))}, got {split!r}")
     dataset = spec.get("dataset")
     if isinstance(dataset, str):
         dataset = {"name": dataset}
@@ -38,6 +46,7 @@ def normalize_spec(spec: Mapping[str, Any]) -> dict[str, Any]:
         "model": dict(spec.get("model") or {}),
         "settings": dict(spec.get("settings") or {}),
         "evaluate": list(evaluate) if evaluate is not None else None,
+        "split": split,
     }
 
 

@@ -253,6 +253,38 @@ def _check_value(errors: _Errors, loc: Loc, key: str, value: Any) -> None:
         _check_name(errors, loc, "model", value)
 
 
+def _check_dataset_entries(suite: Suite, errors: _Errors) -> None:
+    """Split options that load_dataset would reject, and one label naming two different datasets."""
+    if suite.datasets is not None:
+        entries = [(("datasets", i), ds) for i, ds in enumerate(suite.datasets)]
+    else:
+        values = suite.grid.get("dataset")
+        values = values if isinstance(values, list) else [values]
+        entries = [(("grid", "dataset", i), ds) for i, ds in enumerate(values)]
+    seen: dict[str, tuple[Loc, Any]] = {}
+    for loc, ds in entries:
+        if not isinstance(ds, Mapping):
+            continue
+        fraction = ds.get("val_fraction", 0.1)
+        if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 <= fraction < 1:
+            errors.add((*loc, "val_fraction"), f"val_fraction must be a number in [0, 1), got {fraction!r}")
+        if not isinstance(ds.get("transductive", False), bool):
+            errors.add((*loc, "transductive"), f"transductive must be true or false, got {ds['transductive']!r}")
+        elif ds.get("transductive") and ds.get("val_fraction"):
+            errors.add((*loc, "val_fraction"), "transductive fits and scores on all rows, so it has no val split")
+        label = ds.get("label")
+        if label is None:
+            continue
+        if not isinstance(label, str) or not label.strip():
+            errors.add((*loc, "label"), f"a label is a non-empty string, got {label!r}")
+        elif label in seen and dict(seen[label][1]) != dict(ds):
+            first = errors.line((*seen[label][0], "label"))
+            errors.add((*loc, "label"), f"label {label!r} already names another dataset (line {first}); "
+                       "two datasets would share one leaderboard")
+        else:
+            seen.setdefault(label, (loc, ds))
+
+
 def _check_axis(errors: _Errors, loc: Loc, key: str, values: Any) -> None:
     if isinstance(values, list):
         if not values:
@@ -279,6 +311,7 @@ def _check(suite: Suite, errors: _Errors) -> None:
         _check_value(errors, ("seeds", i), "seed", seed)
     for i, ds in enumerate(suite.datasets or []):
         _check_value(errors, ("datasets", i), "dataset", ds)
+    _check_dataset_entries(suite, errors)
     if not suite.dataset_values():
         errors.add(("datasets",) if suite.datasets is not None else (), "no dataset: add 'datasets' or grid.dataset")
     if "method" not in grid and not suite.include:

@@ -16,8 +16,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from icon_bench.data.options import dataset_label
 from icon_bench.errors import IconBenchError, TrialError
 from icon_bench.run.ids import config_id, normalize_spec, trial_id
+from icon_bench.run.trial_data import check_transductive, data_summary, map_artifacts
 
 __all__ = ["add_commands", "config_id", "normalize_spec", "parse_set", "run_trial", "trial_id"]
 
@@ -52,6 +54,9 @@ def run_trial(
         "dataset": (spec["dataset"] or {}).get("name"),
         "divergence": _name_of(spec["divergence"]),
         "seed": spec["seed"],
+        "split": spec["split"],
+        "dataset_label": dataset_label(spec["dataset"]),  # with the content hash once the data is loaded
+        "data": {},
         "status": "failed",
         "metrics": {},
         "protocol": {},
@@ -87,8 +92,6 @@ def run_trial(
 
 
 def _run(spec: dict[str, Any], data: Any, row: dict[str, Any], dev: Any, progress: bool) -> None:
-    import numpy as np
-
     from icon_bench.data.load import load_dataset
     from icon_bench.evaluation import evaluator as evaluation
     from icon_bench.hooks.registry import get_registry
@@ -103,7 +106,8 @@ def _run(spec: dict[str, Any], data: Any, row: dict[str, Any], dev: Any, progres
     recipe = method.with_overrides(spec)
     row["recipe"] = _recipe_data(recipe)
     metrics = spec["evaluate"] if spec["evaluate"] is not None else list(recipe.metrics)
-    row["protocol"] = evaluation.protocol(metrics)
+    # The split settings are the dataset entry's options (val_fraction, val_seed, transductive).
+    row["protocol"] = evaluation.protocol(metrics, splits=spec["dataset"], split=spec["split"])
     if row["divergence"] is None and getattr(recipe, "divergence", None) is not None:
         row["divergence"] = _name_of(recipe.divergence)
     row["components"] = _components(registry, method_comp, recipe, spec)
@@ -112,26 +116,23 @@ def _run(spec: dict[str, Any], data: Any, row: dict[str, Any], dev: Any, progres
     if data is None:
         data = load_dataset(spec["dataset"])
     row["timings"]["load_s"] = time.perf_counter() - t
+    row["data"] = data_summary(data, spec)
+    row["dataset_label"] = row["data"]["label"]
+    if data.meta.get("transductive"):
+        check_transductive(recipe, metrics, spec)
+    # A val trial's method gets the val rows where the test rows would be, and no test row at all.
+    scored = data.val_as_test() if spec["split"] == "val" else data
 
     t = time.perf_counter()
-    output = method.run(data, seed=spec["seed"], device=dev, overrides=spec, progress=progress)
+    output = method.run(scored, seed=spec["seed"], device=dev, overrides=spec, progress=progress)
     row["timings"]["train_s"] = time.perf_counter() - t
     row["history"] = {k: [float(v) for v in vals] for k, vals in (output.history or {}).items()}
     row["info"] = _jsonable(output.info)
 
     t = time.perf_counter()
-    row["metrics"] = {k: float(v) if _is_number(v) else v for k, v in evaluation.evaluate(output, data, metrics).items()}
+    row["metrics"] = {k: float(v) if _is_number(v) else v for k, v in evaluation.evaluate(output, scored, metrics).items()}
     row["timings"]["eval_s"] = time.perf_counter() - t
-
-    emb = output.test_embeddings if output.test_embeddings is not None else output.train_embeddings
-    if emb is not None and emb.dim() == 2 and emb.shape[1] == 2:
-        # 2-D maps: keep both splits so a plot shows every point (train first, then test).
-        parts = [e for e in (output.train_embeddings, output.test_embeddings) if e is not None]
-        labels = [y for e, y in ((output.train_embeddings, data.y_train), (output.test_embeddings, data.y_test)) if e is not None]
-        row["artifacts"] = {
-            "embedding_2d": np.concatenate([p.float().cpu().numpy() for p in parts]),
-            "labels": np.concatenate([y.cpu().numpy() for y in labels]),
-        }
+    row["artifacts"] = map_artifacts(output, scored)
 
 
 def recipe_of(spec: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -146,6 +147,23 @@ def recipe_of(spec: Mapping[str, Any]) -> dict[str, Any] | None:
     try:
         return _recipe_data(get_registry().get("method", spec["method"]).create().with_overrides(spec))
     except Exception:  # an unknown or broken method: the trial itself reports it when run
+        return None
+
+
+def protocol_of(spec: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The protocol record a spec's row carries (`evaluation.protocol`); None when its method cannot be built here.
+
+    A row the trial never wrote itself (its worker died, its dataset failed to load) still belongs
+    to its protocol's tables, where it marks its configuration incomplete.
+    """
+    from icon_bench.evaluation import evaluator
+    from icon_bench.hooks.registry import get_registry
+
+    try:
+        recipe = get_registry().get("method", spec["method"]).create().with_overrides(spec)
+        metrics = spec["evaluate"] if spec.get("evaluate") is not None else list(recipe.metrics)
+        return evaluator.protocol(metrics, splits=spec.get("dataset"), split=spec.get("split") or "test")
+    except Exception:  # an unknown or broken method: the row stays unversioned
         return None
 
 
@@ -264,7 +282,7 @@ def build_spec(args: argparse.Namespace) -> dict[str, Any]:
     """The trial spec of ``icon-bench trial`` arguments."""
     sets = parse_set(args.set or [])
     dataset = {"name": args.dataset, **(sets.pop("dataset", None) or {})}
-    spec: dict[str, Any] = {"method": args.method, "dataset": dataset, "seed": args.seed}
+    spec: dict[str, Any] = {"method": args.method, "dataset": dataset, "seed": args.seed, "split": args.split}
     if args.divergence is not None:
         spec["divergence"] = args.divergence
     for key, value in sets.items():
@@ -284,7 +302,10 @@ def cmd_trial(args: argparse.Namespace) -> int:
     else:
         from tabulate import tabulate
 
-        print(f"{row['method']} on {row['dataset']} (divergence {row['divergence']}, seed {row['seed']}): {row['status']}")
+        print(
+            f"{row['method']} on {row['dataset_label']} (divergence {row['divergence']}, seed {row['seed']}, "
+            f"{row['split']} split, protocol {row['protocol'].get('version', '?')}): {row['status']}"
+        )
         if row["metrics"]:
             rows = [[k, f"{v:.4f}" if _is_number(v) else v] for k, v in row["metrics"].items()]
             print(tabulate(rows, headers=["metric", "value"], tablefmt="simple"))
@@ -307,6 +328,10 @@ def add_commands(subparsers: Any) -> None:
     p.add_argument("dataset", metavar="DATASET")
     p.add_argument("--divergence", default=None, help="divergence name (default: the method's)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--split", choices=["test", "val"], default="test",
+        help="the split to score: test (default), or val (train without val, score val; for tuning)",
+    )
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override (repeatable)")
     p.add_argument("--json", action="store_true", help="print the result row as JSON (arrays omitted)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")

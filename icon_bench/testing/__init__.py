@@ -1,11 +1,11 @@
-"""The conformance kit: checks every kernel, divergence, method, dataset, model and metric must pass (for plugin authors)."""
+"""The conformance kit: checks every kernel, divergence, method, dataset, model, metric and reference set must pass."""
 
 from __future__ import annotations
 
 from icon_bench.testing.common import ConformanceError
 from icon_bench.testing.fixtures import make_batch, make_data
 from icon_bench.testing.loss import check_divergence, check_kernel
-from icon_bench.testing.pipeline import check_dataset, check_method, check_metric, check_model
+from icon_bench.testing.pipeline import check_dataset, check_method, check_metric, check_model, check_reference
 from icon_bench.testing.plugin import check, check_plugin, components
 
 __all__ = [
@@ -18,6 +18,7 @@ __all__ = [
     "check_metric",
     "check_model",
     "check_plugin",
+    "check_reference",
     "components",
     "make_batch",
     "make_data",

@@ -1,4 +1,4 @@
-"""The checks of the other stages: `check_method`, `check_dataset`, `check_model`, `check_metric`."""
+"""The checks of the other stages: `check_method`, `check_dataset`, `check_model`, `check_metric`, `check_reference`."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from icon_bench.hooks.registry import Registry, get_registry, split_spec
 from icon_bench.testing.common import _build, _builder, _fail, _is_spec
 from icon_bench.testing.fixtures import make_data
 
-__all__ = ["check_dataset", "check_method", "check_metric", "check_model"]
+__all__ = ["check_dataset", "check_method", "check_metric", "check_model", "check_reference"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -84,10 +84,11 @@ def _check_method_output(label: str, out: Any, data: Any) -> None:
     missing = [f for f in fields if not hasattr(out, f)]
     if missing:
         raise _fail(label, "returns a MethodOutput", f"{type(out).__name__} lacks {missing}")
-    n = {"train": len(data.y_train), "test": len(data.y_test)}
+    # val_* are optional (protocol 2): a val trial hands the method its val rows as the test split.
+    n = {"train": len(data.y_train), "val": len(data.y_val), "test": len(data.y_test)}
     dims = set()
     for split in n:
-        emb = getattr(out, f"{split}_embeddings")
+        emb = getattr(out, f"{split}_embeddings", None)
         if emb is not None:
             if not isinstance(emb, torch.Tensor) or emb.dim() != 2 or emb.shape[0] != n[split]:
                 raise _fail(
@@ -96,14 +97,14 @@ def _check_method_output(label: str, out: Any, data: Any) -> None:
             if not bool(torch.isfinite(emb.float()).all()):
                 raise _fail(label, "finite embeddings", f"{split}_embeddings has NaN or inf")
             dims.add(emb.shape[1])
-        clusters = getattr(out, f"{split}_clusters")
+        clusters = getattr(out, f"{split}_clusters", None)
         if clusters is not None:
             if not isinstance(clusters, torch.Tensor) or clusters.shape != (n[split],):
                 raise _fail(label, "cluster shape", f"{split}_clusters: expected ({n[split]},), got {_shape(clusters)}")
             if clusters.dtype != torch.int64 or bool((clusters < 0).any()):
                 raise _fail(label, "cluster labels", f"{split}_clusters must be int64 >= 0, got {clusters.dtype}")
     if len(dims) > 1:
-        raise _fail(label, "embedding shape", f"train and test embeddings differ in width: {sorted(dims)}")
+        raise _fail(label, "embedding shape", f"the splits' embeddings differ in width: {sorted(dims)}")
     if all(getattr(out, f) is None for f in fields[:4]):
         raise _fail(label, "returns something to evaluate", "no embeddings and no clusters")
     if not isinstance(out.history, dict):
@@ -276,3 +277,36 @@ def check_metric(
             raise _fail(label, "deterministic", f"on a {what} output: {first!r} then {second!r}")
         scores[what] = first
     return scores["perfect"]
+
+
+def check_reference(
+    spec_or_factory: Any,
+    *,
+    params: Mapping[str, Any] | None = None,
+    seed: int = 0,
+    registry: Registry | None = None,
+) -> list[Any]:
+    """Build a reference set (name, factory, or its list of entries) and check every entry; returns the References.
+
+    Each entry must be a valid ``icon_bench.report.Reference`` (paper, dataset, method, metric,
+    key, a finite value, +- not negative); its metric must be a registered metric, or no report
+    would ever match it to a table. At least one entry.
+    """
+    from icon_bench.errors import IconBenchError
+    from icon_bench.report.references import validate_entries
+
+    label, build = _builder("reference", spec_or_factory, params, registry)
+    entries = _build(label, build, seed)
+    try:
+        refs = validate_entries(entries, label)
+    except IconBenchError as exc:
+        raise _fail(label, "valid entries", str(exc)) from None
+    if not refs:
+        raise _fail(label, "has entries", "the factory returned no reference")
+    metrics = set((registry or get_registry()).names("metric"))
+    for i, ref in enumerate(refs):
+        if not math.isfinite(ref.value) or (ref.pm is not None and not math.isfinite(ref.pm)):
+            raise _fail(label, "finite values", f"entry {i}: value {ref.value!r} +- {ref.pm!r}")
+        if ref.metric not in metrics:
+            raise _fail(label, "names a registered metric", f"entry {i}: unknown metric {ref.metric!r}")
+    return refs

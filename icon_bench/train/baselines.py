@@ -76,14 +76,14 @@ class Baseline:
         from icon_bench.evaluation.metrics import MethodOutput
 
         recipe = self.with_overrides(overrides)
-        xtr = data.x_train.reshape(data.x_train.shape[0], -1).float().cpu().numpy()
-        xte = data.x_test.reshape(data.x_test.shape[0], -1).float().cpu().numpy()
+        xtr, xva, xte = (_flat(getattr(data, f"x_{s}")) for s in ("train", "val", "test"))
         k = int(recipe.params.get("n_clusters") or data.num_classes)
         if self.name == "kmeans":
             from sklearn.cluster import KMeans
 
             km = KMeans(n_clusters=k, n_init=int(recipe.params["n_init"]), random_state=seed).fit(xtr)
-            c_train, c_test = km.labels_, km.predict(xte)
+            assign = km.predict
+            c_train = km.labels_
             info: dict[str, Any] = {"inertia": float(km.inertia_), "test_assignment": "kmeans.predict"}
         else:
             from sklearn.cluster import SpectralClustering
@@ -100,9 +100,11 @@ class Baseline:
             c_train = sc.labels_
             # Spectral clustering has no out-of-sample map: test points take the majority cluster
             # of their nearest training points (fit on train, assign test by kNN vote).
-            vote = KNeighborsClassifier(n_neighbors=nn_k).fit(xtr, c_train)
-            c_test = vote.predict(xte)
+            assign = KNeighborsClassifier(n_neighbors=nn_k).fit(xtr, c_train).predict
             info = {"test_assignment": f"{nn_k}-NN vote of train clusters"}
+        # A transductive dataset's test split is its train rows: their clusters are the fit's own.
+        c_test = c_train if data.meta.get("transductive") else assign(xte)
+        c_val = assign(xva) if len(xva) else np.zeros(0, dtype=np.int64)
         info.update({"params": {**recipe.params, "n_clusters": k}, "stop_reason": "completed"})
         if recipe.ignored:
             info["ignored_settings"] = dict(recipe.ignored)
@@ -111,6 +113,12 @@ class Baseline:
             test_embeddings=None,
             train_clusters=torch.as_tensor(np.asarray(c_train), dtype=torch.long),
             test_clusters=torch.as_tensor(np.asarray(c_test), dtype=torch.long),
+            val_clusters=torch.as_tensor(np.asarray(c_val), dtype=torch.long),
             history={},
             info=info,
         )
+
+
+def _flat(x: torch.Tensor) -> np.ndarray:
+    # Explicit width: reshape(0, -1) is ambiguous for a split without rows.
+    return x.reshape(x.shape[0], int(np.prod(x.shape[1:]))).float().cpu().numpy()

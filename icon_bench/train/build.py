@@ -133,5 +133,5 @@ def graph(data: DataSplits, recipe: Method, transductive: bool) -> Tensor:
     k = int(recipe.options.get("graph_k", 10))
     if k >= data.x_train.shape[0]:
         raise TrialError(f"graph_k={k} needs more than {data.x_train.shape[0]} training points")
-    x = torch.cat([data.x_train, data.x_test]) if transductive else data.x_train
+    x = torch.cat([data.x_train, data.x_val, data.x_test]) if transductive else data.x_train
     return knn_graph(x, k, metric=str(recipe.options.get("graph_metric", "euclidean")))

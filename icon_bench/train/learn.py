@@ -1,4 +1,4 @@
-"""The training call behind `Method.run`: train data and graph, model and loss, `fit`, then embed both splits."""
+"""The training call behind `Method.run`: train data and graph, model and loss, `fit`, then embed every split."""
 
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ def run(
     overrides: Mapping[str, Any] | None = None,
     progress: bool = False,
 ) -> MethodOutput:
-    """Train on ``data.x_train`` and embed (and cluster) both splits."""
+    """Train on ``data.x_train`` and embed (and cluster) the train, val and test splits."""
     from icon_bench.evaluation.metrics import MethodOutput
     from icon_bench.train.trainer import (
         TrainSettings,
@@ -43,7 +43,9 @@ def run(
     settings = TrainSettings.from_dict(recipe.settings)
     seed_everything(seed)
     opts = recipe.options
-    transductive = bool(opts.get("transductive"))
+    # A dataset loaded transductively already trains on every row (its test split is the train
+    # rows), so a lookup model must not append them a second time.
+    transductive = bool(opts.get("transductive")) and not data.meta.get("transductive")
     train_data, x_all = _train_data(data, recipe, settings, transductive, dev)
 
     heads = int(opts.get("heads", 1) or 1)
@@ -61,17 +63,16 @@ def run(
     result = fit(model, loss_fn, train_data, settings, seed=seed, augment=augment, progress=progress, desc=method.name)
     train_s = time.perf_counter() - start
 
-    z_train, z_test, info = _embed(
-        result.model, loss_fn, data, train_data, x_all, settings, seed, augment, transductive, dev, heads
-    )
-    c_train = c_test = None
-    if recipe.output == "clusters":
-        c_train, c_test = z_train.argmax(1), z_test.argmax(1)
+    z = _embed(result.model, loss_fn, data, train_data, x_all, settings, seed, augment, transductive, dev, heads)
+    info = z.pop("info")
+    clusters = {k: v.argmax(1).cpu() if recipe.output == "clusters" else None for k, v in z.items()}
     return MethodOutput(
-        train_embeddings=z_train.cpu(),
-        test_embeddings=z_test.cpu(),
-        train_clusters=None if c_train is None else c_train.cpu(),
-        test_clusters=None if c_test is None else c_test.cpu(),
+        train_embeddings=z["train"].cpu(),
+        test_embeddings=z["test"].cpu(),
+        train_clusters=clusters["train"],
+        test_clusters=clusters["test"],
+        val_embeddings=z["val"].cpu(),
+        val_clusters=clusters["val"],
         history=result.history,
         info={
             "epochs": result.epochs,
@@ -89,14 +90,14 @@ def run(
 def _train_data(
     data: DataSplits, recipe: Method, settings: TrainSettings, transductive: bool, dev: torch.device
 ) -> tuple[TrainData, Tensor]:
-    """The points to train on (train, or train and test for transductive lookups) with their kNN graph."""
+    """The points to train on (train, or train, val and test for transductive lookups) with their kNN graph."""
     from icon_bench.train.trainer import TrainData
 
     x_train, y_train = data.x_train, data.y_train
     if transductive:
-        # Lookup models have one row per point, so train and test points are embedded together.
-        x_all = torch.cat([data.x_train, data.x_test])
-        y_all = torch.cat([data.y_train, data.y_test])
+        # Lookup models have one row per point, so every split's points are embedded together.
+        x_all = torch.cat([data.x_train, data.x_val, data.x_test])
+        y_all = torch.cat([data.y_train, data.y_val, data.y_test])
     else:
         x_all, y_all = x_train, y_train
     knn = None
@@ -128,22 +129,32 @@ def _embed(
     transductive: bool,
     dev: torch.device,
     heads: int,
-) -> tuple[Tensor, Tensor, dict[str, Any]]:
-    """Both splits' embeddings from the trained model (the lowest-loss head's slice with several heads)."""
+) -> dict[str, Any]:
+    """{"train", "val", "test": embeddings, "info": {...}} from the trained model (the lowest-loss head with several)."""
     from icon_bench.train.trainer import embed
 
-    n_train = data.x_train.shape[0]
+    n_train, n_val = data.x_train.shape[0], data.x_val.shape[0]
     if transductive:
         z = embed(final, train_data.x, torch.arange(x_all.shape[0], device=dev))
-        z_train, z_test = z[:n_train], z[n_train:]
+        out = {"train": z[:n_train], "val": z[n_train : n_train + n_val], "test": z[n_train + n_val :]}
     else:
-        z_train = embed(final, train_data.x, torch.arange(n_train, device=dev))
-        x_test = data.x_test.float().to(dev)
-        z_test = embed(final, x_test, torch.arange(x_test.shape[0], device=dev))
+        out = {"train": embed(final, train_data.x, torch.arange(n_train, device=dev))}
+        for split in ("val", "test"):
+            x = getattr(data, f"x_{split}")
+            if data.meta.get("transductive") and split == "test":
+                out[split] = out["train"]  # the test split is the train rows: embed them once
+                continue
+            x = x.float().to(dev)
+            out[split] = embed(final, x, torch.arange(x.shape[0], device=dev)) if len(x) else _empty(out["train"])
     info: dict[str, Any] = {}
     if isinstance(loss_fn, MultiHead):
         head_losses = loss_fn.evaluate_heads(final, train_data, settings, seed=seed, augment=augment)
         best = int(torch.argmin(head_losses))
-        z_train, z_test = loss_fn.head(z_train, best), loss_fn.head(z_test, best)
+        out = {k: loss_fn.head(v, best) for k, v in out.items()}
         info = {"heads": heads, "selected_head": best, "head_losses": head_losses.tolist()}
-    return z_train, z_test, info
+    return {**out, "info": info}
+
+
+def _empty(like: Tensor) -> Tensor:
+    """(0, d) embeddings for a split without rows (no val split), without calling the model on nothing."""
+    return like.new_empty((0, *like.shape[1:]))
