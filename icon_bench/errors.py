@@ -52,6 +52,10 @@ class SuiteError(IconBenchError):
     """A suite file is malformed; the message names the file, line and key."""
 
 
+class ClusterError(IconBenchError):
+    """A Ray cluster could not be joined (nothing listens, not Ray, a token is needed)."""
+
+
 class TrialError(IconBenchError):
     """A trial stopped for a reason worth reporting (diverged, NaN loss, bad settings)."""
 

@@ -149,3 +149,9 @@ def use_fake_method() -> Registry:
     registry = load_registry(extra_plugins={"fake_methods": sys.modules[__name__]})
     set_registry(registry)
     return registry
+
+
+def worker_trial(spec: dict[str, Any], data: Any = None) -> dict[str, Any]:
+    """Records its worker process (pid) after sleeping settings.sleep."""
+    time.sleep(float((spec.get("settings") or {}).get("sleep", 0)))
+    return _row(spec, {"hungarian": 1.0}, pid=os.getpid())

@@ -87,13 +87,16 @@ def ray_cluster() -> Iterator[None]:
     ray = pytest.importorskip("ray")
     from ray import cloudpickle
 
+    from icon_bench.run.ray_cluster import ray_session
+
     # Workers cannot import tests/ray_trials.py by name: ship the module's functions by value.
     cloudpickle.register_pickle_by_value(ray_trials)
-    ray.init(num_cpus=4, num_gpus=4, include_dashboard=False, log_to_driver=False)
     try:
-        yield
+        # The tool's own local start: loopback only, workers at this process's priority.
+        with ray_session(num_cpus=4, num_gpus=4) as started:
+            assert started and ray.is_initialized()
+            yield
     finally:
-        ray.shutdown()
         cloudpickle.unregister_pickle_by_value(ray_trials)
 
 
@@ -272,3 +275,39 @@ def test_ray_and_local_give_identical_metrics_for_real_trials(ray_cluster: None,
     for row in remote.rows:
         assert row["metrics"] == by_id[row["trial_id"]]
         assert set(row["metrics"]) >= {"hungarian", "nmi", "ari"}
+
+
+@pytest.mark.skipif(not Path("/proc/net/tcp").exists(), reason="reads /proc (Linux)")
+def test_ray_local_cluster_listens_on_loopback_only(ray_cluster: None, tmp_path: Path) -> None:
+    import ray
+    from ray_procs import descendants, listening
+
+    # A trial first, so that workers (which listen too) exist while we look.
+    summary = RayExecutor(cpus=1, progress=False).run(_specs(2), ResultsStore(tmp_path), trial_fn=fake_trial, load_fn=fake_load)
+    assert summary.ok == 2
+    assert ray.util.get_node_ip_address() == "127.0.0.1"
+    ports = listening(descendants(os.getpid()))
+    names = {name for _, _, name in ports}
+    assert {"gcs_server", "raylet"} <= names, ports
+    assert {addr for addr, _, _ in ports} == {"127.0.0.1"}, ports
+
+
+def test_ray_trials_run_at_the_drivers_priority_in_reused_workers(ray_cluster: None, tmp_path: Path) -> None:
+    # 8 trials on 4 CPUs, then 4 more at half a GPU each: Ray's default would run the GPU tasks
+    # in a fresh worker each (paying the imports again) and every worker at nice 15.
+    cpu = RayExecutor(cpus=1, progress=False).run(
+        _specs(8, sleep=0.2), ResultsStore(tmp_path / "cpu"), trial_fn=ray_trials.worker_trial, load_fn=fake_load
+    )
+    gpu = RayExecutor(cpus=1, gpus=0.5, progress=False).run(
+        [{**s, "seed": 100 + i} for i, s in enumerate(_specs(6, sleep=0.2))],
+        ResultsStore(tmp_path / "gpu"),
+        trial_fn=ray_trials.worker_trial,
+        load_fn=fake_load,
+    )
+    rows = cpu.rows + gpu.rows
+    assert len(rows) == 14 and all(r["status"] == "ok" for r in rows), [r.get("error") for r in rows]
+    assert {r["nice"] for r in rows} == {os.nice(0)}
+    for summary in (cpu, gpu):
+        pids = Counter(r["pid"] for r in summary.rows)
+        # Never more workers than trials that fit at once: each worker imports the trial stack once.
+        assert len(pids) <= 4, pids

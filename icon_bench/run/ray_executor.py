@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -22,6 +23,7 @@ from icon_bench.run.execution import (
     run_one,
     threads_for,
 )
+from icon_bench.run.ray_cluster import ray_session
 from icon_bench.run.store import ResultsStore
 
 __all__ = ["RayExecutor"]
@@ -59,14 +61,26 @@ def _ray_trial(trial_fn: TrialFn | None, spec: dict[str, Any], data: Any, thread
     # `data` arrives resolved: Ray fetches the dataset object from the store because its ref is a
     # top-level argument of this task.
     _import_trial_stack()
-    return run_one(spec, data, trial_fn, threads)
+    row = run_one(spec, data, trial_fn, threads)
+    # The worker's priority: timings of trials starved by a niced worker can be told apart.
+    row.setdefault("nice", os.nice(0))
+    _release_cuda_cache()
+    return row
+
+
+def _release_cuda_cache() -> None:
+    """Give a reused worker's cached CUDA memory back, so trials sharing the GPU can use it."""
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_initialized():
+        torch.cuda.empty_cache()
 
 
 class RayExecutor:
     """Runs each trial as a Ray task with the suite's CPUs / (fractional) GPUs; datasets load once per cluster.
 
     Without `address` (and no Ray already initialised in this process) a local cluster starts with
-    `num_cpus` / `num_gpus` (None: detected) and is shut down afterwards.
+    `num_cpus` / `num_gpus` (None: detected) on 127.0.0.1 only, its workers at this process's
+    priority, without the dashboard unless `dashboard`; it is shut down afterwards.
     """
 
     def __init__(
@@ -81,6 +95,7 @@ class RayExecutor:
         progress: bool = True,
         log_to_driver: bool = False,
         poll_s: float = 1.0,
+        dashboard: bool = False,
     ) -> None:
         if cpus < 0 or gpus < 0:
             raise IconBenchError(f"resources must be >= 0, got cpus={cpus}, gpus={gpus}")
@@ -91,19 +106,8 @@ class RayExecutor:
         self.progress = progress
         self.log_to_driver = log_to_driver
         self.poll_s = poll_s
-
-    def _init(self) -> bool:
-        """Connect to (or start) Ray; True when this call started it and so must shut it down."""
-        import ray
-
-        if ray.is_initialized():
-            return False
-        kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": self.log_to_driver}
-        if self.address:
-            ray.init(address=self.address, **kwargs)
-        else:
-            ray.init(num_cpus=self.num_cpus, num_gpus=self.num_gpus, **kwargs)
-        return True
+        self.dashboard = dashboard
+        self._warned_nice = False
 
     def _capacity(self) -> int:
         """How many trials can run at once; checks that one trial fits at all (else Ray waits forever)."""
@@ -131,23 +135,46 @@ class RayExecutor:
         trial_fn: TrialFn | None = None,
         load_fn: LoadFn | None = None,
     ) -> RunSummary:
-        import ray
-        from ray.exceptions import RayError
-
         t0 = time.perf_counter()
         summary = RunSummary(total=len(specs))
         if not specs:
             return summary
-        started = self._init()
+        try:
+            with ray_session(
+                self.address,
+                num_cpus=self.num_cpus,
+                num_gpus=self.num_gpus,
+                dashboard=self.dashboard,
+                log_to_driver=self.log_to_driver,
+            ):
+                self._run(specs, store, summary, trial_fn, load_fn)
+        finally:
+            summary.elapsed_s = time.perf_counter() - t0
+        return summary
+
+    def _run(
+        self,
+        specs: Sequence[Mapping[str, Any]],
+        store: ResultsStore,
+        summary: RunSummary,
+        trial_fn: TrialFn | None,
+        load_fn: LoadFn | None,
+    ) -> None:
+        import ray
+        from ray.exceptions import RayError
+
         progress: _Progress | None = None
         pending: list[Any] = []
         try:
             capacity = self._capacity()
             base = os.getcwd()  # relative dataset paths mean relative to where the user runs icon-bench
-            load_task = ray.remote(_ray_load).options(
+            # max_calls=0: a worker runs any number of trials, so each pays the trial stack's imports
+            # (torch, scikit-learn, torch._dynamo via the first Adam: 5-6 CPU s) once. Ray would
+            # otherwise default GPU tasks to a fresh worker per call.
+            load_task = ray.remote(max_calls=0)(_ray_load).options(
                 num_cpus=min(self.cpus, 1.0), num_gpus=0, max_retries=self.max_retries, retry_exceptions=False
             )
-            trial_task = ray.remote(_ray_trial).options(
+            trial_task = ray.remote(max_calls=0)(_ray_trial).options(
                 num_cpus=self.cpus, num_gpus=self.gpus, max_retries=self.max_retries, retry_exceptions=False
             )
             # Functions travel once through the object store rather than being pickled into each task.
@@ -178,6 +205,7 @@ class RayExecutor:
                         row = ray.get(ref)
                     except RayError as exc:
                         row = self._error_row(spec, exc, self.max_retries)
+                    self._check_priority(row)
                     _record(store, row, summary, progress, running=min(capacity, len(pending)))
                 if not ready:
                     progress.update(running=min(capacity, len(pending)))
@@ -191,10 +219,20 @@ class RayExecutor:
         finally:
             if progress is not None:
                 progress.close()
-            if started:
-                ray.shutdown()
-            summary.elapsed_s = time.perf_counter() - t0
-        return summary
+
+    def _check_priority(self, row: Mapping[str, Any]) -> None:
+        """Warn once when trials run at a lower priority than this driver (a cluster at Ray's nice 15)."""
+        nice = row.get("nice")
+        if self._warned_nice or not isinstance(nice, int) or nice <= os.nice(0):
+            return
+        self._warned_nice = True
+        print(
+            f"icon-bench: note: Ray workers run at nice {nice}, this driver at {os.nice(0)}: on a busy machine "
+            "trials get CPU only when nothing else wants it; start the cluster with RAY_worker_niceness=0 "
+            "(README, 'Running on Ray')",
+            file=sys.stderr,
+            flush=True,
+        )
 
     @staticmethod
     def _error_row(spec: Mapping[str, Any], exc: BaseException, retries: int) -> dict[str, Any]:
