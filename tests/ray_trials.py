@@ -155,3 +155,8 @@ def worker_trial(spec: dict[str, Any], data: Any = None) -> dict[str, Any]:
     """Records its worker process (pid) after sleeping settings.sleep."""
     time.sleep(float((spec.get("settings") or {}).get("sleep", 0)))
     return _row(spec, {"hungarian": 1.0}, pid=os.getpid())
+
+
+def niced_trial(spec: dict[str, Any], data: Any = None) -> dict[str, Any]:
+    """A row as a worker niced below the driver (Ray's default: +15) reports it."""
+    return _row(spec, {"hungarian": 1.0}, nice=os.nice(0) + 15)

@@ -311,3 +311,16 @@ def test_ray_trials_run_at_the_drivers_priority_in_reused_workers(ray_cluster: N
         pids = Counter(r["pid"] for r in summary.rows)
         # Never more workers than trials that fit at once: each worker imports the trial stack once.
         assert len(pids) <= 4, pids
+
+
+def test_ray_says_once_when_trials_run_at_a_lower_priority(
+    ray_cluster: None, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # What a row from an --address cluster started without RAY_worker_niceness=0 carries.
+    summary = RayExecutor(cpus=1, progress=False).run(
+        _specs(3), ResultsStore(tmp_path), trial_fn=ray_trials.niced_trial, load_fn=fake_load
+    )
+    assert summary.ok == 3
+    err = capsys.readouterr().err
+    assert err.count(f"icon-bench: note: Ray workers run at nice {os.nice(0) + 15}") == 1, err
+    assert "RAY_worker_niceness=0" in err
