@@ -139,14 +139,9 @@ class RayExecutor:
         summary = RunSummary(total=len(specs))
         if not specs:
             return summary
+        cluster = {"num_cpus": self.num_cpus, "num_gpus": self.num_gpus, "dashboard": self.dashboard}
         try:
-            with ray_session(
-                self.address,
-                num_cpus=self.num_cpus,
-                num_gpus=self.num_gpus,
-                dashboard=self.dashboard,
-                log_to_driver=self.log_to_driver,
-            ):
+            with ray_session(self.address, log_to_driver=self.log_to_driver, **cluster):
                 self._run(specs, store, summary, trial_fn, load_fn)
         finally:
             summary.elapsed_s = time.perf_counter() - t0
