@@ -19,7 +19,7 @@ import pytest
 from ray_procs import descendants, kill_scoped, listening
 
 from icon_bench.errors import ClusterError
-from icon_bench.run.ray_cluster import LOOPBACK_ENV, check_address, split_address
+from icon_bench.run.ray_cluster import LOOPBACK_ENV, _is_auth_error, check_address, ray_session, split_address
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_SUITE = "name: tiny\ndatasets: [iris]\nseeds: [0]\ngrid:\n  method: [kmeans]\nexecutor: ray\n"
@@ -56,6 +56,26 @@ def test_a_port_that_is_not_ray_is_given_up_after_the_timeout() -> None:
         with pytest.raises(ClusterError, match="accepts connections but no Ray cluster answered"):
             check_address(address, timeout_s=2)
         assert time.time() - t0 < 10
+
+
+def test_ray_address_from_the_environment_is_the_cluster_to_join(monkeypatch: pytest.MonkeyPatch) -> None:
+    port = _free_port()
+    monkeypatch.setenv("RAY_ADDRESS", f"127.0.0.1:{port}")
+    with pytest.raises(ClusterError, match=f"no Ray cluster answers at 127.0.0.1:{port}"), ray_session(num_cpus=1):
+        pass
+
+
+def test_auth_errors_are_recognised_through_rays_connection_error() -> None:
+    from ray.exceptions import AuthenticationError
+
+    try:
+        try:
+            raise AuthenticationError("RPC error: InvalidAuthToken: Authentication token is missing or incorrect")
+        except AuthenticationError as inner:
+            raise ConnectionError("Failed to connect to Ray cluster at 127.0.0.1:1") from inner
+    except ConnectionError as outer:
+        assert _is_auth_error(outer)
+    assert not _is_auth_error(ConnectionError("Failed to connect to Ray cluster at 127.0.0.1:1"))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -155,17 +155,20 @@ def ray_session(
     dashboard: bool = False,
     log_to_driver: bool = False,
 ) -> Iterator[bool]:
-    """Join the cluster at `address`, or start a local one on loopback; yields True when it started Ray.
+    """Join the cluster at `address` (default: $RAY_ADDRESS), or start a local one on loopback.
 
-    An already initialised Ray in this process is used as it is (and left running). A local
-    cluster listens on 127.0.0.1 only, runs its workers at the driver's priority and starts no
-    dashboard unless asked; it is shut down on exit.
+    Yields True when this call initialised Ray in this process, which it then shuts down on exit
+    (a local cluster stops; a joined one is only left); an already initialised Ray is used as it
+    is and left running (False). A local cluster listens on 127.0.0.1 only, runs its workers at
+    the driver's priority and starts no dashboard unless asked.
     """
     import ray
 
     if ray.is_initialized():
         yield False
         return
+    # ray.init would read RAY_ADDRESS itself, and then refuse the local cluster's num_cpus.
+    address = address or os.environ.get("RAY_ADDRESS") or None
     with contextlib.ExitStack() as stack:
         if address:
             if check_address(address):
