@@ -18,6 +18,7 @@ from tabulate import tabulate
 from icon_bench.run.execution import LoadFn, RunSummary, TrialFn
 from icon_bench.run.executors import make_executor
 from icon_bench.run.ids import trial_id
+from icon_bench.run.labels import component_label, divergence_label
 from icon_bench.run.plan_check import check_plan
 from icon_bench.run.store import ResultsStore
 from icon_bench.run.suite import MAX_CELLS, Suite
@@ -35,8 +36,10 @@ def add_commands(subparsers: Any) -> None:
         help="run every cell of a suite, skipping cells already done (resumable)",
         description=(
             "Run a suite's trials and append their rows to the results store. A rerun skips cells whose "
-            "latest row is ok and runs the rest (new and failed cells). Relative dataset paths and the "
-            "results directory are relative to the current directory. Exit status: 0 all ok, 1 some "
+            "latest row is ok and runs the rest (new and failed cells). Relative paths in the suite "
+            "(results, dataset paths) are relative to its project root: the nearest folder above the "
+            "suite file holding pyproject.toml or .git, else the suite file's folder; options on the "
+            "command line are relative to the current directory. Exit status: 0 all ok, 1 some "
             "trials failed, 130 interrupted (finished rows are kept; rerun to resume)."
         ),
     )
@@ -47,9 +50,9 @@ def add_commands(subparsers: Any) -> None:
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--force", action="store_true", help="rerun every cell, done or not")
     mode.add_argument("--retry-failed", action="store_true", help="rerun only the cells whose latest row failed")
-    p.add_argument("--results", metavar="DIR", help="results directory (default: the suite's, results/<name>)")
+    p.add_argument("--results", metavar="DIR", help="results directory (default: the suite's `results`, else results/<name> under its root)")
     p.add_argument("--no-report", action="store_true", help="do not write the report afterwards")
-    p.add_argument("--report-dir", metavar="DIR", help="where the report goes (default: reports/<name>)")
+    p.add_argument("--report-dir", metavar="DIR", help="where the report goes (default: reports/<name> under the suite's root)")
     p.add_argument("--limit", type=int, metavar="N", help="run at most N of the cells that would run")
     p.add_argument(
         "--max-cells",
@@ -158,14 +161,7 @@ def _dataset_name(spec: Mapping[str, Any]) -> str:
     return str(ds.get("name") if isinstance(ds, Mapping) else ds)
 
 
-def _label(value: Any) -> str:
-    if isinstance(value, Mapping):
-        extra = ", ".join(f"{k}={v}" for k, v in value.items() if k != "name")
-        return f"{value.get('name')}({extra})" if extra else str(value.get("name"))
-    return "(default)" if value is None else str(value)
-
-
-def print_plan(suite: Suite, plan: Plan, results_dir: Path, out: TextIO) -> None:
+def print_plan(suite: Suite, plan: Plan, out: TextIO) -> None:
     """Counts per method and dataset: cells, done, failed, to run."""
     run_ids = {trial_id(s) for s in plan.to_run}
     table: dict[tuple[str, str], list[int]] = {}
@@ -181,7 +177,7 @@ def print_plan(suite: Suite, plan: Plan, results_dir: Path, out: TextIO) -> None
         print(_stale_note(plan), file=out)
     print(
         f"suite {suite.name!r} ({suite.source}): {len(plan.specs)} cells, {plan.done} done, "
-        f"{plan.failed} failed, {len(plan.to_run)} to run; results in {results_dir}",
+        f"{plan.failed} failed, {len(plan.to_run)} to run",
         file=out,
     )
     print(tabulate(rows, headers=["method", "dataset", "cells", "done", "failed", "to run"], tablefmt="simple"), file=out)
@@ -210,9 +206,8 @@ def print_summary(suite: Suite, summary: RunSummary, store: ResultsStore, out: T
         table.append(
             [
                 spec.get("method", row.get("method")),
-                row.get("dataset_label") or _label(spec.get("dataset", row.get("dataset"))),
-                # The spec's divergence (with its parameters) or else the one the method defaulted to.
-                _label(spec["divergence"]) if spec.get("divergence") is not None else _label(row.get("divergence")),
+                row.get("dataset_label") or component_label(spec.get("dataset", row.get("dataset"))),
+                divergence_label(spec, row),
                 spec.get("seed", row.get("seed")),
                 row.get("status"),
                 *vals,
@@ -229,6 +224,19 @@ def print_summary(suite: Suite, summary: RunSummary, store: ResultsStore, out: T
         + f" in {summary.elapsed_s:.1f} s; rows in {store.path}",
         file=out,
     )
+
+
+def _note_plugin_failures(out: TextIO) -> None:
+    """One line naming the plugins that failed to load: their components are missing from this run."""
+    from icon_bench.hooks.registry import get_registry
+
+    failed = [p.name for p in get_registry().failures]
+    if failed:
+        print(
+            f"warning: {len(failed)} plugin(s) failed to load: {', '.join(failed)} "
+            "(`icon-bench plugins` shows why)",
+            file=out,
+        )
 
 
 def _write_report(results_dir: Path, out_dir: Path, out: TextIO) -> int:
@@ -271,8 +279,10 @@ def run_suite(
     out = out or sys.stdout
     if not isinstance(suite, Suite):
         suite = load_suite(suite, max_cells=max_cells)
+    _note_plugin_failures(out)
     kind = executor or suite.executor
-    check_plan(suite, kind, os.getcwd())  # data files and GPUs, before a cell is expanded or run
+    # Data files and GPUs, before a cell is expanded or run; relative paths are the suite root's.
+    check_plan(suite, kind, suite.root)
     results_dir = Path(results) if results is not None else suite.results_dir
     count, product = suite.cell_count()
     if dry_run and count > MAX_CELLS:
@@ -285,11 +295,13 @@ def run_suite(
         return EXIT_OK
     run_id = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
     store = ResultsStore(results_dir, suite=suite.name, run_id=run_id)
+    # Said first, so a user sees which rows a rerun would resume from (a suite's paths depend on its root).
+    print(f"results: {results_dir.absolute()}", file=out)
     plan = make_plan(suite, store, force=force, retry_failed=retry_failed, limit=limit)
     if store.skipped:
         print(f"note: skipped {len(store.skipped)} unreadable line(s) in {store.path}", file=out)
     if dry_run:
-        print_plan(suite, plan, results_dir, out)
+        print_plan(suite, plan, out)
         return EXIT_OK
     if plan.stale:
         print(_stale_note(plan), file=out)
@@ -297,7 +309,13 @@ def run_suite(
         print(f"nothing to run: {plan.done} of {len(plan.specs)} cells done; rows in {store.path}", file=out)
         return EXIT_OK
     runner = make_executor(
-        kind, address=address, cpus=suite.resources.cpus, gpus=suite.resources.gpus, progress=progress, **executor_kwargs
+        kind,
+        address=address,
+        cpus=suite.resources.cpus,
+        gpus=suite.resources.gpus,
+        progress=progress,
+        base=suite.root,
+        **executor_kwargs,
     )
     print(
         f"running {len(plan.to_run)} of {len(plan.specs)} cells of suite {suite.name!r} ({kind} executor)",
@@ -311,6 +329,6 @@ def run_suite(
         return EXIT_INTERRUPTED
     code = EXIT_FAILED if summary.failed else EXIT_OK
     if report:
-        out_dir = Path(report_dir) if report_dir is not None else Path("reports") / suite.name
+        out_dir = Path(report_dir) if report_dir is not None else suite.root / "reports" / suite.name
         code = max(code, _write_report(results_dir, out_dir, out))
     return code

@@ -13,11 +13,13 @@ import types
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from ray_trials import fake_load, fake_trial, use_fake_method
 
 from icon_bench import cli
+from icon_bench.errors import SuiteError
 from icon_bench.hooks.registry import get_registry, set_registry
 from icon_bench.run.ids import trial_id
 from icon_bench.run.store import ResultsStore
@@ -122,7 +124,7 @@ def test_run_summary_exit_status_and_reruns(tmp_path: Path, monkeypatch: pytest.
     assert code == 1  # one trial failed
     assert "4 ok, 1 failed" in text and str(results / "results.jsonl") in text
     assert "hungarian" in text and "ValueError: boom in fake" in text  # metrics columns, error column
-    assert calls == [(results, Path("reports/small"))]
+    assert calls == [(results, tmp_path / "reports" / "small")]  # under the suite's root, not the cwd
     rows = ResultsStore(results).rows()
     assert len(rows) == 5 and {r["suite"] for r in rows} == {"small"} and len({r["run_id"] for r in rows}) == 1
 
@@ -244,3 +246,94 @@ def test_cells_done_under_other_recipe_defaults_run_again(tmp_path: Path, capsys
     assert "13 cells, 2 done, 0 failed, 11 to run" in out
     assert cli.main(["run", str(path), "--dry-run", "--results", str(results), "--force"]) == 0
     assert "other recipe defaults" not in capsys.readouterr().out
+
+
+# -- issue 14 item 12: a suite of include entries only --------------------------------------------
+INCLUDE_ONLY = """
+name: inc
+datasets: [digits]
+include:
+  - {method: pmi, epochs: 2}
+  - {method: kmeans, seed: [0, 1]}
+"""
+
+
+def test_a_suite_of_include_entries_only_has_no_cell_without_a_method(tmp_path: Path) -> None:
+    path = _suite(tmp_path, INCLUDE_ONLY)
+    assert [(s["method"], s["seed"]) for s in load_suite(path).trials()] == [("pmi", 0), ("kmeans", 0), ("kmeans", 1)]
+    out = io.StringIO()
+    assert run_suite(path, dry_run=True, out=out) == 0
+    assert "None" not in out.getvalue() and "3 cells, 0 done, 0 failed, 3 to run" in out.getvalue()
+    # In the run table a method without a divergence (kmeans) shows "-", not None or "(default)".
+    out = io.StringIO()
+    assert run_suite(path, trial_fn=fake_trial, load_fn=fake_load, progress=False, out=out, report=False) == 0
+    kmeans_lines = [line.split() for line in out.getvalue().splitlines() if line.startswith("kmeans")]
+    assert len(kmeans_lines) == 2 and all(parts[2] == "-" for parts in kmeans_lines)
+
+
+def test_grid_axes_without_a_method_are_an_error_naming_the_key(tmp_path: Path) -> None:
+    path = _suite(tmp_path, INCLUDE_ONLY.replace("include:", "grid:\n  epochs: [1, 2]\ninclude:"))
+    with pytest.raises(SuiteError, match=r"suite.yaml:4: grid.epochs: the grid has no method axis"):
+        load_suite(path)
+
+
+def test_trial_header_shows_a_dash_for_a_method_without_divergence(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["trial", "kmeans", "iris"]) == 0
+    assert capsys.readouterr().out.splitlines()[0] == "kmeans on iris (divergence -, seed 0): ok"
+
+
+# -- issue 14 item 11: results and data paths do not depend on the current directory ---------------
+def test_results_and_data_paths_resolve_against_the_suite_root_not_the_cwd(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    project = tmp_path / "project"
+    (project / "suites").mkdir(parents=True)
+    (project / "pyproject.toml").write_text("[project]\nname = 'x'\n")
+    path = _suite(
+        project / "suites",
+        "name: rooted\ndatasets:\n  - {name: arrays, path: data/x.npz}\ngrid: {method: [pmi], seed: [0, 1]}\n",
+    )
+    seen: list[str] = []
+
+    def load(ds: dict) -> dict:
+        seen.append(ds["path"])
+        return fake_load({"name": "digits"})
+
+    for cwd in (tmp_path, project / "suites"):  # two other folders than the root
+        (cwd / "elsewhere").mkdir()
+        monkeypatch.chdir(cwd / "elsewhere")
+        out = io.StringIO()
+        assert run_suite(path, trial_fn=fake_trial, load_fn=load, progress=False, out=out, report=False) == 0
+        assert out.getvalue().splitlines()[0] == f"results: {project / 'results' / 'rooted'}"
+    assert seen == [str(project / "data" / "x.npz")]  # loaded once, by the first run; the second had nothing to do
+    assert "nothing to run: 2 of 2 cells done" in out.getvalue()
+    assert not (tmp_path / "results").exists() and not list(tmp_path.glob("*/elsewhere/results"))
+
+
+def test_a_suite_outside_any_project_keeps_its_results_beside_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "lone").mkdir()
+    path = _suite(tmp_path / "lone", "name: lone\ndatasets: [digits]\ngrid: {method: [pmi]}\n")
+    monkeypatch.chdir(tmp_path)
+    out = io.StringIO()
+    assert run_suite(path, dry_run=True, out=out) == 0
+    assert f"results: {tmp_path / 'lone' / 'results' / 'lone'}" in out.getvalue()
+
+
+def test_the_quickstart_suite_finds_its_results_from_another_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["run", str(TESTS.parent / "suites" / "quickstart.yaml"), "--dry-run"]) == 0
+    assert f"results: {TESTS.parent / 'results' / 'quickstart'}" in capsys.readouterr().out
+
+
+# -- issue 14 item 9: plugins that failed to load are named by `run` -------------------------------
+def test_run_names_the_plugins_that_failed_to_load(tmp_path: Path, site: Any) -> None:
+    from icon_bench.hooks.registry import set_registry
+
+    site("icon-bench-broken", "import a_module_that_does_not_exist_anywhere\n", entry="broken")
+    set_registry(None)  # reload with the broken plugin installed
+    path = _suite(tmp_path, "name: one\ndatasets: [digits]\ngrid: {method: [pmi]}\n")
+    out = io.StringIO()
+    assert run_suite(path, dry_run=True, out=out) == 0
+    assert "warning: 1 plugin(s) failed to load: broken (`icon-bench plugins` shows why)" in out.getvalue()

@@ -34,8 +34,16 @@ __all__ = ["LocalExecutor", "make_executor"]
 class LocalExecutor:
     """Runs trials one after another in this process (breakpoints and debuggers work)."""
 
-    def __init__(self, *, progress: bool = True, raise_errors: bool = False, threads: int | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        progress: bool = True,
+        raise_errors: bool = False,
+        threads: int | None = None,
+        base: str | os.PathLike[str] | None = None,
+    ) -> None:
         self.progress = progress
+        self.base = base  # what relative dataset paths are relative to (the suite's root); None: cwd
         self.raise_errors = raise_errors  # let a trial's exception propagate (post-mortem debugging)
         # Threads per trial, as Ray gives each task its `cpus`: oversubscribed cores make torch
         # many times slower, and the same thread count keeps local and Ray metrics identical.
@@ -49,7 +57,7 @@ class LocalExecutor:
         load_fn: LoadFn | None = None,
     ) -> RunSummary:
         t0 = time.perf_counter()
-        base = os.getcwd()
+        base = os.fspath(self.base) if self.base is not None else os.getcwd()
         summary = RunSummary(total=len(specs))
         keys = [_dataset_key(spec, base) for spec in specs]
         remaining: dict[str, int] = {}
@@ -97,13 +105,14 @@ def make_executor(
     cpus: float = 1.0,
     gpus: float = 0.0,
     progress: bool = True,
+    base: str | os.PathLike[str] | None = None,
     **ray_kwargs: Any,
 ) -> LocalExecutor | RayExecutor:
-    """'local' or 'ray', configured from a suite's resources."""
+    """'local' or 'ray', configured from a suite's resources; `base` is what relative dataset paths are relative to."""
     if kind == "local":
-        return LocalExecutor(progress=progress, threads=threads_for(cpus))
+        return LocalExecutor(progress=progress, threads=threads_for(cpus), base=base)
     if kind == "ray":
-        return RayExecutor(address, cpus=cpus, gpus=gpus, progress=progress, **ray_kwargs)
+        return RayExecutor(address, cpus=cpus, gpus=gpus, progress=progress, base=base, **ray_kwargs)
     from icon_bench.errors import UnknownNameError
 
     raise UnknownNameError("executor", kind, ["local", "ray"])

@@ -96,6 +96,7 @@ class RayExecutor:
         log_to_driver: bool = False,
         poll_s: float = 1.0,
         dashboard: bool = False,
+        base: str | os.PathLike[str] | None = None,
     ) -> None:
         if cpus < 0 or gpus < 0:
             raise IconBenchError(f"resources must be >= 0, got cpus={cpus}, gpus={gpus}")
@@ -108,6 +109,7 @@ class RayExecutor:
         self.poll_s = poll_s
         self.dashboard = dashboard
         self._warned_nice = False
+        self.base = base  # what relative dataset paths are relative to (the suite's root); None: cwd
 
     def _capacity(self) -> int:
         """How many trials can run at once; checks that one trial fits at all (else Ray waits forever)."""
@@ -162,7 +164,8 @@ class RayExecutor:
         pending: list[Any] = []
         try:
             capacity = self._capacity()
-            base = os.getcwd()  # relative dataset paths mean relative to where the user runs icon-bench
+            # Resolved here, on the driver: a worker on another machine has another working directory.
+            base = os.fspath(self.base) if self.base is not None else os.getcwd()
             # max_calls=0: a worker runs any number of trials, so each pays the trial stack's imports
             # (torch, scikit-learn, torch._dynamo via the first Adam: 5-6 CPU s) once. Ray would
             # otherwise default GPU tasks to a fresh worker per call.

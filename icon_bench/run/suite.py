@@ -33,9 +33,9 @@ _PATH_KEY = re.compile(r"^(path|root|file|dir)$|_(path|root|file|dir)$")
 def resolve_dataset_paths(dataset: Mapping[str, Any], base: str | os.PathLike[str] | None = None) -> dict[str, Any]:
     """A copy of a dataset spec whose relative path options (path, root, *_path, *_dir, *_file) are absolute.
 
-    Suites write paths relative to the directory icon-bench runs from; the spec keeps them as written
-    (so trial ids do not depend on where the checkout lives) and the executor resolves them here,
-    on the driver, before a worker somewhere else loads the data.
+    Suites write paths relative to their project root (:attr:`Suite.root`); the spec keeps them as
+    written (so trial ids do not depend on where the checkout lives) and the executor resolves them
+    here, on the driver, before a worker somewhere else loads the data.
     """
     base = os.fspath(base) if base is not None else os.getcwd()
     out = dict(dataset)
@@ -138,6 +138,7 @@ class Suite(BaseModel):
 
     _source: str = PrivateAttr(default="<suite>")
     _lines: dict[Loc, int] = PrivateAttr(default_factory=dict)
+    _root: Path | None = PrivateAttr(default=None)
 
     # -- derived --------------------------------------------------------------------------------
     @property
@@ -145,9 +146,23 @@ class Suite(BaseModel):
         return self._source
 
     @property
+    def root(self) -> Path:
+        """What relative paths in the suite (``results``, dataset paths) are relative to.
+
+        The nearest folder at or above the suite file holding ``pyproject.toml`` or ``.git`` (else the
+        suite file's folder), so a suite means the same files from whatever folder it is run; the
+        current directory for a suite given as text.
+        """
+        return self._root if self._root is not None else Path.cwd()
+
+    @property
     def results_dir(self) -> Path:
-        """Where rows go: ``results`` as written (relative to the current directory) or results/<name>."""
-        return Path(self.results or os.path.join("results", self.name))
+        """Where rows go: ``results`` as written, or results/<name>, under :attr:`root`.
+
+        Relative (to the current directory) only for a suite given as text.
+        """
+        rel = Path(self.results or os.path.join("results", self.name)).expanduser()
+        return rel if self._root is None else self._root / rel
 
     def _seeds(self) -> Sequence[int]:
         # A range, not a list: `seeds: 1000000000` is counted (and refused) without being built.
@@ -185,10 +200,17 @@ class Suite(BaseModel):
             blocks.append((i, _ordered(sub)))
         return blocks
 
+    def _grid_has_cells(self) -> bool:
+        # Without a method axis the grid only gives the include entries their datasets and seeds:
+        # its own cells would name no method.
+        return "method" in self.grid
+
     def cell_count(self) -> tuple[int, str]:
         """Cells before exclude rules, from the axes' lengths alone (nothing expanded), and how they multiply."""
         total, parts = 0, []
         for origin, axes in self._blocks():
+            if origin is None and not self._grid_has_cells():
+                continue
             count = math.prod(len(v) for v in axes.values())
             total += count
             if origin is None:
@@ -205,6 +227,8 @@ class Suite(BaseModel):
         first seed (what load-time checks need: a seed changes no setting).
         """
         for origin, axes in self._blocks():
+            if origin is None and not self._grid_has_cells():
+                continue
             *keys, last = list(axes)
             values = list(axes.values())
             lasts = values[-1][:1] if one_seed else values[-1]

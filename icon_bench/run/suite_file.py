@@ -14,7 +14,7 @@ from icon_bench.run.suite import AXES, DOTTED, MAX_CELLS, Resources, Suite
 from icon_bench.run.synonyms import SYNONYMS
 from icon_bench.run.yaml_lines import MAX_SUITE_BYTES, Loc, _load_yaml
 
-__all__ = ["load_suite", "parse_suite"]
+__all__ = ["ROOT_MARKERS", "load_suite", "parse_suite", "project_root"]
 
 #: Seeds go to torch, numpy and scikit-learn; the last takes 0 .. 2**32 - 1.
 MAX_SEED = 2**32 - 1
@@ -43,7 +43,26 @@ def load_suite(path: str | os.PathLike[str], *, max_cells: int = MAX_CELLS) -> S
         line = raw.count(b"\n", 0, exc.start) + 1
         byte = raw[exc.start]
         raise SuiteError(f"{source}:{line}: not UTF-8 text (byte 0x{byte:02x}); save the file as UTF-8") from None
-    return parse_suite(text, source=source, max_cells=max_cells)
+    suite = parse_suite(text, source=source, max_cells=max_cells)
+    suite._root = project_root(source)
+    return suite
+
+
+#: Files whose folder is a project root: relative paths in a suite below it are relative to it.
+ROOT_MARKERS: tuple[str, ...] = ("pyproject.toml", ".git")
+
+
+def project_root(suite_path: str | os.PathLike[str]) -> Path:
+    """The nearest folder at or above the suite file that holds a ROOT_MARKERS entry, else the file's folder.
+
+    A project keeps suites in suites/ and results in results/ beside pyproject.toml; a suite alone in
+    a folder keeps its results beside it.
+    """
+    folder = Path(suite_path).resolve().parent
+    for candidate in (folder, *folder.parents):
+        if any((candidate / marker).exists() for marker in ROOT_MARKERS):
+            return candidate
+    return folder
 
 
 def parse_suite(text: str, source: str = "<suite>", *, max_cells: int = MAX_CELLS) -> Suite:
@@ -316,6 +335,13 @@ def _check(suite: Suite, errors: _Errors) -> None:
         errors.add(("datasets",) if suite.datasets is not None else (), "no dataset: add 'datasets' or grid.dataset")
     if "method" not in grid and not suite.include:
         errors.add(("grid",), "no method: add grid.method (or cells with a method under 'include')")
+    for key in grid if "method" not in grid else ():
+        if key not in ("dataset", "seed"):  # those two are the include entries' defaults
+            errors.add(
+                ("grid", key),
+                "the grid has no method axis, so it makes no cells of its own; add grid.method "
+                "or move this key into the include entries",
+            )
     for i, entry in enumerate(suite.include):
         if "method" not in entry:
             errors.add(("include", i), "an included cell needs a 'method' (only dataset and seed default to the suite's)")

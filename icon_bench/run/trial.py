@@ -302,8 +302,10 @@ def cmd_trial(args: argparse.Namespace) -> int:
     else:
         from tabulate import tabulate
 
+        from icon_bench.run.labels import NONE
+
         print(
-            f"{row['method']} on {row['dataset_label']} (divergence {row['divergence']}, seed {row['seed']}, "
+            f"{row['method']} on {row['dataset_label']} (divergence {row['divergence'] or NONE}, seed {row['seed']}, "
             f"{row['split']} split, protocol {row['protocol'].get('version', '?')}): {row['status']}"
         )
         if row["metrics"]:

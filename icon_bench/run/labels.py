@@ -1,0 +1,35 @@
+"""Short labels of trials for tables, progress lines and headers: "pmi on digits (divergence kl, seed 0)"."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+__all__ = ["NONE", "component_label", "divergence_label", "trial_label"]
+
+#: What a table shows where a trial has no value (a baseline has no divergence).
+NONE = "-"
+
+
+def component_label(value: Any) -> str:
+    """``"kl"`` -> kl; ``{"name": "alpha", "a": 0.5}`` -> alpha(a=0.5); None -> "-"."""
+    if value is None:
+        return NONE
+    if isinstance(value, Mapping):
+        extra = ", ".join(f"{k}={v}" for k, v in value.items() if k != "name")
+        name = value.get("name")
+        return f"{name}({extra})" if extra else str(name)
+    return str(value)
+
+
+def divergence_label(spec: Mapping[str, Any], row: Mapping[str, Any] | None = None) -> str:
+    """The spec's divergence, else the one the method defaulted to (a row records it), else "-"."""
+    if spec.get("divergence") is not None:
+        return component_label(spec["divergence"])
+    return component_label((row or {}).get("divergence"))
+
+
+def trial_label(spec: Mapping[str, Any], row: Mapping[str, Any] | None = None) -> str:
+    """One line naming a trial; with its row, a divergence left to the method shows the method's default."""
+    dataset = component_label(spec.get("dataset"))
+    return f"{spec.get('method')} on {dataset} (divergence {divergence_label(spec, row)}, seed {spec.get('seed')})"
