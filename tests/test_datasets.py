@@ -203,9 +203,19 @@ def test_bad_inputs_name_the_file(tmp_path: Path, toy: tuple[np.ndarray, np.ndar
     np.savez(p, x_train=x, y_train=y)
     _error({"name": "arrays", "path": str(p), "features": "x_trian"}, rf"{re.escape(str(p))}: no key 'x_trian'.*did you mean 'x_train'")
 
+    # The error says how to set the key: in the suite's dataset entry or with --set (issue 14 item 5).
+    p = tmp_path / "odd_keys.npz"
+    np.savez(p, feats=x, y=y)
+    _error(
+        {"name": "arrays", "path": str(p)},
+        rf"{re.escape(str(p))}: none of the default key names .* is among \['feats', 'y'\]; "
+        r"set `features: <key>` in the suite's dataset entry \(or `--set dataset.features=<key>`\)",
+    )
+    _error({"name": "arrays", "path": str(p), "features": "feat"}, r"no key 'feat' \(dataset.features\); did you mean 'feats'")
+
     p = tmp_path / "lonely.npy"
     np.save(p, x)
-    _error({"name": "arrays", "path": str(p)}, rf"{re.escape(str(p))}: no labels file found")
+    _error({"name": "arrays", "path": str(p)}, rf"{re.escape(str(p))}: no labels file found.*`--set dataset.labels=<path>`")
 
     p = tmp_path / "data.txt"
     p.write_text("1,2")

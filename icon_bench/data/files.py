@@ -99,7 +99,7 @@ class ArraysDataset(Dataset):
             if (path.parent / name).is_file():
                 return path.parent / name
         raise DataError(
-            f"{path}: no labels file found beside it (looked for {', '.join(candidates)}); pass labels=<path>"
+            f"{path}: no labels file found beside it (looked for {', '.join(candidates)}); {_set_hint('labels', 'path')}"
         )
 
     def _keyed(self, path: Path, test_path: Path | None) -> tuple[Any, ...]:
@@ -137,7 +137,10 @@ class ArraysDataset(Dataset):
     def _table(self, path: Path, test_path: Path | None) -> tuple[Any, ...]:
         p = self.params
         if p["test_features"] is not None or p["test_labels"] is not None:
-            raise DataError(f"{path}: a table has no test keys; pass test_path=<second table> instead")
+            raise DataError(
+                f"{path}: a table has no test keys (test_features, test_labels); give the test rows as a second "
+                f"table: {_set_hint('test_path', 'table')}"
+            )
         frame = _read_table(path)
         label = _pick_key(frame, p["labels"], _LABEL_COLUMNS, path, "labels", what="column")
         columns = self._feature_columns(frame, label, path)
@@ -262,13 +265,20 @@ def _pick_key(
         if given in keys:
             return given
         hint = did_you_mean(given, keys)
-        msg = f"{path}: no {what} {given!r} (parameter {param})"
+        msg = f"{path}: no {what} {given!r} (dataset.{param})"
         msg += f"; did you mean {' or '.join(map(repr, hint))}?" if hint else f"; it has: {', '.join(keys)}"
         raise DataError(msg)
     for k in defaults:
         if k in keys:
             return k
-    raise DataError(f"{path}: pass {param}=<{what}>; none of the default names {list(defaults)} is among {keys}")
+    raise DataError(
+        f"{path}: none of the default {what} names {list(defaults)} is among {keys}; {_set_hint(param, what)}"
+    )
+
+
+def _set_hint(param: str, what: str) -> str:
+    """How a user sets a dataset parameter: in the suite's dataset entry, or with --set on the command line."""
+    return f"set `{param}: <{what}>` in the suite's dataset entry (or `--set dataset.{param}=<{what}>`)"
 
 
 def _read_table(path: Path) -> Any:
