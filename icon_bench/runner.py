@@ -315,6 +315,7 @@ def run_suite(
         gpus=suite.resources.gpus,
         progress=progress,
         base=suite.root,
+        out=out,
         **executor_kwargs,
     )
     print(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import _thread
 import os
+import re
 import threading
 import time
 import warnings
@@ -324,3 +325,17 @@ def test_ray_says_once_when_trials_run_at_a_lower_priority(
     err = capsys.readouterr().err
     assert err.count(f"icon-bench: note: Ray workers run at nice {os.nice(0) + 15}") == 1, err
     assert "RAY_worker_niceness=0" in err
+
+
+def test_ray_prints_one_line_per_finished_trial_without_a_terminal(ray_cluster: None, tmp_path: Path) -> None:
+    import io
+
+    out = io.StringIO()
+    specs = _specs(3) + _specs(1, fail=True)
+    specs[-1]["seed"] = 9
+    summary = RayExecutor(cpus=1, progress=True, out=out).run(specs, ResultsStore(tmp_path), trial_fn=fake_trial, load_fn=fake_load)
+    lines = out.getvalue().splitlines()
+    assert (summary.ok, summary.failed) == (3, 1) and len(lines) == 4
+    assert sorted(line[:6] for line in lines) == ["[1/4] ", "[2/4] ", "[3/4] ", "[4/4] "]
+    assert sum(" ok      m on toy (divergence kl, seed " in line for line in lines) == 3
+    assert any(re.search(r"failed  m on toy \(divergence kl, seed 9\)  [\d.]+ s: ValueError: boom in m$", x) for x in lines), lines

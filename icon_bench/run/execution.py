@@ -1,4 +1,4 @@
-"""What every executor shares: the run summary, one trial into one row, failed rows, progress, recording."""
+"""What every executor shares: the run summary, one trial into one row, failed rows, recording."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from typing import Any, Protocol
 
 from icon_bench.data.options import dataset_label
 from icon_bench.run.ids import canonical_json, config_id, trial_id
+from icon_bench.run.progress import Progress
 from icon_bench.run.store import ResultsStore
 from icon_bench.run.suite import resolve_dataset_paths
 
@@ -155,36 +156,11 @@ def _dataset_key(spec: Mapping[str, Any], base: str) -> tuple[str, dict[str, Any
     return canonical_json(resolved), resolved
 
 
-class _Progress:
-    """tqdm bar with ok / failed / running counts; tqdm's own estimate gives the time left."""
-
-    def __init__(self, total: int, enabled: bool, desc: str) -> None:
-        from tqdm.auto import tqdm
-
-        # disable=None turns the bar off when stderr is not a terminal (logs, CI, tests).
-        self.bar = tqdm(total=total, desc=desc, unit="trial", disable=None if enabled else True, dynamic_ncols=True)
-        self.ok = self.failed = self.running = 0
-
-    def update(self, row: Mapping[str, Any] | None = None, running: int | None = None) -> None:
-        if running is not None:
-            self.running = running
-        if row is not None:
-            if row.get("status") == "ok":
-                self.ok += 1
-            else:
-                self.failed += 1
-            self.bar.update(1)
-        self.bar.set_postfix_str(f"ok={self.ok} failed={self.failed} running={self.running}", refresh=True)
-
-    def close(self) -> None:
-        self.bar.close()
-
-
-def _record(store: ResultsStore, row: dict[str, Any], summary: RunSummary, progress: _Progress, running: int) -> None:
+def _record(store: ResultsStore, row: dict[str, Any], summary: RunSummary, progress: Progress) -> None:
     stored = store.append(row)
     summary.rows.append(stored)
     if stored.get("status") == "ok":
         summary.ok += 1
     else:
         summary.failed += 1
-    progress.update(stored, running=running)
+    progress.finish(stored)

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 import traceback
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, TextIO
 
 from icon_bench.run.execution import (
     LoadFn,
@@ -15,13 +16,13 @@ from icon_bench.run.execution import (
     _dataset_key,
     _default_load_fn,
     _default_trial_fn,
-    _Progress,
     _record,
     _torch_threads,
     failed_row,
     run_one,
     threads_for,
 )
+from icon_bench.run.progress import Progress
 from icon_bench.run.ray_executor import RayExecutor
 from icon_bench.run.store import ResultsStore
 
@@ -41,8 +42,10 @@ class LocalExecutor:
         raise_errors: bool = False,
         threads: int | None = None,
         base: str | os.PathLike[str] | None = None,
+        out: TextIO | None = None,
     ) -> None:
         self.progress = progress
+        self.out = out  # where "one line per finished trial" goes when stderr is not a terminal
         self.base = base  # what relative dataset paths are relative to (the suite's root); None: cwd
         self.raise_errors = raise_errors  # let a trial's exception propagate (post-mortem debugging)
         # Threads per trial, as Ray gives each task its `cpus`: oversubscribed cores make torch
@@ -64,10 +67,13 @@ class LocalExecutor:
         for key, _ in keys:
             remaining[key] = remaining.get(key, 0) + 1
         cache: dict[str, tuple[Any, BaseException | None, str | None]] = {}
-        progress = _Progress(len(specs), self.progress, "trials (local)")
+        progress = Progress(len(specs), enabled=self.progress, out=self.out)
+        if trial_fn is None and progress.epochs:
+            # In a terminal a long trial shows its epochs in a bar of its own, below the suite's.
+            trial_fn = functools.partial(_default_trial_fn(), progress=True)
         try:
             for spec, (key, ds_spec) in zip(specs, keys):
-                progress.update(running=1)
+                progress.start(spec)
                 if key not in cache:
                     cache[key] = self._load(load_fn, ds_spec)
                 data, load_exc, load_tb = cache[key]
@@ -81,7 +87,8 @@ class LocalExecutor:
                 remaining[key] -= 1
                 if remaining[key] == 0:
                     del cache[key]  # free each dataset after its last trial
-                _record(store, row, summary, progress, running=0)
+                _record(store, row, summary, progress)
+            progress.idle()
         except KeyboardInterrupt:
             summary.interrupted = True
         finally:
@@ -106,13 +113,18 @@ def make_executor(
     gpus: float = 0.0,
     progress: bool = True,
     base: str | os.PathLike[str] | None = None,
+    out: TextIO | None = None,
     **ray_kwargs: Any,
 ) -> LocalExecutor | RayExecutor:
-    """'local' or 'ray', configured from a suite's resources; `base` is what relative dataset paths are relative to."""
+    """'local' or 'ray', configured from a suite's resources.
+
+    `base` is what relative dataset paths are relative to; `out` takes the line per finished trial
+    when stderr is not a terminal (else a bar shows there).
+    """
     if kind == "local":
-        return LocalExecutor(progress=progress, threads=threads_for(cpus), base=base)
+        return LocalExecutor(progress=progress, threads=threads_for(cpus), base=base, out=out)
     if kind == "ray":
-        return RayExecutor(address, cpus=cpus, gpus=gpus, progress=progress, base=base, **ray_kwargs)
+        return RayExecutor(address, cpus=cpus, gpus=gpus, progress=progress, base=base, out=out, **ray_kwargs)
     from icon_bench.errors import UnknownNameError
 
     raise UnknownNameError("executor", kind, ["local", "ray"])

@@ -29,7 +29,13 @@ def divergence_label(spec: Mapping[str, Any], row: Mapping[str, Any] | None = No
     return component_label((row or {}).get("divergence"))
 
 
-def trial_label(spec: Mapping[str, Any], row: Mapping[str, Any] | None = None) -> str:
-    """One line naming a trial; with its row, a divergence left to the method shows the method's default."""
+def trial_label(spec: Mapping[str, Any], row: Mapping[str, Any] | None = None, *, short: bool = False) -> str:
+    """One line naming a trial; with its row, a divergence left to the method shows the method's default.
+
+    ``short`` is the form for a progress bar's narrow tail: "pmi digits kl seed 0".
+    """
     dataset = component_label(spec.get("dataset"))
-    return f"{spec.get('method')} on {dataset} (divergence {divergence_label(spec, row)}, seed {spec.get('seed')})"
+    divergence = divergence_label(spec, row)
+    if short:
+        return " ".join(p for p in (str(spec.get("method")), dataset, divergence, f"seed {spec.get('seed')}") if p != NONE)
+    return f"{spec.get('method')} on {dataset} (divergence {divergence}, seed {spec.get('seed')})"

@@ -7,7 +7,7 @@ import os
 import sys
 import time
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, TextIO
 
 from icon_bench.errors import IconBenchError
 from icon_bench.run.execution import (
@@ -17,12 +17,12 @@ from icon_bench.run.execution import (
     _dataset_key,
     _default_load_fn,
     _name,
-    _Progress,
     _record,
     failed_row,
     run_one,
     threads_for,
 )
+from icon_bench.run.progress import Progress
 from icon_bench.run.ray_cluster import ray_session
 from icon_bench.run.store import ResultsStore
 
@@ -97,6 +97,7 @@ class RayExecutor:
         poll_s: float = 1.0,
         dashboard: bool = False,
         base: str | os.PathLike[str] | None = None,
+        out: TextIO | None = None,
     ) -> None:
         if cpus < 0 or gpus < 0:
             raise IconBenchError(f"resources must be >= 0, got cpus={cpus}, gpus={gpus}")
@@ -110,6 +111,7 @@ class RayExecutor:
         self.dashboard = dashboard
         self._warned_nice = False
         self.base = base  # what relative dataset paths are relative to (the suite's root); None: cwd
+        self.out = out  # where "one line per finished trial" goes when stderr is not a terminal
 
     def _capacity(self) -> int:
         """How many trials can run at once; checks that one trial fits at all (else Ray waits forever)."""
@@ -160,7 +162,7 @@ class RayExecutor:
         import ray
         from ray.exceptions import RayError
 
-        progress: _Progress | None = None
+        progress: Progress | None = None
         pending: list[Any] = []
         try:
             capacity = self._capacity()
@@ -190,9 +192,10 @@ class RayExecutor:
             # Pending tasks pin their arguments, so the driver can let go of the dataset refs now:
             # each dataset is freed from the object store once its last trial is done.
             data_refs.clear()
-            progress = _Progress(len(specs), self.progress, "trials (ray)")
-            progress.update(running=min(capacity, len(pending)))
+            progress = Progress(len(specs), enabled=self.progress, out=self.out)
             while pending:
+                # Ray starts tasks in submission order, so the oldest unfinished one is running.
+                progress.start(by_ref[pending[0]], running=min(capacity, len(pending)))
                 ready, pending = ray.wait(pending, num_returns=1, timeout=self.poll_s)
                 if ready and pending:
                     more, pending = ray.wait(pending, num_returns=len(pending), timeout=0)
@@ -204,9 +207,8 @@ class RayExecutor:
                     except RayError as exc:
                         row = self._error_row(spec, exc, self.max_retries)
                     self._check_priority(row)
-                    _record(store, row, summary, progress, running=min(capacity, len(pending)))
-                if not ready:
-                    progress.update(running=min(capacity, len(pending)))
+                    _record(store, row, summary, progress)
+            progress.idle()
         except KeyboardInterrupt:
             summary.interrupted = True
             for ref in pending:

@@ -193,7 +193,8 @@ def fit(
     epoch_sum = torch.zeros((), device=device)
     history: dict[str, list[float]] = {"loss": [], "lr": []}
     step = 0
-    bar = tqdm(range(settings.epochs), desc=desc, disable=not progress, leave=False)
+    # Redrawn at most twice a second: a fast epoch loop must not wait on the terminal.
+    bar = tqdm(range(settings.epochs), desc=desc, unit="epoch", disable=not progress, leave=False, mininterval=0.5)
     full_batch = steps_per_epoch == 1 and bs == n
     # One batch of every point: the order is irrelevant to the loss, so keep one fixed index tensor
     # (lets a p kernel on fixed inputs reuse its matrix without permuting it).
@@ -232,7 +233,7 @@ def fit(
         mean = epoch_sum.item() / max(epoch_steps, 1)
         history["loss"].append(mean)
         history["lr"].append(optimizer.param_groups[0]["lr"])
-        bar.set_postfix(loss=f"{mean:.4f}")
+        bar.set_postfix(loss=f"{mean:.4f}", refresh=False)
         if scheduler is not None:
             scheduler.step()
     bar.close()

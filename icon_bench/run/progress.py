@@ -1,0 +1,137 @@
+"""What a user sees while a suite runs: a live bar in a terminal, else one plain line per finished trial."""
+
+from __future__ import annotations
+
+import sys
+import threading
+from collections.abc import Mapping
+from typing import Any, TextIO
+
+from icon_bench.run.labels import trial_label
+
+__all__ = ["Progress"]
+
+#: Seconds between redraws of the bar: often enough to see the clock move, rare enough to cost nothing.
+REFRESH_S = 0.5
+_BAR_FORMAT = "{desc} {n_fmt}/{total_fmt} |{bar:20}| {elapsed}<{remaining}{postfix}"
+
+
+def _first_line(text: Any) -> str:
+    lines = str(text or "").strip().splitlines()
+    return lines[0] if lines else ""
+
+
+class Progress:
+    """Counts of finished, failed and running trials, shown as the run goes.
+
+    ``mode`` is "bar" when stderr is a terminal (a tqdm bar there: cells done, ok / failed / running,
+    elapsed, time left, the trial now running; trials may draw their own epoch bar below it), "lines"
+    otherwise (CI, logs: one line per finished trial on ``out``), "off" when disabled. A background
+    thread redraws the bar every REFRESH_S so the clock moves during a long trial; nothing redraws
+    more often than that, so the display never slows the trials down.
+    """
+
+    def __init__(
+        self,
+        total: int,
+        *,
+        enabled: bool = True,
+        out: TextIO | None = None,
+        terminal: bool | None = None,
+        desc: str = "cells",
+    ) -> None:
+        if terminal is None:
+            terminal = bool(getattr(sys.stderr, "isatty", lambda: False)())
+        self.mode = "off" if not enabled else ("bar" if terminal else "lines")
+        self.out = out if out is not None else sys.stdout
+        self.total = total
+        self.ok = self.failed = self.running = 0
+        self.current = ""
+        self.bar: Any = None
+        self._stop = threading.Event()
+        self._ticker: threading.Thread | None = None
+        if self.mode == "bar":
+            from tqdm import tqdm
+
+            self.bar = tqdm(
+                total=total,
+                desc=desc,
+                unit="cell",
+                file=sys.stderr,
+                dynamic_ncols=True,
+                mininterval=REFRESH_S,
+                bar_format=_BAR_FORMAT,
+            )
+            self._ticker = threading.Thread(target=self._tick, name="icon-bench-progress", daemon=True)
+            self._ticker.start()
+
+    @property
+    def epochs(self) -> bool:
+        """Whether a trial run in this process may show its own epoch bar (only below a live bar)."""
+        return self.mode == "bar"
+
+    @property
+    def done(self) -> int:
+        return self.ok + self.failed
+
+    def start(self, spec: Mapping[str, Any], running: int = 1) -> None:
+        """A trial started (local) or is the oldest of `running` unfinished ones (Ray)."""
+        self.running = running
+        self.current = trial_label(spec, short=True) + (f" and {running - 1} more" if running > 1 else "")
+        self._redraw()
+
+    def idle(self, running: int = 0) -> None:
+        """Nothing new finished; `running` trials are under way."""
+        self.running = running
+        if running == 0:
+            self.current = ""
+        self._redraw()
+
+    def finish(self, row: Mapping[str, Any], *, elapsed_s: float | None = None) -> None:
+        """One trial's row was stored: count it, and in "lines" mode print it."""
+        ok = row.get("status") == "ok"
+        if ok:
+            self.ok += 1
+        else:
+            self.failed += 1
+        if self.mode == "lines":
+            print(self._line(row, ok, elapsed_s), file=self.out, flush=True)
+        elif self.mode == "bar":
+            if not ok:  # said at once, above the bar: a sweep of failures should not look healthy
+                label = trial_label(row.get("spec") or {}, row)
+                self.bar.write(f"failed: {label}: {_first_line(row.get('error'))}", file=sys.stderr)
+            self._redraw()
+            self.bar.update(1)
+
+    def _line(self, row: Mapping[str, Any], ok: bool, elapsed_s: float | None) -> str:
+        width = len(str(self.total))
+        label = trial_label(row.get("spec") or {}, row)
+        total_s = (row.get("timings") or {}).get("total_s", elapsed_s)
+        took = f"{total_s:.1f} s" if isinstance(total_s, (int, float)) else "-"
+        if not ok:
+            return f"[{self.done:>{width}}/{self.total}] failed  {label}  {took}: {_first_line(row.get('error'))}"
+        metrics = [
+            f"{k} {v:.3f}"
+            for k, v in (row.get("metrics") or {}).items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool)
+        ][:3]
+        return f"[{self.done:>{width}}/{self.total}] ok      {label}  {took}" + (f"  {', '.join(metrics)}" if metrics else "")
+
+    def _redraw(self) -> None:
+        if self.bar is None:
+            return
+        now = f" | {self.current}" if self.current else ""
+        self.bar.set_postfix_str(f"{self.ok} ok, {self.failed} failed, {self.running} running{now}", refresh=False)
+
+    def _tick(self) -> None:
+        while not self._stop.wait(REFRESH_S):
+            self.bar.refresh()
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._ticker is not None:
+            self._ticker.join()
+        if self.bar is not None:
+            self.current, self.running = "", 0
+            self._redraw()
+            self.bar.close()
