@@ -18,7 +18,7 @@ from tabulate import tabulate
 from icon_bench.run.execution import LoadFn, RunSummary, TrialFn
 from icon_bench.run.executors import make_executor
 from icon_bench.run.ids import trial_id
-from icon_bench.run.labels import component_label, divergence_label
+from icon_bench.run.labels import component_label, divergence_label, trial_label
 from icon_bench.run.plan_check import check_plan
 from icon_bench.run.store import ResultsStore
 from icon_bench.run.suite import MAX_CELLS, Suite
@@ -202,7 +202,7 @@ def print_summary(suite: Suite, summary: RunSummary, store: ResultsStore, out: T
         spec = row.get("spec") or {}
         vals = [(row.get("metrics") or {}).get(m) for m in metrics]
         total_s = (row.get("timings") or {}).get("total_s")
-        error = (row.get("error") or "").splitlines()[0][:70] if row.get("error") else ""
+        error = _shorten(_first_line(row.get("error")), 40)
         table.append(
             [
                 spec.get("method", row.get("method")),
@@ -218,12 +218,36 @@ def print_summary(suite: Suite, summary: RunSummary, store: ResultsStore, out: T
     if table:
         headers = ["method", "dataset", "divergence", "seed", "status", *metrics, "time_s", "error"]
         print(tabulate(table, headers=headers, floatfmt=".3f", missingval="-", tablefmt="simple"), file=out)
+    print_failures(summary.rows, store, out)
     print(
         f"{summary.ok} ok, {summary.failed} failed"
         + (f", {summary.not_run} not run (interrupted)" if summary.interrupted else "")
         + f" in {summary.elapsed_s:.1f} s; rows in {store.path}",
         file=out,
     )
+
+
+def _first_line(text: Any) -> str:
+    lines = str(text or "").strip().splitlines()
+    return lines[0] if lines else ""
+
+
+def _shorten(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def print_failures(rows: Sequence[Mapping[str, Any]], store: ResultsStore, out: TextIO, most: int = 20) -> None:
+    """Under the table: each failed trial, the whole first line of its error and where its traceback is."""
+    failed = [r for r in rows if r.get("status") != "ok"]
+    if not failed:
+        return
+    print(f"\nfailed ({len(failed)}):", file=out)
+    for row in failed[:most]:
+        print(f"  {trial_label(row.get('spec') or {}, row)}: {_first_line(row.get('error'))}", file=out)
+        where = row.get("traceback_file")
+        print(f"    traceback: {store.directory / where if where else '(none recorded: the trial did not raise)'}", file=out)
+    if len(failed) > most:
+        print(f"  ... and {len(failed) - most} more (each row's error and traceback are in {store.path})", file=out)
 
 
 def _note_plugin_failures(out: TextIO) -> None:

@@ -337,3 +337,49 @@ def test_run_names_the_plugins_that_failed_to_load(tmp_path: Path, site: Any) ->
     out = io.StringIO()
     assert run_suite(path, dry_run=True, out=out) == 0
     assert "warning: 1 plugin(s) failed to load: broken (`icon-bench plugins` shows why)" in out.getvalue()
+
+
+# -- issue 14 item 5: a failure's whole first line, and where its traceback is ---------------------
+LONG_ERROR = "/a/long/path/to/some/deeply/nested/folder/of/features/that/does_not_exist.npz: file not found"
+
+
+def _long_failure(spec: dict, data: Any = None) -> dict:
+    if spec["seed"] == 1:
+        from icon_bench.errors import DataError
+
+        raise DataError(LONG_ERROR + "\nsecond line")
+    return fake_trial(spec, data)
+
+
+def test_failures_are_listed_in_full_under_the_table_with_their_traceback(tmp_path: Path) -> None:
+    path = _suite(tmp_path, "name: fails\ndatasets: [digits]\ngrid: {method: [kmeans], seed: [0, 1]}\n")
+    out = io.StringIO()
+    code = run_suite(path, trial_fn=_long_failure, load_fn=fake_load, progress=False, out=out, report=False)
+    text = out.getvalue()
+    assert code == 1
+    table, _, below = text.partition("\nfailed (1):\n")
+    assert LONG_ERROR not in table  # the table's error column stays narrow ...
+    row = next(r for r in ResultsStore(tmp_path / "results" / "fails").rows() if r["status"] == "failed")
+    tb_file = tmp_path / "results" / "fails" / row["traceback_file"]
+    assert below.splitlines()[:2] == [  # ... and the whole first line follows it, with the traceback's place
+        f"  kmeans on digits (divergence -, seed 1): DataError: {LONG_ERROR}",
+        f"    traceback: {tb_file}",
+    ]
+    assert tb_file.read_text().startswith("Traceback (most recent call last):") and "second line" in tb_file.read_text()
+    assert "second line" not in text
+
+
+def test_a_failure_without_a_traceback_says_so(tmp_path: Path) -> None:
+    from icon_bench.run.execution import failed_row
+    from icon_bench.runner import print_failures
+
+    store = ResultsStore(tmp_path)
+    spec = {"method": "pmi", "dataset": {"name": "digits"}, "divergence": "kl", "seed": 3}
+    row = store.append(failed_row(spec, "the trial's worker died (2 retries used up)"))
+    assert "traceback_file" not in row and not (tmp_path / "tracebacks").exists()
+    out = io.StringIO()
+    print_failures([row], store, out)
+    assert out.getvalue().splitlines()[2:] == [
+        "  pmi on digits (divergence kl, seed 3): the trial's worker died (2 retries used up)",
+        "    traceback: (none recorded: the trial did not raise)",
+    ]

@@ -107,15 +107,15 @@ class Progress:
         width = len(str(self.total))
         label = trial_label(row.get("spec") or {}, row)
         total_s = (row.get("timings") or {}).get("total_s", elapsed_s)
-        took = f"{total_s:.1f} s" if isinstance(total_s, (int, float)) else "-"
+        took = f"  {total_s:.1f} s" if isinstance(total_s, (int, float)) else ""
         if not ok:
-            return f"[{self.done:>{width}}/{self.total}] failed  {label}  {took}: {_first_line(row.get('error'))}"
+            return f"[{self.done:>{width}}/{self.total}] failed  {label}{took}: {_first_line(row.get('error'))}"
         metrics = [
             f"{k} {v:.3f}"
             for k, v in (row.get("metrics") or {}).items()
             if isinstance(v, (int, float)) and not isinstance(v, bool)
         ][:3]
-        return f"[{self.done:>{width}}/{self.total}] ok      {label}  {took}" + (f"  {', '.join(metrics)}" if metrics else "")
+        return f"[{self.done:>{width}}/{self.total}] ok      {label}{took}" + (f"  {', '.join(metrics)}" if metrics else "")
 
     def _redraw(self) -> None:
         if self.bar is None:

@@ -1,4 +1,4 @@
-"""The results store: append-only JSON Lines (results.jsonl) plus artifacts/<trial_id>.npz, resumable."""
+"""The results store: append-only JSON Lines (results.jsonl), artifacts/<trial_id>.npz, tracebacks/; resumable."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import json
 import os
 import tempfile
 import warnings
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 
@@ -19,6 +19,8 @@ __all__ = ["ResultsStore", "StoreWarning"]
 
 RESULTS_FILE = "results.jsonl"
 ARTIFACTS_DIR = "artifacts"
+#: A failed trial's traceback as plain text, <trial_id>.txt, so a user can read it without parsing JSON.
+TRACEBACKS_DIR = "tracebacks"
 
 
 class StoreWarning(UserWarning):
@@ -97,6 +99,9 @@ class ResultsStore:
             row.setdefault("run_id", self.run_id)
         row.setdefault("stored_at", _now())
         row["artifacts"] = self._write_artifacts(row["trial_id"], row.get("artifacts"))
+        if row.get("status") != "ok" and isinstance(row.get("traceback"), str) and row["traceback"]:
+            text = row["traceback"].encode("utf-8")
+            row["traceback_file"] = self._write_file(TRACEBACKS_DIR, f"{row['trial_id']}.txt", lambda fh: fh.write(text))
         try:
             line = json.dumps(row, default=_json_default, ensure_ascii=False) + "\n"
         except (TypeError, ValueError) as exc:
@@ -125,24 +130,30 @@ class ResultsStore:
         finally:
             os.close(fd)
 
+    def _write_file(self, folder: str, name: str, write: Callable[[IO[bytes]], None]) -> str:
+        """Write ``folder/name`` under the store with ``write(fh)``; returns its path relative to the store.
+
+        Written to a temporary file and renamed: a crash never leaves a half-written file behind.
+        """
+        target_dir = self.directory / folder
+        target_dir.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=target_dir, prefix=f".{name}.")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                write(fh)
+            os.replace(tmp, target_dir / name)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return f"{folder}/{name}"
+
     def _write_artifacts(self, tid: str, artifacts: Any) -> Any:
         if not isinstance(artifacts, Mapping):
             return artifacts  # None, or already a path
         arrays = {str(k): a for k, v in artifacts.items() if (a := _as_array(v)) is not None}
         if not arrays:
             return None
-        target_dir = self.directory / ARTIFACTS_DIR
-        target_dir.mkdir(parents=True, exist_ok=True)
-        # Write to a temporary file and rename: a crash never leaves a half-written .npz behind.
-        fd, tmp = tempfile.mkstemp(dir=target_dir, prefix=f".{tid}.", suffix=".npz")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                np.savez_compressed(fh, **arrays)
-            os.replace(tmp, target_dir / f"{tid}.npz")
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return f"{ARTIFACTS_DIR}/{tid}.npz"
+        return self._write_file(ARTIFACTS_DIR, f"{tid}.npz", lambda fh: np.savez_compressed(fh, **arrays))
 
     # -- reading ----------------------------------------------------------------------------------
     def read(self) -> list[dict[str, Any]]:
