@@ -48,6 +48,10 @@ class DataError(IconBenchError):
     """A dataset file or array is missing, malformed, or inconsistent."""
 
 
+class StoreError(IconBenchError):
+    """The results store could not be read or written (permissions, a full disk); names the path."""
+
+
 class SuiteError(IconBenchError):
     """A suite file is malformed; the message names the file, line and key."""
 

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import datetime as _dt
 import importlib
+import json
 import os
 import sys
 import uuid
@@ -15,10 +15,13 @@ from typing import Any, TextIO
 
 from tabulate import tabulate
 
+from icon_bench.errors import StoreError
 from icon_bench.run.execution import LoadFn, RunSummary, TrialFn
 from icon_bench.run.executors import make_executor
 from icon_bench.run.ids import trial_id
 from icon_bench.run.labels import component_label, divergence_label, trial_label
+from icon_bench.run.lock import RunLocked, holder, is_locked, results_lock
+from icon_bench.run.plan import Plan, make_plan, stale_note
 from icon_bench.run.plan_check import check_plan
 from icon_bench.run.store import ResultsStore
 from icon_bench.run.suite import MAX_CELLS, Suite
@@ -26,7 +29,15 @@ from icon_bench.run.suite_file import load_suite
 
 __all__ = ["Plan", "add_commands", "cmd_run", "make_plan", "run_suite"]
 
-EXIT_OK, EXIT_FAILED, EXIT_INTERRUPTED = 0, 1, 130
+EXIT_OK, EXIT_FAILED, EXIT_STORE, EXIT_LOCKED, EXIT_INTERRUPTED = 0, 1, 3, 4, 130
+#: `icon-bench run` exit statuses (2 is any other error: a bad suite, an unknown name, bad options).
+EXIT_CODES: dict[int, str] = {
+    EXIT_OK: "every trial ok (or nothing to run)",
+    EXIT_FAILED: "some trials failed (their rows are stored; --retry-failed reruns them)",
+    EXIT_STORE: "the results store could not be written; the sweep stopped, finished rows kept in a fallback",
+    EXIT_LOCKED: "another run is writing the same results folder (--wait waits for it)",
+    EXIT_INTERRUPTED: "interrupted (finished rows are kept; rerun to resume)",
+}
 
 
 def add_commands(subparsers: Any) -> None:
@@ -39,8 +50,9 @@ def add_commands(subparsers: Any) -> None:
             "latest row is ok and runs the rest (new and failed cells). Relative paths in the suite "
             "(results, dataset paths) are relative to its project root: the nearest folder above the "
             "suite file holding pyproject.toml or .git, else the suite file's folder; options on the "
-            "command line are relative to the current directory. Exit status: 0 all ok, 1 some "
-            "trials failed, 130 interrupted (finished rows are kept; rerun to resume)."
+            "command line are relative to the current directory. Exit status: "
+            + "; ".join(f"{code} {what}" for code, what in EXIT_CODES.items())
+            + "; 2 any other error."
         ),
     )
     p.add_argument("suite", metavar="SUITE", help="suite YAML file")
@@ -61,6 +73,11 @@ def add_commands(subparsers: Any) -> None:
         metavar="N",
         help=f"refuse a suite of more than N cells, counted from its axes before expanding (default {MAX_CELLS})",
     )
+    p.add_argument(
+        "--wait",
+        action="store_true",
+        help="if another run is writing the same results, wait for it to end, then run what is still to do",
+    )
     p.set_defaults(func=cmd_run)
 
 
@@ -77,82 +94,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         report_dir=args.report_dir,
         limit=args.limit,
         max_cells=args.max_cells,
-    )
-
-
-@dataclasses.dataclass
-class Plan:
-    """The cells of a suite against what the store already holds."""
-
-    specs: list[dict[str, Any]]  # every cell, in suite order
-    ids: list[str]
-    status: dict[str, str]  # trial_id -> status of its latest stored row (only cells of this suite)
-    to_run: list[dict[str, Any]]
-    # trial_id -> how its ok row's recipe differs from what the cell runs now (those cells rerun)
-    stale: dict[str, str] = dataclasses.field(default_factory=dict)
-
-    @property
-    def done(self) -> int:
-        return sum(1 for t in self.ids if self.status.get(t) == "ok" and t not in self.stale)
-
-    @property
-    def failed(self) -> int:
-        return sum(1 for t in self.ids if t in self.status and self.status[t] != "ok")
-
-
-def make_plan(
-    suite: Suite, store: ResultsStore, *, force: bool = False, retry_failed: bool = False, limit: int | None = None
-) -> Plan:
-    """Which cells run: not yet ok (default), all (force), or only failed ones (retry_failed); at most `limit`."""
-    specs = suite.trials()
-    ids = [trial_id(s) for s in specs]
-    latest = {r["trial_id"]: r for r in store.rows()}
-    status = {t: str(latest[t].get("status")) for t in ids if t in latest}
-    stale = {} if force or retry_failed else _stale_cells(specs, ids, latest)
-    if force:
-        chosen = list(specs)
-    elif retry_failed:
-        chosen = [s for s, t in zip(specs, ids) if t in status and status[t] != "ok"]
-    else:
-        chosen = [s for s, t in zip(specs, ids) if status.get(t) != "ok" or t in stale]
-    if limit is not None:
-        if limit < 0:
-            from icon_bench.errors import IconBenchError
-
-            raise IconBenchError(f"--limit must be >= 0, got {limit}")
-        chosen = chosen[:limit]
-    return Plan(specs=specs, ids=ids, status=status, to_run=chosen, stale=stale)
-
-
-def _stale_cells(
-    specs: Sequence[Mapping[str, Any]], ids: Sequence[str], latest: Mapping[str, Mapping[str, Any]]
-) -> dict[str, str]:
-    """Done cells whose row was made under another recipe than the cell runs now -> what changed.
-
-    A row's recipe is the method's defaults with the cell's overrides; when a new icon-bench (or
-    plugin) changes a default, the stored number no longer measures the configuration its label
-    names, so the cell runs again. Rows that recorded no recipe are trusted.
-    """
-    from icon_bench.run.trial import recipe_of
-
-    stale: dict[str, str] = {}
-    for spec, tid in zip(specs, ids):
-        row = latest.get(tid)
-        if row is None or row.get("status") != "ok":
-            continue
-        before = row.get("recipe") or (row.get("info") or {}).get("recipe")
-        now = recipe_of(spec) if isinstance(before, Mapping) else None
-        if isinstance(now, Mapping) and before != now:
-            key = next(k for k in sorted(set(before) | set(now)) if before.get(k) != now.get(k))
-            stale[tid] = f"{spec['method']}: {key} {before.get(key)!r} -> {now.get(key)!r}"
-    return stale
-
-
-def _stale_note(plan: Plan) -> str:
-    first = next(iter(plan.stale.values()))
-    return (
-        f"note: {len(plan.stale)} done cell(s) ran under other recipe defaults than this icon-bench's "
-        f"and run again (e.g. {first})"
+        wait=args.wait,
     )
 
 
@@ -174,7 +116,7 @@ def print_plan(suite: Suite, plan: Plan, out: TextIO) -> None:
     rows = [[m, d, *c] for (m, d), c in table.items()]
     rows.append(["total", "", len(plan.specs), plan.done, plan.failed, len(plan.to_run)])
     if plan.stale:
-        print(_stale_note(plan), file=out)
+        print(stale_note(plan), file=out)
     print(
         f"suite {suite.name!r} ({suite.source}): {len(plan.specs)} cells, {plan.done} done, "
         f"{plan.failed} failed, {len(plan.to_run)} to run",
@@ -293,13 +235,14 @@ def run_suite(
     report_dir: str | os.PathLike[str] | None = None,
     limit: int | None = None,
     max_cells: int = MAX_CELLS,
+    wait: bool = False,
     trial_fn: TrialFn | None = None,
     load_fn: LoadFn | None = None,
     progress: bool = True,
     out: TextIO | None = None,
     **executor_kwargs: Any,
 ) -> int:
-    """Everything `icon-bench run` does; returns the exit status (0 ok, 1 some failed, 130 interrupted)."""
+    """Everything `icon-bench run` does; returns the exit status (see EXIT_CODES)."""
     out = out or sys.stdout
     if not isinstance(suite, Suite):
         suite = load_suite(suite, max_cells=max_cells)
@@ -308,6 +251,8 @@ def run_suite(
     # Data files and GPUs, before a cell is expanded or run; relative paths are the suite root's.
     check_plan(suite, kind, suite.root)
     results_dir = Path(results) if results is not None else suite.results_dir
+    # Said first, so a user sees which rows a rerun would resume from (a suite's paths depend on its root).
+    print(f"results: {results_dir.absolute()}", file=out)
     count, product = suite.cell_count()
     if dry_run and count > MAX_CELLS:
         # Counting what each method and dataset would run means expanding every cell: not for a dry run.
@@ -319,19 +264,79 @@ def run_suite(
         return EXIT_OK
     run_id = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
     store = ResultsStore(results_dir, suite=suite.name, run_id=run_id)
-    # Said first, so a user sees which rows a rerun would resume from (a suite's paths depend on its root).
-    print(f"results: {results_dir.absolute()}", file=out)
-    plan = make_plan(suite, store, force=force, retry_failed=retry_failed, limit=limit)
+    choose = {"force": force, "retry_failed": retry_failed, "limit": limit}
+    try:
+        if dry_run:
+            _dry_run(suite, store, choose, out)
+            return EXIT_OK
+        store.check_writable()  # before the first trial, not after it
+        with results_lock(results_dir, wait=wait, on_wait=lambda who: _say_waiting(results_dir, who, out)):
+            summary = _plan_and_run(
+                suite,
+                store,
+                choose,
+                out,
+                kind=kind,
+                address=address,
+                progress=progress,
+                trial_fn=trial_fn,
+                load_fn=load_fn,
+                **executor_kwargs,
+            )
+    except RunLocked as exc:
+        print(f"icon-bench: error: {exc}", file=sys.stderr)
+        return EXIT_LOCKED
+    except StoreError as exc:
+        print(f"icon-bench: error: {exc}; no trial was run (give another folder with --results DIR)", file=sys.stderr)
+        return EXIT_STORE
+    if summary is None:
+        return EXIT_OK
+    print_summary(suite, summary, store, out)
+    if summary.store_error:
+        _say_store_failed(summary, store)
+        return EXIT_STORE
+    if summary.interrupted:
+        print("interrupted: finished rows are kept; run the same command again to resume", file=out)
+        return EXIT_INTERRUPTED
+    code = EXIT_FAILED if summary.failed else EXIT_OK
+    if report:
+        out_dir = Path(report_dir) if report_dir is not None else suite.root / "reports" / suite.name
+        code = max(code, _write_report(results_dir, out_dir, out))
+    return code
+
+
+def _dry_run(suite: Suite, store: ResultsStore, choose: Mapping[str, Any], out: TextIO) -> None:
+    plan = make_plan(suite, store, **choose)
     if store.skipped:
         print(f"note: skipped {len(store.skipped)} unreadable line(s) in {store.path}", file=out)
-    if dry_run:
-        print_plan(suite, plan, out)
-        return EXIT_OK
+    if is_locked(store.directory):
+        who = holder(store.directory)
+        print(f"note: another run is writing these results now ({who or 'owner unknown'}); the plan changes as it goes", file=out)
+    print_plan(suite, plan, out)
+
+
+def _plan_and_run(
+    suite: Suite,
+    store: ResultsStore,
+    choose: Mapping[str, Any],
+    out: TextIO,
+    *,
+    kind: str,
+    address: str | None,
+    progress: bool,
+    trial_fn: TrialFn | None,
+    load_fn: LoadFn | None,
+    **executor_kwargs: Any,
+) -> RunSummary | None:
+    """Plan (under the results lock, so a run that waited sees the rows of the one it waited for) and run."""
+    plan = make_plan(suite, store, **choose)
+    if store.skipped:
+        print(f"note: skipped {len(store.skipped)} unreadable line(s) in {store.path}", file=out)
     if plan.stale:
-        print(_stale_note(plan), file=out)
+        print(stale_note(plan), file=out)
     if not plan.to_run:
         print(f"nothing to run: {plan.done} of {len(plan.specs)} cells done; rows in {store.path}", file=out)
-        return EXIT_OK
+        return None
     runner = make_executor(
         kind,
         address=address,
@@ -347,13 +352,28 @@ def run_suite(
         file=out,
         flush=True,
     )
-    summary = runner.run(plan.to_run, store, trial_fn=trial_fn, load_fn=load_fn)
-    print_summary(suite, summary, store, out)
-    if summary.interrupted:
-        print("interrupted: finished rows are kept; run the same command again to resume", file=out)
-        return EXIT_INTERRUPTED
-    code = EXIT_FAILED if summary.failed else EXIT_OK
-    if report:
-        out_dir = Path(report_dir) if report_dir is not None else suite.root / "reports" / suite.name
-        code = max(code, _write_report(results_dir, out_dir, out))
-    return code
+    return runner.run(plan.to_run, store, trial_fn=trial_fn, load_fn=load_fn)
+
+
+def _say_waiting(results_dir: Path, who: str, out: TextIO) -> None:
+    print(f"waiting for the run writing {results_dir} to end ({who or 'owner unknown'}) ...", file=out, flush=True)
+
+
+def _say_store_failed(summary: RunSummary, store: ResultsStore) -> None:
+    """The store refused a row: what stopped, where the refused rows are, and how to put them back."""
+    stored = len(summary.rows) - summary.rescued - len(summary.unsaved)
+    lines = [
+        f"icon-bench: error: {summary.store_error}",
+        f"  the sweep stopped: {stored} row(s) stored, {summary.not_run} cell(s) not run (a rerun runs them).",
+    ]
+    if summary.fallback and summary.rescued:
+        fallback = Path(summary.fallback)
+        lines += [
+            f"  the {summary.rescued} row(s) that finished since are saved in {fallback / 'results.jsonl'};",
+            f"  once the store is writable, keep them with: cat {fallback / 'results.jsonl'} >> {store.path}",
+            f"  (and copy {fallback}/artifacts and tracebacks, where present, into {store.directory})",
+        ]
+    if summary.unsaved:
+        lines.append(f"  {len(summary.unsaved)} row(s) could not be saved anywhere; here they are as JSON lines:")
+        lines += [json.dumps({k: v for k, v in r.items() if k != "artifacts"}, default=str) for r in summary.unsaved]
+    print("\n".join(lines), file=sys.stderr)

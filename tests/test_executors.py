@@ -339,3 +339,25 @@ def test_ray_prints_one_line_per_finished_trial_without_a_terminal(ray_cluster: 
     assert sorted(line[:6] for line in lines) == ["[1/4] ", "[2/4] ", "[3/4] ", "[4/4] "]
     assert sum(" ok      m on toy (divergence kl, seed " in line for line in lines) == 3
     assert any(re.search(r"failed  m on toy \(divergence kl, seed 9\)  [\d.]+ s: ValueError: boom in m$", x) for x in lines), lines
+
+
+def test_ray_store_failure_keeps_the_ready_rows_and_cancels_the_rest(
+    ray_cluster: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = ResultsStore(tmp_path / "store", suite="s")
+    original = ResultsStore._append_line
+
+    def refuse(self: ResultsStore, data: bytes) -> None:
+        if self.directory == store.directory:
+            raise OSError(28, "No space left on device", str(self.path))
+        original(self, data)
+
+    monkeypatch.setattr(ResultsStore, "_append_line", refuse)
+    specs = _specs(2, sleep=0) + [{**s, "seed": 10 + i} for i, s in enumerate(_specs(2, sleep=60))]
+    t0 = time.time()
+    summary = RayExecutor(cpus=1, progress=False, poll_s=0.2).run(specs, store, trial_fn=fake_trial, load_fn=fake_load)
+    assert time.time() - t0 < 45  # the slow trials were cancelled, not waited for
+    assert summary.store_error and "No space left on device" in summary.store_error
+    rescued = ResultsStore(summary.fallback).rows()
+    assert summary.rescued == len(rescued) >= 1 and {r["seed"] for r in rescued} <= {0, 1}
+    assert summary.not_run == 4 - len(rescued) and not store.path.exists()

@@ -5,13 +5,16 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as _dt
+import os
 import socket
+import tempfile
 import time
 import traceback
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, Protocol
 
 from icon_bench.data.options import dataset_label
+from icon_bench.errors import StoreError
 from icon_bench.run.ids import canonical_json, config_id, trial_id
 from icon_bench.run.progress import Progress
 from icon_bench.run.store import ResultsStore
@@ -26,7 +29,7 @@ LoadFn = Callable[[dict], Any]
 
 @dataclasses.dataclass
 class RunSummary:
-    """What one executor run did: counts, the rows it stored, and whether it was interrupted."""
+    """What one executor run did: counts, the rows it stored, and whether it was interrupted or its store failed."""
 
     total: int
     ok: int = 0
@@ -34,10 +37,17 @@ class RunSummary:
     interrupted: bool = False
     elapsed_s: float = 0.0
     rows: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    #: Why the store could not take a row; the run stopped there (None: every row is in the store).
+    store_error: str | None = None
+    #: A results store of the same format holding the rows the store refused, and how many.
+    fallback: str | None = None
+    rescued: int = 0
+    #: Rows that not even the fallback could take (the runner prints them).
+    unsaved: list[dict[str, Any]] = dataclasses.field(default_factory=list)
 
     @property
     def not_run(self) -> int:
-        """Trials that never finished (cancelled by an interrupt)."""
+        """Trials that never finished (cancelled by an interrupt or a store failure)."""
         return self.total - self.ok - self.failed
 
 
@@ -157,10 +167,44 @@ def _dataset_key(spec: Mapping[str, Any], base: str) -> tuple[str, dict[str, Any
 
 
 def _record(store: ResultsStore, row: dict[str, Any], summary: RunSummary, progress: Progress) -> None:
-    stored = store.append(row)
+    """Store one finished row. Once the store fails, this and later rows go to a fallback store and
+    the executor stops: nothing already computed is lost, and no more is computed that could be."""
+    stored: dict[str, Any] | None = None
+    if summary.store_error is None:
+        try:
+            stored = store.append(row)
+        except StoreError as exc:
+            summary.store_error = str(exc)
+    if stored is None:
+        stored = _rescue(store, row, summary)
     summary.rows.append(stored)
     if stored.get("status") == "ok":
         summary.ok += 1
     else:
         summary.failed += 1
     progress.finish(stored)
+
+
+def _rescue(store: ResultsStore, row: dict[str, Any], summary: RunSummary) -> dict[str, Any]:
+    """Keep a row the store refused: in a fallback store named in the run's message, else in memory."""
+    try:
+        if summary.fallback is None:
+            summary.fallback = _fallback_dir(store.suite)
+        stored = ResultsStore(summary.fallback, suite=store.suite, run_id=store.run_id).append(row)
+        summary.rescued += 1
+        return stored
+    except (OSError, StoreError):
+        summary.unsaved.append(row)
+        return {k: v for k, v in row.items() if k != "artifacts"}
+
+
+def _fallback_dir(suite: str | None) -> str:
+    """A new folder for rescued rows: in the system's temporary folder, else the home folder."""
+    last: OSError | None = None
+    for parent in (None, os.path.expanduser("~")):
+        try:
+            return tempfile.mkdtemp(prefix=f"icon-bench-unsaved-{suite or 'rows'}-", dir=parent)
+        except OSError as exc:
+            last = exc
+    assert last is not None
+    raise last

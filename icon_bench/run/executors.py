@@ -88,6 +88,8 @@ class LocalExecutor:
                 if remaining[key] == 0:
                     del cache[key]  # free each dataset after its last trial
                 _record(store, row, summary, progress)
+                if summary.store_error:
+                    break  # the store refused the row: it is in the fallback; stop before computing more
             progress.idle()
         except KeyboardInterrupt:
             summary.interrupted = True

@@ -75,6 +75,16 @@ def _release_cuda_cache() -> None:
         torch.cuda.empty_cache()
 
 
+def _cancel(refs: Sequence[Any]) -> None:
+    import ray
+
+    for ref in refs:
+        try:
+            ray.cancel(ref)
+        except Exception:  # already finished or gone: nothing to cancel
+            pass
+
+
 class RayExecutor:
     """Runs each trial as a Ray task with the suite's CPUs / (fractional) GPUs; datasets load once per cluster.
 
@@ -208,14 +218,13 @@ class RayExecutor:
                         row = self._error_row(spec, exc, self.max_retries)
                     self._check_priority(row)
                     _record(store, row, summary, progress)
+                if summary.store_error:  # the rows ready so far are in the fallback; stop the rest
+                    _cancel(pending)
+                    break
             progress.idle()
         except KeyboardInterrupt:
             summary.interrupted = True
-            for ref in pending:
-                try:
-                    ray.cancel(ref)
-                except Exception:  # already finished or gone: nothing to cancel
-                    pass
+            _cancel(pending)
         finally:
             if progress is not None:
                 progress.close()

@@ -13,7 +13,7 @@ from typing import IO, Any
 
 import numpy as np
 
-from icon_bench.errors import IconBenchError
+from icon_bench.errors import IconBenchError, StoreError
 
 __all__ = ["ResultsStore", "StoreWarning"]
 
@@ -56,6 +56,11 @@ def _as_array(value: Any) -> np.ndarray | None:
     return None
 
 
+def _store_error(exc: OSError, directory: Path, verb: str) -> StoreError:
+    where = exc.filename or directory
+    return StoreError(f"cannot {verb} the results store: {where}: {exc.strerror or exc}")
+
+
 class ResultsStore:
     """One directory of results: ``results.jsonl`` (one row per line, latest per trial wins) and artifacts.
 
@@ -84,8 +89,30 @@ class ResultsStore:
         return f"ResultsStore({str(self.directory)!r})"
 
     # -- writing ----------------------------------------------------------------------------------
+    def check_writable(self) -> None:
+        """Raise StoreError unless rows, artifacts and tracebacks can be written here (run before any trial)."""
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            os.close(os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644))
+            # Artifacts and tracebacks are written as a temporary file in their folder, then renamed.
+            for folder in (self.directory, self.directory / ARTIFACTS_DIR, self.directory / TRACEBACKS_DIR):
+                if folder.is_dir():
+                    with tempfile.TemporaryFile(dir=folder):
+                        pass
+        except OSError as exc:
+            raise _store_error(exc, self.directory, "write") from None
+
     def append(self, row: Mapping[str, Any]) -> dict[str, Any]:
-        """Store one result row (artifacts to .npz, then the JSON line); returns the row as stored."""
+        """Store one result row (artifacts to .npz, then the JSON line); returns the row as stored.
+
+        Raises StoreError (naming the path) when the store cannot be written; `row` is left as given.
+        """
+        try:
+            return self._append(row)
+        except OSError as exc:
+            raise _store_error(exc, self.directory, "write") from None
+
+    def _append(self, row: Mapping[str, Any]) -> dict[str, Any]:
         row = dict(row)
         if not row.get("trial_id"):
             from icon_bench.run.ids import trial_id
@@ -124,7 +151,7 @@ class ResultsStore:
                             os.write(fd, b"\n")
             written = os.write(fd, data)
             if written != len(data):  # only on a full disk; the reader will skip the torn line
-                raise IconBenchError(f"{self.path}: short write ({written} of {len(data)} bytes); disk full?")
+                raise StoreError(f"{self.path}: short write ({written} of {len(data)} bytes); disk full?")
             if self.fsync:
                 os.fsync(fd)
         finally:
@@ -163,6 +190,8 @@ class ResultsStore:
             data = self.path.read_bytes()
         except FileNotFoundError:
             return []
+        except OSError as exc:
+            raise _store_error(exc, self.directory, "read") from None
         rows: list[dict[str, Any]] = []
         lines = data.split(b"\n")
         for number, raw in enumerate(lines, start=1):

@@ -1,0 +1,89 @@
+"""A run's plan: the cells of a suite against what the store holds; which run, which are stale."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from icon_bench.errors import IconBenchError
+from icon_bench.run.ids import trial_id
+from icon_bench.run.store import ResultsStore
+from icon_bench.run.suite import Suite
+
+__all__ = ["Plan", "make_plan", "stale_note"]
+
+
+@dataclasses.dataclass
+class Plan:
+    """The cells of a suite against what the store already holds."""
+
+    specs: list[dict[str, Any]]  # every cell, in suite order
+    ids: list[str]
+    status: dict[str, str]  # trial_id -> status of its latest stored row (only cells of this suite)
+    to_run: list[dict[str, Any]]
+    # trial_id -> how its ok row's recipe differs from what the cell runs now (those cells rerun)
+    stale: dict[str, str] = dataclasses.field(default_factory=dict)
+
+    @property
+    def done(self) -> int:
+        return sum(1 for t in self.ids if self.status.get(t) == "ok" and t not in self.stale)
+
+    @property
+    def failed(self) -> int:
+        return sum(1 for t in self.ids if t in self.status and self.status[t] != "ok")
+
+
+def make_plan(
+    suite: Suite, store: ResultsStore, *, force: bool = False, retry_failed: bool = False, limit: int | None = None
+) -> Plan:
+    """Which cells run: not yet ok (default), all (force), or only failed ones (retry_failed); at most `limit`."""
+    specs = suite.trials()
+    ids = [trial_id(s) for s in specs]
+    latest = {r["trial_id"]: r for r in store.rows()}
+    status = {t: str(latest[t].get("status")) for t in ids if t in latest}
+    stale = {} if force or retry_failed else _stale_cells(specs, ids, latest)
+    if force:
+        chosen = list(specs)
+    elif retry_failed:
+        chosen = [s for s, t in zip(specs, ids) if t in status and status[t] != "ok"]
+    else:
+        chosen = [s for s, t in zip(specs, ids) if status.get(t) != "ok" or t in stale]
+    if limit is not None:
+        if limit < 0:
+            raise IconBenchError(f"--limit must be >= 0, got {limit}")
+        chosen = chosen[:limit]
+    return Plan(specs=specs, ids=ids, status=status, to_run=chosen, stale=stale)
+
+
+def _stale_cells(
+    specs: Sequence[Mapping[str, Any]], ids: Sequence[str], latest: Mapping[str, Mapping[str, Any]]
+) -> dict[str, str]:
+    """Done cells whose row was made under another recipe than the cell runs now -> what changed.
+
+    A row's recipe is the method's defaults with the cell's overrides; when a new icon-bench (or
+    plugin) changes a default, the stored number no longer measures the configuration its label
+    names, so the cell runs again. Rows that recorded no recipe are trusted.
+    """
+    from icon_bench.run.trial import recipe_of
+
+    stale: dict[str, str] = {}
+    for spec, tid in zip(specs, ids):
+        row = latest.get(tid)
+        if row is None or row.get("status") != "ok":
+            continue
+        before = row.get("recipe") or (row.get("info") or {}).get("recipe")
+        now = recipe_of(spec) if isinstance(before, Mapping) else None
+        if isinstance(now, Mapping) and before != now:
+            key = next(k for k in sorted(set(before) | set(now)) if before.get(k) != now.get(k))
+            stale[tid] = f"{spec['method']}: {key} {before.get(key)!r} -> {now.get(key)!r}"
+    return stale
+
+
+def stale_note(plan: Plan) -> str:
+    """One line saying how many done cells run again because their recipe changed, with an example."""
+    first = next(iter(plan.stale.values()))
+    return (
+        f"note: {len(plan.stale)} done cell(s) ran under other recipe defaults than this icon-bench's "
+        f"and run again (e.g. {first})"
+    )
