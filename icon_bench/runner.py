@@ -19,7 +19,7 @@ from icon_bench.errors import StoreError
 from icon_bench.run.execution import LoadFn, RunSummary, TrialFn
 from icon_bench.run.executors import make_executor
 from icon_bench.run.ids import trial_id
-from icon_bench.run.labels import component_label, divergence_label, trial_label
+from icon_bench.run.labels import component_label, divergence_label, first_line, trial_label
 from icon_bench.run.lock import RunLocked, holder, is_locked, results_lock
 from icon_bench.run.plan import Plan, make_plan, stale_note
 from icon_bench.run.plan_check import check_plan
@@ -144,7 +144,7 @@ def print_summary(suite: Suite, summary: RunSummary, store: ResultsStore, out: T
         spec = row.get("spec") or {}
         vals = [(row.get("metrics") or {}).get(m) for m in metrics]
         total_s = (row.get("timings") or {}).get("total_s")
-        error = _shorten(_first_line(row.get("error")), 40)
+        error = _shorten(first_line(row.get("error")), 40)
         table.append(
             [
                 spec.get("method", row.get("method")),
@@ -169,11 +169,6 @@ def print_summary(suite: Suite, summary: RunSummary, store: ResultsStore, out: T
     )
 
 
-def _first_line(text: Any) -> str:
-    lines = str(text or "").strip().splitlines()
-    return lines[0] if lines else ""
-
-
 def _shorten(text: str, width: int) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
@@ -185,7 +180,7 @@ def print_failures(rows: Sequence[Mapping[str, Any]], store: ResultsStore, out: 
         return
     print(f"\nfailed ({len(failed)}):", file=out)
     for row in failed[:most]:
-        print(f"  {trial_label(row.get('spec') or {}, row)}: {_first_line(row.get('error'))}", file=out)
+        print(f"  {trial_label(row.get('spec') or {}, row)}: {first_line(row.get('error'))}", file=out)
         where = row.get("traceback_file")
         print(f"    traceback: {store.directory / where if where else '(none recorded: the trial did not raise)'}", file=out)
     if len(failed) > most:

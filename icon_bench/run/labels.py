@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["NONE", "component_label", "divergence_label", "trial_label"]
+__all__ = ["NONE", "component_label", "divergence_label", "first_line", "trial_label"]
 
 #: What a table shows where a trial has no value (a baseline has no divergence).
 NONE = "-"
@@ -39,3 +39,9 @@ def trial_label(spec: Mapping[str, Any], row: Mapping[str, Any] | None = None, *
     if short:
         return " ".join(p for p in (str(spec.get("method")), dataset, divergence, f"seed {spec.get('seed')}") if p != NONE)
     return f"{spec.get('method')} on {dataset} (divergence {divergence}, seed {spec.get('seed')})"
+
+
+def first_line(text: Any) -> str:
+    """The first non-empty line of an error message ("" for None)."""
+    lines = str(text or "").strip().splitlines()
+    return lines[0] if lines else ""

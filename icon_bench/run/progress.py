@@ -7,18 +7,13 @@ import threading
 from collections.abc import Mapping
 from typing import Any, TextIO
 
-from icon_bench.run.labels import trial_label
+from icon_bench.run.labels import first_line, trial_label
 
 __all__ = ["Progress"]
 
 #: Seconds between redraws of the bar: often enough to see the clock move, rare enough to cost nothing.
 REFRESH_S = 0.5
 _BAR_FORMAT = "{desc} {n_fmt}/{total_fmt} |{bar:20}| {elapsed}<{remaining}{postfix}"
-
-
-def _first_line(text: Any) -> str:
-    lines = str(text or "").strip().splitlines()
-    return lines[0] if lines else ""
 
 
 class Progress:
@@ -99,7 +94,7 @@ class Progress:
         elif self.mode == "bar":
             if not ok:  # said at once, above the bar: a sweep of failures should not look healthy
                 label = trial_label(row.get("spec") or {}, row)
-                self.bar.write(f"failed: {label}: {_first_line(row.get('error'))}", file=sys.stderr)
+                self.bar.write(f"failed: {label}: {first_line(row.get('error'))}", file=sys.stderr)
             self._redraw()
             self.bar.update(1)
 
@@ -109,7 +104,7 @@ class Progress:
         total_s = (row.get("timings") or {}).get("total_s", elapsed_s)
         took = f"  {total_s:.1f} s" if isinstance(total_s, (int, float)) else ""
         if not ok:
-            return f"[{self.done:>{width}}/{self.total}] failed  {label}{took}: {_first_line(row.get('error'))}"
+            return f"[{self.done:>{width}}/{self.total}] failed  {label}{took}: {first_line(row.get('error'))}"
         metrics = [
             f"{k} {v:.3f}"
             for k, v in (row.get("metrics") or {}).items()
