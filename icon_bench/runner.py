@@ -286,6 +286,19 @@ def run_suite(
         return EXIT_STORE
     if summary is None:
         return EXIT_OK
+    return _finish(suite, summary, store, out, report=report, report_dir=report_dir)
+
+
+def _finish(
+    suite: Suite,
+    summary: RunSummary,
+    store: ResultsStore,
+    out: TextIO,
+    *,
+    report: bool,
+    report_dir: str | os.PathLike[str] | None,
+) -> int:
+    """The table, what went wrong, the report -> the exit status."""
     print_summary(suite, summary, store, out)
     if summary.store_error:
         _say_store_failed(summary, store)
@@ -296,7 +309,7 @@ def run_suite(
     code = EXIT_FAILED if summary.failed else EXIT_OK
     if report:
         out_dir = Path(report_dir) if report_dir is not None else suite.root / "reports" / suite.name
-        code = max(code, _write_report(results_dir, out_dir, out))
+        code = max(code, _write_report(store.directory, out_dir, out))
     return code
 
 

@@ -67,3 +67,14 @@ def site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[.
     for module in modules:
         sys.modules.pop(module, None)
     registry.set_registry(None)
+
+
+@pytest.fixture
+def fake_method() -> Iterator[None]:
+    """Method "fake" registered (fake_trial's knobs are no real method's settings); the registry restored."""
+    from ray_trials import use_fake_method
+
+    saved = registry.get_registry()
+    use_fake_method()
+    yield
+    registry.set_registry(saved)

@@ -26,18 +26,19 @@ SLOW_SUITE = """
 name: slow
 datasets: [digits]
 grid:
-  method: [pmi]
+  method: [fake]
   seed: [0, 1, 2]
   sleep: 1.2
 include:
-  - {method: kmeans, seed: 0, fail: true}
+  - {method: fake, seed: 7, fail: true}
 """
 
 DRIVER = """
 import sys
 sys.path.insert(0, {tests!r})
-from ray_trials import fake_load, fake_trial
+from ray_trials import fake_load, fake_trial, use_fake_method
 from icon_bench.runner import run_suite
+use_fake_method()
 sys.exit(run_suite({suite!r}, trial_fn=fake_trial, load_fn=fake_load, report=False))
 """
 
@@ -87,11 +88,11 @@ def test_a_terminal_shows_a_live_bar_with_counts_clock_and_the_trial_now_running
     frames = _frames(text)
     assert frames and frames[0].startswith("cells 0/4"), text
     # Counts, the clock and the trial now running, while a trial runs.
-    assert any(re.search(r"cells 1/4 .* 00:0[12]<.*1 ok, 0 failed, 1 running \| pmi digits seed 1", f) for f in frames), frames
+    assert any(re.search(r"cells 1/4 .* 00:0[12]<.*1 ok, 0 failed, 1 running \| fake digits seed 1", f) for f in frames), frames
     assert any("00:01<" in f and "0/4" in f for f in frames), "the clock must move during the first (1.2 s) trial"
     assert re.search(r"cells 4/4 .*3 ok, 1 failed, 0 running$", frames[-1]), frames[-1]
     # A failure is said at once, above the bar, with its whole first line.
-    assert "failed: kmeans on digits (divergence -, seed 0): ValueError: boom in kmeans" in text
+    assert "failed: fake on digits (divergence -, seed 7): ValueError: boom in fake" in text
     # Redrawn a few times a second at most: the ticker (2/s) plus one redraw per event, never per step.
     assert len(frames) <= 2 * seconds + 3 * 4 + 4, (len(frames), seconds)
     assert "[1/4]" not in text  # no plain lines in a terminal
@@ -105,7 +106,7 @@ def test_a_terminal_shows_the_epochs_of_a_running_trial(tmp_path: Path) -> None:
     assert re.search(r"cells 1/1 .*1 ok, 0 failed, 0 running", text), text
 
 
-def test_without_a_terminal_each_finished_trial_is_one_plain_line(tmp_path: Path) -> None:
+def test_without_a_terminal_each_finished_trial_is_one_plain_line(tmp_path: Path, fake_method: None) -> None:
     path = _suite(tmp_path, SLOW_SUITE.replace("sleep: 1.2", "sleep: 0"))
     out = io.StringIO()
     # progress on (the default) but stderr is not a terminal under pytest: lines, not a bar.
@@ -114,11 +115,11 @@ def test_without_a_terminal_each_finished_trial_is_one_plain_line(tmp_path: Path
     assert "\r" not in text and "cells 0/4" not in text
     lines = [line for line in text.splitlines() if re.match(r"\[\d/4\] ", line)]
     assert [line[:14] for line in lines] == ["[1/4] ok      ", "[2/4] ok      ", "[3/4] ok      ", "[4/4] failed  "]
-    assert lines[0].startswith("[1/4] ok      pmi on digits (divergence -, seed 0)  0.0 s  hungarian ")
-    assert lines[3] == "[4/4] failed  kmeans on digits (divergence -, seed 0)  0.0 s: ValueError: boom in kmeans"
+    assert lines[0].startswith("[1/4] ok      fake on digits (divergence -, seed 0)  0.0 s  hungarian ")
+    assert lines[3] == "[4/4] failed  fake on digits (divergence -, seed 7)  0.0 s: ValueError: boom in fake"
 
 
-def test_progress_off_prints_no_trial_lines(tmp_path: Path) -> None:
+def test_progress_off_prints_no_trial_lines(tmp_path: Path, fake_method: None) -> None:
     path = _suite(tmp_path, SLOW_SUITE.replace("sleep: 1.2", "sleep: 0"))
     out = io.StringIO()
     assert run_suite(path, trial_fn=fake_trial, load_fn=fake_load, report=False, out=out, progress=False) == 1

@@ -29,9 +29,14 @@ SUITE = """
 name: four
 datasets: [digits]
 grid:
-  method: [pmi]
+  method: [fake]
   seed: [0, 1, 2, 3]
 """
+
+
+@pytest.fixture(autouse=True)
+def _fake(fake_method: None) -> None:
+    """Every test here runs method "fake"."""
 
 
 def _suite(folder: Path, text: str = SUITE) -> Path:
@@ -141,8 +146,9 @@ def test_rows_that_no_folder_takes_are_printed(tmp_path: Path, monkeypatch: pyte
 DRIVER = """
 import sys
 sys.path.insert(0, {tests!r})
-from ray_trials import fake_load, fake_trial
+from ray_trials import fake_load, fake_trial, use_fake_method
 from icon_bench.runner import run_suite
+use_fake_method()
 sys.exit(run_suite({suite!r}, trial_fn=fake_trial, load_fn=fake_load, report=False, progress=False, wait={wait!r}))
 """
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -11,16 +12,15 @@ import textwrap
 import time
 import types
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from ray_trials import fake_load, fake_trial, use_fake_method
+from ray_trials import fake_load, fake_trial
 
 from icon_bench import cli
 from icon_bench.errors import SuiteError
-from icon_bench.hooks.registry import get_registry, set_registry
+from icon_bench.hooks.registry import set_registry
 from icon_bench.run.ids import trial_id
 from icon_bench.run.store import ResultsStore
 from icon_bench.run.suite_file import load_suite
@@ -46,15 +46,6 @@ def _suite(tmp_path: Path, text: str, name: str = "suite.yaml") -> Path:
     path = tmp_path / name
     path.write_text(textwrap.dedent(text).lstrip("\n"))
     return path
-
-
-@pytest.fixture
-def fake_method() -> Iterator[None]:
-    """Method "fake" registered (fake_trial's knobs are no real method's settings); the registry restored."""
-    saved = get_registry()
-    use_fake_method()
-    yield
-    set_registry(saved)
 
 
 def _plan_rows(output: str) -> dict[tuple[str, str], list[int]]:
@@ -279,7 +270,7 @@ def test_grid_axes_without_a_method_are_an_error_naming_the_key(tmp_path: Path) 
 
 def test_trial_header_shows_a_dash_for_a_method_without_divergence(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["trial", "kmeans", "iris"]) == 0
-    assert capsys.readouterr().out.splitlines()[0] == "kmeans on iris (divergence -, seed 0): ok"
+    assert capsys.readouterr().out.splitlines()[0] == "kmeans on iris (divergence -, seed 0, test split, protocol 2): ok"
 
 
 # -- issue 14 item 11: results and data paths do not depend on the current directory ---------------
@@ -293,6 +284,11 @@ def test_results_and_data_paths_resolve_against_the_suite_root_not_the_cwd(
         project / "suites",
         "name: rooted\ndatasets:\n  - {name: arrays, path: data/x.npz}\ngrid: {method: [pmi], seed: [0, 1]}\n",
     )
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SuiteError, match=re.escape(f"no such file: {project / 'data' / 'x.npz'}")):
+        run_suite(path, dry_run=True, out=io.StringIO())  # the plan-time check looks under the root too
+    (project / "data").mkdir()
+    (project / "data" / "x.npz").write_bytes(b"")
     seen: list[str] = []
 
     def load(ds: dict) -> dict:
@@ -329,7 +325,6 @@ def test_the_quickstart_suite_finds_its_results_from_another_folder(
 
 # -- issue 14 item 9: plugins that failed to load are named by `run` -------------------------------
 def test_run_names_the_plugins_that_failed_to_load(tmp_path: Path, site: Any) -> None:
-    from icon_bench.hooks.registry import set_registry
 
     site("icon-bench-broken", "import a_module_that_does_not_exist_anywhere\n", entry="broken")
     set_registry(None)  # reload with the broken plugin installed
