@@ -128,7 +128,13 @@ class Suite(BaseModel):
         "local", description="`local` (one trial after another) or `ray`; `--executor` overrides", examples=["ray"]
     )
     results: str | None = Field(
-        None, description="results folder; null: results/<name>; `--results` overrides", examples=["results/mine"]
+        None,
+        description=(
+            "results folder, relative to the suite's project root (the nearest folder above the suite file "
+            "holding pyproject.toml or .git, else the file's own; dataset paths are relative to it too); "
+            "null: results/<name> there; `--results` overrides"
+        ),
+        examples=["results/mine"],
     )
     seeds: int | list[int] | None = Field(
         None,
