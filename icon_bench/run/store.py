@@ -93,7 +93,8 @@ class ResultsStore:
         """Raise StoreError unless rows, artifacts and tracebacks can be written here (run before any trial)."""
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
-            os.close(os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644))
+            if self.path.exists():  # else the temporary file below shows it can be created
+                os.close(os.open(self.path, os.O_WRONLY | os.O_APPEND))
             # Artifacts and tracebacks are written as a temporary file in their folder, then renamed.
             for folder in (self.directory, self.directory / ARTIFACTS_DIR, self.directory / TRACEBACKS_DIR):
                 if folder.is_dir():
