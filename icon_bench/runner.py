@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime as _dt
+import functools
 import importlib
 import os
 import sys
@@ -201,6 +202,7 @@ def _metric_columns(suite: Suite, rows: Sequence[Mapping[str, Any]], most: int =
 def print_summary(suite: Suite, summary: RunSummary, store: ResultsStore, out: TextIO) -> None:
     """One line per row of this run (method, dataset, divergence, seed, status, main metrics)."""
     metrics = _metric_columns(suite, summary.rows)
+    warned = [row for row in summary.rows if row.get("warnings")]
     table = []
     for row in summary.rows:
         spec = row.get("spec") or {}
@@ -215,14 +217,21 @@ def print_summary(suite: Suite, summary: RunSummary, store: ResultsStore, out: T
                 _label(spec["divergence"]) if spec.get("divergence") is not None else _label(row.get("divergence")),
                 spec.get("seed", row.get("seed")),
                 row.get("status"),
+                *([", ".join(dict.fromkeys(str(w).split(":")[0] for w in row.get("warnings") or []))] if warned else []),
                 *vals,
                 total_s,
                 error,
             ]
         )
     if table:
-        headers = ["method", "dataset", "divergence", "seed", "status", *metrics, "time_s", "error"]
+        headers = ["method", "dataset", "divergence", "seed", "status", *(["warnings"] if warned else []), *metrics,
+                   "time_s", "error"]
         print(tabulate(table, headers=headers, floatfmt=".3f", missingval="-", tablefmt="simple"), file=out)
+    for row in warned:
+        for warning in row["warnings"]:
+            print(f"warning: {row.get('method')} on {row.get('dataset')}, seed {row.get('seed')}: {warning}", file=out)
+    if warned and not suite.fail_on_warnings:
+        print("(warned trials count as ok; `fail_on_warnings: true` in the suite stores them as failed)", file=out)
     print(
         f"{summary.ok} ok, {summary.failed} failed"
         + (f", {summary.not_run} not run (interrupted)" if summary.interrupted else "")
@@ -296,6 +305,10 @@ def run_suite(
     if not plan.to_run:
         print(f"nothing to run: {plan.done} of {len(plan.specs)} cells done; rows in {store.path}", file=out)
         return EXIT_OK
+    if suite.fail_on_warnings:
+        from icon_bench.run.trial import fail_on_warnings
+
+        trial_fn = functools.partial(fail_on_warnings, trial_fn)
     runner = make_executor(
         kind, address=address, cpus=suite.resources.cpus, gpus=suite.resources.gpus, progress=progress, **executor_kwargs
     )

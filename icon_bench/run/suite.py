@@ -91,7 +91,7 @@ class Suite(BaseModel):
 
     name: str = Field(
         pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
-        description="the suite's name: results/<name>, reports/<name>; letters, digits, _ . -",
+        description="the suite's name: results/<name> (its report in results/<name>/report); letters, digits, _ . -",
         examples=["clustering"],
     )
     description: str | None = Field(None, description="one line for reports", examples=["digits under KL and TV"])
@@ -134,6 +134,12 @@ class Suite(BaseModel):
         None,
         description="seeds of every cell: N means 0..N-1, or a list; null: grid.seed, else [0]",
         examples=[3],
+    )
+    fail_on_warnings: bool = Field(
+        False,
+        description="store a trial whose loss diverged or whose output collapsed (one cluster) as failed, "
+        "not as ok with `warnings`",
+        examples=[True],
     )
 
     _source: str = PrivateAttr(default="<suite>")
