@@ -20,7 +20,7 @@ from icon_bench.run.execution import LoadFn, RunSummary, TrialFn
 from icon_bench.run.executors import make_executor
 from icon_bench.run.ids import trial_id
 from icon_bench.run.plan_check import check_plan
-from icon_bench.run.store import ResultsStore
+from icon_bench.run.store import REPORT_DIR, ResultsStore
 from icon_bench.run.suite import MAX_CELLS, Suite
 from icon_bench.run.suite_file import load_suite
 
@@ -50,7 +50,10 @@ def add_commands(subparsers: Any) -> None:
     mode.add_argument("--retry-failed", action="store_true", help="rerun only the cells whose latest row failed")
     p.add_argument("--results", metavar="DIR", help="results directory (default: the suite's, results/<name>)")
     p.add_argument("--no-report", action="store_true", help="do not write the report afterwards")
-    p.add_argument("--report-dir", metavar="DIR", help="where the report goes (default: reports/<name>)")
+    p.add_argument(
+        "--report-dir", metavar="DIR",
+        help="where the report goes (default: RESULTS/report, beside the rows and untracked like them)",
+    )
     p.add_argument("--limit", type=int, metavar="N", help="run at most N of the cells that would run")
     p.add_argument(
         "--max-cells",
@@ -324,6 +327,8 @@ def run_suite(
         return EXIT_INTERRUPTED
     code = EXIT_FAILED if summary.failed else EXIT_OK
     if report:
-        out_dir = Path(report_dir) if report_dir is not None else Path("reports") / suite.name
+        # Beside the rows (results/ is not tracked): a user's run never rewrites the committed example
+        # reports under reports/, which only `icon-bench report RESULTS -o reports/NAME` regenerates.
+        out_dir = Path(report_dir) if report_dir is not None else results_dir / REPORT_DIR
         code = max(code, _write_report(results_dir, out_dir, out))
     return code

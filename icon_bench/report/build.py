@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Iterable, Mapping
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -332,7 +331,6 @@ def _provenance(rows: pd.DataFrame, path: Path) -> dict[str, Any]:
         "title": ", ".join(suites) or path.parent.name or "results",
         "suites": suites,
         "source": str(path),
-        "generated_at": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "report_icon_bench": __version__,
         "icon_bench": collect("versions", "icon_bench"),
         "torch": collect("versions", "torch"),

@@ -93,7 +93,9 @@ def _registered_names() -> dict[str, list[str]]:
 
 
 def _save(fig: plt.Figure, path: Path) -> None:
-    fig.savefig(path, dpi=DPI, bbox_inches="tight", facecolor="white")
+    # No "Software" entry (the matplotlib version): the same rows give the same bytes, so a
+    # regenerated committed report shows no diff unless its content changed.
+    fig.savefig(path, dpi=DPI, bbox_inches="tight", facecolor="white", metadata={"Software": None})
     plt.close(fig)
 
 

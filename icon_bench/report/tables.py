@@ -126,7 +126,6 @@ def _intro_lines(report: Report) -> list[tuple[str, str]]:
         ("git commits", ", ".join(c[:12] for c in meta["git_commits"]) or "unknown"),
         ("devices", ", ".join(meta["devices"]) or "unknown"),
         ("runs", run),
-        ("generated", meta["generated_at"]),
         ("trials", f"{meta['n_rows']} ({meta['n_ok']} ok, {meta['n_failed']} failed)"),
     ]
 

@@ -19,6 +19,8 @@ __all__ = ["ResultsStore", "StoreWarning"]
 
 RESULTS_FILE = "results.jsonl"
 ARTIFACTS_DIR = "artifacts"
+#: The default report folder inside a results folder (`icon-bench run` and `icon-bench report` write it).
+REPORT_DIR = "report"
 
 
 class StoreWarning(UserWarning):
