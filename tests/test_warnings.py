@@ -102,7 +102,8 @@ def test_run_table_shows_warnings_and_the_trial_stays_ok(tmp_path: Path) -> None
     assert "warnings" in header.split()
     warned_line = next(line for line in text.splitlines() if line.startswith("pmi") and " 1 " in line)
     assert "ok" in warned_line and "diverged" in warned_line
-    assert "warning: pmi on digits, seed 1: diverged: loss rose from 14.7 (epoch 1) to 16.9 (epoch 3)" in text
+    tid = next(r["trial_id"] for r in ResultsStore(tmp_path / "res").rows() if r["seed"] == 1)
+    assert f"warning: pmi on digits, seed 1, trial {tid}: diverged: loss rose from 14.7 (epoch 1) to 16.9" in text
     assert "fail_on_warnings: true" in text  # how to make them failures
     statuses = {r["seed"]: r["status"] for r in ResultsStore(tmp_path / "res").rows()}
     assert statuses == {0: "ok", 1: "ok"}
