@@ -12,17 +12,17 @@ import sys
 import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from tabulate import tabulate
 
-from icon_bench.run.execution import LoadFn, RunSummary, TrialFn
-from icon_bench.run.executors import make_executor
 from icon_bench.run.ids import trial_id
-from icon_bench.run.plan_check import check_plan
-from icon_bench.run.store import REPORT_DIR, ResultsStore
-from icon_bench.run.suite import MAX_CELLS, Suite
-from icon_bench.run.suite_file import load_suite
+from icon_bench.run.limits import MAX_CELLS
+
+if TYPE_CHECKING:  # the run machinery (pydantic, numpy, ...) loads when a run starts, not for --help
+    from icon_bench.run.execution import LoadFn, RunSummary, TrialFn
+    from icon_bench.run.store import ResultsStore
+    from icon_bench.run.suite import Suite
 
 __all__ = ["Plan", "add_commands", "cmd_run", "make_plan", "run_suite"]
 
@@ -202,6 +202,11 @@ def _metric_columns(suite: Suite, rows: Sequence[Mapping[str, Any]], most: int =
     return list(seen)[:most]
 
 
+def _warning_kinds(row: Mapping[str, Any]) -> str:
+    """``"diverged, collapsed"`` from a row's warnings (each ``"<kind>: <detail>"``)."""
+    return ", ".join(dict.fromkeys(str(w).split(":")[0] for w in row.get("warnings") or []))
+
+
 def print_summary(suite: Suite, summary: RunSummary, store: ResultsStore, out: TextIO) -> None:
     """One line per row of this run (method, dataset, divergence, seed, status, main metrics)."""
     metrics = _metric_columns(suite, summary.rows)
@@ -220,7 +225,7 @@ def print_summary(suite: Suite, summary: RunSummary, store: ResultsStore, out: T
                 _label(spec["divergence"]) if spec.get("divergence") is not None else _label(row.get("divergence")),
                 spec.get("seed", row.get("seed")),
                 row.get("status"),
-                *([", ".join(dict.fromkeys(str(w).split(":")[0] for w in row.get("warnings") or []))] if warned else []),
+                *([_warning_kinds(row)] if warned else []),
                 *vals,
                 total_s,
                 error,
@@ -281,6 +286,12 @@ def run_suite(
     **executor_kwargs: Any,
 ) -> int:
     """Everything `icon-bench run` does; returns the exit status (0 ok, 1 some failed, 130 interrupted)."""
+    from icon_bench.run.executors import make_executor
+    from icon_bench.run.plan_check import check_plan
+    from icon_bench.run.store import REPORT_DIR, ResultsStore
+    from icon_bench.run.suite import Suite
+    from icon_bench.run.suite_file import load_suite
+
     out = out or sys.stdout
     if not isinstance(suite, Suite):
         suite = load_suite(suite, max_cells=max_cells)

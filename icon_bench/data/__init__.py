@@ -2,13 +2,8 @@
 
 from __future__ import annotations
 
-from icon_bench.data.augment import Augmenter, augmenter_for
-from icon_bench.data.builtin import BlobsDataset, SklearnDataset
-from icon_bench.data.files import ArraysDataset
-from icon_bench.data.graph import cache_root, content_hash, knn_graph
-from icon_bench.data.load import load_dataset
-from icon_bench.data.options import COMMON_OPTIONS, DEFAULT_SPLITS, dataset_label
-from icon_bench.data.splits import Dataset, DataSplits, stratified_subset, val_indices
+import importlib
+from typing import Any
 
 __all__ = [
     "COMMON_OPTIONS",
@@ -28,3 +23,30 @@ __all__ = [
     "stratified_subset",
     "val_indices",
 ]
+
+#: Where each public name lives, loaded on first use: `icon_bench.data.options` (split names, labels)
+#: is read by trial ids and the CLI, which must not pull in torch through this package.
+_HOMES = {
+    "Augmenter": "icon_bench.data.augment",
+    "augmenter_for": "icon_bench.data.augment",
+    "BlobsDataset": "icon_bench.data.builtin",
+    "SklearnDataset": "icon_bench.data.builtin",
+    "ArraysDataset": "icon_bench.data.files",
+    "cache_root": "icon_bench.data.graph",
+    "content_hash": "icon_bench.data.graph",
+    "knn_graph": "icon_bench.data.graph",
+    "load_dataset": "icon_bench.data.load",
+    "COMMON_OPTIONS": "icon_bench.data.options",
+    "DEFAULT_SPLITS": "icon_bench.data.options",
+    "dataset_label": "icon_bench.data.options",
+    "Dataset": "icon_bench.data.splits",
+    "DataSplits": "icon_bench.data.splits",
+    "stratified_subset": "icon_bench.data.splits",
+    "val_indices": "icon_bench.data.splits",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _HOMES:
+        return getattr(importlib.import_module(_HOMES[name]), name)
+    raise AttributeError(f"module 'icon_bench.data' has no attribute {name!r}")

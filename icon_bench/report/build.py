@@ -76,8 +76,7 @@ def aggregate(
             "failed_seeds": _sorted_seeds(failed_seeds),
             "n": len(ok),
             "n_expected": max(len(expected), len(group)),
-            # Seeds whose (ok) trial diverged or collapsed, and which kinds of warning they carry.
-            "warned_seeds": _sorted_seeds(s for s, w in zip(ok["_seed"], ok["warnings"]) if w),
+            "warned_seeds": _sorted_seeds(s for s, w in zip(ok["_seed"], ok["warnings"]) if w),  # diverged/collapsed
             "warnings": warning_kinds(w for ws in ok["warnings"] for w in ws),
         }
         rec["complete"] = bool(rec["n"] >= rec["n_expected"] and not failed_seeds and not missing)

@@ -6,9 +6,6 @@ import argparse
 from pathlib import Path
 
 from icon_bench.errors import IconBenchError
-from icon_bench.report.build import build_report
-from icon_bench.report.rows import results_file
-from icon_bench.run.store import REPORT_DIR
 
 
 def write_report(results: str | Path, out_dir: str | Path, *, resamples: int = 1000, plots: bool = True) -> Path:
@@ -16,6 +13,7 @@ def write_report(results: str | Path, out_dir: str | Path, *, resamples: int = 1
     and index.html; return out_dir."""
     from icon_bench.report import html, tables
     from icon_bench.report import plots as plotting
+    from icon_bench.report.build import build_report
 
     report = build_report(results, resamples=resamples)
     out = Path(out_dir)
@@ -58,6 +56,9 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
 
 def cmd_report(args: argparse.Namespace) -> int:
     """Handler of `icon-bench report`."""
+    from icon_bench.report.rows import results_file  # pandas: only when a report is made
+    from icon_bench.run.store import REPORT_DIR
+
     # Beside the rows by default (results folders are not tracked): only an explicit -o rewrites a
     # committed report such as reports/quickstart.
     out = args.output or results_file(args.results).parent / REPORT_DIR

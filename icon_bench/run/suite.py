@@ -14,6 +14,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
 
 from icon_bench.run.ids import canonical_json, normalize_spec, trial_id
+from icon_bench.run.limits import MAX_CELLS
 from icon_bench.run.yaml_lines import Loc
 
 __all__ = ["AXES", "MAX_CELLS", "Resources", "Suite", "resolve_dataset_paths"]
@@ -55,9 +56,7 @@ def resolve_dataset_paths(dataset: Mapping[str, Any], base: str | os.PathLike[st
 # ---------------------------------------------------------------------------------------------
 # Schema (docs/suite.md is generated from these fields: run/suite_doc.py)
 # ---------------------------------------------------------------------------------------------
-#: Cells a suite may expand to unless the run raises the limit (`icon-bench run --max-cells N`):
-#: counted from the axes before anything is expanded; 10 000 cells expand in about 0.2 s.
-MAX_CELLS = 10_000
+# MAX_CELLS (run/limits.py, re-exported here) bounds the cells a suite may expand to.
 
 
 class Resources(BaseModel):

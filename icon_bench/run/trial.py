@@ -16,10 +16,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from icon_bench.data.options import dataset_label
 from icon_bench.errors import IconBenchError, TrialError
 from icon_bench.run.ids import config_id, normalize_spec, trial_id
-from icon_bench.run.trial_data import check_transductive, data_summary, map_artifacts
 
 __all__ = ["add_commands", "config_id", "fail_on_warnings", "normalize_spec", "parse_set", "run_trial", "trial_id"]
 
@@ -38,6 +36,7 @@ def run_trial(
     """
     import torch
 
+    from icon_bench.data.options import dataset_label  # imported here: the data package pulls in torch
     from icon_bench.train.trainer import resolve_device
 
     t0 = time.perf_counter()
@@ -97,6 +96,7 @@ def _run(spec: dict[str, Any], data: Any, row: dict[str, Any], dev: Any, progres
     from icon_bench.evaluation import evaluator as evaluation
     from icon_bench.evaluation.health import trial_warnings
     from icon_bench.hooks.registry import get_registry
+    from icon_bench.run.trial_data import check_transductive, data_summary, map_artifacts
 
     registry = get_registry()
     if not spec["method"]:
