@@ -131,7 +131,7 @@ def _wrap(text: str, width: int, max_lines: int | None = None) -> tuple[str, boo
 
 
 def render_overview(registry: Registry, kinds: Sequence[str], width: int, *, full: bool = False) -> str:
-    """Each kind's components, one block each, then the plugin table, all within `width` columns.
+    """Each kind's components, one block each, then the plugins and their errors, all within `width` columns.
 
     A block is the name, then its description and its parameters wrapped beside it; methods list
     their recipe's defaults as ``key=value`` (kernels, divergence, model, then the settings), other
@@ -166,14 +166,15 @@ def render_overview(registry: Registry, kinds: Sequence[str], width: int, *, ful
 
 
 def _plugin_table(registry: Registry, width: int) -> str:
-    """Every plugin module: distribution, version, status and (wrapped) error."""
-    headers = ["plugin", "distribution", "version", "status", "error"]
-    rows = [[p.name, p.distribution, p.version, p.status, p.error] for p in registry.plugins.values()]
-    # tabulate's "simple" columns are at least the header plus 2 wide, and 2 spaces apart.
-    fixed = [min(max([len(r[i]) for r in rows] + [len(h) + 2]), 40) for i, h in enumerate(headers[:4])]
-    err_w = max(width - sum(fixed) - _GAP * len(fixed), 10)
-    rows = [[*(_wrap(str(v), w)[0] for v, w in zip(r[:4], fixed)), _wrap(r[4], err_w)[0]] for r in rows]
-    return tabulate(rows, headers=headers, tablefmt="simple", disable_numparse=True)
+    """Every plugin module with distribution, version and status; each failure's error below, at full width."""
+    headers = ["plugin", "distribution", "version", "status"]
+    rows = [[p.name, p.distribution, p.version, p.status] for p in registry.plugins.values()]
+    table = tabulate(rows, headers=headers, tablefmt="simple", disable_numparse=True)
+    errors = [
+        textwrap.fill(f"{p.name}: {p.error}", width, initial_indent="  ", subsequent_indent="    ")
+        for p in registry.plugins.values() if p.error
+    ]
+    return table + ("\n\nerrors:\n" + "\n".join(errors) if errors else "")
 
 
 def render_component(comp: Component, width: int) -> str:
