@@ -237,7 +237,8 @@ def print_summary(suite: Suite, summary: RunSummary, store: ResultsStore, out: T
         print(tabulate(table, headers=headers, floatfmt=".3f", missingval="-", tablefmt="simple"), file=out)
     for row in warned:
         for warning in row["warnings"]:
-            where = f"{row.get('method')} on {row.get('dataset')}, seed {row.get('seed')}, trial {row.get('trial_id')}"
+            dataset = row.get("dataset_label") or row.get("dataset")
+            where = f"{row.get('method')} on {dataset}, seed {row.get('seed')}, trial {row.get('trial_id')}"
             print(f"warning: {where}: {warning}", file=out)
     if warned and not suite.fail_on_warnings:
         print("(warned trials count as ok; `fail_on_warnings: true` in the suite stores them as failed)", file=out)
