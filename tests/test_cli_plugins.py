@@ -153,3 +153,12 @@ def test_plugins_name_shows_every_kind_it_names_and_suggests_on_a_typo(capsys: p
     assert "kernel knn" not in capsys.readouterr().out
     assert cli.main(["plugins", "pmx"]) == 2
     assert "did you mean 'pmi'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("package", ["icon_bench.data", "icon_bench.report"])
+def test_lazily_loaded_packages_still_export_every_name(package: str) -> None:
+    import importlib
+
+    module = importlib.import_module(package)
+    missing = [name for name in module.__all__ if not hasattr(module, name)]
+    assert not missing, f"{package}.__all__ names what it cannot load: {missing}"

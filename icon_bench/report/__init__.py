@@ -23,22 +23,17 @@ __all__ = [
 
 #: Where each public name lives. Loaded on first use: pandas and matplotlib are not imported until a
 #: report is built, so the `report` and `leaderboard` commands cost nothing at CLI start-up.
-_HOMES = {
-    "aggregate": "icon_bench.report.build",
-    "bootstrap_ranks": "icon_bench.report.build",
-    "build_report": "icon_bench.report.build",
-    "write_report": "icon_bench.report.commands",
-    "TASKS": "icon_bench.report.model",
-    "Report": "icon_bench.report.model",
-    "Section": "icon_bench.report.model",
-    "flatten_spec": "icon_bench.report.rows",
-    "load_rows": "icon_bench.report.rows",
-    "normalise_rows": "icon_bench.report.rows",
-    "results_file": "icon_bench.report.rows",
+_HOMES: dict[str, tuple[str, ...]] = {
+    "icon_bench.report.build": ("aggregate", "bootstrap_ranks", "build_report"),
+    "icon_bench.report.commands": ("write_report",),
+    "icon_bench.report.model": ("TASKS", "Report", "Section"),
+    "icon_bench.report.references": ("Reference", "load_references"),
+    "icon_bench.report.rows": ("flatten_spec", "load_rows", "normalise_rows", "results_file"),
 }
+_WHERE = {name: module for module, names in _HOMES.items() for name in names}
 
 
 def __getattr__(name: str) -> Any:
-    if name in _HOMES:
-        return getattr(importlib.import_module(_HOMES[name]), name)
+    if name in _WHERE:
+        return getattr(importlib.import_module(_WHERE[name]), name)
     raise AttributeError(f"module 'icon_bench.report' has no attribute {name!r}")
