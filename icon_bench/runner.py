@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
+import functools
 import importlib
 import json
 import os
@@ -11,23 +12,23 @@ import sys
 import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from tabulate import tabulate
 
 from icon_bench.errors import StoreError
-from icon_bench.run.execution import LoadFn, RunSummary, TrialFn
-from icon_bench.run.executors import make_executor
 from icon_bench.run.ids import trial_id
 from icon_bench.run.labels import component_label, divergence_label, first_line, trial_label
+from icon_bench.run.limits import MAX_CELLS
 from icon_bench.run.lock import RunLocked, holder, is_locked, results_lock
-from icon_bench.run.plan import Plan, make_plan, stale_note
-from icon_bench.run.plan_check import check_plan
-from icon_bench.run.store import ResultsStore
-from icon_bench.run.suite import MAX_CELLS, Suite
-from icon_bench.run.suite_file import load_suite
 
-__all__ = ["Plan", "add_commands", "cmd_run", "make_plan", "run_suite"]
+if TYPE_CHECKING:  # the run machinery (pydantic, numpy, ...) loads when a run starts, not for --help
+    from icon_bench.run.execution import LoadFn, RunSummary, TrialFn
+    from icon_bench.run.plan import Plan
+    from icon_bench.run.store import ResultsStore
+    from icon_bench.run.suite import Suite
+
+__all__ = ["add_commands", "cmd_run", "run_suite"]
 
 EXIT_OK, EXIT_FAILED, EXIT_STORE, EXIT_LOCKED, EXIT_INTERRUPTED = 0, 1, 3, 4, 130
 #: `icon-bench run` exit statuses (2 is any other error: a bad suite, an unknown name, bad options).
@@ -64,7 +65,10 @@ def add_commands(subparsers: Any) -> None:
     mode.add_argument("--retry-failed", action="store_true", help="rerun only the cells whose latest row failed")
     p.add_argument("--results", metavar="DIR", help="results directory (default: the suite's `results`, else results/<name> under its root)")
     p.add_argument("--no-report", action="store_true", help="do not write the report afterwards")
-    p.add_argument("--report-dir", metavar="DIR", help="where the report goes (default: reports/<name> under the suite's root)")
+    p.add_argument(
+        "--report-dir", metavar="DIR",
+        help="where the report goes (default: RESULTS/report, beside the rows and untracked like them)",
+    )
     p.add_argument("--limit", type=int, metavar="N", help="run at most N of the cells that would run")
     p.add_argument(
         "--max-cells",
@@ -116,7 +120,7 @@ def print_plan(suite: Suite, plan: Plan, out: TextIO) -> None:
     rows = [[m, d, *c] for (m, d), c in table.items()]
     rows.append(["total", "", len(plan.specs), plan.done, plan.failed, len(plan.to_run)])
     if plan.stale:
-        print(stale_note(plan), file=out)
+        print(_plan().stale_note(plan), file=out)
     print(
         f"suite {suite.name!r} ({suite.source}): {len(plan.specs)} cells, {plan.done} done, "
         f"{plan.failed} failed, {len(plan.to_run)} to run",
@@ -139,6 +143,7 @@ def _metric_columns(suite: Suite, rows: Sequence[Mapping[str, Any]], most: int =
 def print_summary(suite: Suite, summary: RunSummary, store: ResultsStore, out: TextIO) -> None:
     """One line per row of this run (method, dataset, divergence, seed, status, main metrics)."""
     metrics = _metric_columns(suite, summary.rows)
+    warned = [row for row in summary.rows if row.get("warnings")]
     table = []
     for row in summary.rows:
         spec = row.get("spec") or {}
@@ -152,21 +157,42 @@ def print_summary(suite: Suite, summary: RunSummary, store: ResultsStore, out: T
                 divergence_label(spec, row),
                 spec.get("seed", row.get("seed")),
                 row.get("status"),
+                *([_warning_kinds(row)] if warned else []),
                 *vals,
                 total_s,
                 error,
             ]
         )
     if table:
-        headers = ["method", "dataset", "divergence", "seed", "status", *metrics, "time_s", "error"]
+        headers = ["method", "dataset", "divergence", "seed", "status", *(["warnings"] if warned else []), *metrics,
+                   "time_s", "error"]
         print(tabulate(table, headers=headers, floatfmt=".3f", missingval="-", tablefmt="simple"), file=out)
     print_failures(summary.rows, store, out)
+    for row in warned:
+        for warning in row["warnings"]:
+            dataset = row.get("dataset_label") or row.get("dataset")
+            where = f"{row.get('method')} on {dataset}, seed {row.get('seed')}, trial {row.get('trial_id')}"
+            print(f"warning: {where}: {warning}", file=out)
+    if warned and not suite.fail_on_warnings:
+        print("(warned trials count as ok; `fail_on_warnings: true` in the suite stores them as failed)", file=out)
     print(
         f"{summary.ok} ok, {summary.failed} failed"
         + (f", {summary.not_run} not run (interrupted)" if summary.interrupted else "")
         + f" in {summary.elapsed_s:.1f} s; rows in {store.path}",
         file=out,
     )
+
+
+def _warning_kinds(row: Mapping[str, Any]) -> str:
+    """``"diverged, collapsed"`` from a row's warnings (each ``"<kind>: <detail>"``)."""
+    return ", ".join(dict.fromkeys(str(w).split(":")[0] for w in row.get("warnings") or []))
+
+
+def _plan() -> Any:
+    """run/plan.py, imported when a plan is made (it loads the store and the suite schema)."""
+    from icon_bench.run import plan
+
+    return plan
 
 
 def _shorten(text: str, width: int) -> str:
@@ -238,6 +264,11 @@ def run_suite(
     **executor_kwargs: Any,
 ) -> int:
     """Everything `icon-bench run` does; returns the exit status (see EXIT_CODES)."""
+    from icon_bench.run.plan_check import check_plan
+    from icon_bench.run.store import ResultsStore
+    from icon_bench.run.suite import Suite
+    from icon_bench.run.suite_file import load_suite
+
     out = out or sys.stdout
     if not isinstance(suite, Suite):
         suite = load_suite(suite, max_cells=max_cells)
@@ -308,13 +339,17 @@ def _finish(
         return EXIT_INTERRUPTED
     code = EXIT_FAILED if summary.failed else EXIT_OK
     if report:
-        out_dir = Path(report_dir) if report_dir is not None else suite.root / "reports" / suite.name
+        from icon_bench.run.store import REPORT_DIR
+
+        # Beside the rows (results/ is not tracked): a user's run never rewrites the committed example
+        # reports under reports/, which only `icon-bench report RESULTS -o reports/NAME` regenerates.
+        out_dir = Path(report_dir) if report_dir is not None else store.directory / REPORT_DIR
         code = max(code, _write_report(store.directory, out_dir, out))
     return code
 
 
 def _dry_run(suite: Suite, store: ResultsStore, choose: Mapping[str, Any], out: TextIO) -> None:
-    plan = make_plan(suite, store, **choose)
+    plan = _plan().make_plan(suite, store, **choose)
     if store.skipped:
         print(f"note: skipped {len(store.skipped)} unreadable line(s) in {store.path}", file=out)
     if is_locked(store.directory):
@@ -337,14 +372,20 @@ def _plan_and_run(
     **executor_kwargs: Any,
 ) -> RunSummary | None:
     """Plan (under the results lock, so a run that waited sees the rows of the one it waited for) and run."""
-    plan = make_plan(suite, store, **choose)
+    plan = _plan().make_plan(suite, store, **choose)
     if store.skipped:
         print(f"note: skipped {len(store.skipped)} unreadable line(s) in {store.path}", file=out)
     if plan.stale:
-        print(stale_note(plan), file=out)
+        print(_plan().stale_note(plan), file=out)
     if not plan.to_run:
         print(f"nothing to run: {plan.done} of {len(plan.specs)} cells done; rows in {store.path}", file=out)
         return None
+    from icon_bench.run.executors import make_executor
+
+    if suite.fail_on_warnings:
+        from icon_bench.run.trial import fail_on_warnings
+
+        trial_fn = functools.partial(fail_on_warnings, trial_fn)
     runner = make_executor(
         kind,
         address=address,

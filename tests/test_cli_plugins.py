@@ -85,3 +85,80 @@ def test_create_as_checks_the_built_type() -> None:
     with pytest.raises(ComponentTypeError, match="kernel 'cosine' built a Cosine, not a Divergence"):
         create_as("kernel", "cosine", Divergence)
     assert isinstance(create_as("kernel", ("cosine", {"temperature": 0.2}), Kernel), torch.nn.Module)
+
+
+# -- issue 14, item 14: fast start-up, terminal-wide tables, real method defaults -------------------
+
+# pydantic (~50 ms) is allowed: the suite schema's value types live beside the options the CLI reads.
+HEAVY = ("torch", "pandas", "numpy", "matplotlib", "ray", "sklearn", "scipy")
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["run", "--help"], ["report", "--help"], ["plugins", "--help"]])
+def test_help_imports_none_of_the_heavy_libraries(argv: list[str]) -> None:
+    code = (
+        "import sys\nfrom icon_bench import cli\n"
+        f"try:\n    cli.main({argv!r})\nexcept SystemExit:\n    pass\n"
+        f"print(sorted({{m.split('.')[0] for m in sys.modules}} & {set(HEAVY)!r}))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip().splitlines()[-1] == "[]", out
+
+
+def _plugins(*args: str, columns: int) -> str:
+    env = {**__import__("os").environ, "COLUMNS": str(columns)}
+    return subprocess.run(
+        [sys.executable, "-m", "icon_bench.cli", "plugins", *args], capture_output=True, text=True, check=True, env=env
+    ).stdout
+
+
+@pytest.mark.parametrize("columns", [80, 100])
+def test_plugins_output_fits_the_terminal(columns: int) -> None:
+    for args in ((), ("--kind", "method"), ("pmi",), ("debiased_infonce_clustering",)):
+        out = _plugins(*args, columns=columns)
+        widest = max(out.splitlines(), key=len)
+        assert len(widest) <= columns, f"{args}: {len(widest)} > {columns}: {widest!r}"
+
+
+def test_methods_show_their_recipe_defaults_not_a_generic_signature() -> None:
+    out = _plugins(columns=100)
+    assert "p: dict | None = None" not in out
+    block = out[out.index("  pmi ") :].split("\n  simclr")[0]
+    for text in ("p=knn(k=10, scope=graph)", "q=cluster", "divergence=kl", "epochs=30", "lr=0.001"):
+        assert text in block, block
+    full = _plugins("pmi", columns=100)  # one method in full: every setting, the trainer's defaults included
+    for name, value in (("heads", "10"), ("lr_step", "10"), ("graph_k", "10"), ("head_temperature", "0.05")):
+        assert any(line.split()[:1] == [name] and line.split()[-1] == value for line in full.splitlines()), name
+    kind = _plugins("--kind", "method", columns=100)
+    assert "…" not in kind and "head_dim=64" in kind and "lr_step=1," in kind  # supcon's own lr_step, uncut
+    dic = json.loads(_plugins("debiased_infonce_clustering", "--json", columns=100))[0]
+    params = {p["name"]: p["default"] for p in dic["params"]}
+    assert params["q"] == {"name": "cluster", "debias": 0.2} and params["epochs"] == 30 and params["heads"] == 10
+
+
+def test_method_factories_take_the_settings_they_list() -> None:
+    import icon_bench
+
+    recipe = icon_bench.method("pmi", epochs=5, heads=3, p={"k": 20})
+    assert recipe.settings["epochs"] == 5 and recipe.options["heads"] == 3 and recipe.p["k"] == 20
+    assert icon_bench.method("kmeans", n_init=3).params["n_init"] == 3
+    with pytest.raises(UnknownNameError, match="unknown parameter 'epoch' in method 'pmi'; did you mean 'epochs'"):
+        icon_bench.method("pmi", epoch=5)
+
+
+def test_plugins_name_shows_every_kind_it_names_and_suggests_on_a_typo(capsys: pytest.CaptureFixture) -> None:
+    assert cli.main(["plugins", "knn"]) == 0  # a kernel and a metric
+    out = capsys.readouterr().out
+    assert "kernel knn:" in out and "metric knn:" in out
+    assert cli.main(["plugins", "knn", "--kind", "metric"]) == 0
+    assert "kernel knn" not in capsys.readouterr().out
+    assert cli.main(["plugins", "pmx"]) == 2
+    assert "did you mean 'pmi'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("package", ["icon_bench.data", "icon_bench.report"])
+def test_lazily_loaded_packages_still_export_every_name(package: str) -> None:
+    import importlib
+
+    module = importlib.import_module(package)
+    missing = [name for name in module.__all__ if not hasattr(module, name)]
+    assert not missing, f"{package}.__all__ names what it cannot load: {missing}"

@@ -169,8 +169,8 @@ def test_grid_is_p_by_q_only_when_the_suite_sets_kernels(tmp_path: Path) -> None
     assert {"pmi · kl · q.name=cluster", "pmi · tv · q.name=student_t"} <= set(section.table["label"])
     plain = build_report(FIXTURE, resamples=0)
     caption = plot_grid(plain.sections[0], plain.rows, {"hungarian"}, set(), tmp_path / "dm.png", {})
-    # Protocol 1 saw 4 divergences (kl, tv, default, js) x 5 methods (tsne on blobs included); 5 run on digits.
-    assert "divergence × method grid — 5 of 20 cells run" in caption
+    # Digits under protocol 1 ran 4 divergences (kl, tv, default, js) x 4 methods; tsne ran on blobs only.
+    assert "divergence × method grid — 5 of 16 cells run" in caption
 
 
 def test_protocol_settings_of_different_metrics_merge_into_one(tmp_path: Path) -> None:
@@ -214,11 +214,12 @@ def test_rows_with_mixed_type_fields_still_go_to_parquet(tmp_path: Path) -> None
     assert not (out / "results.json").exists()
 
 
-def test_cli_report_defaults_to_reports_suite_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cli_report_defaults_to_the_results_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     results = report_fixture.make_results(tmp_path / "results")
     monkeypatch.chdir(tmp_path)
-    assert main(["report", str(results), "--no-plots", "--resamples", "0"]) == 0
-    assert (tmp_path / "reports" / "fixture" / "leaderboard.md").exists()  # the rows' suite name
+    assert main(["report", str(results / "results.jsonl"), "--no-plots", "--resamples", "0"]) == 0
+    assert (results / "report" / "leaderboard.md").exists() and not (tmp_path / "reports").exists()
+    assert main(["report", str(results), "--no-plots", "--resamples", "0", "-o", "reports/fixture"]) == 0
     assert main(["leaderboard"]) == 0  # default folder: reports/
     assert "[fixture](fixture/leaderboard.md)" in (tmp_path / "reports" / "README.md").read_text()
     assert main(["leaderboard", str(tmp_path / "missing")]) == 2

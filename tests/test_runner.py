@@ -115,7 +115,7 @@ def test_run_summary_exit_status_and_reruns(tmp_path: Path, monkeypatch: pytest.
     assert code == 1  # one trial failed
     assert "4 ok, 1 failed" in text and str(results / "results.jsonl") in text
     assert "hungarian" in text and "ValueError: boom in fake" in text  # metrics columns, error column
-    assert calls == [(results, tmp_path / "reports" / "small")]  # under the suite's root, not the cwd
+    assert calls == [(results, results / "report")]  # beside the rows, never the committed reports/
     rows = ResultsStore(results).rows()
     assert len(rows) == 5 and {r["suite"] for r in rows} == {"small"} and len({r["run_id"] for r in rows}) == 1
 

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-from icon_bench.report.build import aggregate, bootstrap_ranks, build_report
-from icon_bench.report.commands import write_report
-from icon_bench.report.model import TASKS, Report, Section
-from icon_bench.report.references import Reference, load_references
-from icon_bench.report.rows import flatten_spec, load_rows, normalise_rows, results_file
+import importlib
+from typing import Any
 
 __all__ = [
     "TASKS",
@@ -23,3 +20,20 @@ __all__ = [
     "results_file",
     "write_report",
 ]
+
+#: Where each public name lives. Loaded on first use: pandas and matplotlib are not imported until a
+#: report is built, so the `report` and `leaderboard` commands cost nothing at CLI start-up.
+_HOMES: dict[str, tuple[str, ...]] = {
+    "icon_bench.report.build": ("aggregate", "bootstrap_ranks", "build_report"),
+    "icon_bench.report.commands": ("write_report",),
+    "icon_bench.report.model": ("TASKS", "Report", "Section"),
+    "icon_bench.report.references": ("Reference", "load_references"),
+    "icon_bench.report.rows": ("flatten_spec", "load_rows", "normalise_rows", "results_file"),
+}
+_WHERE = {name: module for module, names in _HOMES.items() for name in names}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _WHERE:
+        return getattr(importlib.import_module(_WHERE[name]), name)
+    raise AttributeError(f"module 'icon_bench.report' has no attribute {name!r}")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Iterable, Mapping
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +25,7 @@ from icon_bench.report.rows import (
     metric_names,
     normalise_rows,
     results_file,
+    warning_kinds,
 )
 
 
@@ -76,6 +76,8 @@ def aggregate(
             "failed_seeds": _sorted_seeds(failed_seeds),
             "n": len(ok),
             "n_expected": max(len(expected), len(group)),
+            "warned_seeds": _sorted_seeds(s for s, w in zip(ok["_seed"], ok["warnings"]) if w),  # diverged/collapsed
+            "warnings": warning_kinds(w for ws in ok["warnings"] for w in ws),
         }
         rec["complete"] = bool(rec["n"] >= rec["n_expected"] and not failed_seeds and not missing)
         for m in metrics:
@@ -190,12 +192,19 @@ def build_report(
     for section in sections:
         section.references = matching(published, section.dataset, section.metrics)
     label_of = {(r.protocol_version, r.dataset, r.config_id): r.label for r in agg.itertuples()}
-    failed = rows[rows["status"] != "ok"].copy()
-    failed["label"] = [
-        label_of.get((r.protocol_version, r.dataset, r.config_id), r.method) for r in failed.itertuples()
-    ]
+
+    def trials(mask: pd.Series, detail: str) -> pd.DataFrame:
+        """The rows under `mask` as a trial table with their configuration's label and `detail` last."""
+        picked = rows[mask].copy()
+        picked["label"] = [
+            label_of.get((r.protocol_version, r.dataset, r.config_id), r.method) for r in picked.itertuples()
+        ]
+        cols = ["protocol_version", "trial_id", "config_id", "label", "method", "dataset", "seed", detail]
+        return picked[cols].reset_index(drop=True)
+
+    failed = trials(rows["status"] != "ok", "error")
     failed["error"] = failed["error"].map(_first_line)
-    failed = failed[["protocol_version", "trial_id", "config_id", "label", "method", "dataset", "seed", "error"]]
+    warned = trials((rows["status"] == "ok") & (rows["warnings"].map(len) > 0), "warnings")
     configs = {}
     for cid, spec in zip(rows["config_id"], rows["spec"]):
         if cid not in configs:
@@ -210,7 +219,7 @@ def build_report(
     meta = _provenance(rows, path)
     meta["fraction_metrics"] = fractions
     meta["lower_is_better"] = lower
-    return Report(rows, agg, sections, failed.reset_index(drop=True), configs, protocols, meta, path.parent, resamples)
+    return Report(rows, agg, sections, failed, configs, protocols, meta, path.parent, resamples, warned=warned)
 
 
 def _sections(
@@ -321,7 +330,6 @@ def _provenance(rows: pd.DataFrame, path: Path) -> dict[str, Any]:
         "title": ", ".join(suites) or path.parent.name or "results",
         "suites": suites,
         "source": str(path),
-        "generated_at": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "report_icon_bench": __version__,
         "icon_bench": collect("versions", "icon_bench"),
         "torch": collect("versions", "torch"),

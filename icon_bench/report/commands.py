@@ -6,8 +6,6 @@ import argparse
 from pathlib import Path
 
 from icon_bench.errors import IconBenchError
-from icon_bench.report.build import build_report
-from icon_bench.report.rows import load_rows, normalise_rows, results_file
 
 
 def write_report(results: str | Path, out_dir: str | Path, *, resamples: int = 1000, plots: bool = True) -> Path:
@@ -15,6 +13,7 @@ def write_report(results: str | Path, out_dir: str | Path, *, resamples: int = 1
     and index.html; return out_dir."""
     from icon_bench.report import html, tables
     from icon_bench.report import plots as plotting
+    from icon_bench.report.build import build_report
 
     report = build_report(results, resamples=resamples)
     out = Path(out_dir)
@@ -42,7 +41,10 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     """Add `icon-bench report` and `icon-bench leaderboard` to the CLI."""
     p = subparsers.add_parser("report", help="aggregate a results store into leaderboards, plots and a web page")
     p.add_argument("results", help="a results directory (holding results.jsonl) or the results.jsonl file")
-    p.add_argument("-o", "--output", help="report folder (default: reports/<suite name>)")
+    p.add_argument(
+        "-o", "--output",
+        help="report folder (default: RESULTS/report; name reports/NAME to regenerate a committed report)",
+    )
     p.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples for rank intervals")
     p.add_argument("--no-plots", action="store_true", help="skip the matplotlib figures")
     p.set_defaults(func=cmd_report)
@@ -54,12 +56,12 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
 
 def cmd_report(args: argparse.Namespace) -> int:
     """Handler of `icon-bench report`."""
-    out = args.output
-    if not out:
-        rows = normalise_rows(load_rows(args.results))
-        suites = sorted({s for s in rows["suite"] if s})
-        name = suites[0] if len(suites) == 1 else results_file(args.results).parent.name
-        out = Path("reports") / _safe_dir_name(name or "results")
+    from icon_bench.report.rows import results_file  # pandas: only when a report is made
+    from icon_bench.run.store import REPORT_DIR
+
+    # Beside the rows by default (results folders are not tracked): only an explicit -o rewrites a
+    # committed report such as reports/quickstart.
+    out = args.output or results_file(args.results).parent / REPORT_DIR
     if args.resamples < 0:
         raise IconBenchError("--resamples must be 0 or more")
     path = write_report(args.results, out, resamples=args.resamples, plots=not args.no_plots)
@@ -74,9 +76,3 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     path = build_index(args.reports)
     print(f"index written to {path}")
     return 0
-
-
-def _safe_dir_name(name: str) -> str:
-    import re
-
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-.") or "results"

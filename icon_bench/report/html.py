@@ -20,9 +20,12 @@ from icon_bench.report.tables import (
     _missing,
     section_rows,
     section_title,
+    trial_details,
 )
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from icon_bench.report.model import Report, Section
 
 
@@ -52,7 +55,8 @@ def _html_table(section: Section, fractions: set[str], lower_better: set[str]) -
         ths.append(f'<th data-type="{kind}" scope="col" tabindex="0">{_e(h)}</th>')
     body = []
     for r in rows:
-        cls = "" if r["complete"] else ' class="incomplete"'
+        classes = " ".join(c for c, on in (("incomplete", not r["complete"]), ("warned", r["warnings"])) if on)
+        cls = f' class="{classes}"' if classes else ""
         tds = [
             f'<td class="num" data-sort="{_sort_attr(r["rank_sort"])}">{_e(r["rank"])}</td>',
             f'<td class="cfg"><a href="#{_anchor(r["config_id"])}">{_e(r["label"])}</a></td>',
@@ -87,23 +91,22 @@ def _published_tbody(section: Section) -> str:
     return f'<tbody class="published">{"".join(trs)}</tbody>'
 
 
-
-def _failed_section(report: Report) -> str:
-    """The failed-trials section: a sortable table of trial, protocol, configuration, dataset, seed and error."""
+def _trial_section(frame: pd.DataFrame, sid: str, title: str, detail: str) -> str:
+    """A section listing trials (failed or warned): trial, protocol, configuration, dataset, seed and `detail`."""
     trs = "".join(
         f'<tr><td><code>{_e(r.trial_id)}</code></td><td>{_e(r.protocol_version)}</td>'
         f'<td><a href="#{_anchor(r.config_id)}">{_e(r.label)}</a></td><td>{_e(r.dataset)}</td>'
-        f'<td class="num" data-sort="{_e(r.seed)}">{_e(r.seed)}</td><td class="error">{_e(r.error)}</td></tr>'
-        for r in report.failed.itertuples()
+        f'<td class="num" data-sort="{_e(r.seed)}">{_e(r.seed)}</td><td class="{detail}">{_e(text)}</td></tr>'
+        for r, text in zip(frame.itertuples(), trial_details(frame))
     )
     heads = "".join(
         f'<th data-type="{t}" scope="col" tabindex="0">{h}</th>'
         for h, t in (("trial", "text"), ("protocol", "text"), ("configuration", "text"),
-                     ("dataset", "text"), ("seed", "num"), ("error", "text"))
+                     ("dataset", "text"), ("seed", "num"), (detail, "text"))
     )
     return (
-        '<section id="failed"><h2>Failed trials</h2><div class="table-wrap">'
-        f'<table class="sortable filterable failed"><thead><tr>{heads}</tr></thead><tbody>{trs}</tbody></table>'
+        f'<section id="{sid}"><h2>{_e(title)}</h2><div class="table-wrap">'
+        f'<table class="sortable filterable {sid}"><thead><tr>{heads}</tr></thead><tbody>{trs}</tbody></table>'
         "</div></section>"
     )
 
@@ -154,9 +157,11 @@ def write_html(report: Report, path: str | Path) -> Path:
         body.append("</article>")
     if current is not None:
         body.append("</section>")
-    if not report.failed.empty:
-        nav.append('<li><a href="#failed">failed trials</a></li>')
-        body.append(_failed_section(report))
+    for frame, sid, title, detail in ((report.failed, "failed", "Failed trials", "error"),
+                                      (report.warned, "warned", "Warnings", "warning")):
+        if not frame.empty:
+            nav.append(f'<li><a href="#{sid}">{title.lower()}</a></li>')
+            body.append(_trial_section(frame, sid, title, detail))
     nav.append('<li><a href="#configs">configurations</a></li></ul></nav>')
     labels = _labels(report)
     cfgs = "".join(

@@ -11,7 +11,7 @@ from tabulate import tabulate
 
 from icon_bench.errors import DataError
 from icon_bench.report.model import TASKS
-from icon_bench.report.tables import DAGGER, _anchor, _md, format_value
+from icon_bench.report.tables import DAGGER, WARNING_MARK, _anchor, _md, format_value
 
 if TYPE_CHECKING:
     pass
@@ -49,7 +49,8 @@ def build_index(reports_dir: str | Path) -> Path:
     lines += [
         "Best mean on the task's first metric present (clustering: hungarian, nmi, ari; representation: "
         "linear_probe, knn; dimensionality reduction: knn2d, trustworthiness), among configurations "
-        f"with every seed ({DAGGER}: only incomplete ones exist). Fractions ×100; mean ± std (n). "
+        f"with every seed ({DAGGER}: only incomplete ones exist; {WARNING_MARK}: a trial diverged or collapsed). "
+        "Fractions ×100; mean ± std (n). "
         "Protocol versions are listed separately and never compared.",
         "",
     ]
@@ -81,9 +82,15 @@ def _best_rows(df: pd.DataFrame) -> list[list[str]]:
             pool = pool.sort_values(f"{metric}_mean", ascending=False, kind="stable")
             top = pool.iloc[0]
             value = format_value(top[f"{metric}_mean"], top[f"{metric}_std"], top[f"{metric}_n"], fraction=True)
-            mark = "" if top["complete"] else f" {DAGGER}"
+            mark = ("" if top["complete"] else f" {DAGGER}") + (f" {WARNING_MARK}" if _warned(top) else "")
             suite = top["_suite_dir"]
             link = f"[{_md(top['label'])}]({quote(suite)}/index.html#{_anchor(top['config_id'])}){mark}"
             suite_link = f"[{_md(suite)}]({quote(suite)}/leaderboard.md)"
             rows.append([_md(version), _md(dataset), task, metric, link, value, suite_link])
     return rows
+
+
+def _warned(rec: pd.Series) -> bool:
+    """Whether a leaderboard.csv line lists warnings (an empty cell reads back as NaN; older CSVs lack it)."""
+    value = rec.get("warnings")
+    return isinstance(value, str) and bool(value.strip())

@@ -57,3 +57,6 @@ class Report:
     meta: dict[str, Any]
     results_dir: Path
     resamples: int = 1000
+    # ok trials whose loss diverged or whose output collapsed: trial_id, config_id, label, method,
+    # dataset, seed, warnings (a list of "<kind>: <detail>")
+    warned: pd.DataFrame = field(default_factory=pd.DataFrame)

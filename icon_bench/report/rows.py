@@ -99,6 +99,8 @@ def normalise_rows(df: pd.DataFrame) -> pd.DataFrame:
     for col, default in (("suite", ""), ("status", "ok"), ("error", None), ("seed", None)):
         if col not in df.columns:
             df[col] = default
+    # Rows written before trials checked their health carry no warnings: an empty list, like a sane trial.
+    df["warnings"] = [warning_list(w) for w in df["warnings"]] if "warnings" in df.columns else [[]] * len(df)
     df["suite"] = df["suite"].map(lambda s: "" if _is_missing(s) else str(s))
     if "method" not in df.columns:
         df["method"] = [_get(s, "method") for s in df["spec"]]
@@ -149,6 +151,21 @@ def _dataset_labels(df: pd.DataFrame) -> list[str]:
             ds = _get(spec, "dataset")
             out.append(dataset_label(ds) if isinstance(ds, (Mapping, str)) else name)
     return out
+def warning_list(value: Any) -> list[str]:
+    """A row's ``warnings`` as a list of strings, whether a list, an array, JSON text (parquet) or missing."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError:
+            return [value] if value else []
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return [str(w) for w in value]
+    return []
+
+
+def warning_kinds(warnings: Iterable[str]) -> list[str]:
+    """``["diverged: loss rose ...", ...]`` -> ``["diverged", ...]`` (distinct, in order)."""
+    return list(dict.fromkeys(str(w).split(":", 1)[0].strip() for w in warnings))
 
 
 def _fallback_id(spec: Any) -> str:

@@ -18,6 +18,12 @@ if TYPE_CHECKING:
 
 DAGGER = "†"
 PUBLISHED = "published"
+WARNING_MARK = "⚠"
+WARNING_NOTE = (
+    f"{WARNING_MARK} warning: a trial of this configuration diverged (its training loss rose over the run, or "
+    "became non-finite) or collapsed (one cluster, or one embedding, for the whole test split); it still counts "
+    "in the mean, and the trials are listed under Warnings."
+)
 INCOMPLETE_NOTE = (
     f"{DAGGER} incomplete: fewer seeds than were run for this dataset, or a failed trial; "
     "the mean is over the seeds that finished (listed in the seeds column; † on a value: its n is short)."
@@ -120,7 +126,6 @@ def _intro_lines(report: Report) -> list[tuple[str, str]]:
         ("git commits", ", ".join(c[:12] for c in meta["git_commits"]) or "unknown"),
         ("devices", ", ".join(meta["devices"]) or "unknown"),
         ("runs", run),
-        ("generated", meta["generated_at"]),
         ("trials", f"{meta['n_rows']} ({meta['n_ok']} ok, {meta['n_failed']} failed)"),
     ]
 
@@ -137,6 +142,8 @@ def _legend(report: Report) -> list[str]:
         "bootstrap resamples over seeds; configurations whose intervals overlap are not separable."
     )
     lines.append(INCOMPLETE_NOTE)
+    if not report.warned.empty:
+        lines.append(WARNING_NOTE)
     lines.append(
         "Tables of different protocol versions, and of the test and val splits, are never merged; "
         "protocol 2 trains on train without its val rows and scores the test split once per configuration."
@@ -166,11 +173,12 @@ def leaderboard_frame(report: Report) -> pd.DataFrame:
     if not frames:
         return pd.DataFrame()
     df = pd.concat(frames, ignore_index=True)
-    for col in ("seeds", "expected_seeds", "missing_seeds", "failed_seeds"):
+    for col in ("seeds", "expected_seeds", "missing_seeds", "failed_seeds", "warned_seeds", "warnings"):
         df[col] = df[col].map(_seed_list)
     df["spec"] = df["spec"].map(lambda s: json.dumps(s, sort_keys=True, default=str))
     first = ["protocol_version", "split", "dataset", "primary_metric", "rank", "label", "config_id", "suite", "method",
-             "divergence", "n", "n_expected", "complete", "seeds", "expected_seeds", "missing_seeds", "failed_seeds"]
+             "divergence", "n", "n_expected", "complete", "seeds", "expected_seeds", "missing_seeds", "failed_seeds",
+             "warnings", "warned_seeds"]
     metric_cols = [c for c in df.columns if c not in first and c != "spec"]
     return df[first + metric_cols + ["spec"]]
 
@@ -246,7 +254,9 @@ def section_rows(section: Section, fractions: set[str]) -> tuple[list[str], list
         cells = {
             "rank": format_rank(*(rec[c] for c in cols)) if cols else "–",
             "rank_sort": rec[cols[0]] if cols else None,
-            "label": rec["label"] + ("" if rec["complete"] else f" {DAGGER}"),
+            "label": rec["label"] + ("" if rec["complete"] else f" {DAGGER}")
+            + (f" {WARNING_MARK}" if rec["warnings"] else ""),
+            "warnings": rec["warnings"],
             "config_id": rec["config_id"],
             "seeds": format_seeds(rec),
             "n": rec["n"],
@@ -313,15 +323,8 @@ def write_markdown(report: Report, path: str | Path) -> Path:
         lines += _published_markdown(section, headers)
         for caption, plot in section.plots:
             lines += [f"![{_md(caption)}]({plot.name})", ""]
-    if not report.failed.empty:
-        lines += ["## Failed trials", ""]
-        body = [
-            [f"`{_md(r.trial_id)}`", _md(r.protocol_version), f"[{_md(r.label)}](#{_anchor(r.config_id)})",
-             _md(r.dataset), _md(r.seed), _md(r.error)]
-            for r in report.failed.itertuples()
-        ]
-        lines += [tabulate(body, headers=["trial", "protocol", "configuration", "dataset", "seed", "error"],
-                           tablefmt="github", disable_numparse=True), ""]
+    lines += _trial_section("Failed trials", report.failed, "error")
+    lines += _trial_section("Warnings", report.warned, "warning")
     lines += ["## Configurations", ""]
     labels = _labels(report)
     for cid, spec in report.configs.items():
@@ -335,6 +338,26 @@ def write_markdown(report: Report, path: str | Path) -> Path:
         ]
     path.write_text("\n".join(lines), encoding="utf-8")
     return path
+
+
+def trial_details(frame: pd.DataFrame) -> list[str]:
+    """The last column of a trial table (`Report.failed` error, `Report.warned` warnings) as one line each."""
+    if frame.empty:
+        return []
+    return ["; ".join(v) if isinstance(v, list) else str(v) for v in frame[frame.columns[-1]]]
+
+
+def _trial_section(title: str, frame: pd.DataFrame, detail: str) -> list[str]:
+    """A Markdown section listing trials (failed or warned) with a link to their configuration."""
+    if frame.empty:
+        return []
+    body = [
+        [f"`{_md(r.trial_id)}`", _md(r.protocol_version), f"[{_md(r.label)}](#{_anchor(r.config_id)})",
+         _md(r.dataset), _md(r.seed), _md(text)]
+        for r, text in zip(frame.itertuples(), trial_details(frame))
+    ]
+    headers = ["trial", "protocol", "configuration", "dataset", "seed", detail]
+    return [f"## {title}", "", tabulate(body, headers=headers, tablefmt="github", disable_numparse=True), ""]
 
 
 def _labels(report: Report) -> dict[str, str]:

@@ -21,6 +21,8 @@ RESULTS_FILE = "results.jsonl"
 ARTIFACTS_DIR = "artifacts"
 #: A failed trial's traceback as plain text, <trial_id>.txt, so a user can read it without parsing JSON.
 TRACEBACKS_DIR = "tracebacks"
+#: The default report folder inside a results folder (`icon-bench run` and `icon-bench report` write it).
+REPORT_DIR = "report"
 
 
 class StoreWarning(UserWarning):

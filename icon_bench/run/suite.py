@@ -14,6 +14,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
 
 from icon_bench.run.ids import canonical_json, normalize_spec, trial_id
+from icon_bench.run.limits import MAX_CELLS
 from icon_bench.run.yaml_lines import Loc
 
 __all__ = ["AXES", "MAX_CELLS", "Resources", "Suite", "resolve_dataset_paths"]
@@ -55,9 +56,7 @@ def resolve_dataset_paths(dataset: Mapping[str, Any], base: str | os.PathLike[st
 # ---------------------------------------------------------------------------------------------
 # Schema (docs/suite.md is generated from these fields: run/suite_doc.py)
 # ---------------------------------------------------------------------------------------------
-#: Cells a suite may expand to unless the run raises the limit (`icon-bench run --max-cells N`):
-#: counted from the axes before anything is expanded; 10 000 cells expand in about 0.2 s.
-MAX_CELLS = 10_000
+# MAX_CELLS (run/limits.py, re-exported here) bounds the cells a suite may expand to.
 
 
 class Resources(BaseModel):
@@ -91,7 +90,7 @@ class Suite(BaseModel):
 
     name: str = Field(
         pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
-        description="the suite's name: results/<name>, reports/<name>; letters, digits, _ . -",
+        description="the suite's name: results/<name> (its report in results/<name>/report); letters, digits, _ . -",
         examples=["clustering"],
     )
     description: str | None = Field(None, description="one line for reports", examples=["digits under KL and TV"])
@@ -140,6 +139,12 @@ class Suite(BaseModel):
         None,
         description="seeds of every cell: N means 0..N-1, or a list; null: grid.seed, else [0]",
         examples=[3],
+    )
+    fail_on_warnings: bool = Field(
+        False,
+        description="store a trial whose loss diverged or whose output collapsed (one cluster) as failed, "
+        "not as ok with `warnings`",
+        examples=[True],
     )
 
     _source: str = PrivateAttr(default="<suite>")

@@ -10,17 +10,18 @@ from __future__ import annotations
 
 import argparse
 import re
-import types
 import typing
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel
-from pydantic_core import PydanticUndefined
 
 from icon_bench.errors import SuiteError
+from icon_bench.hooks.type_names import type_text
+
+if typing.TYPE_CHECKING:
+    from pydantic import BaseModel
 
 __all__ = ["MISTAKES", "add_commands", "render"]
 
@@ -59,39 +60,6 @@ MISTAKES: list[tuple[str, str]] = [
 # ---------------------------------------------------------------------------------------------
 # Types as text
 # ---------------------------------------------------------------------------------------------
-_NAMES = {bool: "bool", int: "int", float: "float", str: "string", type(None): "null", Any: "any"}
-_BOUNDS = (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<"))
-
-
-def _constraints(extras: Iterable[Any]) -> str:
-    parts = []
-    for extra in extras:
-        for item in getattr(extra, "metadata", None) or [extra]:
-            for attr, sign in _BOUNDS:
-                if getattr(item, attr, None) is not None:
-                    parts.append(f"{sign} {getattr(item, attr)}")
-    return ", ".join(parts)
-
-
-def type_text(annotation: Any) -> str:
-    """A declared type as a reader writes it: `int >= 0 | null`, `'adam' | 'adamw'`, `list of string`."""
-    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
-    if origin is typing.Annotated:
-        bounds = _constraints(args[1:])
-        return f"{type_text(args[0])} {bounds}".strip()
-    if origin in (typing.Union, types.UnionType):
-        return " | ".join(type_text(a) for a in args)
-    if origin is typing.Literal:
-        return " | ".join(repr(a) for a in args)
-    if origin is list:
-        return f"list of {type_text(args[0])}" if args else "list"
-    if origin is dict or annotation is dict:
-        return "mapping"
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return f"mapping ({annotation.__name__})"
-    return _NAMES.get(annotation, getattr(annotation, "__name__", str(annotation)))
-
-
 def _flow(value: Any) -> str:
     text = yaml.safe_dump(value, default_flow_style=True, width=1000, sort_keys=False)
     return text.strip().removesuffix("...").strip()
@@ -111,6 +79,9 @@ def _table(headers: list[str], rows: Iterable[Iterable[Any]]) -> list[str]:
 # Sections
 # ---------------------------------------------------------------------------------------------
 def _model_rows(model: type[BaseModel]) -> list[list[str]]:
+    from pydantic import BaseModel  # pydantic loads when the page is rendered, not at CLI start-up
+    from pydantic_core import PydanticUndefined
+
     rows = []
     for name, field in model.model_fields.items():
         annotation = typing.Annotated[(field.annotation, *field.metadata)] if field.metadata else field.annotation

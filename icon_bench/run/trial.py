@@ -16,12 +16,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from icon_bench.data.options import dataset_label
 from icon_bench.errors import IconBenchError, TrialError
 from icon_bench.run.ids import config_id, normalize_spec, trial_id
-from icon_bench.run.trial_data import check_transductive, data_summary, map_artifacts
 
-__all__ = ["add_commands", "config_id", "normalize_spec", "parse_set", "run_trial", "trial_id"]
+__all__ = ["add_commands", "config_id", "fail_on_warnings", "normalize_spec", "parse_set", "run_trial", "trial_id"]
 
 
 def run_trial(
@@ -38,6 +36,7 @@ def run_trial(
     """
     import torch
 
+    from icon_bench.data.options import dataset_label  # imported here: the data package pulls in torch
     from icon_bench.train.trainer import resolve_device
 
     t0 = time.perf_counter()
@@ -73,6 +72,7 @@ def run_trial(
         "finished_at": None,
         "error": None,
         "traceback": None,
+        "warnings": [],  # evaluation/health.py: diverged / collapsed, on a row that is still "ok"
         "artifacts": {},
         "recipe": None,
     }
@@ -94,7 +94,9 @@ def run_trial(
 def _run(spec: dict[str, Any], data: Any, row: dict[str, Any], dev: Any, progress: bool) -> None:
     from icon_bench.data.load import load_dataset
     from icon_bench.evaluation import evaluator as evaluation
+    from icon_bench.evaluation.health import trial_warnings
     from icon_bench.hooks.registry import get_registry
+    from icon_bench.run.trial_data import check_transductive, data_summary, map_artifacts
 
     registry = get_registry()
     if not spec["method"]:
@@ -132,7 +134,21 @@ def _run(spec: dict[str, Any], data: Any, row: dict[str, Any], dev: Any, progres
     t = time.perf_counter()
     row["metrics"] = {k: float(v) if _is_number(v) else v for k, v in evaluation.evaluate(output, scored, metrics).items()}
     row["timings"]["eval_s"] = time.perf_counter() - t
+    row["warnings"] = trial_warnings(output, scored)
     row["artifacts"] = map_artifacts(output, scored)
+
+
+def fail_on_warnings(trial_fn: Any, spec: dict[str, Any], data: Any) -> dict[str, Any]:
+    """Run ``trial_fn`` (None: `run_trial`) and make an ok row that carries warnings a failed one.
+
+    The suite option ``fail_on_warnings: true`` wraps the trial function with this (a module-level
+    function, so a Ray worker can unpickle the ``functools.partial``). Metrics and warnings stay in
+    the row; only status and error change, so a rerun (or ``--retry-failed``) runs the cell again.
+    """
+    row = (trial_fn or run_trial)(spec, data)
+    if isinstance(row, dict) and row.get("status", "ok") == "ok" and row.get("warnings"):
+        row = {**row, "status": "failed", "error": "fail_on_warnings: " + "; ".join(map(str, row["warnings"]))}
+    return row
 
 
 def recipe_of(spec: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -311,6 +327,8 @@ def cmd_trial(args: argparse.Namespace) -> int:
         if row["metrics"]:
             rows = [[k, f"{v:.4f}" if _is_number(v) else v] for k, v in row["metrics"].items()]
             print(tabulate(rows, headers=["metric", "value"], tablefmt="simple"))
+        for warning in row.get("warnings") or []:
+            print(f"warning: {warning}")
         t = row["timings"]
         print(f"time: load {t['load_s']:.1f}s, train {t['train_s']:.1f}s, eval {t['eval_s']:.1f}s, total {t['total_s']:.1f}s")
     if row["status"] != "ok":

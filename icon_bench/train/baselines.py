@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from icon_bench.hooks.type_names import type_text
 from icon_bench.train.recipe import CLUSTER_METRICS, OPTION_KEYS, setting_types
 
 if TYPE_CHECKING:
@@ -60,6 +61,10 @@ class Baseline:
     def resolved(self) -> dict[str, Any]:
         """The baseline's parameters as plain data (recorded in result rows)."""
         return {"params": self.params}
+
+    def parameters(self) -> dict[str, tuple[Any, str]]:
+        """What a suite's ``settings`` can set: name -> (default, type); ``n_clusters: null`` = the classes."""
+        return {k: (v, type_text(self.types.get(k, Any))) for k, v in self.params.items()}
 
     def components(self) -> dict[str, str]:
         return {"model": f"sklearn.{self.name}"}

@@ -12,6 +12,7 @@ from pydantic import Field
 
 from icon_bench.errors import TrialError, UnknownNameError
 from icon_bench.hooks.registry import get_registry, split_spec
+from icon_bench.hooks.type_names import type_text
 from icon_bench.train import build, learn
 from icon_bench.train.trainer import Count, NonNegativeFloat, PositiveFloat, PositiveInt, TrainSettings
 
@@ -139,6 +140,28 @@ class Method:
     def setting_types(self) -> dict[str, Any]:
         """The keys this recipe's ``settings`` accepts, with their types (checked when a suite loads)."""
         return setting_types()
+
+    def parameters(self) -> dict[str, tuple[Any, str]]:
+        """What a suite (or ``icon_bench.method(name, ...)``) can set, with this recipe's values: name -> (value, type).
+
+        ``p`` and ``q`` hold their ICon transforms as a suite writes them (``p.debias``), ``model``
+        its ``out_dim``; then the settings and options the recipe sets itself, then every other
+        trainer setting at the trainer's default. `icon-bench plugins` shows these, in this order.
+        """
+        p = {**self.p, **{k: v for k, v in (("debias", self.p_debias), ("propagate", self.p_propagate)) if v}}
+        q = {**self.q, **({"debias": self.q_debias} if self.q_debias else {})}
+        out: dict[str, tuple[Any, str]] = {
+            "p": (p, "mapping"),
+            "q": (q, "mapping"),
+            "divergence": (self.divergence, "string | mapping"),
+            "model": ({**self.model, "out_dim": self.out_dim}, "mapping"),
+        }
+        types = setting_types()
+        for key, value in {**self.settings, **self.options}.items():
+            out[key] = (value, type_text(types.get(key, Any)))
+        for field in dataclasses.fields(TrainSettings):
+            out.setdefault(field.name, (field.default, type_text(types[field.name])))
+        return out
 
     # -- building and running: the code lives in icon_bench.train.build and icon_bench.train.learn --
     build_loss = build.build_loss

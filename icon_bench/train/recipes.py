@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import inspect
 from typing import TYPE_CHECKING, Any, Literal
 
 from icon_bench.hooks.specs import hookimpl
@@ -173,20 +174,31 @@ def get_recipe(name: str) -> Method | Baseline:
     return copy.deepcopy(RECIPES[name])
 
 
-def _factory(name: str) -> Any:
-    def factory(
-        p: dict | None = None,
-        q: dict | None = None,
-        model: dict | None = None,
-        settings: dict | None = None,
-        divergence: Any = None,
-    ) -> Method | Baseline:
-        recipe = get_recipe(name)
-        return recipe.with_overrides(
-            {"p": p, "q": q, "model": model, "settings": settings, "divergence": divergence}
-        )
+#: Keyword arguments of a method factory that are spec sections; any other keyword is a setting.
+_SECTIONS = ("p", "q", "model", "divergence")
 
-    factory.__doc__ = RECIPES[name].description
+
+def _factory(name: str) -> Any:
+    """The registered factory of recipe `name`: keywords are overrides, and its signature lists the real defaults.
+
+    ``icon_bench.method("pmi", epochs=5, p={"k": 20})`` and a suite's ``settings`` / ``p.k`` reach
+    the same ``with_overrides``. The signature (what `icon-bench plugins` and the registry's
+    parameter check read) is the recipe's own `parameters()`: kernels with their values, epochs,
+    heads, lr_step, ... instead of a generic ``p: dict | None = None``.
+    """
+    recipe = RECIPES[name]
+
+    def factory(**params: Any) -> Method | Baseline:
+        spec: dict[str, Any] = {key: params.pop(key) for key in _SECTIONS if key in params}
+        spec["settings"] = params  # trainer settings and method options, by name
+        return get_recipe(name).with_overrides(spec)
+
+    fields = [
+        inspect.Parameter(key, inspect.Parameter.KEYWORD_ONLY, default=copy.deepcopy(value), annotation=kind)
+        for key, (value, kind) in recipe.parameters().items()
+    ]
+    factory.__signature__ = inspect.Signature(fields)  # type: ignore[attr-defined]
+    factory.__doc__ = recipe.description
     factory.__name__ = name.replace("-", "_")
     return factory
 

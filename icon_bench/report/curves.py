@@ -1,0 +1,171 @@
+"""Figures from each trial's own data: 2-D embeddings (the row's artifacts) and training-loss curves (its history)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import matplotlib.ticker
+import numpy as np
+import pandas as pd
+
+from icon_bench.report.figure import colours, plt, save
+
+if TYPE_CHECKING:
+    from icon_bench.report.model import Section
+
+MAX_CURVES = 10  # loss plot: configurations drawn
+MAX_EMBEDDINGS = 6  # 2-D embedding panels per dataset
+SEED_STYLES = ("-", "--", ":", "-.")  # loss plot: seeds by line style and (hollow) marker
+SEED_MARKERS = ("o", "s", "^", "D", "v", "P")
+
+
+def _load_embedding(row: Mapping[str, Any], results_dir: Path) -> tuple[np.ndarray, np.ndarray | None] | None:
+    """(embedding_2d, labels) from the row's artifacts (.npz paths relative to the results folder)."""
+    artifacts = row.get("artifacts")
+    candidates: list[Path] = []
+    if isinstance(artifacts, Mapping):
+        candidates += [results_dir / str(v) for v in artifacts.values() if isinstance(v, str) and v.endswith(".npz")]
+    elif isinstance(artifacts, str):
+        candidates.append(results_dir / artifacts)
+    candidates.append(results_dir / "artifacts" / f"{row.get('trial_id')}.npz")
+    for path in dict.fromkeys(candidates):
+        if not path.is_file():
+            continue
+        with np.load(path, allow_pickle=False) as data:
+            if "embedding_2d" not in data.files:
+                continue
+            emb = np.asarray(data["embedding_2d"], dtype=float)
+            labels = np.asarray(data["labels"]) if "labels" in data.files else None
+        if emb.ndim == 2 and emb.shape[1] == 2:
+            return emb, labels
+    return None
+
+
+def plot_embeddings(section: Section, rows: pd.DataFrame, results_dir: Path, path: Path) -> str | None:
+    """The 2-D embedding (coloured by class) of the best configuration of each method that saved one."""
+    panels = []
+    ok = rows[rows["status"] == "ok"]
+    for method in dict.fromkeys(section.table["method"]):
+        for rec in section.table[section.table["method"] == method].to_dict("records"):
+            found = None
+            for row in ok[ok["config_id"] == rec["config_id"]].sort_values("seed").to_dict("records"):
+                found = _load_embedding(row, results_dir)
+                if found is not None:
+                    panels.append((f"{rec['label']} (seed {row['seed']})", *found))
+                    break
+            if found is not None:
+                break  # the table is sorted best first: one panel per method
+        if len(panels) >= MAX_EMBEDDINGS:
+            break
+    if not panels:
+        return None
+    cols = min(3, len(panels))
+    nrows = (len(panels) + cols - 1) // cols
+    fig, axes = plt.subplots(nrows, cols, figsize=(3.6 * cols, 3.4 * nrows), squeeze=False)
+    for ax in axes.flat:
+        ax.set_axis_off()
+    legend: dict[str, Any] = {}
+    for ax, (title, emb, labels) in zip(axes.flat, panels):
+        colour: Any = "#1f77b4"
+        if labels is not None and len(labels) == len(emb):
+            # One qualitative colour per class (by rank), not a continuous map over label values.
+            classes, index = np.unique(labels, return_inverse=True)
+            cmap = plt.get_cmap("tab10" if len(classes) <= 10 else "tab20")
+            colour = cmap(index % cmap.N)
+            if len(classes) <= cmap.N:  # beyond that colours repeat and a legend would lie
+                legend.update({str(c): cmap(k) for k, c in enumerate(classes) if str(c) not in legend})
+        ax.scatter(emb[:, 0], emb[:, 1], c=colour, s=4, alpha=0.8, linewidths=0)
+        ax.set_title(title, fontsize=9)
+        ax.set_aspect("equal", adjustable="datalim")
+    if legend:
+        handles = [plt.Line2D([], [], marker="o", ls="", ms=5, color=c, label=name) for name, c in legend.items()]
+        fig.legend(handles=handles, title="class", loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False,
+                   fontsize=8, ncol=1 if len(handles) <= 12 else 2)
+    fig.suptitle(f"{section.dataset}: 2-D embeddings coloured by class", fontsize=10, y=1.0)
+    fig.tight_layout(rect=(0, 0, 1, 0.95))
+    save(fig, path)
+    repeat = "" if legend else " (colours repeat: too many classes for a legend)"
+    return (
+        f"{section.dataset}: 2-D embeddings (every split) of the best configuration per method, "
+        f"coloured by class{repeat}"
+    )
+
+
+def _loss(history: Any) -> list[float] | None:
+    if isinstance(history, str):
+        try:
+            history = json.loads(history)
+        except json.JSONDecodeError:
+            return None
+    if not isinstance(history, Mapping):
+        return None
+    loss = history.get("loss")
+    if isinstance(loss, (list, tuple, np.ndarray)) and len(loss) > 0:
+        return [float(x) if x is not None else np.nan for x in loss]
+    return None
+
+
+def plot_losses(section: Section, rows: pd.DataFrame, path: Path) -> str | None:
+    """Training-loss curves (row["history"]["loss"]) of the best configurations: one panel per divergence.
+
+    Losses of different divergences live on different scales (KL in nats, TV within [0, 1]), so
+    each divergence gets its own panel and y axis. Colour is the configuration; line style and
+    marker are the seed, with markers staggered so seeds whose curves coincide still show.
+    """
+    if "history" not in rows.columns:
+        return None
+    ok = rows[rows["status"] == "ok"]
+    curves = []
+    for rec in section.table.to_dict("records"):
+        trials = ok[ok["config_id"] == rec["config_id"]].sort_values("seed").to_dict("records")
+        runs = [(r["seed"], _loss(r.get("history"))) for r in trials]
+        runs = [(s, c) for s, c in runs if c]
+        if runs:
+            curves.append((rec["label"], str(rec["divergence"]), runs))
+        if len(curves) >= MAX_CURVES:
+            break
+    if not curves:
+        return None
+    palette = colours([label for label, _, _ in curves])
+    divergences = list(dict.fromkeys(div for _, div, _ in curves))
+    seeds = list(dict.fromkeys(seed for _, _, runs in curves for seed, _ in runs))
+    cols = min(3, len(divergences))
+    nrows = (len(divergences) + cols - 1) // cols
+    fig, axes = plt.subplots(nrows, cols, figsize=(4.2 * cols + 2.4, 3.0 * nrows + 0.6), squeeze=False)
+    for ax in axes.flat[len(divergences):]:
+        ax.set_axis_off()
+    for ax, div in zip(axes.flat, divergences):
+        for label, _, runs in (c for c in curves if c[1] == div):
+            for seed, curve in runs:
+                k = seeds.index(seed)
+                every = max(len(seeds), len(curve) // 8)  # room for each seed's own marker position
+                ax.plot(np.arange(1, len(curve) + 1), curve, color=palette[label], lw=1.3, alpha=0.9,
+                        ls=SEED_STYLES[k % len(SEED_STYLES)], marker=SEED_MARKERS[k % len(SEED_MARKERS)],
+                        ms=4, mfc="white", markevery=(k * every // len(seeds), every))
+        ax.set_title(f"divergence {div}")
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+        ax.set_ylabel("training loss")
+        ax.grid(alpha=0.3)
+    handles = [plt.Line2D([], [], color=palette[label], lw=2, label=label) for label, _, _ in curves]
+    handles += [
+        plt.Line2D([], [], color="#555555", lw=1.3, ls=SEED_STYLES[k % len(SEED_STYLES)],
+                   marker=SEED_MARKERS[k % len(SEED_MARKERS)], ms=4, mfc="white", label=f"seed {seed}")
+        for k, seed in enumerate(seeds)
+    ]
+    fig.legend(handles=handles, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False, fontsize=8)
+    title = " (one panel per divergence: y scales not comparable)" if len(divergences) > 1 else ""
+    fig.suptitle(f"{section.dataset}: training loss{title}; line style and marker = seed", fontsize=10)
+    fig.tight_layout()
+    save(fig, path)
+    panels = (
+        "one panel per divergence (each with its own y axis: losses of different divergences are not comparable)"
+        if len(divergences) > 1 else f"all under divergence {divergences[0]}"
+    )
+    return (
+        f"{section.dataset}: training-loss curves of the {len(curves)} best configurations, {panels}; "
+        "colour = configuration, line style and marker = seed"
+    )

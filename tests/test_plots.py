@@ -1,0 +1,136 @@
+"""Report figures that do not invite wrong conclusions: loss panels per divergence, seeds told apart,
+a grid of what ran with a colour bar inside the metric's range, honest legends, a class legend."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from icon_bench.report import curves, plots
+from icon_bench.report.build import build_report
+
+_spec = importlib.util.spec_from_file_location(
+    "report_fixture", Path(__file__).parent / "fixtures" / "report_fixture.py"
+)
+report_fixture = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(report_fixture)
+
+
+@pytest.fixture
+def figures(monkeypatch: pytest.MonkeyPatch) -> list:
+    """Every figure the plot functions save, kept for inspection (saving still happens)."""
+    kept: list = []
+
+    def keep(fig, path):  # noqa: ANN001, ANN202
+        kept.append(fig)
+        real(fig, path)
+
+    real = plots.save
+    monkeypatch.setattr(plots, "save", keep)
+    monkeypatch.setattr(curves, "save", keep)
+    return kept
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
+    return build_report(report_fixture.make_results(tmp_path_factory.mktemp("plots") / "results"), resamples=0)
+
+
+def _section(report, dataset: str, version: str = "1"):  # noqa: ANN001, ANN202
+    return next(s for s in report.sections if s.dataset == dataset and s.protocol_version == version)
+
+
+def _rows(report, section):  # noqa: ANN001, ANN202
+    return report.rows[(report.rows["protocol_version"] == section.protocol_version)
+                       & (report.rows["dataset"] == section.dataset)]
+
+
+def _drawn(ax) -> bool:  # noqa: ANN001
+    return ax.axison and bool(ax.lines)
+
+
+def test_losses_get_one_panel_per_divergence_and_seeds_differ_in_style(report, figures, tmp_path: Path) -> None:
+    section = _section(report, "digits")
+    caption = curves.plot_losses(section, _rows(report, section), tmp_path / "loss.png")
+    fig = figures[-1]
+    panels = [ax for ax in fig.axes if _drawn(ax)]
+    titles = sorted(ax.get_title() for ax in panels)
+    # digits protocol 1 trained under kl (pmi, <script>), tv (pmi) and js (debiased_infonce_clustering).
+    assert titles == ["divergence js", "divergence kl", "divergence tv"]
+    assert "one panel per divergence" in caption and "not comparable" in caption
+    tv = next(ax for ax in panels if ax.get_title() == "divergence tv")
+    styles = {(line.get_linestyle(), line.get_marker()) for line in tv.lines}
+    assert len(tv.lines) == 3 and len(styles) == 3  # pmi · tv, seeds 0, 1, 2: each its own style
+    legend = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert {"seed 0", "seed 1", "seed 2"} <= set(legend)
+
+
+def test_identical_seed_curves_stay_visible_through_staggered_markers(report, figures, tmp_path: Path) -> None:
+    rows = _rows(report, _section(report, "blobs")).copy()
+    rows["history"] = [{"loss": [4.0, 3.0, 2.5, 2.2, 2.0, 1.9, 1.8, 1.75, 1.7, 1.65]} for _ in range(len(rows))]
+    curves.plot_losses(_section(report, "blobs"), rows, tmp_path / "loss.png")
+    kl = next(ax for ax in figures[-1].axes if ax.get_title() == "divergence kl")
+    starts = {line.get_markevery()[0] for line in kl.lines}
+    assert len(starts) == len(kl.lines) == 3  # the same curve, markers at different epochs per seed
+
+
+def test_grid_shows_only_what_the_section_ran_with_a_colour_bar_inside_0_100(report, figures, tmp_path: Path) -> None:
+    section = _section(report, "digits")
+    known = {"method": ["pmi", "kmeans", "sne", "tsne", "simclr"], "divergence": ["kl", "tv", "js", "chi2"]}
+    caption = plots.plot_grid(section, report.rows, {"hungarian"}, set(), tmp_path / "grid.png", known)
+    # 4 divergences (kl, tv, js, default) x 4 methods ran on digits under protocol 1; 5 configurations.
+    assert "divergence × method grid — 5 of 16 cells run" in caption
+    assert "Registered but not in this suite: methods sne, simclr; divergences chi2" in caption  # tsne ran (blobs)
+    heat, bar = figures[-1].axes
+    assert [t.get_text() for t in heat.get_xticklabels()] == ["pmi", "kmeans", "debiased_infonce_clustering",
+                                                              "<script>alert(1)</script>"]
+    low, high = bar.get_ylim()
+    assert 0 <= low and high <= 100
+
+
+def test_a_single_value_grid_keeps_its_colour_bar_below_100(report, figures, tmp_path: Path) -> None:
+    """One explored fraction near the top: matplotlib alone would stretch the bar to 104.5."""
+    section = _section(report, "digits")
+    table = section.table.copy()
+    table["hungarian_mean"] = [0.95 if m == "pmi" and d == "kl" else np.nan for m, d in
+                               zip(table["method"], table["divergence"])]
+    section = type(section)(**{**section.__dict__, "table": table})
+    plots.plot_grid(section, report.rows, {"hungarian"}, set(), tmp_path / "grid.png", {})
+    low, high = figures[-1].axes[1].get_ylim()
+    assert low < 95 < high <= 100
+
+
+def test_metrics_legend_shows_incomplete_only_when_something_is(report, figures, tmp_path: Path) -> None:
+    fractions = set(report.meta["fraction_metrics"])
+    complete = _section(report, "blobs")
+    caption = plots.plot_metrics(complete, fractions, set(), tmp_path / "m1.png")
+    assert "incomplete" not in [t.get_text() for t in figures[-1].legends[0].get_texts()]
+    assert "hollow" not in caption
+    mixed = _section(report, "digits")  # debiased_infonce_clustering has a failed seed
+    caption = plots.plot_metrics(mixed, fractions, set(), tmp_path / "m2.png")
+    assert "incomplete" in [t.get_text() for t in figures[-1].legends[0].get_texts()]
+    assert "hollow = incomplete" in caption
+    for ax in figures[-1].axes:  # ×100 axes never run (or tick) past 100
+        assert ax.get_xlim()[1] <= 101.5 and max(ax.get_xticks()) <= 100
+
+
+def test_embeddings_have_a_class_legend(report, figures, tmp_path: Path) -> None:
+    section = _section(report, "blobs")
+    plots.plot_embeddings(section, _rows(report, section), report.results_dir, tmp_path / "emb.png")
+    legend = figures[-1].legends[0]
+    assert legend.get_title().get_text() == "class"
+    assert [t.get_text() for t in legend.get_texts()] == ["0", "1", "2"]  # the fixture's three classes
+
+
+def test_every_figure_of_a_real_report_is_written(report, tmp_path: Path) -> None:
+    paths = plots.make_plots(report, tmp_path)
+    kinds = sorted({p.name.split("-")[0] for p in paths})
+    assert kinds == ["embedding", "grid", "loss", "metrics"]
+    for p in paths:
+        assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    captions = [c for s in report.sections for c, _ in s.plots]
+    assert json.dumps(captions)  # captions are plain text for the page and the Markdown
