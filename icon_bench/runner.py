@@ -10,25 +10,21 @@ import json
 import os
 import sys
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-from tabulate import tabulate
-
 from icon_bench.errors import StoreError
-from icon_bench.run.ids import trial_id
-from icon_bench.run.labels import component_label, divergence_label, first_line, trial_label
 from icon_bench.run.limits import MAX_CELLS
 from icon_bench.run.lock import RunLocked, holder, is_locked, results_lock
+from icon_bench.run.summary import print_failures, print_plan, print_summary
 
 if TYPE_CHECKING:  # the run machinery (pydantic, numpy, ...) loads when a run starts, not for --help
     from icon_bench.run.execution import LoadFn, RunSummary, TrialFn
-    from icon_bench.run.plan import Plan
     from icon_bench.run.store import ResultsStore
     from icon_bench.run.suite import Suite
 
-__all__ = ["add_commands", "cmd_run", "run_suite"]
+__all__ = ["add_commands", "cmd_run", "print_failures", "print_summary", "run_suite"]
 
 EXIT_OK, EXIT_FAILED, EXIT_STORE, EXIT_LOCKED, EXIT_INTERRUPTED = 0, 1, 3, 4, 130
 #: `icon-bench run` exit statuses (2 is any other error: a bad suite, an unknown name, bad options).
@@ -102,115 +98,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     )
 
 
-def _dataset_name(spec: Mapping[str, Any]) -> str:
-    ds = spec.get("dataset")
-    return str(ds.get("name") if isinstance(ds, Mapping) else ds)
-
-
-def print_plan(suite: Suite, plan: Plan, out: TextIO) -> None:
-    """Counts per method and dataset: cells, done, failed, to run."""
-    run_ids = {trial_id(s) for s in plan.to_run}
-    table: dict[tuple[str, str], list[int]] = {}
-    for spec, tid in zip(plan.specs, plan.ids):
-        counts = table.setdefault((str(spec["method"]), _dataset_name(spec)), [0, 0, 0, 0])
-        counts[0] += 1
-        counts[1] += plan.status.get(tid) == "ok" and tid not in plan.stale
-        counts[2] += tid in plan.status and plan.status[tid] != "ok"
-        counts[3] += tid in run_ids
-    rows = [[m, d, *c] for (m, d), c in table.items()]
-    rows.append(["total", "", len(plan.specs), plan.done, plan.failed, len(plan.to_run)])
-    if plan.stale:
-        print(_plan().stale_note(plan), file=out)
-    print(
-        f"suite {suite.name!r} ({suite.source}): {len(plan.specs)} cells, {plan.done} done, "
-        f"{plan.failed} failed, {len(plan.to_run)} to run",
-        file=out,
-    )
-    print(tabulate(rows, headers=["method", "dataset", "cells", "done", "failed", "to run"], tablefmt="simple"), file=out)
-
-
-def _metric_columns(suite: Suite, rows: Sequence[Mapping[str, Any]], most: int = 5) -> list[str]:
-    if suite.evaluate:
-        return list(suite.evaluate)[:most]
-    seen: dict[str, None] = {}
-    for row in rows:
-        for key, value in (row.get("metrics") or {}).items():
-            if isinstance(value, (int, float)) and not isinstance(value, bool):
-                seen.setdefault(key)
-    return list(seen)[:most]
-
-
-def print_summary(suite: Suite, summary: RunSummary, store: ResultsStore, out: TextIO) -> None:
-    """One line per row of this run (method, dataset, divergence, seed, status, main metrics)."""
-    metrics = _metric_columns(suite, summary.rows)
-    warned = [row for row in summary.rows if row.get("warnings")]
-    table = []
-    for row in summary.rows:
-        spec = row.get("spec") or {}
-        vals = [(row.get("metrics") or {}).get(m) for m in metrics]
-        total_s = (row.get("timings") or {}).get("total_s")
-        error = _shorten(first_line(row.get("error")), 40)
-        table.append(
-            [
-                spec.get("method", row.get("method")),
-                row.get("dataset_label") or component_label(spec.get("dataset", row.get("dataset"))),
-                divergence_label(spec, row),
-                spec.get("seed", row.get("seed")),
-                row.get("status"),
-                *([_warning_kinds(row)] if warned else []),
-                *vals,
-                total_s,
-                error,
-            ]
-        )
-    if table:
-        headers = ["method", "dataset", "divergence", "seed", "status", *(["warnings"] if warned else []), *metrics,
-                   "time_s", "error"]
-        print(tabulate(table, headers=headers, floatfmt=".3f", missingval="-", tablefmt="simple"), file=out)
-    print_failures(summary.rows, store, out)
-    for row in warned:
-        for warning in row["warnings"]:
-            dataset = row.get("dataset_label") or row.get("dataset")
-            where = f"{row.get('method')} on {dataset}, seed {row.get('seed')}, trial {row.get('trial_id')}"
-            print(f"warning: {where}: {warning}", file=out)
-    if warned and not suite.fail_on_warnings:
-        print("(warned trials count as ok; `fail_on_warnings: true` in the suite stores them as failed)", file=out)
-    print(
-        f"{summary.ok} ok, {summary.failed} failed"
-        + (f", {summary.not_run} not run (interrupted)" if summary.interrupted else "")
-        + f" in {summary.elapsed_s:.1f} s; rows in {store.path}",
-        file=out,
-    )
-
-
-def _warning_kinds(row: Mapping[str, Any]) -> str:
-    """``"diverged, collapsed"`` from a row's warnings (each ``"<kind>: <detail>"``)."""
-    return ", ".join(dict.fromkeys(str(w).split(":")[0] for w in row.get("warnings") or []))
-
-
 def _plan() -> Any:
     """run/plan.py, imported when a plan is made (it loads the store and the suite schema)."""
     from icon_bench.run import plan
 
     return plan
-
-
-def _shorten(text: str, width: int) -> str:
-    return text if len(text) <= width else text[: width - 1] + "…"
-
-
-def print_failures(rows: Sequence[Mapping[str, Any]], store: ResultsStore, out: TextIO, most: int = 20) -> None:
-    """Under the table: each failed trial, the whole first line of its error and where its traceback is."""
-    failed = [r for r in rows if r.get("status") != "ok"]
-    if not failed:
-        return
-    print(f"\nfailed ({len(failed)}):", file=out)
-    for row in failed[:most]:
-        print(f"  {trial_label(row.get('spec') or {}, row)}: {first_line(row.get('error'))}", file=out)
-        where = row.get("traceback_file")
-        print(f"    traceback: {store.directory / where if where else '(none recorded: the trial did not raise)'}", file=out)
-    if len(failed) > most:
-        print(f"  ... and {len(failed) - most} more (each row's error and traceback are in {store.path})", file=out)
 
 
 def _note_plugin_failures(out: TextIO) -> None:
