@@ -60,6 +60,7 @@ def test_a_run_leaves_committed_reports_alone_and_writes_beside_its_rows(
     (committed / "leaderboard.md").write_text("# committed example\n")
     (tmp_path / "reports" / "README.md").write_text("# committed index\n")
     before = _snapshot(tmp_path / "reports")
+    (tmp_path / "pyproject.toml").write_text("")  # a clone: its root holds results/ and reports/
     suite = tmp_path / "suites" / "quick.yaml"
     suite.parent.mkdir()
     suite.write_text("name: quick\ndatasets: [digits]\ngrid: {method: [pmi], seed: [0, 1]}\nevaluate: [hungarian]\n")
@@ -69,7 +70,7 @@ def test_a_run_leaves_committed_reports_alone_and_writes_beside_its_rows(
     assert _snapshot(tmp_path / "reports") == before
     report = tmp_path / "results" / "quick" / "report"
     assert (report / "index.html").is_file() and (report / "leaderboard.md").is_file()
-    assert f"report: {Path('results') / 'quick' / 'report'}" in out.getvalue()
+    assert f"report: {report}" in out.getvalue()
     # --report-dir is the explicit way to (re)write a committed report.
     assert run_suite(suite, trial_fn=fake_trial, load_fn=fake_load, progress=False, out=io.StringIO(), force=True,
                      report_dir=committed) == 0
