@@ -16,7 +16,7 @@ from typing import Any, Protocol
 from icon_bench.data.options import dataset_label
 from icon_bench.errors import StoreError
 from icon_bench.run.ids import canonical_json, config_id, trial_id
-from icon_bench.run.progress import Progress
+from icon_bench.run.progress import OK_STATUSES, Progress
 from icon_bench.run.store import ResultsStore
 from icon_bench.run.suite import resolve_dataset_paths
 
@@ -178,7 +178,7 @@ def _record(store: ResultsStore, row: dict[str, Any], summary: RunSummary, progr
     if stored is None:
         stored = _rescue(store, row, summary)
     summary.rows.append(stored)
-    if stored.get("status") == "ok":
+    if stored.get("status") in OK_STATUSES:
         summary.ok += 1
     else:
         summary.failed += 1

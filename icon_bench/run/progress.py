@@ -9,7 +9,10 @@ from typing import Any, TextIO
 
 from icon_bench.run.labels import first_line, trial_label
 
-__all__ = ["Progress"]
+__all__ = ["OK_STATUSES", "Progress"]
+
+#: Statuses of rows that succeeded: a trial ("ok") or a search trial of a tuned suite ("search").
+OK_STATUSES: frozenset[str] = frozenset({"ok", "search"})
 
 #: Seconds between redraws of the bar: often enough to see the clock move, rare enough to cost nothing.
 REFRESH_S = 0.5
@@ -84,7 +87,7 @@ class Progress:
 
     def finish(self, row: Mapping[str, Any], *, elapsed_s: float | None = None) -> None:
         """One trial's row was stored: count it, and in "lines" mode print it."""
-        ok = row.get("status") == "ok"
+        ok = row.get("status") in OK_STATUSES
         if ok:
             self.ok += 1
         else:

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
 
 from icon_bench.run.ids import canonical_json, normalize_spec, trial_id
 from icon_bench.run.limits import MAX_CELLS
+from icon_bench.run.tune import Tune
 from icon_bench.run.yaml_lines import Loc
 
 __all__ = ["AXES", "MAX_CELLS", "Resources", "Suite", "resolve_dataset_paths"]
@@ -145,6 +146,12 @@ class Suite(BaseModel):
         description="store a trial whose loss diverged or whose output collapsed (one cluster) as failed, "
         "not as ok with `warnings`",
         examples=[True],
+    )
+    tune: Tune | None = Field(
+        None,
+        description="search each cell's hyperparameters with the same budget on val, then score the selection "
+        "once on test; see Tuning in docs/architecture.md. null: every cell at its defaults",
+        examples=[{"budget": 8, "space": {"lr": {"loguniform": [1.0e-4, 1.0e-2]}}}],
     )
 
     _source: str = PrivateAttr(default="<suite>")

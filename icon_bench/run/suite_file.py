@@ -13,6 +13,7 @@ from icon_bench.errors import SuiteError, UnknownNameError, did_you_mean, invali
 from icon_bench.run.spec_check import SpecChecker, check_cells
 from icon_bench.run.suite import AXES, DOTTED, MAX_CELLS, Resources, Suite
 from icon_bench.run.synonyms import SYNONYMS
+from icon_bench.run.tune import Scheduler, Tune, grid_size, parse_param, space_key_error
 from icon_bench.run.yaml_lines import MAX_SUITE_BYTES, Loc, _load_yaml
 
 __all__ = ["ROOT_MARKERS", "load_suite", "parse_suite", "project_root"]
@@ -103,7 +104,12 @@ def parse_suite(text: str, source: str = "<suite>", *, max_cells: int = MAX_CELL
 class _Errors:
     """Collects 'file:line: key: message' errors and raises them together as one SuiteError."""
 
-    _FIELDS: dict[Loc, list[str]] = {(): list(Suite.model_fields), ("resources",): list(Resources.model_fields)}
+    _FIELDS: dict[Loc, list[str]] = {
+        (): list(Suite.model_fields),
+        ("resources",): list(Resources.model_fields),
+        ("tune",): list(Tune.model_fields),
+        ("tune", "scheduler"): list(Scheduler.model_fields),
+    }
 
     def __init__(self, source: str, lines: dict[Loc, int]) -> None:
         self.source, self.lines = source, lines
@@ -366,8 +372,44 @@ def _check(suite: Suite, errors: _Errors) -> None:
                 )
     for i, metric in enumerate(suite.evaluate or []):
         _check_name(errors, ("evaluate", i), "metric", metric)
+    if suite.tune is not None:
+        _check_tune(suite, errors)
     for key in suite.settings:
         if key in AXES:
             errors.add(("settings", key), f"{key!r} is a grid axis, not a trainer setting; move it under grid")
         else:
             _check_setting_key(errors, ("settings", key), key)
+
+
+def _check_tune(suite: Suite, errors: _Errors) -> None:
+    """The tune block: each space key a tunable spec key with a valid domain, the metric, a grid's budget."""
+    tune = suite.tune
+    assert tune is not None
+    if not tune.space:
+        errors.add(("tune", "space"), "an empty search space: name at least one hyperparameter to tune")
+    grid_keys = set(suite.grid) | {k for entry in suite.include for k in entry}
+    params = []
+    for key, value in tune.space.items():
+        loc = ("tune", "space", key)
+        if not _check_axis_key(errors, loc, key):
+            continue
+        why = space_key_error(key)
+        if why is None and key in grid_keys:
+            why = "is also a grid axis; a hyperparameter is either searched (tune.space) or set per cell (grid)"
+        if why is not None:
+            errors.add(loc, why)
+            continue
+        try:
+            params.append(parse_param(key, value))
+        except ValueError as exc:
+            errors.add(loc, str(exc))
+    if tune.algorithm == "grid" and len(params) == len(tune.space):
+        size = grid_size(params)
+        if size is None:
+            errors.add(("tune", "algorithm"), "grid search takes lists of values only; use random for ranges")
+        elif size != tune.budget:
+            errors.add(("tune", "budget"), f"a grid over this space has {size} points; set budget: {size}")
+    if tune.metric is not None:
+        _check_name(errors, ("tune", "metric"), "metric", tune.metric)
+        if suite.evaluate is not None and tune.metric not in suite.evaluate:
+            errors.add(("tune", "metric"), f"{tune.metric!r} is not among the suite's evaluate metrics, so no trial reports it")

@@ -1,0 +1,184 @@
+"""Search trials on Ray Tune: one Tune trial per search trial, ASHA when the suite asks, rows stored as they finish.
+
+The candidates are drawn up front (run/tune.py), so Ray Tune runs the same search trials as the
+local executor; its grid over candidate indices keeps that order. A driver-side callback appends
+each finished trial's row to the results store at once, so a killed run keeps every finished
+search trial. With ASHA, one Tuner per configuration and seed: the rule compares a trial only with
+the other candidates of its own configuration, never across configurations.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from icon_bench.run.execution import (
+    LoadFn,
+    RunSummary,
+    TrialFn,
+    _dataset_key,
+    _Progress,
+    _record,
+    failed_row,
+    run_one,
+    threads_for,
+)
+from icon_bench.run.ray_executor import RayExecutor, _import_trial_stack, _ray_load
+from icon_bench.run.store import ResultsStore
+from icon_bench.run.tune import Tune, higher_is_better, row_value
+from icon_bench.run.tuning import SEARCH, SearchItem
+
+__all__ = ["run_search_ray"]
+
+_ROW = "icon_bench_row"  # the result key that carries a rung's row (JSON text) to the driver
+
+
+def _trainable(config: dict[str, Any], items: Sequence[SearchItem], refs: dict[str, Any], trial_fn: TrialFn | None,
+               threads: int, scheduled: bool) -> None:
+    """One Tune trial: train and score the item at each rung, reporting its val metric and its row."""
+    import ray
+    from ray import tune
+
+    _import_trial_stack()
+    item = items[config["index"]]
+    data = ray.get(refs[item.info["data_key"]])  # a ref inside a dict is not resolved by Ray: fetch it here
+    metric = item.info["metric"]
+    for epochs in item.rungs:
+        row = item.annotate(run_one(item.rung_spec(epochs), data, trial_fn, threads), epochs)
+        row["tune"].pop("data_key", None)
+        value = row_value(row, metric)
+        report = {"epochs": int(epochs), _ROW: json.dumps(row, default=str)}
+        if scheduled:
+            # ASHA maximises "objective": the value, negated for lower-is-better metrics; a failed
+            # rung (no value) ends the trial below anyway.
+            sign = 1.0 if higher_is_better([row], metric) else -1.0
+            report["objective"] = sign * value if value is not None else -float("inf")
+        tune.report(report)
+        if row["status"] != SEARCH:
+            return
+
+
+def run_search_ray(
+    items: Sequence[SearchItem],
+    store: ResultsStore,
+    *,
+    tune: Tune,
+    trial_fn: TrialFn | None = None,
+    load_fn: LoadFn | None = None,
+    executor: RayExecutor | None = None,
+    progress: bool = True,
+) -> RunSummary:
+    """Run search trials as Ray Tune trials on the executor's cluster; rows reach the store as trials end."""
+    import ray
+
+    executor = executor or RayExecutor(progress=progress)
+    t0 = time.perf_counter()
+    summary = RunSummary(total=len(items))
+    if not items:
+        return summary
+    # Ctrl-C must reach us as KeyboardInterrupt (Tune's own handler would end fit() as if it were done).
+    os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")
+    started = executor._init()
+    bar = _Progress(len(items), progress, "search (ray tune)")
+    try:
+        capacity = executor._capacity()
+        base = os.getcwd()
+        load_task = ray.remote(_ray_load).options(num_cpus=min(executor.cpus, 1.0), num_gpus=0)
+        refs: dict[str, Any] = {}
+        for item in items:
+            key, ds_spec = _dataset_key(item.spec, base)
+            item.info["data_key"] = key
+            if key not in refs:
+                refs[key] = load_task.remote(load_fn, ds_spec)
+        groups = _groups(items) if tune.scheduler is not None else [list(items)]
+        with tempfile.TemporaryDirectory(prefix="icon-bench-tune-") as storage:
+            for group in groups:
+                _fit(group, refs, store, summary, bar, tune, trial_fn, executor, capacity, storage)
+                if summary.interrupted:
+                    break
+    except KeyboardInterrupt:
+        summary.interrupted = True
+    finally:
+        for item in items:
+            item.info.pop("data_key", None)
+        bar.close()
+        if started:
+            ray.shutdown()
+        summary.elapsed_s = time.perf_counter() - t0
+    return summary
+
+
+def _groups(items: Sequence[SearchItem]) -> list[list[SearchItem]]:
+    """Items by configuration and seed, in plan order: one ASHA rule (one Tuner) per group."""
+    groups: dict[tuple[str, int], list[SearchItem]] = {}
+    for item in items:
+        groups.setdefault((item.info["configuration"], item.spec["seed"]), []).append(item)
+    return list(groups.values())
+
+
+def _fit(group: list[SearchItem], refs: dict[str, Any], store: ResultsStore, summary: RunSummary, bar: _Progress,
+         tune_block: Tune, trial_fn: TrialFn | None, executor: RayExecutor, capacity: int, storage: str) -> None:
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+
+    scheduler = None
+    if tune_block.scheduler is not None:
+        scheduler = ASHAScheduler(
+            time_attr="epochs", metric="objective", mode="max",
+            max_t=group[0].rungs[-1], grace_period=tune_block.scheduler.grace_epochs,
+            reduction_factor=tune_block.scheduler.reduction_factor,
+        )
+    trainable = tune.with_resources(
+        tune.with_parameters(
+            _trainable, items=group, refs=refs, trial_fn=trial_fn, threads=threads_for(executor.cpus),
+            scheduled=scheduler is not None,
+        ),
+        {"cpu": executor.cpus, "gpu": executor.gpus},
+    )
+    tuner = tune.Tuner(
+        trainable,
+        param_space={"index": tune.grid_search(list(range(len(group))))},
+        tune_config=tune.TuneConfig(scheduler=scheduler, max_concurrent_trials=min(capacity, len(group)) or 1),
+        run_config=tune.RunConfig(
+            storage_path=storage, verbose=0, callbacks=[_StoreRows(store, summary, bar)],
+            failure_config=tune.FailureConfig(max_failures=executor.max_retries),
+        ),
+    )
+    stored_before = len(summary.rows)
+    tuner.fit()
+    # A Tune trial whose worker died before it reported has no row: record it as a failed search trial.
+    stored = {r["trial_id"] for r in summary.rows[stored_before:]}
+    for item in group:
+        if item.trial_id not in stored:
+            row = item.annotate(failed_row(item.spec, "the Ray Tune trial ended without reporting a result"), item.rungs[0])
+            row["tune"].pop("data_key", None)
+            _record(store, row, summary, bar, running=0)
+
+
+def _store_callback_base() -> type:
+    from ray import tune
+
+    return tune.Callback
+
+
+class _StoreRows(_store_callback_base()):  # type: ignore[misc]
+    """Driver-side: keeps each Tune trial's latest row and appends it to the store when the trial ends."""
+
+    def __init__(self, store: ResultsStore, summary: RunSummary, bar: _Progress) -> None:
+        self.store, self.summary, self.bar = store, summary, bar
+        self.latest: dict[str, dict[str, Any]] = {}
+
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+        if _ROW in result:
+            self.latest[trial.trial_id] = json.loads(result[_ROW])
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        row = self.latest.pop(trial.trial_id, None)
+        if row is not None:
+            _record(self.store, row, self.summary, self.bar, running=0)
+
+    on_trial_error = on_trial_complete

@@ -1,0 +1,289 @@
+"""A suite's `tune:` block: search space, equal budget per configuration, seeded sampling, selection on val.
+
+A configuration is one grid cell (method, divergence, kernel and model overrides, dataset, seed).
+Tuning it runs `budget` search trials on the validation split (the same number for every
+configuration), each a stored row with status ``search``; the best on val is then run once on
+the test split, and that final row records ``tune: {budget, spent, space, selected, metric}``.
+
+What is deterministic: the sampled hyperparameters (drawn up front from ``tune.seed`` and the
+cell's seed, so every configuration at one seed sees the same candidates, under any executor)
+and, without a scheduler, the selection. An ASHA scheduler stops trials by comparing them with the
+ones already reported, so under Ray with more than one trial at a time its decisions (and so the
+selection) can depend on which trial finishes first; in process, trials run in order and the
+same rule gives the same decisions on every run.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import itertools
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from icon_bench.run.ids import canonical_json, config_id, normalize_spec
+
+__all__ = [
+    "DEFAULT_METRICS",
+    "Param",
+    "Scheduler",
+    "Tune",
+    "candidates",
+    "default_metric",
+    "parse_param",
+    "Asha",
+    "milestones",
+    "rungs",
+    "search_spec",
+    "select",
+    "tuned_config_id",
+    "with_values",
+]
+
+#: The selection metric each task defaults to (issue 12): the first of these a method reports.
+DEFAULT_METRICS: tuple[str, ...] = ("hungarian", "knn2d", "knn")
+#: Space keys that name a grid cell rather than a hyperparameter.
+_NOT_TUNABLE = ("method", "dataset", "divergence", "seed", "evaluate", "split")
+_DISTRIBUTIONS = ("uniform", "loguniform", "randint", "choice")
+
+
+class Scheduler(BaseModel):
+    """Early stopping of search trials: ASHA over epochs (rungs at grace_epochs * reduction_factor^k)."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: Literal["asha"] = "asha"
+    grace_epochs: int = Field(1, ge=1)
+    reduction_factor: int = Field(3, ge=2)
+
+
+class Tune(BaseModel):
+    """The `tune:` block of a suite (validated further, with line numbers, in suite_file)."""
+
+    model_config = ConfigDict(extra="forbid")
+    budget: int = Field(ge=1)
+    space: dict[str, Any]
+    algorithm: Literal["random", "grid"] = "random"
+    scheduler: Scheduler | None = None
+    metric: str | None = None
+    seed: int = 0
+    # Also run every configuration once at its defaults on test: the "defaults" table beside the tuned one.
+    defaults: bool = False
+
+    @field_validator("scheduler", mode="before")
+    @classmethod
+    def _scheduler_name(cls, value: Any) -> Any:
+        return {"name": value} if isinstance(value, str) else value
+
+    def params(self) -> list[Param]:
+        """The space as parameters, in the order written (checked at load time, so this does not raise)."""
+        return [parse_param(key, value) for key, value in self.space.items()]
+
+    def fingerprint(self) -> dict[str, Any]:
+        """What makes two tuned results comparable: budget, space, algorithm, scheduler, metric, seed."""
+        return {
+            "budget": self.budget,
+            "space": {p.key: p.describe() for p in self.params()},
+            "algorithm": self.algorithm,
+            "scheduler": self.scheduler.model_dump() if self.scheduler else None,
+            "metric": self.metric,
+            "seed": self.seed,
+        }
+
+
+@dataclass(frozen=True)
+class Param:
+    """One hyperparameter's search domain: a list of choices, uniform, log-uniform or an integer range."""
+
+    key: str  # a dotted spec key as in grid: "lr", "p.debias", "model.hidden", "q.temperature"
+    kind: str  # "choice" | "uniform" | "loguniform" | "randint"
+    values: tuple[Any, ...]  # the choices, or (low, high); randint's high is included
+
+    def sample(self, rng: np.random.Generator) -> Any:
+        if self.kind == "choice":
+            return copy.deepcopy(self.values[int(rng.integers(len(self.values)))])
+        low, high = self.values
+        if self.kind == "uniform":
+            return float(rng.uniform(low, high))
+        if self.kind == "loguniform":
+            return float(math.exp(rng.uniform(math.log(low), math.log(high))))
+        return int(rng.integers(low, high + 1))
+
+    def describe(self) -> Any:
+        """The domain as written back (a list, or {kind: [low, high]}), for rows and report headers."""
+        return list(self.values) if self.kind == "choice" else {self.kind: list(self.values)}
+
+
+def parse_param(key: str, value: Any) -> Param:
+    """A space entry as a Param; ValueError with a short message naming what is wrong (suite_file adds file:line)."""
+    if isinstance(value, list):
+        if not value:
+            raise ValueError("an empty list of choices")
+        return Param(key, "choice", tuple(value))
+    if not isinstance(value, Mapping) or len(value) != 1:
+        raise ValueError(
+            f"expected a list of values or one of {{uniform, loguniform, randint, choice}}: [low, high], got {value!r}"
+        )
+    (kind, bounds), = value.items()
+    if kind not in _DISTRIBUTIONS:
+        from icon_bench.errors import did_you_mean
+
+        hint = did_you_mean(str(kind), _DISTRIBUTIONS)
+        raise ValueError(
+            f"unknown distribution {kind!r} (uniform, loguniform, randint, choice)"
+            + (f"; did you mean {hint[0]!r}?" if hint else "")
+        )
+    if kind == "choice":
+        return parse_param(key, bounds if isinstance(bounds, list) else [bounds])
+    if not (isinstance(bounds, list) and len(bounds) == 2 and all(_is_number(b) for b in bounds)):
+        raise ValueError(f"{kind} takes [low, high], two numbers, got {bounds!r}")
+    low, high = bounds
+    if kind == "randint" and not all(isinstance(b, int) for b in bounds):
+        raise ValueError(f"randint takes two integers [low, high] (high included), got {bounds!r}")
+    if not low < high:
+        raise ValueError(f"{kind} needs low < high, got [{low}, {high}]")
+    if kind == "loguniform" and low <= 0:
+        raise ValueError(f"loguniform needs low > 0, got {low}")
+    return Param(key, kind, (low, high) if kind == "randint" else (float(low), float(high)))
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def space_key_error(key: str) -> str | None:
+    """Why `key` cannot be tuned, or None: grid cells (method, dataset, ...) are not hyperparameters."""
+    head = key.split(".", 1)[0]
+    if head in _NOT_TUNABLE:
+        return f"{head!r} names a configuration, not a hyperparameter; put it under grid (tune searches within a cell)"
+    return None
+
+
+def grid_size(params: Sequence[Param]) -> int | None:
+    """Points of the full grid over `params` (None when one of them is continuous)."""
+    if any(p.kind != "choice" for p in params):
+        return None
+    return math.prod(len(p.values) for p in params)
+
+
+def candidates(tune: Tune, cell_seed: int) -> list[dict[str, Any]]:
+    """The `budget` hyperparameter settings searched for a configuration at `cell_seed` (key -> value).
+
+    Random search draws from numpy's generator seeded by (tune.seed, cell_seed) only, so every
+    configuration at one seed sees the same candidates (an equal, paired search) and local and Ray
+    run the same ones. Grid takes the product of the choice lists, in the order written.
+    """
+    params = tune.params()
+    if tune.algorithm == "grid":
+        points = itertools.product(*(p.values for p in params))
+        return [{p.key: copy.deepcopy(v) for p, v in zip(params, point)} for point in points][: tune.budget]
+    rng = np.random.default_rng([int(tune.seed), int(cell_seed)])
+    return [{p.key: p.sample(rng) for p in params} for _ in range(tune.budget)]
+
+
+def with_values(spec: Mapping[str, Any], values: Mapping[str, Any]) -> dict[str, Any]:
+    """`spec` with dotted `values` set ("lr" -> settings.lr, "p.debias" -> p.debias), normalised."""
+    out = copy.deepcopy(dict(spec))
+    for key, value in values.items():
+        prefix, rest = key.split(".", 1) if "." in key else ("settings", key)
+        node = out.setdefault(prefix, {})
+        *parents, last = rest.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[last] = copy.deepcopy(value)
+    return normalize_spec(out)
+
+
+def search_spec(cell: Mapping[str, Any], values: Mapping[str, Any]) -> dict[str, Any]:
+    """A search trial: the cell with `values`, trained on train and scored on the validation split."""
+    return normalize_spec({**with_values(cell, values), "split": "val"})
+
+
+def tuned_config_id(cell: Mapping[str, Any], tune: Tune) -> str:
+    """The id of a tuned configuration: the cell without its seed, plus the tune block (16 hex).
+
+    It differs from the cell's own config_id, so tuned rows never merge with rows at defaults, and
+    it is the same for every seed, so a configuration's tuned rows aggregate although each seed may
+    select other values.
+    """
+    text = canonical_json({"config": config_id(cell), "tune": tune.fingerprint()})
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def default_metric(metrics: Sequence[str]) -> str | None:
+    """The selection metric for a method reporting `metrics`: hungarian, knn2d or knn, else the first."""
+    for name in DEFAULT_METRICS:
+        if name in metrics:
+            return name
+    return metrics[0] if metrics else None
+
+
+def milestones(max_epochs: int, scheduler: Scheduler) -> list[int]:
+    """ASHA's rungs as Ray Tune computes them (grace * factor^k, k < log(max/grace)/log(factor) + 1)."""
+    count = int(np.log(max_epochs / scheduler.grace_epochs) / np.log(scheduler.reduction_factor) + 1)
+    return [int(scheduler.grace_epochs * scheduler.reduction_factor**k) for k in range(max(count, 0))]
+
+
+def rungs(max_epochs: int, scheduler: Scheduler | None) -> list[int]:
+    """Epoch counts a search trial is scored at: ASHA's milestones below max_epochs, then max_epochs."""
+    if scheduler is None:
+        return [int(max_epochs)]
+    return sorted({m for m in milestones(max_epochs, scheduler) if m < max_epochs} | {int(max_epochs)})
+
+
+class Asha:
+    """ASHA's stopping rule (Li et al. 2020), as Ray Tune's AsyncHyperBandScheduler applies it.
+
+    At each milestone a trial stops when its value is below the (1 - 1/factor) quantile of the
+    values already recorded there. Run in process the trials arrive in order, so the decisions
+    are the same on every run, and the same as Ray Tune's with one trial at a time.
+    """
+
+    def __init__(self, max_epochs: int, scheduler: Scheduler, higher: bool = True) -> None:
+        self.factor = scheduler.reduction_factor
+        self.sign = 1.0 if higher else -1.0
+        self.recorded: dict[int, list[float]] = {m: [] for m in milestones(max_epochs, scheduler)}
+
+    def keep(self, epochs: int, value: float | None) -> bool:
+        """Record `value` at the milestone `epochs` (if it is one); False when the trial should stop."""
+        recorded = self.recorded.get(epochs)
+        if recorded is None or value is None:
+            return value is not None
+        reward = self.sign * value
+        cutoff = np.nanpercentile(recorded, (1 - 1 / self.factor) * 100) if recorded else None
+        recorded.append(reward)
+        return cutoff is None or not reward < cutoff
+
+
+def row_value(row: Mapping[str, Any], metric: str) -> float | None:
+    """A search row's value of `metric` (None when missing or not finite)."""
+    value = (row.get("metrics") or {}).get(metric)
+    return float(value) if _is_number(value) else None
+
+
+def higher_is_better(rows: Sequence[Mapping[str, Any]], metric: str) -> bool:
+    """The metric's declaration in the rows' protocol record (built-ins and most plugins: higher is better)."""
+    for row in rows:
+        kind = ((row.get("protocol") or {}).get("metrics") or {}).get(metric)
+        if isinstance(kind, Mapping) and isinstance(kind.get("higher_is_better"), bool):
+            return bool(kind["higher_is_better"])
+    return True
+
+
+def select(rows: Sequence[Mapping[str, Any]], metric: str) -> Mapping[str, Any] | None:
+    """The best search row on `metric` (ties: the earlier candidate); None when no row has the metric."""
+    scored = [(row_value(r, metric), (r.get("tune") or {}).get("index", i), r) for i, r in enumerate(rows)]
+    scored = [s for s in scored if s[0] is not None]
+    if not scored:
+        return None
+    sign = -1.0 if higher_is_better(rows, metric) else 1.0
+    return min(scored, key=lambda s: (sign * s[0], s[1]))[2]
+
+
+def final_spec(cell: Mapping[str, Any], selected: Mapping[str, Any]) -> dict[str, Any]:
+    """The selected configuration, scored once on the test split (the spec's default split)."""
+    return with_values({k: v for k, v in cell.items() if k != "split"}, selected)

@@ -1,0 +1,270 @@
+"""Running a tuned suite: the plan (search trials per configuration), search in process, selection, final trials.
+
+Search trials are ordinary trials on the validation split (spec ``"split": "val"``) whose rows
+are stored with status ``search`` (``failed`` when they fail) and a ``tune`` record; a resumed
+run skips the ones stored and a failed one counts as spent (``--retry-failed`` runs it again),
+so every configuration spends the same budget. Once a configuration's search is complete, the
+best on val is run once on test through the ordinary executor; that row's ``tune`` record holds
+the budget, what was spent, the space, the selected values and the metric.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from icon_bench.run.execution import (
+    LoadFn,
+    RunSummary,
+    TrialFn,
+    _dataset_key,
+    _default_load_fn,
+    _Progress,
+    _record,
+    failed_row,
+    run_one,
+)
+from icon_bench.run.ids import config_id, trial_id
+from icon_bench.run.store import ResultsStore
+from icon_bench.run.suite import Suite
+from icon_bench.run.tune import Asha, Tune, candidates, final_spec, rungs, search_spec, select, tuned_config_id
+
+__all__ = ["Configuration", "FinalTrial", "SearchItem", "TunePlan", "plan_tuning", "run_search_local"]
+
+SEARCH, FAILED = "search", "failed"
+
+
+@dataclasses.dataclass
+class SearchItem:
+    """One search trial: its spec (full epochs, split val), id, the epochs it is scored at, its tune record."""
+
+    spec: dict[str, Any]
+    trial_id: str
+    rungs: list[int]
+    info: dict[str, Any]  # role, configuration, index, values, metric
+
+    def rung_spec(self, epochs: int) -> dict[str, Any]:
+        """The spec trained for `epochs` (the search spec itself at the last rung)."""
+        if epochs == self.rungs[-1]:
+            return self.spec
+        return {**self.spec, "settings": {**self.spec["settings"], "epochs": int(epochs)}}
+
+    def annotate(self, row: Mapping[str, Any], epochs: int) -> dict[str, Any]:
+        """A trial's row as this search trial's stored row: its id, status search (if ok), the tune record."""
+        row = dict(row)
+        row["trial_id"] = self.trial_id
+        row["config_id"] = config_id(self.spec)
+        row["status"] = SEARCH if row.get("status") == "ok" else FAILED
+        row["artifacts"] = None  # a search trial's embeddings are not kept; its val metrics are
+        row["tune"] = {**self.info, "epochs": int(epochs), "stopped": epochs < self.rungs[-1]}
+        return row
+
+
+@dataclasses.dataclass
+class Configuration:
+    """One grid cell to tune: its search items and, once they are stored, the selection."""
+
+    cell: dict[str, Any]
+    tuned_id: str
+    search: list[SearchItem]
+
+
+@dataclasses.dataclass
+class TunePlan:
+    """A tuned suite against the store: configurations, search trials to run, defaults cells to run."""
+
+    tune: Tune
+    configurations: list[Configuration]
+    latest: dict[str, dict[str, Any]]  # trial_id -> latest stored row
+    to_search: list[SearchItem]
+    defaults: list[dict[str, Any]]  # cells at their defaults still to run (tune.defaults)
+    metric_of: dict[str, str]  # tuned_id -> selection metric
+
+    @property
+    def n_search(self) -> int:
+        return sum(len(c.search) for c in self.configurations)
+
+
+def _metric(tune: Tune, spec: Mapping[str, Any]) -> str:
+    """The selection metric: tune.metric, else the task default among the metrics the cell reports."""
+    from icon_bench.run.tune import default_metric
+
+    if tune.metric:
+        return tune.metric
+    metrics = spec.get("evaluate")
+    if metrics is None:
+        from icon_bench.hooks.registry import get_registry
+
+        try:
+            metrics = list(get_registry().get("method", spec["method"]).create().metrics)
+        except Exception:  # an unknown method: its trials fail and say so
+            metrics = []
+    return default_metric([m if isinstance(m, str) else str(m.get("name")) for m in metrics]) or "hungarian"
+
+
+def _max_epochs(spec: Mapping[str, Any]) -> int:
+    """The epochs a cell trains for: its settings, else its method's recipe (for ASHA's rungs)."""
+    from icon_bench.run.trial import recipe_of
+
+    epochs = (spec.get("settings") or {}).get("epochs")
+    if epochs is None:
+        epochs = ((recipe_of(spec) or {}).get("settings") or {}).get("epochs", 1)
+    return max(1, int(epochs))
+
+
+def plan_tuning(suite: Suite, store: ResultsStore, *, force: bool = False, retry_failed: bool = False) -> TunePlan:
+    """Every configuration's search trials and which of them still run (stored ones are skipped)."""
+    tune = suite.tune
+    assert tune is not None, "plan_tuning needs a suite with a tune block"
+    latest = {r["trial_id"]: r for r in store.rows()}
+    configurations: list[Configuration] = []
+    to_search: list[SearchItem] = []
+    metric_of: dict[str, str] = {}
+    cells = suite.trials()
+    for cell in cells:
+        tid = tuned_config_id(cell, tune)
+        metric = metric_of.setdefault(tid, _metric(tune, cell))
+        items = []
+        epochs = _max_epochs(cell) if tune.scheduler is not None else 0
+        for index, values in enumerate(candidates(tune, cell["seed"])):
+            spec = search_spec(cell, values)
+            info = {"role": SEARCH, "configuration": tid, "index": index, "values": values, "metric": metric}
+            items.append(SearchItem(spec, trial_id(spec), rungs(epochs, tune.scheduler) if epochs else [0], info))
+        configurations.append(Configuration(cell, tid, items))
+        for item in items:
+            status = (latest.get(item.trial_id) or {}).get("status")
+            if force or status is None or (retry_failed and status != SEARCH):
+                to_search.append(item)
+    defaults = []
+    for cell in cells if tune.defaults else []:
+        status = (latest.get(trial_id(cell)) or {}).get("status")
+        rerun = status not in (None, "ok") if retry_failed else status != "ok"
+        if force or rerun:
+            defaults.append(cell)
+    return TunePlan(tune, configurations, latest, to_search, defaults, metric_of)
+
+
+class FinalTrial:
+    """Trial function of a selected configuration's test run: adds the tune record to its row."""
+
+    def __init__(self, trial_fn: TrialFn | None, records: Mapping[str, Mapping[str, Any]], threads: int | None = None):
+        self.trial_fn, self.records, self.threads = trial_fn, dict(records), threads
+
+    def __call__(self, spec: dict[str, Any], data: Any = None) -> dict[str, Any]:
+        row = run_one(spec, data, self.trial_fn, self.threads)
+        record = self.records.get(trial_id(spec))
+        if record is not None:
+            row["tune"] = dict(record)
+        return row
+
+
+def finals(plan: TunePlan, rows: Mapping[str, Mapping[str, Any]], *, force: bool = False) -> tuple[list[dict], dict, list[dict]]:
+    """(final specs to run, trial_id -> tune record, failed rows of configurations whose search found nothing).
+
+    Only configurations whose every search trial is stored take part; a final already ok is skipped.
+    """
+    tune = plan.tune
+    specs, records, empty = [], {}, []
+    for conf in plan.configurations:
+        searched = [rows.get(item.trial_id) for item in conf.search]
+        if any(r is None for r in searched):
+            continue  # the search of this configuration was interrupted: no selection yet
+        metric = plan.metric_of[conf.tuned_id]
+        best = select([r for r in searched if r.get("status") == SEARCH], metric)
+        record = {
+            "role": "final",
+            "configuration": conf.tuned_id,
+            "config_spec": {k: v for k, v in conf.cell.items() if k != "seed"},
+            "budget": tune.budget,
+            "spent": len(searched),
+            "failed": sum(1 for r in searched if r.get("status") != SEARCH),
+            "epochs_spent": sum(int((r.get("tune") or {}).get("epochs") or 0) for r in searched),
+            "space": {p.key: p.describe() for p in tune.params()},
+            "algorithm": tune.algorithm,
+            "scheduler": tune.scheduler.model_dump() if tune.scheduler else None,
+            "seed": tune.seed,
+            "metric": metric,
+            "selected": None,
+            "val_value": None,
+        }
+        if best is None:
+            spec = final_spec(conf.cell, {})
+            row = failed_row(spec, f"no search trial of this configuration reported {metric!r} on val")
+            empty.append({**row, "tune": record})
+            continue
+        record["selected"] = dict(best["tune"]["values"])
+        record["selected_index"] = best["tune"]["index"]
+        record["val_value"] = best["metrics"][metric]
+        spec = final_spec(conf.cell, record["selected"])
+        tid = trial_id(spec)
+        records[tid] = record
+        if force or (rows.get(tid) or {}).get("status") != "ok":
+            specs.append(spec)
+    return specs, records, empty
+
+
+# ---------------------------------------------------------------------------------------------
+# Search in process
+# ---------------------------------------------------------------------------------------------
+def run_search_local(
+    items: Sequence[SearchItem],
+    store: ResultsStore,
+    *,
+    tune: Tune,
+    trial_fn: TrialFn | None = None,
+    load_fn: LoadFn | None = None,
+    threads: int | None = None,
+    progress: bool = True,
+) -> RunSummary:
+    """Run search trials one after another in this process (ASHA's rule in trial order when scheduled)."""
+    t0 = time.perf_counter()
+    summary = RunSummary(total=len(items))
+    base = os.getcwd()
+    bar = _Progress(len(items), progress, "search (local)")
+    cache: dict[str, Any] = {}
+    asha: dict[str, Asha] = {}
+    try:
+        for item in items:
+            bar.update(running=1)
+            key, ds_spec = _dataset_key(item.spec, base)
+            if key not in cache:
+                try:
+                    cache = {key: ((load_fn or _default_load_fn())(ds_spec), None)}  # one dataset held at a time
+                except Exception as exc:  # noqa: BLE001 - recorded as this trial's failure
+                    cache = {key: (None, f"dataset {ds_spec.get('name')!r} failed to load: {exc}")}
+            data, load_error = cache[key]
+            if load_error is not None:
+                row = item.annotate(failed_row(item.spec, load_error), item.rungs[0])
+            else:
+                row = _run_rungs(item, data, trial_fn, threads, tune, asha)
+            _record(store, row, summary, bar, running=0)
+    except KeyboardInterrupt:
+        summary.interrupted = True
+    finally:
+        bar.close()
+        summary.elapsed_s = time.perf_counter() - t0
+    return summary
+
+
+def _run_rungs(
+    item: SearchItem, data: Any, trial_fn: TrialFn | None, threads: int | None, tune: Tune, asha: dict[str, Asha]
+) -> dict[str, Any]:
+    """Train and score the item at each rung until ASHA stops it (one rung without a scheduler)."""
+    from icon_bench.run.tune import higher_is_better, row_value
+
+    row: dict[str, Any] = {}
+    for epochs in item.rungs:
+        row = item.annotate(run_one(item.rung_spec(epochs), data, trial_fn, threads), epochs)
+        if tune.scheduler is None or epochs == item.rungs[-1]:
+            break
+        metric = item.info["metric"]
+        rule = asha.setdefault(
+            item.info["configuration"] + f"/{item.spec['seed']}",
+            Asha(item.rungs[-1], tune.scheduler, higher_is_better([row], metric)),
+        )
+        if row["status"] != SEARCH or not rule.keep(epochs, row_value(row, metric)):
+            break
+    return row
