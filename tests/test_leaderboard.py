@@ -49,7 +49,7 @@ def test_markdown_tables(report_dir: Path) -> None:
     assert "Fractions (hungarian, nmi, ari, knn2d, trustworthiness) are shown ×100 with one decimal." in md
     assert "- **plugins**: icon-bench 0.1.0, icon-bench-extra 0.2.0" in md
     assert "- **git commits**: 4cf8cc9" in md
-    rows = _table_after(md, "### digits — clustering (protocol 1)")
+    rows = _table_after(md, "### digits — clustering, defaults (protocol 1)")
     assert [r[1].split("](")[0].lstrip("[") for r in rows] == [
         "debiased_infonce_clustering · js †", "pmi · tv", "pmi · kl", "&lt;script&gt;alert(1)&lt;/script&gt; · kl",
         "kmeans †",
@@ -60,7 +60,7 @@ def test_markdown_tables(report_dir: Path) -> None:
     assert rows[2][3] == "63.0 ± 3.6 (3)"
     assert rows[4][2] == "2/3 † missing 2"
     assert rows[3][0] == "4 (4–5)" and rows[4][0] == "5 (4–5)"
-    v2 = _table_after(md, "### digits — clustering (protocol 2)")
+    v2 = _table_after(md, "### digits — clustering, defaults (protocol 2)")
     assert len(v2) == 1 and v2[0][3] == "92.0 ± 2.0 (3)"
     # Each row links to its configuration's anchor, which exists with the spec as JSON.
     anchors = re.findall(r"\(#(config-[0-9a-f]+)\)", md)
@@ -130,7 +130,7 @@ def test_a_value_over_fewer_seeds_is_marked_even_in_a_complete_row(tmp_path: Pat
     path = tmp_path / "results.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     out = write_report(path, tmp_path / "report", resamples=0, plots=False)
-    pmi_tv = next(r for r in _table_after((out / "leaderboard.md").read_text(), "### digits — clustering (protocol 1)")
+    pmi_tv = next(r for r in _table_after((out / "leaderboard.md").read_text(), "### digits — clustering, defaults (protocol 1)")
                   if r[1].startswith("[pmi · tv]"))
     assert pmi_tv[2] == "3/3"  # all trials ok ...
     assert pmi_tv[3] == "71.0 ± 1.0 (3)" and pmi_tv[4] == "60.5 ± 0.7 (2) †"  # ... but nmi has two values
@@ -152,7 +152,7 @@ def test_declared_metric_kinds_rank_and_format_the_leaderboard(tmp_path: Path, d
     path.write_text("".join(json.dumps(r) + "\n" for r in _rescored_blobs(declare)))
     out = write_report(path, tmp_path / "report", resamples=50, plots=declare)
     md = (out / "leaderboard.md").read_text()
-    table = _table_after(md, "### blobs — distortion (protocol 1)")
+    table = _table_after(md, "### blobs — distortion, defaults (protocol 1)")
     order = [r[1].split("](")[0].lstrip("[") for r in table]
     df = pd.read_csv(out / "leaderboard.csv", dtype={"config_id": str, "protocol_version": str})
     if declare:  # ascending, shown as measured

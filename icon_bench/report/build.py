@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from icon_bench.report.model import _LABEL_SKIP, METRIC_PREFIX, TASKS, Report, Section
+from icon_bench.report.model import _LABEL_SKIP, DEFAULTS, METRIC_PREFIX, TASKS, Report, Section
 from icon_bench.report.references import Reference, load_references, matching
 from icon_bench.report.rows import (
     _get,
@@ -26,6 +26,7 @@ from icon_bench.report.rows import (
     normalise_rows,
     results_file,
     warning_kinds,
+    without_search,
 )
 
 
@@ -42,7 +43,7 @@ def aggregate(
     `lower` rank smallest first (default: `metric_kinds` of the rows).
     Failed trials never enter a mean; they make their configuration incomplete.
     """
-    df = normalise_rows(rows_df)
+    df = without_search(normalise_rows(rows_df))
     metrics = metric_names(df)
     lower = set(metric_kinds(df)[1] if lower is None else lower)
     df["_seed"] = df["seed"].map(_seed_key)
@@ -78,6 +79,9 @@ def aggregate(
             "n_expected": max(len(expected), len(group)),
             "warned_seeds": _sorted_seeds(s for s, w in zip(ok["_seed"], ok["warnings"]) if w),  # diverged/collapsed
             "warnings": warning_kinds(w for ws in ok["warnings"] for w in ws),
+            "kind": group["kind"].iloc[0],
+            "tune": _tune_block(group["tune"].iloc[0]),
+            "selected": {_seed_key(s): _get(t, "selected") for s, t in zip(ok["seed"], ok["tune"]) if _get(t, "selected")},
         }
         rec["complete"] = bool(rec["n"] >= rec["n_expected"] and not failed_seeds and not missing)
         for m in metrics:
@@ -94,7 +98,8 @@ def aggregate(
     for m in metrics:
         for suffix in ("_rank", "_rank_lo", "_rank_hi"):
             agg[f"{m}{suffix}"] = pd.Series(pd.NA, index=agg.index, dtype="Int64")
-    for _, idx in agg.groupby(["protocol_version", "split", "dataset"], sort=False).groups.items():
+    # Tuned and default numbers are ranked apart: they were obtained differently.
+    for _, idx in agg.groupby(["protocol_version", "split", "dataset", "kind"], sort=False).groups.items():
         # A label names only what tells configurations of one method apart (not, say, the epochs
         # that differ between methods anyway).
         for _, sub in agg.loc[idx].groupby("method", sort=False):
@@ -175,7 +180,8 @@ def build_report(
     is its dataset label and whose metric it reports; they are shown, never ranked.
     """
     path = results_file(results)
-    rows = normalise_rows(load_rows(path))
+    all_rows = normalise_rows(load_rows(path))
+    rows = without_search(all_rows)
     # Decided once here; aggregation, sorting, the writers and the plots all read these lists.
     fractions, lower = metric_kinds(rows)
     agg = aggregate(rows, resamples=resamples, seed=seed, lower=lower)
@@ -185,9 +191,13 @@ def build_report(
         for split in sorted(set(rows.loc[rows["protocol_version"] == version, "split"]), key=_split_key):
             vrows = rows[(rows["protocol_version"] == version) & (rows["split"] == split)]
             for dataset in _unique(vrows["dataset"]):
-                table = agg[(agg["protocol_version"] == version) & (agg["split"] == split) & (agg["dataset"] == dataset)]
                 seeds = _sorted_seeds(vrows.loc[vrows["dataset"] == dataset, "seed"].map(_seed_key))
-                sections += _sections(version, split, dataset, table, all_metrics, lower, seeds)
+                # Per dataset the tuned tables come first, the defaults table after them.
+                kinds = sorted(_unique(vrows.loc[vrows["dataset"] == dataset, "kind"]), key=lambda k: k == DEFAULTS)
+                for kind in kinds:
+                    table = agg[(agg["protocol_version"] == version) & (agg["split"] == split)
+                                & (agg["dataset"] == dataset) & (agg["kind"] == kind)]
+                    sections += _sections(version, split, dataset, table, all_metrics, lower, seeds, kind)
     published = load_references() if references is None else references
     for section in sections:
         section.references = matching(published, section.dataset, section.metrics)
@@ -217,13 +227,15 @@ def build_report(
             seen.append(settings)
     protocols = {v: _merge_settings(ss) for v, ss in protocols.items()}
     meta = _provenance(rows, path)
+    meta["n_search"] = int((all_rows["tune_role"] == "search").sum())
     meta["fraction_metrics"] = fractions
     meta["lower_is_better"] = lower
     return Report(rows, agg, sections, failed, configs, protocols, meta, path.parent, resamples, warned=warned)
 
 
 def _sections(
-    version: str, split: str, dataset: str, table: pd.DataFrame, all_metrics: list[str], lower: list[str], seeds: list
+    version: str, split: str, dataset: str, table: pd.DataFrame, all_metrics: list[str], lower: list[str], seeds: list,
+    kind: str = DEFAULTS,
 ) -> list[Section]:
     """One dataset's tables (one per task), each sorted by its primary metric, best first."""
     out = []
@@ -244,6 +256,8 @@ def _sections(
                 seeds=seeds,
                 task=task_of(metrics),
                 split=split,
+                kind=kind,
+                tune=group["tune"].iloc[0] if kind != DEFAULTS and len(group) else None,
             )
         )
     return out
@@ -251,6 +265,14 @@ def _sections(
 
 def _split_key(split: str) -> tuple[int, str]:
     return (0 if split == "test" else 1, split)  # the test tables first: val ones are for tuning
+
+
+def _tune_block(tune: Any) -> dict[str, Any] | None:
+    """What a tuned table's header says about its search (None for rows at defaults)."""
+    if _get(tune, "role") != "final":
+        return None
+    keys = ("budget", "space", "algorithm", "scheduler", "metric", "seed")
+    return {k: tune.get(k) for k in keys}
 
 
 def _merge_settings(settings: list[dict]) -> list[dict]:

@@ -8,18 +8,30 @@ from pathlib import Path
 from icon_bench.errors import IconBenchError
 
 
-def write_report(results: str | Path, out_dir: str | Path, *, resamples: int = 1000, plots: bool = True) -> Path:
-    """Write leaderboard.md, leaderboard.csv, references.csv (when any match), results.parquet (or .json), plots
-    and index.html; return out_dir."""
+def write_report(
+    results: str | Path, out_dir: str | Path, *, resamples: int = 1000, plots: bool = True,
+    baseline: str = "divergence=kl",
+) -> Path:
+    """Write leaderboard.md, leaderboard.csv, references.csv and compare.csv (when any), results.parquet (or
+    .json), plots and index.html; return out_dir.
+
+    `baseline` is what the paired comparisons compare with; with no row pairing with it the
+    report has no comparison section (and no compare.csv).
+    """
     from icon_bench.report import html, tables
     from icon_bench.report import plots as plotting
     from icon_bench.report.build import build_report
+    from icon_bench.report.compare import paired_comparisons
+    from icon_bench.report.compare import write_csv as write_compare_csv
 
     report = build_report(results, resamples=resamples)
+    report.baseline = baseline
+    report.comparisons = paired_comparisons(report.rows, baseline, primary_only=True)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     # A report folder is rewritten whole: figures and row dumps of an earlier report must not linger.
-    for pattern in ("metrics-*.png", "grid-*.png", "embedding-*.png", "loss-*.png", "results.parquet", "results.json"):
+    for pattern in ("metrics-*.png", "grid-*.png", "embedding-*.png", "loss-*.png", "results.parquet", "results.json",
+                    "compare.csv"):
         for stale in out.glob(pattern):
             stale.unlink()
     if plots:
@@ -27,6 +39,8 @@ def write_report(results: str | Path, out_dir: str | Path, *, resamples: int = 1
     tables.write_rows(report, out)
     tables.write_csv(report, out / "leaderboard.csv")
     tables.write_references_csv(report, out / "references.csv")
+    if not report.comparisons.empty:
+        write_compare_csv(report.comparisons, out / "compare.csv")
     tables.write_markdown(report, out / "leaderboard.md")
     html.write_html(report, out / "index.html")
     return out
@@ -47,6 +61,8 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples for rank intervals")
     p.add_argument("--no-plots", action="store_true", help="skip the matplotlib figures")
+    p.add_argument("--baseline", default="divergence=kl", metavar="KEY=VALUE",
+                   help="baseline of the paired comparisons (default divergence=kl)")
     p.set_defaults(func=cmd_report)
 
     p = subparsers.add_parser("leaderboard", help="build reports/README.md indexing every suite's report")
@@ -64,7 +80,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     out = args.output or results_file(args.results).parent / REPORT_DIR
     if args.resamples < 0:
         raise IconBenchError("--resamples must be 0 or more")
-    path = write_report(args.results, out, resamples=args.resamples, plots=not args.no_plots)
+    path = write_report(args.results, out, resamples=args.resamples, plots=not args.no_plots, baseline=args.baseline)
     print(f"report written to {path}/ (index.html, leaderboard.md, leaderboard.csv)")
     return 0
 

@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from icon_bench.report.tables import (
+    COMPARE_HEADERS,
+    COMPARE_NOTE,
     PUBLISHED,
     _anchor,
     _fractions,
@@ -18,6 +20,8 @@ from icon_bench.report.tables import (
     _legend,
     _lower,
     _missing,
+    comparison_groups,
+    how_obtained,
     section_rows,
     section_title,
     trial_details,
@@ -51,7 +55,7 @@ def _html_table(section: Section, fractions: set[str], lower_better: set[str]) -
     lower = [m in lower_better for m in section.metrics]
     ths = []
     for i, h in enumerate(headers):
-        kind = "text" if i == 1 else "num"
+        kind = "text" if i == 1 or h == "selected on val" else "num"
         ths.append(f'<th data-type="{kind}" scope="col" tabindex="0">{_e(h)}</th>')
     body = []
     for r in rows:
@@ -62,6 +66,8 @@ def _html_table(section: Section, fractions: set[str], lower_better: set[str]) -
             f'<td class="cfg"><a href="#{_anchor(r["config_id"])}">{_e(r["label"])}</a></td>',
             f'<td class="seeds" data-sort="{_e(r["n"])}">{_e(r["seeds"])}</td>',
         ]
+        if section.tuned:
+            tds.append(f'<td class="selected">{_e(r["selected"])}</td>')
         for (text, mean, rank), low in zip(r["metrics"], lower):
             best = ' best' if rank.startswith("1 ") or rank == "1" else ""
             tds.append(
@@ -111,6 +117,25 @@ def _trial_section(frame: pd.DataFrame, sid: str, title: str, detail: str) -> st
     )
 
 
+def _comparison_section(report: Report, groups: list[tuple[str, list[list[str]]]]) -> str:
+    """The paired comparisons: one sortable table per dataset, split and kind."""
+    heads = "".join(
+        f'<th data-type="{"num" if h == "pairs" else "text"}" scope="col" tabindex="0">{_e(h)}</th>'
+        for h in COMPARE_HEADERS
+    )
+    tables = "".join(
+        f"<h3>{_e(title)}</h3><div class=\"table-wrap\"><table class=\"sortable filterable compare\">"
+        f"<thead><tr>{heads}</tr></thead><tbody>"
+        + "".join("<tr>" + "".join(f"<td>{_e(c)}</td>" for c in row) + "</tr>" for row in body)
+        + "</tbody></table></div>"
+        for title, body in groups
+    )
+    return (
+        f'<section id="compare"><h2>Paired comparisons against {_e(report.baseline)}</h2>'
+        f"<p>{_e(COMPARE_NOTE)}</p>{tables}</section>"
+    )
+
+
 def write_html(report: Report, path: str | Path) -> Path:
     """index.html: one self-contained page (inline CSS/JS, base64 plots, no network requests)."""
     path = Path(path)
@@ -145,6 +170,7 @@ def write_html(report: Report, path: str | Path) -> Path:
         body.append(
             f'<article class="dataset" id="{sid}"><h3>{_e(section_title(section))} '
             f'<small>protocol {_e(current)} · seeds {_e(seeds)}</small></h3>'
+            f'<p class="obtained">{_e(how_obtained(section))}</p>'
         )
         body.append(_html_table(section, fractions, _lower(report)))
         if section.plots:
@@ -157,6 +183,10 @@ def write_html(report: Report, path: str | Path) -> Path:
         body.append("</article>")
     if current is not None:
         body.append("</section>")
+    groups = comparison_groups(report)
+    if groups:
+        nav.append('<li><a href="#compare">paired comparisons</a></li>')
+        body.append(_comparison_section(report, groups))
     for frame, sid, title, detail in ((report.failed, "failed", "Failed trials", "error"),
                                       (report.warned, "warned", "Warnings", "warning")):
         if not frame.empty:

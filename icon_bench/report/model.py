@@ -24,6 +24,8 @@ TASKS: dict[str, tuple[str, ...]] = {
 #: Spec keys that never make two configurations different in a way worth a column.
 _LABEL_SKIP = ("seed", "evaluate")
 METRIC_PREFIX = "metrics."
+#: The kind of a row run at its configuration's defaults (not tuned); tuned rows say "tuned (budget B on val)".
+DEFAULTS = "defaults"
 
 
 @dataclass
@@ -40,6 +42,13 @@ class Section:
     plots: list[tuple[str, Path]] = field(default_factory=list)  # (caption, PNG path)
     split: str = "test"  # the split the metrics score: "test", or "val" (tuning runs)
     references: list[Any] = field(default_factory=list)  # matching published figures (report.references)
+    # How the numbers were obtained: DEFAULTS, or "tuned (budget B on val)" (one table per tune block)
+    kind: str = "defaults"
+    tune: dict[str, Any] | None = None  # the tune block of a tuned table: budget, space, algorithm, metric, ...
+
+    @property
+    def tuned(self) -> bool:
+        return self.tune is not None
 
 
 @dataclass
@@ -60,3 +69,7 @@ class Report:
     # ok trials whose loss diverged or whose output collapsed: trial_id, config_id, label, method,
     # dataset, seed, warnings (a list of "<kind>: <detail>")
     warned: pd.DataFrame = field(default_factory=pd.DataFrame)
+
+
+    baseline: str | None = None  # what `comparisons` compares with, e.g. "divergence=kl"
+    comparisons: pd.DataFrame | None = None  # report/compare.py:paired_comparisons on the table's first metric

@@ -73,9 +73,11 @@ def make_plots(report: Report, out_dir: str | Path, *, registry: bool = True) ->
 
 def _stem(section: Section) -> str:
     split = "" if section.split == "test" else f"-{section.split}"
-    name = f"p{section.protocol_version}{split}-{section.dataset}-{section.task}"
+    tuned = "-tuned" if section.tuned else ""  # a tuned table and the defaults one of a dataset: two figures
+    name = f"p{section.protocol_version}{split}-{section.dataset}-{section.task}{tuned}"
     slug = re.sub(r"[^A-Za-z0-9]+", "-", name).strip("-")[:60]
     key = f"{section.protocol_version}\0{section.dataset}\0{section.task}" + ("" if section.split == "test" else f"\0{section.split}")
+    key += f"\0{section.kind}" if tuned else ""
     digest = hashlib.sha1(key.encode()).hexdigest()[:6]
     return f"{slug}-{digest}"  # the digest keeps two names that slug alike apart
 

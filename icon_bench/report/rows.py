@@ -14,7 +14,7 @@ import pandas as pd
 
 from icon_bench.data.options import dataset_label
 from icon_bench.errors import DataError
-from icon_bench.report.model import FRACTION_METRICS, LOWER_IS_BETTER_PARTS, METRIC_PREFIX
+from icon_bench.report.model import DEFAULTS, FRACTION_METRICS, LOWER_IS_BETTER_PARTS, METRIC_PREFIX
 
 
 def results_file(results: str | Path) -> Path:
@@ -122,9 +122,13 @@ def normalise_rows(df: pd.DataFrame) -> pd.DataFrame:
         df["trial_id"] = [_fallback_id(s) for s in df["spec"]]
     for col in [c for c in df.columns if c.startswith(METRIC_PREFIX)]:
         df[col] = pd.to_numeric(df[col], errors="coerce").astype(float)
+    _tune_columns(df)
     # As in the store, the latest row of a trial wins (a resumed run appends the retry of a failure).
     df["_order"] = np.arange(len(df))
     df = df.drop_duplicates(["protocol_version", "trial_id"], keep="last")
+    # A tuned configuration has one test row per seed: a later selection (after --retry-failed) replaces it.
+    finals = df[df["tune_role"] == "final"]
+    df = df.drop(finals.index[finals.duplicated(["protocol_version", "config_id", "seed"], keep="last")])
     return df.sort_values("_order").drop(columns=["_order"]).reset_index(drop=True)
 
 
@@ -293,3 +297,37 @@ def config_label(spec: Mapping[str, Any] | None, varying: Iterable[str], diverge
         if key in flat:
             parts.append(f"{key}={flat[key]}")
     return " · ".join(parts)
+
+
+def tuned_kind(tune: Mapping[str, Any]) -> str:
+    """How a tuned row's number was obtained, as table titles say it: "tuned (budget 8 on val)"."""
+    return f"tuned (budget {tune.get('budget')} on val)"
+
+
+def _tune_columns(df: pd.DataFrame) -> None:
+    """`tune_role` (search / final / None), `kind` and `tune` columns; a final row joins its configuration.
+
+    A tuned configuration's final rows may each select other values, so they carry the configuration
+    as configured (``tune.config_spec``) and its tuned id as spec and config_id: its seeds aggregate
+    into one leaderboard row, apart from the same cell at defaults. The values each seed selected stay
+    in ``tune.selected`` (and the full spec that ran in ``run_spec``).
+    """
+    if "tune" in df.columns:
+        tunes = [t if isinstance(t, Mapping) else None for t in df["tune"]]
+    else:  # flattened rows: tune.role, tune.budget, tune.selected.lr, ...
+        cols = [c for c in df.columns if c.startswith("tune.")]
+        tunes = [_unflatten({c[5:]: r[c] for c in cols if not _is_missing(r[c])}) or None for _, r in df.iterrows()]
+    df["tune"] = tunes
+    df["tune_role"] = [_get(t, "role") for t in tunes]
+    df["kind"] = [tuned_kind(t) if _get(t, "role") == "final" else DEFAULTS for t in tunes]
+    if "run_spec" not in df.columns:  # normalising twice must not lose what ran
+        df["run_spec"] = df["spec"]
+    for i, tune in enumerate(tunes):
+        if _get(tune, "role") == "final" and isinstance(tune.get("config_spec"), Mapping):
+            df.at[i, "spec"] = {**tune["config_spec"], "seed": df.at[i, "seed"]}
+            df.at[i, "config_id"] = str(tune.get("configuration") or df.at[i, "config_id"])
+
+
+def without_search(df: pd.DataFrame) -> pd.DataFrame:
+    """Normalised rows less the search trials of tuned suites (val scores: they rank nothing)."""
+    return df[df["tune_role"] != "search"].reset_index(drop=True) if "tune_role" in df.columns else df

@@ -12,6 +12,9 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 from tabulate import tabulate
 
+from icon_bench.report.compare import HEADERS as COMPARE_HEADERS
+from icon_bench.report.compare import T_BELOW
+
 if TYPE_CHECKING:
     from icon_bench.report.model import Report, Section
 
@@ -126,8 +129,61 @@ def _intro_lines(report: Report) -> list[tuple[str, str]]:
         ("git commits", ", ".join(c[:12] for c in meta["git_commits"]) or "unknown"),
         ("devices", ", ".join(meta["devices"]) or "unknown"),
         ("runs", run),
-        ("trials", f"{meta['n_rows']} ({meta['n_ok']} ok, {meta['n_failed']} failed)"),
+        ("trials", f"{meta['n_rows']} ({meta['n_ok']} ok, {meta['n_failed']} failed)"
+         + (f" and {meta['n_search']} search trials on val" if meta.get("n_search") else "")),
+        *_tuning_lines(report),
     ]
+
+
+def _tuning_lines(report: Report) -> list[tuple[str, str]]:
+    """One header line per distinct tune block: budget, search space, algorithm, selection metric."""
+    seen: list[str] = []
+    for section in report.sections:
+        if section.tuned and (text := how_obtained(section)) not in seen:
+            seen.append(text)
+    return [("tuning", text.removeprefix("Tuned: ")) for text in seen]
+
+
+def format_selected(selected: Mapping[Any, Mapping[str, Any]] | None) -> str:
+    """`seed 0: lr=0.0012, p.debias=0.3; seed 1: ...`: the values each seed's search selected on val."""
+    if not selected:
+        return "–"
+    return "; ".join(
+        f"seed {seed}: " + ", ".join(f"{k}={_short(v)}" for k, v in values.items())
+        for seed, values in sorted(selected.items(), key=lambda kv: str(kv[0]))
+    )
+
+
+def _short(value: Any) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else json.dumps(value) if not isinstance(value, str) else value
+
+
+def format_space(space: Mapping[str, Any] | None) -> str:
+    """`lr ~ loguniform(1e-05, 0.1), p.debias in [0.0, 0.3]`: a search space as a header line says it."""
+    parts = []
+    for key, domain in (space or {}).items():
+        if isinstance(domain, Mapping) and len(domain) == 1:
+            (kind, (low, high)), = domain.items()
+            parts.append(f"{key} ~ {kind}({_short(low)}, {_short(high)})")
+        else:
+            parts.append(f"{key} in {json.dumps(domain)}")
+    return ", ".join(parts) or "none"
+
+
+def how_obtained(section: Section) -> str:
+    """One sentence on how a table's numbers were obtained: at defaults, or tuned with which search."""
+    tune = section.tune
+    if not tune:
+        return "Each configuration at its defaults (no search), scored on test."
+    sched = tune.get("scheduler")
+    search = f"{tune.get('algorithm', 'random')} search (seed {tune.get('seed')})" + (
+        f" with ASHA early stopping (grace {sched.get('grace_epochs')} epochs, factor {sched.get('reduction_factor')})"
+        if sched else ""
+    )
+    return (
+        f"Tuned: {tune.get('budget')} search trials per configuration and seed, {search}, over "
+        f"{format_space(tune.get('space'))}; selected on val by {tune.get('metric')}, then scored once on test."
+    )
 
 
 def _legend(report: Report) -> list[str]:
@@ -144,6 +200,11 @@ def _legend(report: Report) -> list[str]:
     lines.append(INCOMPLETE_NOTE)
     if not report.warned.empty:
         lines.append(WARNING_NOTE)
+    lines.append(
+        "Tables titled \"tuned (budget B on val)\" hold configurations whose hyperparameters were searched with "
+        "the same budget B each on the validation split and scored once on test; \"defaults\" tables hold "
+        "configurations at their defaults. The two are ranked apart."
+    )
     lines.append(
         "Tables of different protocol versions, and of the test and val splits, are never merged; "
         "protocol 2 trains on train without its val rows and scores the test split once per configuration."
@@ -246,8 +307,12 @@ def _numeric_list(value: Any) -> bool:
 
 
 def section_rows(section: Section, fractions: set[str]) -> tuple[list[str], list[dict[str, Any]]]:
-    """Headers and display cells of one leaderboard table (shared by Markdown and HTML)."""
-    headers = ["rank", "configuration", "seeds"] + [_metric_header(m, fractions) for m in section.metrics]
+    """Headers and display cells of one leaderboard table (shared by Markdown and HTML).
+
+    A tuned table has a fourth column, the values each seed selected on val (cell "selected").
+    """
+    headers = ["rank", "configuration", "seeds"] + (["selected on val"] if section.tuned else [])
+    headers += [_metric_header(m, fractions) for m in section.metrics]
     cols = _rank_cols(section)
     out = []
     for rec in section.table.to_dict("records"):
@@ -259,6 +324,7 @@ def section_rows(section: Section, fractions: set[str]) -> tuple[list[str], list
             "warnings": rec["warnings"],
             "config_id": rec["config_id"],
             "seeds": format_seeds(rec),
+            "selected": format_selected(rec.get("selected")),
             "n": rec["n"],
             "complete": rec["complete"],
             "metrics": [
@@ -277,8 +343,8 @@ def section_rows(section: Section, fractions: set[str]) -> tuple[list[str], list
 
 
 def section_title(section: Section) -> str:
-    """`digits — clustering`, or `digits — clustering, val split` for a tuning table."""
-    title = f"{section.dataset} — {section.task}"
+    """`digits — clustering, defaults`, `digits — clustering, tuned (budget 8 on val)`, `..., val split`."""
+    title = f"{section.dataset} — {section.task}, {section.kind}"
     return title if section.split == "test" else f"{title}, {section.split} split"
 
 
@@ -312,10 +378,11 @@ def write_markdown(report: Report, path: str | Path) -> Path:
             lines += [f"## Protocol {_md(current)}", ""]
             lines += [f"Settings: `{json.dumps(s, sort_keys=True)}`" for s in settings] + [""]
         lines += [f"### {_md(section_title(section))} (protocol {_md(current)})", ""]
-        lines += [f"Seeds run: {_md(', '.join(map(str, section.seeds)) or 'none')}.", ""]
+        lines += [f"Seeds run: {_md(', '.join(map(str, section.seeds)) or 'none')}. {_md(how_obtained(section))}", ""]
         headers, rows = section_rows(section, fractions)
         body = [
             [r["rank"], f"[{_md(r['label'])}](#{_anchor(r['config_id'])})", _md(r["seeds"])]
+            + ([_md(r["selected"])] if section.tuned else [])
             + [m[0] for m in r["metrics"]]
             for r in rows
         ]
@@ -323,6 +390,13 @@ def write_markdown(report: Report, path: str | Path) -> Path:
         lines += _published_markdown(section, headers)
         for caption, plot in section.plots:
             lines += [f"![{_md(caption)}]({plot.name})", ""]
+    groups = comparison_groups(report)
+    if groups:
+        lines += [f"## Paired comparisons against {_md(report.baseline)}", "", _md(COMPARE_NOTE), ""]
+        for title, body in groups:
+            lines += [f"### {_md(title)}", ""]
+            lines += [tabulate([[_md(c) for c in r] for r in body], headers=COMPARE_HEADERS, tablefmt="github",
+                               disable_numparse=True), ""]
     lines += _trial_section("Failed trials", report.failed, "error")
     lines += _trial_section("Warnings", report.warned, "warning")
     lines += ["## Configurations", ""]
@@ -358,6 +432,28 @@ def _trial_section(title: str, frame: pd.DataFrame, detail: str) -> list[str]:
     ]
     headers = ["trial", "protocol", "configuration", "dataset", "seed", detail]
     return [f"## {title}", "", tabulate(body, headers=headers, tablefmt="github", disable_numparse=True), ""]
+
+
+COMPARE_NOTE = (
+    "Each configuration against the baseline on the same dataset, split and seeds, on its table's first metric: "
+    "the mean of the paired differences (configuration minus baseline) with a 95 % interval, from the paired t "
+    "distribution below {t} pairs and a bootstrap over seeds from {t} on. \"better\" or \"worse\" when the "
+    "interval excludes 0; tuned and default results are never paired with each other."
+).format(t=T_BELOW)
+
+
+def comparison_groups(report: Report) -> list[tuple[str, list[list[str]]]]:
+    """(title, display rows) of the paired comparisons, one group per dataset, split and kind."""
+    from icon_bench.report.compare import display_rows
+
+    table = report.comparisons
+    if table is None or table.empty:
+        return []
+    keys = ["protocol_version", "kind", "dataset", "split"]
+    return [
+        (f"{dataset} ({split} split), {kind}, protocol {version}", display_rows(group, _fractions(report)))
+        for (version, kind, dataset, split), group in table.groupby(keys, sort=False)
+    ]
 
 
 def _labels(report: Report) -> dict[str, str]:
