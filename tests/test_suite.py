@@ -198,7 +198,7 @@ def test_missing_file_and_empty_suite(tmp_path: Path) -> None:
         load_suite(_write(tmp_path, "# nothing\n"))
 
 
-@pytest.mark.parametrize("name", ["quickstart.yaml", "clustering.yaml"])
+@pytest.mark.parametrize("name", ["quickstart.yaml", "clustering.yaml", "tuned_quickstart.yaml"])
 def test_bundled_suites_are_valid(name: str) -> None:
     suite = load_suite(REPO / "suites" / name)
     assert suite.trials()

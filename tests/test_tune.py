@@ -148,12 +148,12 @@ def test_tuned_run_spends_the_same_budget_per_configuration_and_selects_the_best
     results = tmp_path / "res"
     code, out = _run(_write(tmp_path, TUNED), results)
     assert code == 0, out
-    assert "4 configurations x budget 6 = 24 search trials on val" in out
+    assert "2 configurations x 2 seeds x budget 6 = 24 search trials on val" in out
     search, final = _by_role(results)
     per_config = collections.Counter((r["tune"]["configuration"], r["seed"]) for r in search)
     assert sorted(per_config.values()) == [6, 6, 6, 6]  # equal budget: every configuration, every seed
     assert all(r["status"] == "search" and r["spec"]["split"] == "val" for r in search)
-    assert len(final) == 4 and all(r["status"] == "ok" and "split" not in r["spec"] for r in final)
+    assert len(final) == 4 and all(r["status"] == "ok" and r["spec"].get("split", "test") == "test" for r in final)
     data = tune_load({"name": "digits"})
     for row in final:
         rec = row["tune"]
@@ -310,3 +310,35 @@ def test_ray_tune_asha_one_at_a_time_makes_the_local_decisions(ray_cluster: None
     local = {r["trial_id"]: r["tune"]["epochs"] for r in _by_role(tmp_path / "local")[0]}
     remote = {r["trial_id"]: r["tune"]["epochs"] for r in _by_role(tmp_path / "ray")[0]}
     assert local == remote and min(local.values()) < 9
+
+
+# ---------------------------------------------------------------------------------------------
+# The bundled tuned suite
+# ---------------------------------------------------------------------------------------------
+REPO = TESTS.parent
+
+
+def test_readme_first_job_is_still_the_quickstart() -> None:
+    readme = (REPO / "README.md").read_text()
+    first_run = next(line for line in readme.splitlines() if "icon-bench run " in line)
+    assert first_run.rstrip().endswith("icon-bench run suites/quickstart.yaml")
+
+
+def test_tuned_quickstart_runs_end_to_end_with_equal_budgets(tmp_path: Path) -> None:
+    """The bundled suite's pipeline (a fake trial stands in for pmi): search, selection, tables, comparisons."""
+    from icon_bench.report.commands import write_report
+
+    suite = load_suite(REPO / "suites" / "tuned_quickstart.yaml")
+    assert suite.tune is not None and suite.tune.defaults and suite.tune.space == {"lr": {"loguniform": [1e-4, 3e-2]}}
+    results = tmp_path / "res"
+    code, out = _run(REPO / "suites" / "tuned_quickstart.yaml", results)
+    assert code == 0, out
+    assert "2 configurations x 3 seeds x budget 4 = 24 search trials on val" in out
+    search, final = _by_role(results)
+    assert sorted(collections.Counter((r["divergence"], r["seed"]) for r in search).values()) == [4] * 6
+    assert len(final) == 6 and {r["divergence"] for r in final} == {"kl", "tv"}
+    defaults = [r for r in ResultsStore(results).rows() if "tune" not in r]
+    assert len(defaults) == 6 and all(r["spec"]["settings"] == {"epochs": 10} for r in defaults)
+    write_report(results, tmp_path / "report", resamples=100, plots=False)
+    md = (tmp_path / "report" / "leaderboard.md").read_text()
+    assert "tuned (budget 4 on val)" in md and "defaults (protocol" in md and "## Paired comparisons" in md
