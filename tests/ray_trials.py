@@ -191,3 +191,15 @@ def tune_trial(spec: dict[str, Any], data: Any = None) -> dict[str, Any]:
     epochs = float(settings.get("epochs", 9))
     score = 1.0 - abs(np.log10(lr) - split_target(labels)) / 4.0 + offset - 0.1 / epochs + 0.01 * spec["seed"]
     return _row(spec, {"hungarian": round(float(score), 6), "nmi": 0.5}, split=split, pid=os.getpid())
+
+
+def shuffled_test_load(ds_spec: dict[str, Any]) -> Any:
+    """The real dataset with its test labels shuffled (seeded): only a trial that reads test sees it."""
+    import torch
+
+    from icon_bench.data.load import load_dataset
+
+    data = load_dataset(ds_spec)
+    perm = torch.from_numpy(np.random.default_rng(0).permutation(len(data.y_test)))
+    data.y_test = data.y_test[perm]
+    return data
