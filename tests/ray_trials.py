@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import os
+import signal
+import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -203,3 +206,16 @@ def shuffled_test_load(ds_spec: dict[str, Any]) -> Any:
     perm = torch.from_numpy(np.random.default_rng(0).permutation(len(data.y_test)))
     data.y_test = data.y_test[perm]
     return data
+
+
+def kill_after_rows(driver: Path, jsonl: Path, rows: int, poll_s: float = 0.05) -> int:
+    """Run `driver` with Python, SIGKILL it once `jsonl` holds `rows` lines (no chance to clean up); its exit code."""
+    proc = subprocess.Popen([sys.executable, str(driver)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.time() + 60
+        while time.time() < deadline and not (jsonl.exists() and len(jsonl.read_bytes().splitlines()) >= rows):
+            time.sleep(poll_s)
+        os.kill(proc.pid, signal.SIGKILL)  # mid-sweep, maybe mid-write
+    finally:
+        proc.wait(timeout=30)
+    return proc.returncode

@@ -9,14 +9,13 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 import types
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import pytest
-from ray_trials import fake_load, fake_trial
+from ray_trials import fake_load, fake_trial, kill_after_rows
 
 from icon_bench import cli
 from icon_bench.errors import SuiteError
@@ -172,16 +171,7 @@ def test_resume_after_sigkill_runs_every_cell_exactly_once(tmp_path: Path, fake_
     driver = tmp_path / "driver.py"
     driver.write_text(DRIVER.format(tests=str(TESTS), suite=str(path), results=str(results)))
     jsonl = results / "results.jsonl"
-
-    proc = subprocess.Popen([sys.executable, str(driver)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.time() + 60
-        while time.time() < deadline and not (jsonl.exists() and len(jsonl.read_bytes().splitlines()) >= 2):
-            time.sleep(0.05)
-        os.kill(proc.pid, signal.SIGKILL)  # no chance to clean up: mid-sweep, maybe mid-write
-    finally:
-        proc.wait(timeout=30)
-    assert proc.returncode == -signal.SIGKILL
+    assert kill_after_rows(driver, jsonl, 2) == -signal.SIGKILL
     partial = ResultsStore(results).done_ids()
     assert 2 <= len(partial) < 8
 

@@ -5,18 +5,14 @@ from __future__ import annotations
 import collections
 import io
 import json
-import os
 import signal
-import subprocess
-import sys
 import textwrap
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import ray_trials
-from ray_trials import split_target, tune_load, tune_trial
+from ray_trials import kill_after_rows, split_target, tune_load, tune_trial
 
 from icon_bench.errors import SuiteError
 from icon_bench.run.store import ResultsStore
@@ -211,14 +207,7 @@ def test_a_tuning_run_killed_mid_search_resumes_and_runs_each_search_trial_once(
     driver = tmp_path / "driver.py"
     driver.write_text(DRIVER.format(tests=str(TESTS), suite=str(path), results=str(results)))
     jsonl = results / "results.jsonl"
-    proc = subprocess.Popen([sys.executable, str(driver)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.time() + 60
-        while time.time() < deadline and not (jsonl.exists() and len(jsonl.read_bytes().splitlines()) >= 5):
-            time.sleep(0.02)
-        os.kill(proc.pid, signal.SIGKILL)
-    finally:
-        proc.wait(timeout=30)
+    assert kill_after_rows(driver, jsonl, 5, poll_s=0.02) == -signal.SIGKILL
     killed_at = len([ln for ln in jsonl.read_bytes().splitlines() if ln.strip()])
     assert 5 <= killed_at < 24, killed_at  # killed during the search, before any final trial
     code, out = _run(path, results)
