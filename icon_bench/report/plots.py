@@ -125,7 +125,8 @@ def plot_metrics(section: Section, fractions: set[str], lower: set[str], path: P
         handles.append(plt.Line2D([], [], marker="o", ls="", color="grey", mfc="white", label="incomplete"))
     fig.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=min(len(handles), 5),
                frameon=False)
-    title = f"{section.dataset}, {section.task}: mean ± std over seeds (protocol {section.protocol_version})"
+    how = f", {section.kind}" if section.tuned else ""
+    title = f"{section.dataset}, {section.task}{how}: mean ± std over seeds (protocol {section.protocol_version})"
     fig.suptitle(title, fontsize=10, y=1.0)
     fig.tight_layout(rect=(0, 0, 1, 0.96))
     save(fig, path)
@@ -189,7 +190,9 @@ def plot_grid(
     ax.set_yticks(range(len(rows_axis)), rows_axis)
     ax.set_xlabel(col_title)
     ax.set_ylabel(row_title)
-    ax.set_title(f"{section.dataset}: best {metric} per cell ({int(explored.sum())} of {values.size} run)", fontsize=10)
+    how = f" ({section.kind})" if section.tuned else ""
+    ax.set_title(f"{section.dataset}{how}: best {metric} per cell ({int(explored.sum())} of {values.size} run)",
+                 fontsize=10)
     save(fig, path)
     also = "; ".join(f"{kind} {', '.join(names)}" for kind, names in unrun.items() if names)
     return (
