@@ -353,3 +353,76 @@ def test_real_trials_select_on_val_shuffled_test_labels_change_no_selection(tmp_
     assert val["clean"] == val["shuf"]  # every val score is the same: the search never read a test label
     assert f_clean[0]["tune"]["selected"] == f_shuf[0]["tune"]["selected"]
     assert f_shuf[0]["metrics"]["hungarian"] < f_clean[0]["metrics"]["hungarian"] - 0.3  # the test labels did change
+
+
+# ---------------------------------------------------------------------------------------------
+# TPE (Optuna)
+# ---------------------------------------------------------------------------------------------
+TPE = TUNED.replace("  budget: 6", "  budget: 6\n  algorithm: tpe").replace("seeds: [0, 1]", "seeds: [0]")
+
+
+def _search_values(results: Path) -> dict[tuple, dict]:
+    return {(r["divergence"], r["seed"], r["tune"]["index"]): r["tune"]["values"] for r in _by_role(results)[0]}
+
+
+def test_tpe_in_process_spends_the_budget_and_is_seeded(tmp_path: Path) -> None:
+    pytest.importorskip("optuna")
+    path = _write(tmp_path, TPE)
+    for name in ("a", "b"):
+        code, out = _run(path, tmp_path / name)
+        assert code == 0, out
+    search, final = _by_role(tmp_path / "a")
+    assert sorted(collections.Counter(r["divergence"] for r in search).values()) == [6, 6]
+    assert sorted(r["tune"]["index"] for r in search if r["divergence"] == "kl") == list(range(6))
+    assert _search_values(tmp_path / "a") == _search_values(tmp_path / "b")  # the same seed, the same candidates
+    for row in final:
+        mine = [r for r in search if r["divergence"] == row["divergence"]]
+        assert row["tune"]["selected"] == max(mine, key=lambda r: r["metrics"]["hungarian"])["tune"]["values"]
+    other = _write(tmp_path, TPE.replace("algorithm: tpe", "algorithm: tpe\n  seed: 1"), "other.yaml")
+    assert _run(other, tmp_path / "c")[0] == 0
+    assert _search_values(tmp_path / "c") != _search_values(tmp_path / "a")
+
+
+def test_tpe_killed_mid_search_resumes_with_the_candidates_of_an_uninterrupted_run(tmp_path: Path) -> None:
+    pytest.importorskip("optuna")
+    path = _write(tmp_path, TPE.replace("settings: {epochs: 9}", "settings: {epochs: 9, sleep: 0.2}"))
+    whole = tmp_path / "whole"
+    assert _run(path, whole)[0] == 0
+    results = tmp_path / "res"
+    driver = tmp_path / "driver.py"
+    driver.write_text(DRIVER.format(tests=str(TESTS), suite=str(path), results=str(results)))
+    assert kill_after_rows(driver, results / "results.jsonl", 4, poll_s=0.02) == -signal.SIGKILL
+    code, out = _run(path, results)
+    assert code == 0, out
+    lines = [json.loads(ln) for ln in (results / "results.jsonl").read_bytes().splitlines() if ln.strip().endswith(b"}")]
+    ids = [r["trial_id"] for r in lines if (r.get("tune") or {}).get("role") == "search"]
+    assert len(ids) == len(set(ids)) == 12
+    assert _search_values(results) == _search_values(whole)  # replayed, then continued as if never stopped
+
+
+def test_tpe_refuses_choices_it_cannot_sample() -> None:
+    pytest.importorskip("optuna")
+    text = "name: t\ndatasets: [digits]\ngrid: {method: [pmi]}\ntune:\n  budget: 2\n  algorithm: tpe\n  space:\n    model.sizes: [[8, 8], [16]]\n"
+    with pytest.raises(SuiteError, match=r"s.yaml:8: tune.space.model.sizes: tpe takes choices of numbers"):
+        parse_suite(text, source="s.yaml")
+
+
+def test_tpe_without_optuna_is_a_load_time_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    import icon_bench.run.tpe as tpe
+
+    monkeypatch.setattr(tpe, "available", lambda: False)
+    text = "name: t\ndatasets: [digits]\ngrid: {method: [pmi]}\ntune:\n  budget: 2\n  algorithm: tpe\n  space: {lr: [1, 2]}\n"
+    with pytest.raises(SuiteError, match=r"s.yaml:6: tune.algorithm: tpe needs Optuna: pip install optuna"):
+        parse_suite(text, source="s.yaml")
+
+
+@pytest.mark.slow
+def test_ray_tune_tpe_and_local_tpe_search_the_same_candidates(ray_cluster: None, tmp_path: Path) -> None:
+    pytest.importorskip("optuna")
+    path = _write(tmp_path, TPE.replace("divergence: [kl, tv]", "divergence: [tv]"))
+    assert _run(path, tmp_path / "local")[0] == 0
+    code, out = _run(path, tmp_path / "ray", executor="ray")
+    assert code == 0, out
+    assert _search_values(tmp_path / "local") == _search_values(tmp_path / "ray")
+    picks = {n: [r["tune"]["selected"] for r in _by_role(tmp_path / n)[1]] for n in ("local", "ray")}
+    assert picks["local"] == picks["ray"] and len(picks["ray"]) == 1

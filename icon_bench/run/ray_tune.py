@@ -37,14 +37,18 @@ __all__ = ["run_search_ray"]
 _ROW = "icon_bench_row"  # the result key that carries a rung's row (JSON text) to the driver
 
 
-def _trainable(config: dict[str, Any], items: Sequence[SearchItem], refs: dict[str, Any], trial_fn: TrialFn | None,
+def _trainable(config: dict[str, Any], items: Any, refs: dict[str, Any], trial_fn: TrialFn | None,
                threads: int, scheduled: bool) -> None:
-    """One Tune trial: train and score the item at each rung, reporting its val metric and its row."""
+    """One Tune trial: train and score the item at each rung, reporting its val metric and its row.
+
+    `items` is the list of search items (config holds an index into it) or, for TPE, the
+    (configuration, tune, epochs, data key) the suggested values (config x0, x1, ...) complete.
+    """
     import ray
     from ray import tune
 
     _import_trial_stack()
-    item = items[config["index"]]
+    item = items[config["index"]] if "index" in config else _tpe_item(config, items)
     data = ray.get(refs[item.info["data_key"]])  # a ref inside a dict is not resolved by Ray: fetch it here
     metric = item.info["metric"]
     for epochs in item.rungs:
@@ -52,14 +56,24 @@ def _trainable(config: dict[str, Any], items: Sequence[SearchItem], refs: dict[s
         row["tune"].pop("data_key", None)
         value = row_value(row, metric)
         report = {"epochs": int(epochs), _ROW: json.dumps(row, default=str)}
-        if scheduled:
-            # ASHA maximises "objective": the value, negated for lower-is-better metrics; a failed
-            # rung (no value) ends the trial below anyway.
-            sign = 1.0 if higher_is_better([row], metric) else -1.0
-            report["objective"] = sign * value if value is not None else -float("inf")
+        if scheduled and value is not None:
+            # ASHA (and TPE) maximise "objective": the value, negated for lower-is-better metrics. A
+            # failed rung reports none (ASHA then records nothing, TPE marks it pruned) and ends the trial.
+            report["objective"] = value if higher_is_better([row], metric) else -value
         tune.report(report)
         if row["status"] != SEARCH:
             return
+
+
+def _tpe_item(config: dict[str, Any], context: Any) -> SearchItem:
+    """A TPE trial's item from the values Optuna suggested; its index is set on the driver (trial order)."""
+    from icon_bench.run.tpe import values_of
+    from icon_bench.run.tuning import item_for
+
+    conf, tune_block, epochs, data_key = context
+    item = item_for(conf, -1, values_of(config, tune_block), tune_block, epochs)
+    item.info["data_key"] = data_key
+    return item
 
 
 def run_search_ray(
@@ -168,9 +182,16 @@ def _store_callback_base() -> type:
 class _StoreRows(_store_callback_base()):  # type: ignore[misc]
     """Driver-side: keeps each Tune trial's latest row and appends it to the store when the trial ends."""
 
-    def __init__(self, store: ResultsStore, summary: RunSummary, bar: _Progress) -> None:
+    def __init__(self, store: ResultsStore, summary: RunSummary, bar: _Progress, first_index: int | None = None) -> None:
         self.store, self.summary, self.bar = store, summary, bar
         self.latest: dict[str, dict[str, Any]] = {}
+        # TPE: candidates are numbered in the order their trials start (one at a time)
+        self.first_index = first_index
+        self.started: dict[str, int] = {}
+
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        if self.first_index is not None:
+            self.started.setdefault(trial.trial_id, self.first_index + len(self.started))
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
         if _ROW in result:
@@ -179,6 +200,73 @@ class _StoreRows(_store_callback_base()):  # type: ignore[misc]
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         row = self.latest.pop(trial.trial_id, None)
         if row is not None:
+            if trial.trial_id in self.started:
+                row["tune"]["index"] = self.started[trial.trial_id]
             _record(self.store, row, self.summary, self.bar, running=0)
 
     on_trial_error = on_trial_complete
+
+
+def run_tpe_ray(
+    pending: Sequence[tuple[Any, list[dict[str, Any]], int]],
+    store: ResultsStore,
+    *,
+    tune: Tune,
+    higher: dict[str, bool],
+    trial_fn: TrialFn | None = None,
+    load_fn: LoadFn | None = None,
+    executor: RayExecutor | None = None,
+    progress: bool = True,
+) -> RunSummary:
+    """TPE on Ray Tune: per configuration one Tuner, OptunaSearch on the replayed study, one trial at a time."""
+    import ray
+    from ray import tune as rt
+    from ray.tune.schedulers import ASHAScheduler
+    from ray.tune.search import ConcurrencyLimiter
+    from ray.tune.search.optuna import OptunaSearch
+
+    from icon_bench.run.tpe import distributions, replay
+
+    executor = executor or RayExecutor(progress=progress)
+    t0 = time.perf_counter()
+    summary = RunSummary(total=sum(tune.budget - len(rows) for _, rows, _ in pending))
+    os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")
+    started = executor._init()
+    bar = _Progress(summary.total, progress, "search (ray tune, tpe)")
+    try:
+        base = os.getcwd()
+        load_task = ray.remote(_ray_load).options(num_cpus=min(executor.cpus, 1.0), num_gpus=0)
+        with tempfile.TemporaryDirectory(prefix="icon-bench-tune-") as storage_path:
+            for conf, rows, epochs in pending:
+                key, ds_spec = _dataset_key(conf.cell, base)
+                refs = {key: load_task.remote(load_fn, ds_spec)}
+                study, storage, name = replay(tune, conf, rows, higher[conf.tuned_id])
+                search = ConcurrencyLimiter(
+                    OptunaSearch(space=distributions(tune.params()), metric="objective", mode="max",
+                                 sampler=study.sampler, storage=storage, study_name=name),
+                    max_concurrent=1,
+                )
+                scheduler = None
+                if tune.scheduler is not None:
+                    scheduler = ASHAScheduler(time_attr="epochs", metric="objective", mode="max", max_t=max(epochs, 1),
+                                              grace_period=tune.scheduler.grace_epochs,
+                                              reduction_factor=tune.scheduler.reduction_factor)
+                trainable = rt.with_resources(
+                    rt.with_parameters(_trainable, items=(conf, tune, epochs, key), refs=refs, trial_fn=trial_fn,
+                                       threads=threads_for(executor.cpus), scheduled=True),
+                    {"cpu": executor.cpus, "gpu": executor.gpus},
+                )
+                callback = _StoreRows(store, summary, bar, first_index=len(rows))
+                rt.Tuner(
+                    trainable,
+                    tune_config=rt.TuneConfig(search_alg=search, scheduler=scheduler, num_samples=tune.budget - len(rows)),
+                    run_config=rt.RunConfig(storage_path=storage_path, verbose=0, callbacks=[callback]),
+                ).fit()
+    except KeyboardInterrupt:
+        summary.interrupted = True
+    finally:
+        bar.close()
+        if started:
+            ray.shutdown()
+        summary.elapsed_s = time.perf_counter() - t0
+    return summary

@@ -409,6 +409,14 @@ def _check_tune(suite: Suite, errors: _Errors) -> None:
             errors.add(("tune", "algorithm"), "grid search takes lists of values only; use random for ranges")
         elif size != tune.budget:
             errors.add(("tune", "budget"), f"a grid over this space has {size} points; set budget: {size}")
+    if tune.algorithm == "tpe":
+        from icon_bench.run.tpe import available
+
+        if not available():
+            errors.add(("tune", "algorithm"), "tpe needs Optuna: pip install optuna (or use random)")
+        for p in params:
+            if p.kind == "choice" and not all(v is None or isinstance(v, (bool, int, float, str)) for v in p.values):
+                errors.add(("tune", "space", p.key), "tpe takes choices of numbers, strings or booleans only")
     if tune.metric is not None:
         _check_name(errors, ("tune", "metric"), "metric", tune.metric)
         if suite.evaluate is not None and tune.metric not in suite.evaluate:

@@ -67,7 +67,7 @@ class Tune(BaseModel):
     model_config = ConfigDict(extra="forbid")
     budget: int = Field(ge=1)
     space: dict[str, Any]
-    algorithm: Literal["random", "grid"] = "random"
+    algorithm: Literal["random", "grid", "tpe"] = "random"  # tpe: Optuna's sampler, when optuna is installed
     scheduler: Scheduler | None = None
     metric: str | None = None
     seed: int = 0

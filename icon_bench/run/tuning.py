@@ -82,10 +82,16 @@ class TunePlan:
     to_search: list[SearchItem]
     defaults: list[dict[str, Any]]  # cells at their defaults still to run (tune.defaults)
     metric_of: dict[str, str]  # tuned_id -> selection metric
+    # TPE: (configuration, its stored search rows, max epochs) whose search is not complete
+    tpe_pending: list[tuple[Configuration, list[dict[str, Any]], int]] = dataclasses.field(default_factory=list)
 
     @property
-    def n_search(self) -> int:
-        return sum(len(c.search) for c in self.configurations)
+    def n_to_search(self) -> int:
+        return len(self.to_search) + sum(self.tune.budget - len(rows) for _, rows, _ in self.tpe_pending)
+
+    @property
+    def n_search_total(self) -> int:
+        return self.tune.budget * len(self.configurations)
 
 
 def _metric(tune: Tune, spec: Mapping[str, Any]) -> str:
@@ -124,17 +130,24 @@ def plan_tuning(suite: Suite, store: ResultsStore, *, force: bool = False, retry
     to_search: list[SearchItem] = []
     metric_of: dict[str, str] = {}
     cells = suite.trials()
+    tpe_pending = []
     for cell in cells:
         tid = tuned_config_id(cell, tune)
-        metric = metric_of.setdefault(tid, _metric(tune, cell))
-        items = []
+        metric_of.setdefault(tid, _metric(tune, cell))
+        conf = Configuration(cell, tid, [])
+        configurations.append(conf)
         epochs = _max_epochs(cell) if tune.scheduler is not None else 0
-        for index, values in enumerate(candidates(tune, cell["seed"])):
-            spec = search_spec(cell, values)
-            info = {"role": SEARCH, "configuration": tid, "index": index, "values": values, "metric": metric}
-            items.append(SearchItem(spec, trial_id(spec), rungs(epochs, tune.scheduler) if epochs else [0], info))
-        configurations.append(Configuration(cell, tid, items))
-        for item in items:
+        if tune.algorithm == "tpe":
+            # Candidates come from the sampler one at a time: the stored ones are what is known.
+            stored = [] if force else _stored_search(latest.values(), tid, cell["seed"])
+            conf.search = [item_for(conf, r["tune"]["index"], r["tune"]["values"], tune, epochs, metric_of[tid])
+                           for r in stored]
+            if len(stored) < tune.budget:
+                tpe_pending.append((conf, stored, epochs))
+            continue
+        conf.search = [item_for(conf, i, values, tune, epochs, metric_of[tid])
+                       for i, values in enumerate(candidates(tune, cell["seed"]))]
+        for item in conf.search:
             status = (latest.get(item.trial_id) or {}).get("status")
             if force or status is None or (retry_failed and status != SEARCH):
                 to_search.append(item)
@@ -144,7 +157,37 @@ def plan_tuning(suite: Suite, store: ResultsStore, *, force: bool = False, retry
         rerun = status not in (None, "ok") if retry_failed else status != "ok"
         if force or rerun:
             defaults.append(cell)
-    return TunePlan(tune, configurations, latest, to_search, defaults, metric_of)
+    return TunePlan(tune, configurations, latest, to_search, defaults, metric_of, tpe_pending)
+
+
+def item_for(conf: Configuration, index: int, values: Mapping[str, Any], tune: Tune, epochs: int,
+             metric: str | None = None) -> SearchItem:
+    """The search item of candidate `index` (with `values`) of a configuration."""
+    spec = search_spec(conf.cell, values)
+    metric = metric or (conf.search[0].info["metric"] if conf.search else _metric(tune, conf.cell))
+    info = {"role": SEARCH, "configuration": conf.tuned_id, "index": int(index), "values": dict(values),
+            "metric": metric}
+    return SearchItem(spec, trial_id(spec), rungs(epochs, tune.scheduler) if epochs else [0], info)
+
+
+def _stored_search(rows: Any, tuned_id: str, seed: int) -> list[dict[str, Any]]:
+    """A configuration's stored search rows at one seed, by candidate index (the latest of each index)."""
+    by_index: dict[int, dict[str, Any]] = {}
+    for row in rows:
+        tune = row.get("tune") or {}
+        if tune.get("role") == SEARCH and tune.get("configuration") == tuned_id and row.get("seed") == seed:
+            by_index[int(tune["index"])] = row
+    return [by_index[i] for i in sorted(by_index)]
+
+
+def metric_higher(metric: str) -> bool:
+    """Whether a larger value of the registered metric is better (True when it does not say)."""
+    from icon_bench.hooks.registry import get_registry
+
+    try:
+        return bool(getattr(get_registry().get("metric", metric).create(), "higher_is_better", True))
+    except Exception:  # a metric this process cannot build: the built-ins and most plugins maximise
+        return True
 
 
 class FinalTrial:
@@ -170,7 +213,7 @@ def finals(plan: TunePlan, rows: Mapping[str, Mapping[str, Any]], *, force: bool
     specs, records, empty = [], {}, []
     for conf in plan.configurations:
         searched = [rows.get(item.trial_id) for item in conf.search]
-        if any(r is None for r in searched):
+        if len(searched) < tune.budget or any(r is None for r in searched):
             continue  # the search of this configuration was interrupted: no selection yet
         metric = plan.metric_of[conf.tuned_id]
         best = select([r for r in searched if r.get("status") == SEARCH], metric)
@@ -209,6 +252,40 @@ def finals(plan: TunePlan, rows: Mapping[str, Mapping[str, Any]], *, force: bool
 # ---------------------------------------------------------------------------------------------
 # Search in process
 # ---------------------------------------------------------------------------------------------
+def run_search(
+    plan: TunePlan,
+    store: ResultsStore,
+    kind: str,
+    executor: Any,
+    *,
+    trial_fn: TrialFn | None = None,
+    load_fn: LoadFn | None = None,
+    progress: bool = True,
+    limit: int | None = None,
+) -> RunSummary:
+    """The plan's search trials (at most `limit`; TPE ignores it) on the local executor or on Ray Tune."""
+    tune, threads = plan.tune, getattr(executor, "threads", None)
+    if tune.algorithm == "tpe":
+        higher = {tid: metric_higher(m) for tid, m in plan.metric_of.items()}
+        if kind == "ray":
+            from icon_bench.run.ray_tune import run_tpe_ray
+
+            return run_tpe_ray(plan.tpe_pending, store, tune=tune, higher=higher, trial_fn=trial_fn, load_fn=load_fn,
+                               executor=executor, progress=progress)
+        from icon_bench.run.tpe import run_tpe_local
+
+        return run_tpe_local(plan.tpe_pending, store, tune=tune, higher=higher, trial_fn=trial_fn, load_fn=load_fn,
+                             threads=threads, progress=progress)
+    items = plan.to_search if limit is None else plan.to_search[: max(limit, 0)]
+    if kind == "ray":
+        from icon_bench.run.ray_tune import run_search_ray
+
+        return run_search_ray(items, store, tune=tune, trial_fn=trial_fn, load_fn=load_fn, executor=executor,
+                              progress=progress)
+    return run_search_local(items, store, tune=tune, trial_fn=trial_fn, load_fn=load_fn, threads=threads,
+                            progress=progress)
+
+
 def run_search_local(
     items: Sequence[SearchItem],
     store: ResultsStore,
