@@ -9,6 +9,7 @@ the other candidates of its own configuration, never across configurations.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import tempfile
@@ -173,38 +174,43 @@ def _fit(group: list[SearchItem], refs: dict[str, Any], store: ResultsStore, sum
             _record(store, row, summary, bar, running=0)
 
 
-def _store_callback_base() -> type:
+@functools.lru_cache(maxsize=1)
+def _store_rows_class() -> type:
+    """The callback class, made on first use: subclassing tune.Callback imports Ray Tune (seconds)."""
     from ray import tune
 
-    return tune.Callback
+    class _StoreRows(tune.Callback):
+        """Driver-side: keeps each Tune trial's latest row and appends it to the store when the trial ends."""
+
+        def __init__(self, store: ResultsStore, summary: RunSummary, bar: _Progress, first_index: int | None = None) -> None:
+            self.store, self.summary, self.bar = store, summary, bar
+            self.latest: dict[str, dict[str, Any]] = {}
+            # TPE: candidates are numbered in the order their trials start (one at a time)
+            self.first_index = first_index
+            self.started: dict[str, int] = {}
+
+        def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+            if self.first_index is not None:
+                self.started.setdefault(trial.trial_id, self.first_index + len(self.started))
+
+        def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+            if _ROW in result:
+                self.latest[trial.trial_id] = json.loads(result[_ROW])
+
+        def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+            row = self.latest.pop(trial.trial_id, None)
+            if row is not None:
+                if trial.trial_id in self.started:
+                    row["tune"]["index"] = self.started[trial.trial_id]
+                _record(self.store, row, self.summary, self.bar, running=0)
+
+        on_trial_error = on_trial_complete
+
+    return _StoreRows
 
 
-class _StoreRows(_store_callback_base()):  # type: ignore[misc]
-    """Driver-side: keeps each Tune trial's latest row and appends it to the store when the trial ends."""
-
-    def __init__(self, store: ResultsStore, summary: RunSummary, bar: _Progress, first_index: int | None = None) -> None:
-        self.store, self.summary, self.bar = store, summary, bar
-        self.latest: dict[str, dict[str, Any]] = {}
-        # TPE: candidates are numbered in the order their trials start (one at a time)
-        self.first_index = first_index
-        self.started: dict[str, int] = {}
-
-    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        if self.first_index is not None:
-            self.started.setdefault(trial.trial_id, self.first_index + len(self.started))
-
-    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
-        if _ROW in result:
-            self.latest[trial.trial_id] = json.loads(result[_ROW])
-
-    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        row = self.latest.pop(trial.trial_id, None)
-        if row is not None:
-            if trial.trial_id in self.started:
-                row["tune"]["index"] = self.started[trial.trial_id]
-            _record(self.store, row, self.summary, self.bar, running=0)
-
-    on_trial_error = on_trial_complete
+def _StoreRows(*args: Any, **kwargs: Any) -> Any:  # noqa: N802 - used like the class it makes
+    return _store_rows_class()(*args, **kwargs)
 
 
 def run_tpe_ray(

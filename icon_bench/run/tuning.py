@@ -252,40 +252,6 @@ def finals(plan: TunePlan, rows: Mapping[str, Mapping[str, Any]], *, force: bool
 # ---------------------------------------------------------------------------------------------
 # Search in process
 # ---------------------------------------------------------------------------------------------
-def run_search(
-    plan: TunePlan,
-    store: ResultsStore,
-    kind: str,
-    executor: Any,
-    *,
-    trial_fn: TrialFn | None = None,
-    load_fn: LoadFn | None = None,
-    progress: bool = True,
-    limit: int | None = None,
-) -> RunSummary:
-    """The plan's search trials (at most `limit`; TPE ignores it) on the local executor or on Ray Tune."""
-    tune, threads = plan.tune, getattr(executor, "threads", None)
-    if tune.algorithm == "tpe":
-        higher = {tid: metric_higher(m) for tid, m in plan.metric_of.items()}
-        if kind == "ray":
-            from icon_bench.run.ray_tune import run_tpe_ray
-
-            return run_tpe_ray(plan.tpe_pending, store, tune=tune, higher=higher, trial_fn=trial_fn, load_fn=load_fn,
-                               executor=executor, progress=progress)
-        from icon_bench.run.tpe import run_tpe_local
-
-        return run_tpe_local(plan.tpe_pending, store, tune=tune, higher=higher, trial_fn=trial_fn, load_fn=load_fn,
-                             threads=threads, progress=progress)
-    items = plan.to_search if limit is None else plan.to_search[: max(limit, 0)]
-    if kind == "ray":
-        from icon_bench.run.ray_tune import run_search_ray
-
-        return run_search_ray(items, store, tune=tune, trial_fn=trial_fn, load_fn=load_fn, executor=executor,
-                              progress=progress)
-    return run_search_local(items, store, tune=tune, trial_fn=trial_fn, load_fn=load_fn, threads=threads,
-                            progress=progress)
-
-
 def run_search_local(
     items: Sequence[SearchItem],
     store: ResultsStore,
