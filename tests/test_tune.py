@@ -174,8 +174,8 @@ def test_tuned_run_spends_the_same_budget_per_configuration_and_selects_the_best
 def test_selection_reads_only_val_poisoned_test_labels_change_no_selection(tmp_path: Path) -> None:
     clean, poisoned = tmp_path / "clean", tmp_path / "poisoned"
     assert _run(_write(tmp_path, TUNED), clean)[0] == 0
-    poison = TUNED.replace("datasets: [digits]", "datasets: [{name: digits, poison_test: true}]")
-    assert _run(_write(tmp_path, poison, "poisoned.yaml"), poisoned)[0] == 0
+    poison_load = lambda ds: tune_load({**ds, "poison_test": True})  # noqa: E731 - the same suite, other labels
+    assert _run(_write(tmp_path, TUNED), poisoned, load_fn=poison_load)[0] == 0
     pick = {}
     for name, results in (("clean", clean), ("poisoned", poisoned)):
         _, final = _by_role(results)
@@ -192,17 +192,21 @@ def test_selection_reads_only_val_poisoned_test_labels_change_no_selection(tmp_p
     assert by_test["clean"] != by_test["poisoned"]
 
 
+#: A method whose settings are not declared, so the fake trial's `sleep` passes the suite checks.
+SLOW = TUNED.replace("method: [pmi]", "method: [fake]").replace("settings: {epochs: 9}", "settings: {epochs: 9, sleep: 0.15}")
+
 DRIVER = """
 import sys
 sys.path.insert(0, {tests!r})
-from ray_trials import tune_load, tune_trial
+from ray_trials import tune_load, tune_trial, use_fake_method
 from icon_bench.runner import run_suite
+use_fake_method()
 sys.exit(run_suite({suite!r}, results={results!r}, trial_fn=tune_trial, load_fn=tune_load, report=False, progress=False))
 """
 
 
-def test_a_tuning_run_killed_mid_search_resumes_and_runs_each_search_trial_once(tmp_path: Path) -> None:
-    path = _write(tmp_path, TUNED.replace("settings: {epochs: 9}", "settings: {epochs: 9, sleep: 0.15}"))
+def test_a_tuning_run_killed_mid_search_resumes_and_runs_each_search_trial_once(tmp_path: Path, fake_method: None) -> None:
+    path = _write(tmp_path, SLOW)
     results = tmp_path / "res"
     driver = tmp_path / "driver.py"
     driver.write_text(DRIVER.format(tests=str(TESTS), suite=str(path), results=str(results)))
@@ -383,9 +387,10 @@ def test_tpe_in_process_spends_the_budget_and_is_seeded(tmp_path: Path) -> None:
     assert _search_values(tmp_path / "c") != _search_values(tmp_path / "a")
 
 
-def test_tpe_killed_mid_search_resumes_with_the_candidates_of_an_uninterrupted_run(tmp_path: Path) -> None:
+def test_tpe_killed_mid_search_resumes_with_the_candidates_of_an_uninterrupted_run(tmp_path: Path, fake_method: None) -> None:
     pytest.importorskip("optuna")
-    path = _write(tmp_path, TPE.replace("settings: {epochs: 9}", "settings: {epochs: 9, sleep: 0.2}"))
+    tpe = SLOW.replace("  budget: 6", "  budget: 6\n  algorithm: tpe").replace("seeds: [0, 1]", "seeds: [0]")
+    path = _write(tmp_path, tpe)
     whole = tmp_path / "whole"
     assert _run(path, whole)[0] == 0
     results = tmp_path / "res"

@@ -79,9 +79,7 @@ def aggregate(
             "n_expected": max(len(expected), len(group)),
             "warned_seeds": _sorted_seeds(s for s, w in zip(ok["_seed"], ok["warnings"]) if w),  # diverged/collapsed
             "warnings": warning_kinds(w for ws in ok["warnings"] for w in ws),
-            "kind": group["kind"].iloc[0],
-            "tune": _tune_block(group["tune"].iloc[0]),
-            "selected": {_seed_key(s): _get(t, "selected") for s, t in zip(ok["seed"], ok["tune"]) if _get(t, "selected")},
+            **_tune_fields(group, ok),
         }
         rec["complete"] = bool(rec["n"] >= rec["n_expected"] and not failed_seeds and not missing)
         for m in metrics:
@@ -265,6 +263,12 @@ def _sections(
 
 def _split_key(split: str) -> tuple[int, str]:
     return (0 if split == "test" else 1, split)  # the test tables first: val ones are for tuning
+
+
+def _tune_fields(group: pd.DataFrame, ok: pd.DataFrame) -> dict[str, Any]:
+    """A configuration's kind (tuned / defaults), its tune block and the values each ok seed selected."""
+    selected = {_seed_key(s): _get(t, "selected") for s, t in zip(ok["seed"], ok["tune"]) if _get(t, "selected")}
+    return {"kind": group["kind"].iloc[0], "tune": _tune_block(group["tune"].iloc[0]), "selected": selected}
 
 
 def _tune_block(tune: Any) -> dict[str, Any] | None:

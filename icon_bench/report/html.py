@@ -9,9 +9,9 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from icon_bench.report.obtained import COMPARE_NOTE, comparison_groups, how_obtained
 from icon_bench.report.tables import (
     COMPARE_HEADERS,
-    COMPARE_NOTE,
     PUBLISHED,
     _anchor,
     _fractions,
@@ -20,8 +20,6 @@ from icon_bench.report.tables import (
     _legend,
     _lower,
     _missing,
-    comparison_groups,
-    how_obtained,
     section_rows,
     section_title,
     trial_details,

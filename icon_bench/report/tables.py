@@ -13,7 +13,7 @@ import pandas as pd
 from tabulate import tabulate
 
 from icon_bench.report.compare import HEADERS as COMPARE_HEADERS
-from icon_bench.report.compare import T_BELOW
+from icon_bench.report.obtained import COMPARE_NOTE, _tuning_lines, comparison_groups, format_selected, how_obtained
 
 if TYPE_CHECKING:
     from icon_bench.report.model import Report, Section
@@ -133,57 +133,6 @@ def _intro_lines(report: Report) -> list[tuple[str, str]]:
          + (f" and {meta['n_search']} search trials on val" if meta.get("n_search") else "")),
         *_tuning_lines(report),
     ]
-
-
-def _tuning_lines(report: Report) -> list[tuple[str, str]]:
-    """One header line per distinct tune block: budget, search space, algorithm, selection metric."""
-    seen: list[str] = []
-    for section in report.sections:
-        if section.tuned and (text := how_obtained(section)) not in seen:
-            seen.append(text)
-    return [("tuning", text.removeprefix("Tuned: ")) for text in seen]
-
-
-def format_selected(selected: Mapping[Any, Mapping[str, Any]] | None) -> str:
-    """`seed 0: lr=0.0012, p.debias=0.3; seed 1: ...`: the values each seed's search selected on val."""
-    if not selected:
-        return "–"
-    return "; ".join(
-        f"seed {seed}: " + ", ".join(f"{k}={_short(v)}" for k, v in values.items())
-        for seed, values in sorted(selected.items(), key=lambda kv: str(kv[0]))
-    )
-
-
-def _short(value: Any) -> str:
-    return f"{value:.3g}" if isinstance(value, float) else json.dumps(value) if not isinstance(value, str) else value
-
-
-def format_space(space: Mapping[str, Any] | None) -> str:
-    """`lr ~ loguniform(1e-05, 0.1), p.debias in [0.0, 0.3]`: a search space as a header line says it."""
-    parts = []
-    for key, domain in (space or {}).items():
-        if isinstance(domain, Mapping) and len(domain) == 1:
-            (kind, (low, high)), = domain.items()
-            parts.append(f"{key} ~ {kind}({_short(low)}, {_short(high)})")
-        else:
-            parts.append(f"{key} in {json.dumps(domain)}")
-    return ", ".join(parts) or "none"
-
-
-def how_obtained(section: Section) -> str:
-    """One sentence on how a table's numbers were obtained: at defaults, or tuned with which search."""
-    tune = section.tune
-    if not tune:
-        return "Each configuration at its defaults (no search), scored on test."
-    sched = tune.get("scheduler")
-    search = f"{tune.get('algorithm', 'random')} search (seed {tune.get('seed')})" + (
-        f" with ASHA early stopping (grace {sched.get('grace_epochs')} epochs, factor {sched.get('reduction_factor')})"
-        if sched else ""
-    )
-    return (
-        f"Tuned: {tune.get('budget')} search trials per configuration and seed, {search}, over "
-        f"{format_space(tune.get('space'))}; selected on val by {tune.get('metric')}, then scored once on test."
-    )
 
 
 def _legend(report: Report) -> list[str]:
@@ -432,28 +381,6 @@ def _trial_section(title: str, frame: pd.DataFrame, detail: str) -> list[str]:
     ]
     headers = ["trial", "protocol", "configuration", "dataset", "seed", detail]
     return [f"## {title}", "", tabulate(body, headers=headers, tablefmt="github", disable_numparse=True), ""]
-
-
-COMPARE_NOTE = (
-    "Each configuration against the baseline on the same dataset, split and seeds, on its table's first metric: "
-    "the mean of the paired differences (configuration minus baseline) with a 95 % interval, from the paired t "
-    "distribution below {t} pairs and a bootstrap over seeds from {t} on. \"better\" or \"worse\" when the "
-    "interval excludes 0; tuned and default results are never paired with each other."
-).format(t=T_BELOW)
-
-
-def comparison_groups(report: Report) -> list[tuple[str, list[list[str]]]]:
-    """(title, display rows) of the paired comparisons, one group per dataset, split and kind."""
-    from icon_bench.report.compare import display_rows
-
-    table = report.comparisons
-    if table is None or table.empty:
-        return []
-    keys = ["protocol_version", "kind", "dataset", "split"]
-    return [
-        (f"{dataset} ({split} split), {kind}, protocol {version}", display_rows(group, _fractions(report)))
-        for (version, kind, dataset, split), group in table.groupby(keys, sort=False)
-    ]
 
 
 def _labels(report: Report) -> dict[str, str]:

@@ -194,6 +194,7 @@ def _mistake_rows() -> list[list[str]]:
 def render() -> str:
     """docs/suite.md as it should be now."""
     from icon_bench.run.suite import Resources, Suite
+    from icon_bench.run.tune import Scheduler, Tune
 
     out = [
         "# Suite files",
@@ -213,6 +214,15 @@ def render() -> str:
         "## Resources",
         "",
         *_table(["key", "type", "default", "meaning", "example"], _model_rows(Resources)),
+        "## Tune",
+        "",
+        "The `tune:` block (docs/architecture.md, Tuning): each cell's search on the validation split, then",
+        "the selection once on test.",
+        "",
+        *_table(["key", "type", "default", "meaning", "example"], _model_rows(Tune)),
+        "### Tune scheduler",
+        "",
+        *_table(["key", "type", "default", "meaning", "example"], _model_rows(Scheduler)),
         "## Grid keys",
         "",
         "The same keys make up an `include` entry (one or more cells; a list value is an axis of its own) and an",

@@ -56,23 +56,34 @@ class Scheduler(BaseModel):
     """Early stopping of search trials: ASHA over epochs (rungs at grace_epochs * reduction_factor^k)."""
 
     model_config = ConfigDict(extra="forbid")
-    name: Literal["asha"] = "asha"
-    grace_epochs: int = Field(1, ge=1)
-    reduction_factor: int = Field(3, ge=2)
+    name: Literal["asha"] = Field("asha", description="the scheduler: asha (also written `scheduler: asha`)")
+    grace_epochs: int = Field(1, ge=1, description="epochs of the first rung", examples=[2])
+    reduction_factor: int = Field(3, ge=2, description="rungs at grace x factor^k epochs; the top 1/factor go on",
+                                  examples=[3])
 
 
 class Tune(BaseModel):
     """The `tune:` block of a suite (validated further, with line numbers, in suite_file)."""
 
     model_config = ConfigDict(extra="forbid")
-    budget: int = Field(ge=1)
-    space: dict[str, Any]
-    algorithm: Literal["random", "grid", "tpe"] = "random"  # tpe: Optuna's sampler, when optuna is installed
-    scheduler: Scheduler | None = None
-    metric: str | None = None
-    seed: int = 0
-    # Also run every configuration once at its defaults on test: the "defaults" table beside the tuned one.
-    defaults: bool = False
+    budget: int = Field(ge=1, description="search trials per configuration and seed, the same for every one",
+                        examples=[8])
+    space: dict[str, Any] = Field(
+        description="grid-style keys (trainer settings, p.X, q.X, model.X) -> a list of values, or "
+        "{uniform | loguniform | randint: [low, high]} (randint's high included)",
+        examples=[{"lr": {"loguniform": [1.0e-4, 1.0e-2]}, "p.debias": [0.0, 0.3, 0.6]}],
+    )
+    algorithm: Literal["random", "grid", "tpe"] = Field(
+        "random", description="random (drawn from the seed), grid (lists only; budget = its size), tpe (Optuna)",
+        examples=["tpe"],
+    )
+    scheduler: Scheduler | None = Field(None, description="early stopping of search trials; see Tune scheduler",
+                                        examples=["asha"])
+    metric: str | None = Field(None, description="selection metric on val; null: hungarian, else knn2d, else knn "
+                               "among the method's metrics", examples=["nmi"])
+    seed: int = Field(0, description="seeds the candidates (with each cell's seed)", examples=[1])
+    defaults: bool = Field(False, description="also run every cell once at its defaults (a \"defaults\" table)",
+                           examples=[True])
 
     @field_validator("scheduler", mode="before")
     @classmethod

@@ -32,7 +32,7 @@ from icon_bench.run.store import ResultsStore
 from icon_bench.run.suite import Suite
 from icon_bench.run.tune import Asha, Tune, candidates, final_spec, rungs, search_spec, select, tuned_config_id
 
-__all__ = ["Configuration", "FinalTrial", "SearchItem", "TunePlan", "plan_tuning", "run_search_local"]
+__all__ = ["Configuration", "describe_row", "FinalTrial", "SearchItem", "TunePlan", "plan_tuning", "run_search_local"]
 
 SEARCH, FAILED = "search", "failed"
 
@@ -84,6 +84,16 @@ class TunePlan:
     metric_of: dict[str, str]  # tuned_id -> selection metric
     # TPE: (configuration, its stored search rows, max epochs) whose search is not complete
     tpe_pending: list[tuple[Configuration, list[dict[str, Any]], int]] = dataclasses.field(default_factory=list)
+
+    def describe(self, n_run: int) -> str:
+        """`2 configurations x 3 seeds x budget 4 = 24 search trials on val, 0 done, 24 to run; then ...`."""
+        configs, cells = len({c.tuned_id for c in self.configurations}), len(self.configurations)
+        seeds = len({c.cell["seed"] for c in self.configurations})
+        return (
+            f"{configs} configurations x {seeds} seeds x budget {self.tune.budget} = {self.n_search_total} search "
+            f"trials on val, {self.n_search_total - self.n_to_search} done, {n_run} to run; then each selection once "
+            f"on test ({cells} trials)" + (f" and each cell at its defaults ({cells})" if self.tune.defaults else "")
+        )
 
     @property
     def n_to_search(self) -> int:
@@ -247,6 +257,17 @@ def finals(plan: TunePlan, rows: Mapping[str, Mapping[str, Any]], *, force: bool
         if force or (rows.get(tid) or {}).get("status") != "ok":
             specs.append(spec)
     return specs, records, empty
+
+
+def describe_row(row: Mapping[str, Any]) -> str:
+    """What a tuned suite's row ran: a search trial's candidate, a final's selection, or defaults."""
+    tune = row.get("tune") or {}
+    values = tune.get("values") if tune.get("role") == "search" else tune.get("selected")
+    if not tune:
+        return "defaults"
+    text = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in (values or {}).items())
+    epochs = f" ({tune['epochs']} epochs)" if tune.get("stopped") else ""
+    return ("selected " if tune.get("role") == "final" else "") + text + epochs
 
 
 # ---------------------------------------------------------------------------------------------
