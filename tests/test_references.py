@@ -88,7 +88,7 @@ def test_register_references_plugin_entries_render_escaped_beside_measured_rows(
 
     out = write_report(results, tmp_path / "report", resamples=100, plots=False)
     md = (out / "leaderboard.md").read_text()
-    published = md.split("### digits — clustering (protocol 1)", 1)[1].split("###", 1)[0].split("Published figures", 1)[1]
+    published = md.split("### digits — clustering, defaults (protocol 1)", 1)[1].split("###", 1)[0].split("Published figures", 1)[1]
     row = next(line for line in published.splitlines() if line.startswith("| published"))
     assert "97.5 ± 0.3" in row and "93.0" in row and "&lt;script&gt;" in row
     assert HOSTILE not in md and "<img" not in md and "<b>" not in md
