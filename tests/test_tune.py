@@ -267,12 +267,14 @@ def ray_cluster():
     ray = pytest.importorskip("ray")
     from ray import cloudpickle
 
-    cloudpickle.register_pickle_by_value(ray_trials)
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    from icon_bench.run.ray_cluster import ray_session
+
+    cloudpickle.register_pickle_by_value(ray_trials)  # workers cannot import tests/ray_trials.py by name
     try:
-        yield
+        with ray_session(num_cpus=2) as started:  # the tool's own local start, as test_executors does
+            assert started and ray.is_initialized()
+            yield
     finally:
-        ray.shutdown()
         cloudpickle.unregister_pickle_by_value(ray_trials)
 
 

@@ -9,6 +9,7 @@ the other candidates of its own configuration, never across configurations.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -28,6 +29,7 @@ from icon_bench.run.execution import (
     run_one,
     threads_for,
 )
+from icon_bench.run.ray_cluster import ray_session
 from icon_bench.run.ray_executor import RayExecutor, _import_trial_stack, _ray_load
 from icon_bench.run.store import ResultsStore
 from icon_bench.run.tune import Tune, higher_is_better, row_value
@@ -97,7 +99,7 @@ def run_search_ray(
         return summary
     # Ctrl-C must reach us as KeyboardInterrupt (Tune's own handler would end fit() as if it were done).
     os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")
-    started = executor._init()
+    session = _session(executor)
     bar = _Progress(len(items), progress, "search (ray tune)")
     try:
         capacity = executor._capacity()
@@ -121,10 +123,17 @@ def run_search_ray(
         for item in items:
             item.info.pop("data_key", None)
         bar.close()
-        if started:
-            ray.shutdown()
+        session.close()  # leaves (or stops, if it started it) the cluster
         summary.elapsed_s = time.perf_counter() - t0
     return summary
+
+
+def _session(executor: RayExecutor) -> contextlib.ExitStack:
+    """The executor's Ray cluster, joined or started as RayExecutor.run does; close() leaves it."""
+    stack = contextlib.ExitStack()
+    stack.enter_context(ray_session(executor.address, log_to_driver=executor.log_to_driver, num_cpus=executor.num_cpus,
+                                    num_gpus=executor.num_gpus, dashboard=executor.dashboard))
+    return stack
 
 
 def _groups(items: Sequence[SearchItem]) -> list[list[SearchItem]]:
@@ -237,7 +246,7 @@ def run_tpe_ray(
     t0 = time.perf_counter()
     summary = RunSummary(total=sum(tune.budget - len(rows) for _, rows, _ in pending))
     os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")
-    started = executor._init()
+    session = _session(executor)
     bar = _Progress(summary.total, progress, "search (ray tune, tpe)")
     try:
         base = os.getcwd()
@@ -272,7 +281,6 @@ def run_tpe_ray(
         summary.interrupted = True
     finally:
         bar.close()
-        if started:
-            ray.shutdown()
+        session.close()  # leaves (or stops, if it started it) the cluster
         summary.elapsed_s = time.perf_counter() - t0
     return summary
