@@ -129,7 +129,15 @@ def run_search_ray(
 
 
 def _session(executor: RayExecutor) -> contextlib.ExitStack:
-    """The executor's Ray cluster, joined or started as RayExecutor.run does; close() leaves it."""
+    """The executor's Ray cluster, joined or started as RayExecutor.run does; close() leaves it.
+
+    Tune's own chatter (experiment boxes, logger warnings, "wrote results" lines) is turned off:
+    the rows and icon-bench's progress bar are the record, in the results store.
+    """
+    import logging
+
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    logging.getLogger("ray.tune").setLevel(logging.ERROR)
     stack = contextlib.ExitStack()
     stack.enter_context(ray_session(executor.address, log_to_driver=executor.log_to_driver, num_cpus=executor.num_cpus,
                                     num_gpus=executor.num_gpus, dashboard=executor.dashboard))
