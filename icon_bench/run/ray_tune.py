@@ -14,7 +14,6 @@ import functools
 import json
 import os
 import tempfile
-import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -33,7 +32,7 @@ from icon_bench.run.ray_cluster import ray_session
 from icon_bench.run.ray_executor import RayExecutor, _import_trial_stack, _ray_load
 from icon_bench.run.store import ResultsStore
 from icon_bench.run.tune import Tune, higher_is_better, row_value
-from icon_bench.run.tuning import SEARCH, SearchItem
+from icon_bench.run.tuning import SEARCH, SearchItem, search_run
 
 __all__ = ["run_search_ray"]
 
@@ -93,38 +92,26 @@ def run_search_ray(
     import ray
 
     executor = executor or RayExecutor(progress=progress)
-    t0 = time.perf_counter()
-    summary = RunSummary(total=len(items))
     if not items:
-        return summary
-    # Ctrl-C must reach us as KeyboardInterrupt (Tune's own handler would end fit() as if it were done).
-    os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")
-    session = _session(executor)
-    bar = _Progress(len(items), progress, "search (ray tune)")
-    try:
+        return RunSummary(total=0)
+    with search_run(len(items), progress, "search (ray tune)") as (summary, bar), _session(executor):
         capacity = executor._capacity()
         base = os.getcwd()
         load_task = ray.remote(_ray_load).options(num_cpus=min(executor.cpus, 1.0), num_gpus=0)
         refs: dict[str, Any] = {}
-        for item in items:
-            key, ds_spec = _dataset_key(item.spec, base)
-            item.info["data_key"] = key
-            if key not in refs:
-                refs[key] = load_task.remote(load_fn, ds_spec)
-        groups = _groups(items) if tune.scheduler is not None else [list(items)]
-        with tempfile.TemporaryDirectory(prefix="icon-bench-tune-") as storage:
-            for group in groups:
-                _fit(group, refs, store, summary, bar, tune, trial_fn, executor, capacity, storage)
-                if summary.interrupted:
-                    break
-    except KeyboardInterrupt:
-        summary.interrupted = True
-    finally:
-        for item in items:
-            item.info.pop("data_key", None)
-        bar.close()
-        session.close()  # leaves (or stops, if it started it) the cluster
-        summary.elapsed_s = time.perf_counter() - t0
+        try:
+            for item in items:
+                key, ds_spec = _dataset_key(item.spec, base)
+                item.info["data_key"] = key
+                if key not in refs:
+                    refs[key] = load_task.remote(load_fn, ds_spec)
+            groups = _groups(items) if tune.scheduler is not None else [list(items)]
+            with tempfile.TemporaryDirectory(prefix="icon-bench-tune-") as storage:
+                for group in groups:
+                    _fit(group, refs, store, summary, bar, tune, trial_fn, executor, capacity, storage)
+        finally:
+            for item in items:
+                item.info.pop("data_key", None)
     return summary
 
 
@@ -136,6 +123,8 @@ def _session(executor: RayExecutor) -> contextlib.ExitStack:
     """
     import logging
 
+    # Ctrl-C must reach us as KeyboardInterrupt (Tune's own handler would end fit() as if it were done).
+    os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     logging.getLogger("ray.tune").setLevel(logging.ERROR)
     stack = contextlib.ExitStack()
@@ -251,12 +240,8 @@ def run_tpe_ray(
     from icon_bench.run.tpe import distributions, replay
 
     executor = executor or RayExecutor(progress=progress)
-    t0 = time.perf_counter()
-    summary = RunSummary(total=sum(tune.budget - len(rows) for _, rows, _ in pending))
-    os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")
-    session = _session(executor)
-    bar = _Progress(summary.total, progress, "search (ray tune, tpe)")
-    try:
+    total = sum(tune.budget - len(rows) for _, rows, _ in pending)
+    with search_run(total, progress, "search (ray tune, tpe)") as (summary, bar), _session(executor):
         base = os.getcwd()
         load_task = ray.remote(_ray_load).options(num_cpus=min(executor.cpus, 1.0), num_gpus=0)
         with tempfile.TemporaryDirectory(prefix="icon-bench-tune-") as storage_path:
@@ -285,10 +270,4 @@ def run_tpe_ray(
                     tune_config=rt.TuneConfig(search_alg=search, scheduler=scheduler, num_samples=tune.budget - len(rows)),
                     run_config=rt.RunConfig(storage_path=storage_path, verbose=0, callbacks=[callback]),
                 ).fit()
-    except KeyboardInterrupt:
-        summary.interrupted = True
-    finally:
-        bar.close()
-        session.close()  # leaves (or stops, if it started it) the cluster
-        summary.elapsed_s = time.perf_counter() - t0
     return summary

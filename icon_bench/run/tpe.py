@@ -10,7 +10,6 @@ the stored candidates, and telling their stored values), so it continues where i
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -21,14 +20,12 @@ from icon_bench.run.execution import (
     RunSummary,
     TrialFn,
     _dataset_key,
-    _default_load_fn,
-    _Progress,
     _record,
     failed_row,
 )
 from icon_bench.run.store import ResultsStore
 from icon_bench.run.tune import Param, Tune, row_value
-from icon_bench.run.tuning import SEARCH, Configuration, _run_rungs, item_for
+from icon_bench.run.tuning import SEARCH, Configuration, _run_rungs, item_for, load_or_error, search_run
 
 __all__ = ["available", "distributions", "replay", "run_tpe_local"]
 
@@ -119,21 +116,14 @@ def run_tpe_local(
     """Each (configuration, its stored search rows, rungs' max epochs): ask, run, tell until the budget is spent."""
     import optuna
 
-    t0 = time.perf_counter()
     total = sum(tune.budget - len(rows) for _, rows, _ in pending)
-    summary = RunSummary(total=total)
-    bar = _Progress(total, progress, "search (local, tpe)")
     base = os.getcwd()
-    try:
+    with search_run(total, progress, "search (local, tpe)") as (summary, bar):
         for conf, rows, epochs in pending:
             up = higher[conf.tuned_id]
             study, _, _ = replay(tune, conf, rows, up)
             dists = distributions(tune.params())
-            _, ds_spec = _dataset_key(conf.cell, base)
-            try:
-                data, load_error = (load_fn or _default_load_fn())(ds_spec), None
-            except Exception as exc:  # noqa: BLE001 - each remaining search trial records it
-                data, load_error = None, f"dataset {ds_spec.get('name')!r} failed to load: {exc}"
+            data, load_error = load_or_error(load_fn, _dataset_key(conf.cell, base)[1])
             asha: dict[str, Any] = {}
             for index in range(len(rows), tune.budget):
                 bar.update(running=1)
@@ -147,9 +137,4 @@ def run_tpe_local(
                 value = objective(row, item.info["metric"], up)
                 study.tell(trial, value, state=optuna.trial.TrialState.COMPLETE if value is not None
                            else optuna.trial.TrialState.PRUNED)
-    except KeyboardInterrupt:
-        summary.interrupted = True
-    finally:
-        bar.close()
-        summary.elapsed_s = time.perf_counter() - t0
     return summary

@@ -10,10 +10,11 @@ the budget, what was spent, the space, the selected values and the metric.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from icon_bench.run.execution import (
@@ -284,33 +285,45 @@ def run_search_local(
     progress: bool = True,
 ) -> RunSummary:
     """Run search trials one after another in this process (ASHA's rule in trial order when scheduled)."""
-    t0 = time.perf_counter()
-    summary = RunSummary(total=len(items))
     base = os.getcwd()
-    bar = _Progress(len(items), progress, "search (local)")
-    cache: dict[str, Any] = {}
+    cache: dict[str, tuple[Any, str | None]] = {}
     asha: dict[str, Asha] = {}
-    try:
+    with search_run(len(items), progress, "search (local)") as (summary, bar):
         for item in items:
             bar.update(running=1)
             key, ds_spec = _dataset_key(item.spec, base)
             if key not in cache:
-                try:
-                    cache = {key: ((load_fn or _default_load_fn())(ds_spec), None)}  # one dataset held at a time
-                except Exception as exc:  # noqa: BLE001 - recorded as this trial's failure
-                    cache = {key: (None, f"dataset {ds_spec.get('name')!r} failed to load: {exc}")}
+                cache = {key: load_or_error(load_fn, ds_spec)}  # one dataset held at a time
             data, load_error = cache[key]
             if load_error is not None:
                 row = item.annotate(failed_row(item.spec, load_error), item.rungs[0])
             else:
                 row = _run_rungs(item, data, trial_fn, threads, tune, asha)
             _record(store, row, summary, bar, running=0)
+    return summary
+
+
+@contextlib.contextmanager
+def search_run(total: int, progress: bool, desc: str) -> Iterator[tuple[RunSummary, _Progress]]:
+    """A search's summary and progress bar; Ctrl-C ends it as interrupted (stored rows stay), its time recorded."""
+    t0 = time.perf_counter()
+    summary = RunSummary(total=total)
+    bar = _Progress(total, progress, desc)
+    try:
+        yield summary, bar
     except KeyboardInterrupt:
         summary.interrupted = True
     finally:
         bar.close()
         summary.elapsed_s = time.perf_counter() - t0
-    return summary
+
+
+def load_or_error(load_fn: LoadFn | None, ds_spec: dict[str, Any]) -> tuple[Any, str | None]:
+    """(data, None), or (None, what failed): a dataset that does not load fails its trials, not the run."""
+    try:
+        return (load_fn or _default_load_fn())(ds_spec), None
+    except Exception as exc:  # noqa: BLE001 - recorded as each trial's failure
+        return None, f"dataset {ds_spec.get('name')!r} failed to load: {exc}"
 
 
 def _run_rungs(
