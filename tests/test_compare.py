@@ -151,6 +151,7 @@ def test_a_tuned_report_has_tuned_and_defaults_tables_the_selections_and_the_sea
     assert "- **trials**: 12 (12 ok, 0 failed) and 24 search trials on val" in md
     assert "## Paired comparisons against divergence=kl" in md and md.count("| pmi · tv ") == 2  # tuned, defaults
     assert (out_dir / "compare.csv").is_file()
+    assert md.count('"tune": {"algorithm": "random", "budget": 4') == 2  # the tuned configurations say so
     page = (out_dir / "index.html").read_text()
     assert "<script>alert(1)" not in page and "&lt;script&gt;alert(1)" in md + page
     assert "tuned (budget 4 on val)" in page and 'id="compare"' in page

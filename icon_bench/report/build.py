@@ -214,9 +214,11 @@ def build_report(
     failed["error"] = failed["error"].map(_first_line)
     warned = trials((rows["status"] == "ok") & (rows["warnings"].map(len) > 0), "warnings")
     configs = {}
-    for cid, spec in zip(rows["config_id"], rows["spec"]):
+    for cid, spec, tune in zip(rows["config_id"], rows["spec"], rows["tune"]):
         if cid not in configs:
             configs[cid] = {k: v for k, v in (spec or {}).items() if k != "seed"} if isinstance(spec, Mapping) else {}
+            if _tune_block(tune):  # a tuned configuration says so (its spec equals the cell at defaults)
+                configs[cid]["tune"] = _tune_block(tune)
     protocols: dict[str, list[dict]] = {}
     for version, proto in zip(rows["protocol_version"], rows.get("protocol", [None] * len(rows))):
         settings = _get(proto, "settings") or {}
