@@ -184,6 +184,10 @@ def run_suite(
     store = ResultsStore(results_dir, suite=suite.name, run_id=run_id)
     choose = {"force": force, "retry_failed": retry_failed, "limit": limit}
     try:
+        if suite.tune is not None:
+            run = dict(kind=kind, address=address, progress=progress, trial_fn=trial_fn, load_fn=load_fn, **executor_kwargs)
+            return _run_tuned(suite, store, choose, out, dry_run=dry_run, wait=wait, report=report,
+                              report_dir=report_dir, **run)
         if dry_run:
             _dry_run(suite, store, choose, out)
             return EXIT_OK
@@ -230,14 +234,40 @@ def _finish(
         print("interrupted: finished rows are kept; run the same command again to resume", file=out)
         return EXIT_INTERRUPTED
     code = EXIT_FAILED if summary.failed else EXIT_OK
-    if report:
-        from icon_bench.run.store import REPORT_DIR
+    return max(code, _report(store, out, report_dir)) if report else code
 
-        # Beside the rows (results/ is not tracked): a user's run never rewrites the committed example
-        # reports under reports/, which only `icon-bench report RESULTS -o reports/NAME` regenerates.
-        out_dir = Path(report_dir) if report_dir is not None else store.directory / REPORT_DIR
-        code = max(code, _write_report(store.directory, out_dir, out))
-    return code
+
+def _report(store: ResultsStore, out: TextIO, report_dir: str | os.PathLike[str] | None) -> int:
+    from icon_bench.run.store import REPORT_DIR
+
+    # Beside the rows (results/ is not tracked): a user's run never rewrites the committed example
+    # reports under reports/, which only `icon-bench report RESULTS -o reports/NAME` regenerates.
+    out_dir = Path(report_dir) if report_dir is not None else store.directory / REPORT_DIR
+    return _write_report(store.directory, out_dir, out)
+
+
+def _run_tuned(suite: Suite, store: ResultsStore, choose: Mapping[str, Any], out: TextIO, *, dry_run: bool, wait: bool,
+               report: bool, report_dir: str | os.PathLike[str] | None, **run: Any) -> int:
+    """A suite with a `tune:` block (run/search.py): its search on val, then each selection once on test."""
+    from icon_bench.run.search import run_tuned
+
+    def summarise(summary: RunSummary) -> None:
+        print_summary(suite, summary, store, out)
+
+    if dry_run:
+        run_tuned(suite, store, out, summarise, dry_run=True, **choose, **run)
+        return EXIT_OK
+    store.check_writable()
+    with results_lock(store.directory, wait=wait, on_wait=lambda who: _say_waiting(store.directory, who, out)):
+        outcome = run_tuned(suite, store, out, summarise, **choose, **run)
+    if outcome.summary is not None and outcome.summary.store_error:
+        _say_store_failed(outcome.summary, store)
+        return EXIT_STORE
+    if outcome.interrupted:
+        print("interrupted: finished rows are kept; run the same command again to resume", file=out)
+        return EXIT_INTERRUPTED
+    code = EXIT_FAILED if outcome.failed else EXIT_OK
+    return max(code, _report(store, out, report_dir)) if report and outcome.finished else code
 
 
 def _dry_run(suite: Suite, store: ResultsStore, choose: Mapping[str, Any], out: TextIO) -> None:

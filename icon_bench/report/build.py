@@ -35,13 +35,11 @@ def aggregate(
 ) -> pd.DataFrame:
     """Per configuration (config_id), protocol version and split: mean, sample std and n of each metric over seeds.
 
-    One output row per (protocol_version, split, dataset, config_id) with columns protocol_version,
-    split, dataset (its label), config_id, suite, method, divergence, label, seeds (ok seeds), expected_seeds (every seed run
-    for the suite(s) and dataset), missing_seeds, failed_seeds, n, n_expected, complete, and per
-    metric `<m>_mean`, `<m>_std` (ddof=1; NaN when n < 2), `<m>_n`, plus `<m>_rank`, `<m>_rank_lo`,
-    `<m>_rank_hi` from `resamples` bootstrap resamples over seeds (0 to skip ranking); metrics in
-    `lower` rank smallest first (default: `metric_kinds` of the rows).
-    Failed trials never enter a mean; they make their configuration incomplete.
+    One row per (protocol_version, split, dataset label, config_id): suite, method, divergence, label, seeds
+    (ok ones), expected_seeds (run for the suite(s) and dataset), missing_seeds, failed_seeds, n, n_expected,
+    complete, kind / tune / selected (tuned or defaults), per metric `<m>_mean`, `<m>_std` (ddof=1; NaN when
+    n < 2), `<m>_n`, `<m>_rank`, `<m>_rank_lo`, `<m>_rank_hi` from `resamples` bootstrap resamples over seeds
+    (0: no ranking; `lower` ranks smallest first, default `metric_kinds`). Failed trials never enter a mean.
     """
     df = without_search(normalise_rows(rows_df))
     metrics = metric_names(df)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["NONE", "component_label", "divergence_label", "first_line", "trial_label"]
+__all__ = ["NONE", "component_label", "divergence_label", "first_line", "trial_label", "tune_label"]
 
 #: What a table shows where a trial has no value (a baseline has no divergence).
 NONE = "-"
@@ -45,3 +45,14 @@ def first_line(text: Any) -> str:
     """The first non-empty line of an error message ("" for None)."""
     lines = str(text or "").strip().splitlines()
     return lines[0] if lines else ""
+
+
+def tune_label(row: Mapping[str, Any]) -> str:
+    """What a tuned suite's row ran: a search trial's candidate, a final's selection, or defaults."""
+    tune = row.get("tune") or {}
+    values = tune.get("values") if tune.get("role") == "search" else tune.get("selected")
+    if not tune:
+        return "defaults"
+    text = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in (values or {}).items())
+    epochs = f" ({tune['epochs']} epochs)" if tune.get("stopped") else ""
+    return ("selected " if tune.get("role") == "final" else "") + text + epochs

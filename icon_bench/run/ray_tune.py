@@ -22,7 +22,6 @@ from icon_bench.run.execution import (
     RunSummary,
     TrialFn,
     _dataset_key,
-    _Progress,
     _record,
     failed_row,
     run_one,
@@ -30,6 +29,7 @@ from icon_bench.run.execution import (
 )
 from icon_bench.run.ray_cluster import ray_session
 from icon_bench.run.ray_executor import RayExecutor, _import_trial_stack, _ray_load
+from icon_bench.run.progress import Progress
 from icon_bench.run.store import ResultsStore
 from icon_bench.run.tune import Tune, higher_is_better, row_value
 from icon_bench.run.tuning import SEARCH, SearchItem, search_run
@@ -94,9 +94,9 @@ def run_search_ray(
     executor = executor or RayExecutor(progress=progress)
     if not items:
         return RunSummary(total=0)
-    with search_run(len(items), progress, "search (ray tune)") as (summary, bar), _session(executor):
+    with search_run(len(items), progress, "search (ray tune)", executor.out) as (summary, bar), _session(executor):
         capacity = executor._capacity()
-        base = os.getcwd()
+        base = os.fspath(executor.base) if executor.base is not None else os.getcwd()
         load_task = ray.remote(_ray_load).options(num_cpus=min(executor.cpus, 1.0), num_gpus=0)
         refs: dict[str, Any] = {}
         try:
@@ -141,7 +141,7 @@ def _groups(items: Sequence[SearchItem]) -> list[list[SearchItem]]:
     return list(groups.values())
 
 
-def _fit(group: list[SearchItem], refs: dict[str, Any], store: ResultsStore, summary: RunSummary, bar: _Progress,
+def _fit(group: list[SearchItem], refs: dict[str, Any], store: ResultsStore, summary: RunSummary, bar: Progress,
          tune_block: Tune, trial_fn: TrialFn | None, executor: RayExecutor, capacity: int, storage: str) -> None:
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
@@ -177,7 +177,7 @@ def _fit(group: list[SearchItem], refs: dict[str, Any], store: ResultsStore, sum
         if item.trial_id not in stored:
             row = item.annotate(failed_row(item.spec, "the Ray Tune trial ended without reporting a result"), item.rungs[0])
             row["tune"].pop("data_key", None)
-            _record(store, row, summary, bar, running=0)
+            _record(store, row, summary, bar)
 
 
 @functools.lru_cache(maxsize=1)
@@ -188,7 +188,7 @@ def _store_rows_class() -> type:
     class _StoreRows(tune.Callback):
         """Driver-side: keeps each Tune trial's latest row and appends it to the store when the trial ends."""
 
-        def __init__(self, store: ResultsStore, summary: RunSummary, bar: _Progress, first_index: int | None = None) -> None:
+        def __init__(self, store: ResultsStore, summary: RunSummary, bar: Progress, first_index: int | None = None) -> None:
             self.store, self.summary, self.bar = store, summary, bar
             self.latest: dict[str, dict[str, Any]] = {}
             # TPE: candidates are numbered in the order their trials start (one at a time)
@@ -208,7 +208,7 @@ def _store_rows_class() -> type:
             if row is not None:
                 if trial.trial_id in self.started:
                     row["tune"]["index"] = self.started[trial.trial_id]
-                _record(self.store, row, self.summary, self.bar, running=0)
+                _record(self.store, row, self.summary, self.bar)
 
         on_trial_error = on_trial_complete
 
@@ -241,8 +241,8 @@ def run_tpe_ray(
 
     executor = executor or RayExecutor(progress=progress)
     total = sum(tune.budget - len(rows) for _, rows, _ in pending)
-    with search_run(total, progress, "search (ray tune, tpe)") as (summary, bar), _session(executor):
-        base = os.getcwd()
+    with search_run(total, progress, "search (ray tune, tpe)", executor.out) as (summary, bar), _session(executor):
+        base = os.fspath(executor.base) if executor.base is not None else os.getcwd()
         load_task = ray.remote(_ray_load).options(num_cpus=min(executor.cpus, 1.0), num_gpus=0)
         with tempfile.TemporaryDirectory(prefix="icon-bench-tune-") as storage_path:
             for conf, rows, epochs in pending:

@@ -1,4 +1,8 @@
-"""Reading a suite file: YAML -> validated `Suite`, with every error as file:line: key: message."""
+"""Reading a suite file: YAML -> validated `Suite`, with every error as file:line: key: message.
+
+Reason: every check (grid, include, exclude, settings, the tune block) adds to one error collector
+with the same key rules, so they stay beside it.
+"""
 
 from __future__ import annotations
 

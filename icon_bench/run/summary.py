@@ -13,6 +13,7 @@ from icon_bench.run.labels import (
     divergence_label,
     first_line,
     trial_label,
+    tune_label,
 )
 
 if TYPE_CHECKING:
@@ -68,6 +69,7 @@ def print_summary(suite: Suite, summary: RunSummary, store: ResultsStore, out: T
     """One line per row of this run (method, dataset, divergence, seed, status, main metrics)."""
     metrics = _metric_columns(suite, summary.rows)
     warned = [row for row in summary.rows if row.get("warnings")]
+    tuned = getattr(suite, "tune", None) is not None  # a column with each row's candidate or selection
     table = []
     for row in summary.rows:
         spec = row.get("spec") or {}
@@ -81,6 +83,7 @@ def print_summary(suite: Suite, summary: RunSummary, store: ResultsStore, out: T
                 divergence_label(spec, row),
                 spec.get("seed", row.get("seed")),
                 row.get("status"),
+                *([tune_label(row)] if tuned else []),
                 *([_warning_kinds(row)] if warned else []),
                 *vals,
                 total_s,
@@ -88,7 +91,8 @@ def print_summary(suite: Suite, summary: RunSummary, store: ResultsStore, out: T
             ]
         )
     if table:
-        headers = ["method", "dataset", "divergence", "seed", "status", *(["warnings"] if warned else []), *metrics,
+        headers = ["method", "dataset", "divergence", "seed", "status", *(["tuned"] if tuned else []),
+                   *(["warnings"] if warned else []), *metrics,
                    "time_s", "error"]
         print(tabulate(table, headers=headers, floatfmt=".3f", missingval="-", tablefmt="simple"), file=out)
     print_failures(summary.rows, store, out)

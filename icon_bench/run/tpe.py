@@ -112,13 +112,15 @@ def run_tpe_local(
     load_fn: LoadFn | None = None,
     threads: int | None = None,
     progress: bool = True,
+    base: str | os.PathLike[str] | None = None,
+    out: Any = None,
 ) -> RunSummary:
     """Each (configuration, its stored search rows, rungs' max epochs): ask, run, tell until the budget is spent."""
     import optuna
 
     total = sum(tune.budget - len(rows) for _, rows, _ in pending)
-    base = os.getcwd()
-    with search_run(total, progress, "search (local, tpe)") as (summary, bar):
+    base = os.fspath(base) if base is not None else os.getcwd()
+    with search_run(total, progress, "search (local, tpe)", out) as (summary, bar):
         for conf, rows, epochs in pending:
             up = higher[conf.tuned_id]
             study, _, _ = replay(tune, conf, rows, up)
@@ -126,14 +128,14 @@ def run_tpe_local(
             data, load_error = load_or_error(load_fn, _dataset_key(conf.cell, base)[1])
             asha: dict[str, Any] = {}
             for index in range(len(rows), tune.budget):
-                bar.update(running=1)
                 trial = study.ask(dists)
                 item = item_for(conf, index, values_of(trial.params, tune), tune, epochs)
+                bar.start(item.spec)
                 if load_error is not None:
                     row = item.annotate(failed_row(item.spec, load_error), item.rungs[0])
                 else:
                     row = _run_rungs(item, data, trial_fn, threads, tune, asha)
-                _record(store, row, summary, bar, running=0)
+                _record(store, row, summary, bar)
                 value = objective(row, item.info["metric"], up)
                 study.tell(trial, value, state=optuna.trial.TrialState.COMPLETE if value is not None
                            else optuna.trial.TrialState.PRUNED)

@@ -23,17 +23,17 @@ from icon_bench.run.execution import (
     TrialFn,
     _dataset_key,
     _default_load_fn,
-    _Progress,
     _record,
     failed_row,
     run_one,
 )
 from icon_bench.run.ids import config_id, trial_id
+from icon_bench.run.progress import Progress
 from icon_bench.run.store import ResultsStore
 from icon_bench.run.suite import Suite
 from icon_bench.run.tune import Asha, Tune, candidates, final_spec, rungs, search_spec, select, tuned_config_id
 
-__all__ = ["Configuration", "describe_row", "FinalTrial", "SearchItem", "TunePlan", "plan_tuning", "run_search_local"]
+__all__ = ["Configuration", "FinalTrial", "SearchItem", "TunePlan", "plan_tuning", "run_search_local"]
 
 SEARCH, FAILED = "search", "failed"
 
@@ -260,17 +260,6 @@ def finals(plan: TunePlan, rows: Mapping[str, Mapping[str, Any]], *, force: bool
     return specs, records, empty
 
 
-def describe_row(row: Mapping[str, Any]) -> str:
-    """What a tuned suite's row ran: a search trial's candidate, a final's selection, or defaults."""
-    tune = row.get("tune") or {}
-    values = tune.get("values") if tune.get("role") == "search" else tune.get("selected")
-    if not tune:
-        return "defaults"
-    text = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in (values or {}).items())
-    epochs = f" ({tune['epochs']} epochs)" if tune.get("stopped") else ""
-    return ("selected " if tune.get("role") == "final" else "") + text + epochs
-
-
 # ---------------------------------------------------------------------------------------------
 # Search in process
 # ---------------------------------------------------------------------------------------------
@@ -283,14 +272,20 @@ def run_search_local(
     load_fn: LoadFn | None = None,
     threads: int | None = None,
     progress: bool = True,
+    base: str | os.PathLike[str] | None = None,
+    out: Any = None,
 ) -> RunSummary:
-    """Run search trials one after another in this process (ASHA's rule in trial order when scheduled)."""
-    base = os.getcwd()
+    """Run search trials one after another in this process (ASHA's rule in trial order when scheduled).
+
+    `base` is what relative dataset paths are relative to (the suite's root; None: the current
+    directory), `out` where a line per finished trial goes when stderr is not a terminal.
+    """
+    base = os.fspath(base) if base is not None else os.getcwd()
     cache: dict[str, tuple[Any, str | None]] = {}
     asha: dict[str, Asha] = {}
-    with search_run(len(items), progress, "search (local)") as (summary, bar):
+    with search_run(len(items), progress, "search (local)", out) as (summary, bar):
         for item in items:
-            bar.update(running=1)
+            bar.start(item.spec)
             key, ds_spec = _dataset_key(item.spec, base)
             if key not in cache:
                 cache = {key: load_or_error(load_fn, ds_spec)}  # one dataset held at a time
@@ -299,16 +294,16 @@ def run_search_local(
                 row = item.annotate(failed_row(item.spec, load_error), item.rungs[0])
             else:
                 row = _run_rungs(item, data, trial_fn, threads, tune, asha)
-            _record(store, row, summary, bar, running=0)
+            _record(store, row, summary, bar)
     return summary
 
 
 @contextlib.contextmanager
-def search_run(total: int, progress: bool, desc: str) -> Iterator[tuple[RunSummary, _Progress]]:
+def search_run(total: int, progress: bool, desc: str, out: Any = None) -> Iterator[tuple[RunSummary, Progress]]:
     """A search's summary and progress bar; Ctrl-C ends it as interrupted (stored rows stay), its time recorded."""
     t0 = time.perf_counter()
     summary = RunSummary(total=total)
-    bar = _Progress(total, progress, desc)
+    bar = Progress(total, enabled=progress, out=out, desc=desc)
     try:
         yield summary, bar
     except KeyboardInterrupt:
