@@ -21,7 +21,6 @@ COMMAND_MODULES: tuple[str, ...] = (
     "icon_bench.run.suite_doc",
     "icon_bench.report.commands",
     "icon_bench.report.references",
-    "icon_bench.report.compare",
     "icon_bench.scaffold.command",
 )
 

@@ -108,6 +108,9 @@ def test_compare_command_prints_the_table_and_json(tmp_path: Path, capsys: pytes
     assert "divergence values in the rows: kl, tv" in capsys.readouterr().err
     assert cli.main(["compare", str(store), "--baseline", "divergence"]) == 2
     assert "expects KEY=VALUE" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cli.main(["compare", "--help"])
+    assert f"paired t below {T_BELOW} pairs" in capsys.readouterr().out.replace("\n", " ").replace("  ", " ")
 
 
 # ---------------------------------------------------------------------------------------------

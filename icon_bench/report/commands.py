@@ -52,7 +52,7 @@ def write_report(
 
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
-    """Add `icon-bench report` and `icon-bench leaderboard` to the CLI."""
+    """Add `icon-bench report`, `icon-bench leaderboard` and `icon-bench compare` to the CLI."""
     p = subparsers.add_parser("report", help="aggregate a results store into leaderboards, plots and a web page")
     p.add_argument("results", help="a results directory (holding results.jsonl) or the results.jsonl file")
     p.add_argument(
@@ -68,6 +68,22 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("leaderboard", help="build reports/README.md indexing every suite's report")
     p.add_argument("reports", nargs="?", default="reports", help="folder holding one subfolder per suite report")
     p.set_defaults(func=cmd_leaderboard)
+
+    p = subparsers.add_parser(
+        "compare",
+        help="paired differences against a baseline (same datasets, splits and seeds), with 95 %% intervals",
+        description=(
+            "Pair each configuration with its baseline on the same dataset, split and seed and report the "
+            "mean paired difference with a 95 % interval: paired t below 10 pairs (compare.T_BELOW), else a bootstrap "
+            "over seeds. Tuned and default results are compared separately."
+        ),
+    )
+    p.add_argument("results", help="a results directory (holding results.jsonl) or the results.jsonl file")
+    p.add_argument("--baseline", default="divergence=kl", metavar="KEY=VALUE",
+                   help="what the others are compared with (default divergence=kl; e.g. p.debias=0, method=kmeans)")
+    p.add_argument("--metric", action="append", metavar="M", help="only this metric (repeatable; default: all)")
+    p.add_argument("--json", action="store_true", help="print the comparisons as JSON lines")
+    p.set_defaults(func=_cmd_compare)
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -92,3 +108,10 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     path = build_index(args.reports)
     print(f"index written to {path}")
     return 0
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    """Handler of `icon-bench compare` (report/compare.py, imported only when the command runs)."""
+    from icon_bench.report.compare import cmd_compare
+
+    return cmd_compare(args)

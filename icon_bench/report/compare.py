@@ -33,7 +33,7 @@ from icon_bench.report.rows import (
     without_search,
 )
 
-__all__ = ["T_BELOW", "add_commands", "paired_comparisons", "paired_interval", "parse_baseline"]
+__all__ = ["T_BELOW", "cmd_compare", "paired_comparisons", "paired_interval", "parse_baseline"]
 
 #: Fewer pairs than this: a paired t interval; this many or more: a bootstrap over seeds.
 T_BELOW = 10
@@ -182,28 +182,6 @@ def display_rows(table: pd.DataFrame, fractions: set[str]) -> list[list[str]]:
 
 
 HEADERS = ["configuration", "baseline", "metric", "pairs", "mean difference", "95 % interval", "interval", "verdict"]
-
-
-# ----------------------------------------------------------------------------------------------
-# Command line
-# ----------------------------------------------------------------------------------------------
-def add_commands(subparsers: argparse._SubParsersAction) -> None:
-    """Add `icon-bench compare`."""
-    p = subparsers.add_parser(
-        "compare",
-        help="paired differences against a baseline (same datasets, splits and seeds), with 95 % intervals",
-        description=(
-            "Pair each configuration with its baseline on the same dataset, split and seed and report the "
-            f"mean paired difference with a 95 % interval: paired t below {T_BELOW} pairs, else a bootstrap "
-            "over seeds. Tuned and default results are compared separately."
-        ),
-    )
-    p.add_argument("results", help="a results directory (holding results.jsonl) or the results.jsonl file")
-    p.add_argument("--baseline", default="divergence=kl", metavar="KEY=VALUE",
-                   help="what the others are compared with (default divergence=kl; e.g. p.debias=0, method=kmeans)")
-    p.add_argument("--metric", action="append", metavar="M", help="only this metric (repeatable; default: all)")
-    p.add_argument("--json", action="store_true", help="print the comparisons as JSON lines")
-    p.set_defaults(func=cmd_compare)
 
 
 def cmd_compare(args: argparse.Namespace) -> int:

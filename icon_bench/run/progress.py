@@ -7,7 +7,7 @@ import threading
 from collections.abc import Mapping
 from typing import Any, TextIO
 
-from icon_bench.run.labels import first_line, trial_label
+from icon_bench.run.labels import first_line, trial_label, tune_label
 
 __all__ = ["OK_STATUSES", "Progress"]
 
@@ -104,6 +104,8 @@ class Progress:
     def _line(self, row: Mapping[str, Any], ok: bool, elapsed_s: float | None) -> str:
         width = len(str(self.total))
         label = trial_label(row.get("spec") or {}, row)
+        if row.get("tune"):  # a tuned suite's row: which candidate it searched, or what it selected
+            label += f" [{'val: ' if row['tune'].get('role') == 'search' else ''}{tune_label(row)}]"
         total_s = (row.get("timings") or {}).get("total_s", elapsed_s)
         took = f"  {total_s:.1f} s" if isinstance(total_s, (int, float)) else ""
         if not ok:

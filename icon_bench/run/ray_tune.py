@@ -212,6 +212,11 @@ def _store_rows_class() -> type:
 
         on_trial_error = on_trial_complete
 
+        def __getstate__(self) -> dict[str, Any]:
+            # Tune pickles its callbacks into the experiment state; the store, summary and progress bar
+            # (threads, locks) stay with this process, where the callback runs.
+            return {}
+
     return _StoreRows
 
 
