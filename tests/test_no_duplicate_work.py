@@ -117,7 +117,8 @@ def test_a_seed_independent_method_runs_once_per_configuration(
     results, reports = tmp_path / "res", tmp_path / "rep"
     assert run_suite(path, results=results, dry_run=True, progress=False) == 0
     plan = capsys.readouterr().out
-    assert "2 configuration(s) do not depend on the seed and run once: tsne (seeds 1 not run)" in plan
+    assert "do not depend on the seed, so they run once per configuration and the report shows n = 1" in plan
+    assert "tsne: 2 configurations (seed 1 skipped)" in plan
     assert "4 cells, 0 done, 0 failed, 4 to run" in plan  # kmeans x 2 seeds, tsne x 2 configurations
     assert run_suite(path, results=results, report_dir=reports, progress=False) == 0
     rows = _rows(results)
