@@ -62,19 +62,17 @@ class Meter:
 
         real_fit, real_loss, real_knn = trainer.fit, learn._loss, graph_mod.knn_graph
 
-        def fit(*args: Any, **kwargs: Any) -> Any:
-            t0 = cpu_s()
-            try:
-                return real_fit(*args, **kwargs)
-            finally:
-                self.fit_s += cpu_s() - t0
+        def timed(real: Callable[..., Any], field: str) -> Callable[..., Any]:
+            def call(*args: Any, **kwargs: Any) -> Any:
+                t0 = cpu_s()
+                try:
+                    return real(*args, **kwargs)
+                finally:
+                    setattr(self, field, getattr(self, field) + cpu_s() - t0)
 
-        def knn_graph(*args: Any, **kwargs: Any) -> Any:
-            t0 = cpu_s()
-            try:
-                return real_knn(*args, **kwargs)
-            finally:
-                self.graph_s += cpu_s() - t0
+            return call
+
+        fit, knn_graph = timed(real_fit, "fit_s"), timed(real_knn, "graph_s")
 
         def loss(*args: Any, **kwargs: Any) -> Any:
             module = real_loss(*args, **kwargs)
