@@ -166,3 +166,28 @@ def test_html_report_shows_the_note(tmp_path: Path) -> None:
     page = (tmp_path / "rep" / "index.html").read_text()
     assert "1/1 ‡" in page and "‡ seed-independent" in page
     assert build_report(tmp_path / "res").aggregated["seed_independent"].tolist() == [True]
+
+
+def test_the_conformance_kit_holds_a_method_to_its_seed_independence() -> None:
+    from icon_bench.testing import ConformanceError, check_method
+
+    check_method("tsne", overrides={"settings": {"epochs": 2}})  # declared, and true
+
+    class Claims:
+        """Says the seed does not matter, but draws its embedding from it."""
+
+        seed_independent = True
+        metrics = ["knn"]
+
+        def with_overrides(self, overrides: object) -> Claims:
+            return self
+
+        def run(self, data, *, seed, device, overrides=None, progress=False):  # noqa: ANN001, ANN201
+            from icon_bench.evaluation.metrics import MethodOutput
+
+            g = torch.Generator().manual_seed(seed)
+            return MethodOutput(torch.randn(len(data.x_train), 2, generator=g),
+                                torch.randn(len(data.x_test), 2, generator=g), None, None, {}, {})
+
+    with pytest.raises(ConformanceError, match="seeds 0 and 1 gave different train_embeddings"):
+        check_method(Claims())
