@@ -41,7 +41,9 @@ def check_method(
 
     Embeddings, when returned, are (n_train, d) and (n_test, d) with one d and finite values;
     clusters, when returned, are int64 (n,) labels >= 0; at least one of the two is returned;
-    ``history`` maps names to lists of finite floats; ``info`` is a dict. Returns the output.
+    ``history`` maps names to lists of finite floats; ``info`` is a dict. A method whose resolved
+    recipe says ``seed_independent`` runs again under ``seed + 1`` and must give the same output.
+    Returns the output.
     """
     label, build = _builder("method", spec_or_method, params, registry)
     method = _build(label, build, seed)
