@@ -44,6 +44,16 @@ def test_grouped_top_k_is_exact(metric: str, n: int, k: int, chunk: int | None) 
     torch.testing.assert_close(got, _brute(x, k, metric), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("chunk", [None, 1, 13])
+def test_equidistant_neighbours_go_lower_index_first(chunk: int | None) -> None:
+    # Points on a small integer grid: many exact ties, as in pixel data (digits: 1.3 % of rows).
+    x = torch.randint(0, 3, (120, 4), generator=torch.Generator().manual_seed(0)).float()
+    dist = torch.cdist(x.double(), x.double()) ** 2
+    dist.fill_diagonal_(float("inf"))
+    expected = dist.sort(dim=1, stable=True).indices[:, :6]  # nearest first, then the lower index
+    assert torch.equal(knn_graph(x, 6, "euclidean", chunk_size=chunk), expected)
+
+
 def test_duplicate_points_and_images() -> None:
     base = torch.randn(40, 3, generator=torch.Generator().manual_seed(0))
     x = torch.cat([base, base])  # every point has a twin at distance 0

@@ -111,7 +111,8 @@ def knn_graph(
     allocated once (CHUNK_BYTES), so memory stays O(chunk * n) and no chunk allocates afresh.
     The top k of a row comes from its groups of about sqrt(n / k) columns: the k groups with the
     largest maxima hold every one of the k largest scores, so a cheap max over groups and a top k
-    over k groups replace a top k over n columns (CPU top k was 60 % of the time).
+    over k groups replace a top k over n columns (CPU top k was 60 % of the time). Equidistant
+    neighbours are taken lower index first, so the graph does not depend on device or chunk size.
     """
     n = len(x)
     _check(n, k, metric)
@@ -143,11 +144,29 @@ def knn_graph(
         torch.mm(rows_all[start : start + m], cols_t, out=score)
         score[:, n:] = -math.inf  # padding columns
         score.view(-1)[diag[:m] + start] = -math.inf  # self
-        top_groups = score.view(m, groups, group).amax(2).topk(k, dim=1).indices
-        cand = (top_groups.unsqueeze(2) * group + offsets).reshape(m, k * group)
-        best = score.gather(1, cand).topk(k, dim=1).indices
-        out[start : start + m] = cand.gather(1, best)
+        top_groups = _first_k_best(score.view(m, groups, group).amax(2), k)
+        cand = (top_groups.unsqueeze(2) * group + offsets).reshape(m, k * group)  # ascending columns
+        picked = cand.gather(1, _first_k_best(score.gather(1, cand), k))
+        # Nearest first; among equal scores the lower index first (a stable sort keeps column order).
+        order = score.gather(1, picked).sort(dim=1, descending=True, stable=True).indices
+        out[start : start + m] = picked.gather(1, order)
     return out
+
+
+def _first_k_best(values: Tensor, k: int) -> Tensor:
+    """Per row, the positions (ascending) of the k largest values, ties going to the lower position.
+
+    torch.topk breaks ties as its kernel happens to (CPU and CUDA differ), so pixel data, whose
+    distances tie often, would get a graph that depends on the device and the chunking; this rule
+    gives one graph. Used on group maxima it keeps every group that holds a chosen element.
+    """
+    kth = values.topk(k, dim=1).values[:, -1:]
+    above = values > kth
+    tied = values == kth
+    # The lowest-positioned ties fill the places the strictly larger values leave.
+    room = k - above.sum(1, keepdim=True)
+    chosen = above | (tied & (tied.cumsum(1) <= room))
+    return chosen.nonzero()[:, 1].reshape(len(values), k)
 
 
 # -- the caches -----------------------------------------------------------------------------------
