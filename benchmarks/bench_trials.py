@@ -183,7 +183,7 @@ def main() -> None:
     if table:
         print(tabulate(table, headers=["trial", "train rows", "epochs", "trial CPU s", "wall s", "CPU s / epoch",
                                        "loss CPU s", "loss share: loop / trial", "graph CPU s", "hungarian"],
-                       floatfmt=".2f", tablefmt="simple"))
+                       floatfmt=("", "", "", ".2f", ".1f", ".2f", ".2f", "", "", ".4f"), tablefmt="simple"))
     whole = []
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
     cli = [sys.executable, "-m", "icon_bench.cli"]
