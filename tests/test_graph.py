@@ -98,6 +98,19 @@ def test_one_cache_for_the_dataset_option_and_a_method(tmp_path: Path, monkeypat
     assert computed == [5, 5]
 
 
+def test_graphs_cached_under_an_older_rule_are_not_reused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    x = torch.randn(40, 3)
+    first = global_knn([x], 3, cache_dir=tmp_path)
+    assert first[1] == "computed" and first[2].endswith(f"-v{graph_mod.GRAPH_VERSION}")
+    clear_graph_cache()
+    assert global_knn([x], 3, cache_dir=tmp_path)[1] == "disk"
+    # A file left by the rule before this one (same content, k and metric) is another key.
+    monkeypatch.setattr(graph_mod, "GRAPH_VERSION", graph_mod.GRAPH_VERSION + 1)
+    clear_graph_cache()
+    assert global_knn([x], 3, cache_dir=tmp_path)[1] == "computed"
+    assert len(list((tmp_path / "knn").glob("*.npy"))) == 2
+
+
 def test_memory_cache_is_bounded(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setattr(graph_mod, "MEMORY_GRAPHS", 2)
     xs = [torch.randn(20, 3) for _ in range(3)]

@@ -30,6 +30,9 @@ METRICS = ("cosine", "euclidean")
 CHUNK_BYTES = {"cpu": 16 << 20, "cuda": 1 << 30}
 #: Graphs the in-process cache keeps (least recently used dropped first); one per dataset and k.
 MEMORY_GRAPHS = 8
+#: Part of every cache key: raise it when the graph a content gets changes (2: equidistant
+#: neighbours by index), so graphs cached by an older rule are never read back as current.
+GRAPH_VERSION = 2
 
 
 def cache_root(cache_dir: str | os.PathLike[str] | None = None) -> Path:
@@ -82,10 +85,11 @@ def content_hash(data: DataSplits) -> str:
 
 
 def graph_key(parts: Sequence[Tensor], k: int, metric: str) -> str:
-    """The cache key of the graph over the rows of ``parts`` stacked in order: content, metric and k."""
+    """The cache key of the graph over the rows of ``parts`` stacked in order: content, metric, k and
+    the graph rule's version."""
     digests = [tensor_digest(p) for p in parts]
     content = digests[0] if len(digests) == 1 else hashlib.sha256("".join(digests).encode()).hexdigest()
-    return f"{content[:24]}-{metric}-k{k}"
+    return f"{content[:24]}-{metric}-k{k}-v{GRAPH_VERSION}"
 
 
 # -- exact chunked search -------------------------------------------------------------------------
