@@ -11,7 +11,7 @@ from icon_bench.run.ids import trial_id
 from icon_bench.run.store import ResultsStore
 from icon_bench.run.suite import Suite
 
-__all__ = ["Plan", "make_plan", "one_cell_per_configuration", "one_seed_note", "stale_note"]
+__all__ = ["Plan", "make_plan", "one_cell_per_configuration", "one_seed_note", "seed_independent", "stale_note"]
 
 
 @dataclasses.dataclass
@@ -66,7 +66,6 @@ def one_cell_per_configuration(
     trial_id, the other seeds it stands for; the row records seed_independent and the report n = 1.
     """
     from icon_bench.run.ids import config_id
-    from icon_bench.run.trial import seed_independent
 
     kept: list[dict[str, Any]] = []
     first: dict[str, str] = {}  # config_id -> trial_id of the cell that runs
@@ -118,6 +117,18 @@ def stale_note(plan: Plan) -> str:
         f"note: {len(plan.stale)} done cell(s) ran under other recipe defaults than this icon-bench's "
         f"and run again (e.g. {first})"
     )
+
+
+def seed_independent(spec: Mapping[str, Any]) -> bool:
+    """Whether the (normalised) spec's result cannot depend on its seed (its recipe says so); False
+    when the method cannot be built here, so such a cell runs every seed and reports its own error."""
+    from icon_bench.hooks.registry import get_registry
+
+    try:
+        recipe = get_registry().get("method", spec["method"]).create().with_overrides(spec)
+    except Exception:  # an unknown or broken method: the trial itself reports it when run
+        return False
+    return bool(getattr(recipe, "seed_independent", False))  # methods that say nothing depend on it
 
 
 def one_seed_note(plan: Plan) -> str:

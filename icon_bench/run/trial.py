@@ -19,16 +19,7 @@ from typing import Any
 from icon_bench.errors import IconBenchError, TrialError
 from icon_bench.run.ids import config_id, normalize_spec, trial_id
 
-__all__ = [
-    "add_commands",
-    "config_id",
-    "fail_on_warnings",
-    "normalize_spec",
-    "parse_set",
-    "run_trial",
-    "seed_independent",
-    "trial_id",
-]
+__all__ = ["add_commands", "config_id", "fail_on_warnings", "normalize_spec", "parse_set", "run_trial", "trial_id"]
 
 
 def run_trial(
@@ -117,7 +108,7 @@ def _run(spec: dict[str, Any], data: Any, row: dict[str, Any], dev: Any, progres
     method = method_comp.create()
     recipe = method.with_overrides(spec)
     row["recipe"] = _recipe_data(recipe)
-    row["seed_independent"] = _seed_independent(recipe)
+    row["seed_independent"] = bool(getattr(recipe, "seed_independent", False))  # baselines say nothing: False
     metrics = spec["evaluate"] if spec["evaluate"] is not None else list(recipe.metrics)
     # The split settings are the dataset entry's options (val_fraction, val_seed, transductive).
     row["protocol"] = evaluation.protocol(metrics, splits=spec["dataset"], split=spec["split"])
@@ -192,22 +183,6 @@ def protocol_of(spec: Mapping[str, Any]) -> dict[str, Any] | None:
         return evaluator.protocol(metrics, splits=spec.get("dataset"), split=spec.get("split") or "test")
     except Exception:  # an unknown or broken method: the row stays unversioned
         return None
-
-
-def seed_independent(spec: Mapping[str, Any]) -> bool:
-    """Whether the (normalised) spec's result cannot depend on its seed (its recipe says so); False
-    when the method cannot be built here, so such a cell runs every seed and reports its own error."""
-    from icon_bench.hooks.registry import get_registry
-
-    try:
-        return _seed_independent(get_registry().get("method", spec["method"]).create().with_overrides(spec))
-    except Exception:  # an unknown or broken method: the trial itself reports it when run
-        return False
-
-
-def _seed_independent(recipe: Any) -> bool:
-    # Methods that say nothing (baselines, most plugins) depend on the seed.
-    return bool(getattr(recipe, "seed_independent", False))
 
 
 def _recipe_data(recipe: Any) -> dict[str, Any] | None:
