@@ -39,7 +39,7 @@ def load_rows(rows: int, dim: int) -> tuple[torch.Tensor, str]:
     if MNIST.is_file():
         from icon_bench.data.load import load_dataset
 
-        data = load_dataset({"name": "arrays", "path": str(MNIST), "pca": dim})
+        data = load_dataset({"name": "arrays", "path": str(MNIST), "pca": dim, "val_fraction": 0})
         return data.x_train[:rows].contiguous(), f"MNIST PCA-{dim} ({MNIST})"
     print(f"note: {MNIST} not found; using synthetic blobs")
     g = torch.Generator().manual_seed(0)
