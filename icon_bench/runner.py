@@ -299,6 +299,8 @@ def _plan_and_run(
         print(f"note: skipped {len(store.skipped)} unreadable line(s) in {store.path}", file=out)
     if plan.stale:
         print(_plan().stale_note(plan), file=out)
+    if plan.one_seed:
+        print(_plan().one_seed_note(plan), file=out)
     if not plan.to_run:
         print(f"nothing to run: {plan.done} of {len(plan.specs)} cells done; rows in {store.path}", file=out)
         return None

@@ -35,6 +35,26 @@ def mnist_path() -> Path:
     return MNIST_PATH
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _graph_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """kNN graphs of the tests go to a throwaway cache, never the user's ~/.cache/icon-bench."""
+    before = os.environ.get("ICON_BENCH_CACHE")
+    os.environ["ICON_BENCH_CACHE"] = str(tmp_path_factory.mktemp("icon-bench-cache"))
+    yield
+    if before is None:
+        os.environ.pop("ICON_BENCH_CACHE", None)
+    else:
+        os.environ["ICON_BENCH_CACHE"] = before
+
+
+@pytest.fixture(autouse=True)
+def _fresh_graph_memory() -> None:
+    """Each test starts without graphs another test left in this process's cache."""
+    from icon_bench.data.graph import clear_graph_cache
+
+    clear_graph_cache()
+
+
 _counter = itertools.count()
 
 

@@ -13,7 +13,7 @@ from sklearn.datasets import load_digits
 from sklearn.neighbors import NearestNeighbors
 
 import icon_bench
-from icon_bench.data.graph import knn_graph
+from icon_bench.data.graph import clear_graph_cache, knn_graph
 from icon_bench.data.load import load_dataset
 from icon_bench.data.splits import DataSplits, stratified_subset
 from icon_bench.errors import DataError, UnknownNameError
@@ -279,15 +279,21 @@ def test_knn_option_is_cached(tmp_path: Path) -> None:
     spec = {"name": "iris", "knn": 5, "knn_metric": "euclidean"}
     first = load_dataset(spec, cache_dir=tmp_path)
     assert first.knn_train is not None and first.knn_train.shape == (len(first.x_train), 5)
-    assert first.knn_train.dtype == torch.int64 and first.meta["knn_cache"] == "miss"
+    assert first.knn_train.dtype == torch.int64 and first.meta["knn_cache"] == "computed"
     assert not (first.knn_train == torch.arange(len(first.x_train))[:, None]).any()
     files = list((tmp_path / "knn").glob("*.npy"))
     assert len(files) == 1
     second = load_dataset(spec, cache_dir=tmp_path)
-    assert second.meta["knn_cache"] == "hit" and torch.equal(second.knn_train, first.knn_train)
+    assert second.meta["knn_cache"] == "memory" and torch.equal(second.knn_train, first.knn_train)
+    clear_graph_cache()  # as a fresh process sees it: only the file
+    from_disk = load_dataset(spec, cache_dir=tmp_path)
+    assert from_disk.meta["knn_cache"] == "disk" and torch.equal(from_disk.knn_train, first.knn_train)
+    # Another cache directory gets the file too, even when the graph came from memory.
+    elsewhere = load_dataset(spec, cache_dir=tmp_path / "other")
+    assert elsewhere.meta["knn_cache"] == "memory" and len(list((tmp_path / "other" / "knn").glob("*.npy"))) == 1
     # Different features (standardised) are a different key, so a fresh graph.
     third = load_dataset({**spec, "standardize": True}, cache_dir=tmp_path)
-    assert third.meta["knn_cache"] == "miss" and len(list((tmp_path / "knn").glob("*.npy"))) == 2
+    assert third.meta["knn_cache"] == "computed" and len(list((tmp_path / "knn").glob("*.npy"))) == 2
     with pytest.raises(DataError, match="did you mean 'cosine'"):
         load_dataset({"name": "iris", "knn": 5, "knn_metric": "cosin"}, cache_dir=tmp_path)
 
@@ -295,7 +301,7 @@ def test_knn_option_is_cached(tmp_path: Path) -> None:
 def test_knn_cache_dir_from_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ICON_BENCH_CACHE", str(tmp_path / "c"))
     data = load_dataset({"name": "iris", "knn": 3})
-    assert data.meta["knn_cache"] == "miss" and any((tmp_path / "c" / "knn").iterdir())
+    assert data.meta["knn_cache"] == "computed" and any((tmp_path / "c" / "knn").iterdir())
 
 
 def test_meta_is_reproducible_record() -> None:

@@ -11,7 +11,7 @@ import torch
 
 from icon_bench.data.builtin import blobs, breast_cancer, digits, iris, wine
 from icon_bench.data.files import arrays
-from icon_bench.data.graph import _cached_knn, cache_root, content_hash
+from icon_bench.data.graph import content_hash, global_knn
 from icon_bench.data.options import COMMON_OPTION_TYPES, COMMON_OPTIONS, dataset_label
 from icon_bench.data.splits import DataSplits, stratified_subset, val_indices
 from icon_bench.errors import DataError, UnknownNameError, did_you_mean
@@ -68,7 +68,8 @@ def load_dataset(spec: Any, cache_dir: str | os.PathLike[str] | None = None) -> 
     stratified, seeded by val_seed; 0 for none) or transductive (train and test both hold all
     rows); standardize (per feature, fitted on train); pca (components fitted on train; vectors
     only); knn with knn_metric ("cosine" or "euclidean") for the global kNN graph over the train
-    split, cached under `cache_dir` (default $ICON_BENCH_CACHE or ~/.cache/icon-bench); label
+    split, cached in this process and under `cache_dir` (default $ICON_BENCH_CACHE or
+    ~/.cache/icon-bench; meta["knn_cache"] says where it came from: memory, disk or computed); label
     (the name reports give it).
     """
     from icon_bench.hooks.registry import get_registry, split_spec
@@ -171,8 +172,10 @@ def _knn(data: DataSplits, options: dict[str, Any], cache_dir: str | os.PathLike
             f"dataset {data.meta['dataset']['name']!r}: knn_metric must be 'cosine' or 'euclidean', got {metric!r}"
             + (f"; did you mean {hint[0]!r}?" if hint else "")
         )
-    data.knn_train = _cached_knn(data.x_train, k, metric, cache_root(cache_dir), data.meta)
-    return {"step": "knn", "k": k, "metric": metric, "cache": data.meta["knn_cache"]}
+    # The same cache as the graph a method builds: one graph per content, k and metric.
+    data.knn_train, source, key = global_knn([data.x_train], k, metric, cache_dir=cache_dir)
+    data.meta.update(knn_key=key, knn_cache=source)
+    return {"step": "knn", "k": k, "metric": metric, "cache": source}
 
 
 def _jsonable(value: Any) -> Any:

@@ -39,54 +39,22 @@ def aggregate(
     (ok ones), expected_seeds (run for the suite(s) and dataset), missing_seeds, failed_seeds, n, n_expected,
     complete, kind / tune / selected (tuned or defaults), per metric `<m>_mean`, `<m>_std` (ddof=1; NaN when
     n < 2), `<m>_n`, `<m>_rank`, `<m>_rank_lo`, `<m>_rank_hi` from `resamples` bootstrap resamples over seeds
-    (0: no ranking; `lower` ranks smallest first, default `metric_kinds`). Failed trials never enter a mean.
+    (0: no ranking; `lower` ranks smallest first, default `metric_kinds`). Failed trials never enter a mean;
+    they make their configuration incomplete. A configuration whose rows say `seed_independent` counts
+    its latest ok row only: n = 1 of 1, no spread.
     """
     df = without_search(normalise_rows(rows_df))
     metrics = metric_names(df)
     lower = set(metric_kinds(df)[1] if lower is None else lower)
     df["_seed"] = df["seed"].map(_seed_key)
+    flags = df["seed_independent"] if "seed_independent" in df.columns else pd.Series(False, index=df.index)
+    df["seed_independent"] = flags.map(lambda v: v is True or v == 1.0)
     # Seeds run per (protocol, split, suite, dataset): what every configuration there is expected to have.
     run_seeds = df.groupby(["protocol_version", "split", "suite", "dataset"])["_seed"].agg(lambda s: set(s) - {None})
-    out: list[dict[str, Any]] = []
-    groups = df.groupby(["protocol_version", "split", "dataset", "config_id"], sort=False)
-    for (version, split, dataset, cid), group in groups:
-        ok = group[group["status"] == "ok"]
-        bad = group[group["status"] != "ok"]
-        suites = sorted(set(group["suite"]))
-        expected: set = set()
-        for suite in suites:
-            expected |= run_seeds.get((version, split, suite, dataset), set())
-        ok_seeds = set(ok["_seed"]) - {None}
-        failed_seeds = set(bad["_seed"]) - {None} - ok_seeds
-        missing = expected - ok_seeds - failed_seeds
-        spec = group["spec"].iloc[0] if isinstance(group["spec"].iloc[0], Mapping) else {}
-        rec: dict[str, Any] = {
-            "protocol_version": version,
-            "split": split,
-            "dataset": dataset,
-            "config_id": cid,
-            "suite": ", ".join(s for s in suites if s),
-            "method": group["method"].iloc[0],
-            "divergence": group["divergence"].iloc[0],
-            "spec": {k: v for k, v in spec.items() if k != "seed"},
-            "seeds": _sorted_seeds(ok_seeds),
-            "expected_seeds": _sorted_seeds(expected),
-            "missing_seeds": _sorted_seeds(missing),
-            "failed_seeds": _sorted_seeds(failed_seeds),
-            "n": len(ok),
-            "n_expected": max(len(expected), len(group)),
-            "warned_seeds": _sorted_seeds(s for s, w in zip(ok["_seed"], ok["warnings"]) if w),  # diverged/collapsed
-            "warnings": warning_kinds(w for ws in ok["warnings"] for w in ws),
-            **_tune_fields(group, ok),
-        }
-        rec["complete"] = bool(rec["n"] >= rec["n_expected"] and not failed_seeds and not missing)
-        for m in metrics:
-            vals = ok[METRIC_PREFIX + m].dropna().to_numpy(dtype=float)
-            rec[f"{m}_mean"] = float(vals.mean()) if len(vals) else math.nan
-            rec[f"{m}_std"] = float(vals.std(ddof=1)) if len(vals) > 1 else math.nan
-            rec[f"{m}_n"] = int(len(vals))
-            rec[f"_{m}_values"] = vals
-        out.append(rec)
+    out = [
+        _config_record(key, group, run_seeds, metrics)
+        for key, group in df.groupby(["protocol_version", "split", "dataset", "config_id"], sort=False)
+    ]
     agg = pd.DataFrame(out)
     if agg.empty:
         return agg
@@ -110,6 +78,59 @@ def aggregate(
             for k, suffix in enumerate(("_rank", "_rank_lo", "_rank_hi")):
                 agg.loc[idx, f"{m}{suffix}"] = pd.array([r[k] for r in ranks], dtype="Int64")
     return agg.drop(columns=[f"_{m}_values" for m in metrics])
+
+
+def _config_record(
+    key: tuple[str, str, str, str], group: pd.DataFrame, run_seeds: pd.Series, metrics: list[str]
+) -> dict[str, Any]:
+    """One configuration's line of `aggregate` (with `_<m>_values`, the per-seed values, for ranking)."""
+    version, split, dataset, cid = key
+    ok = group[group["status"] == "ok"]
+    bad = group[group["status"] != "ok"]
+    suites = sorted(set(group["suite"]))
+    expected: set = set()
+    for suite in suites:
+        expected |= run_seeds.get((version, split, suite, dataset), set())
+    seed_free = bool(group["seed_independent"].any())
+    if seed_free:
+        # The seed cannot change the result: one run is the whole sample (rows of other seeds,
+        # e.g. from before the method said so, are copies; the latest ok one stands for them).
+        ok = ok.tail(1)
+        expected = set(ok["_seed"]) if len(ok) else set(bad["_seed"].tail(1))
+    ok_seeds = set(ok["_seed"]) - {None}
+    failed_seeds = set(bad["_seed"]) - {None} - ok_seeds
+    if seed_free:
+        failed_seeds &= expected
+    missing = expected - ok_seeds - failed_seeds
+    spec = group["spec"].iloc[0] if isinstance(group["spec"].iloc[0], Mapping) else {}
+    rec: dict[str, Any] = {
+        "protocol_version": version,
+        "split": split,
+        "dataset": dataset,
+        "config_id": cid,
+        "suite": ", ".join(s for s in suites if s),
+        "method": group["method"].iloc[0],
+        "divergence": group["divergence"].iloc[0],
+        "spec": {k: v for k, v in spec.items() if k != "seed"},
+        "seeds": _sorted_seeds(ok_seeds),
+        "expected_seeds": _sorted_seeds(expected),
+        "missing_seeds": _sorted_seeds(missing),
+        "failed_seeds": _sorted_seeds(failed_seeds),
+        "n": len(ok),
+        "n_expected": 1 if seed_free else max(len(expected), len(group)),
+        "seed_independent": seed_free,
+        "warned_seeds": _sorted_seeds(s for s, w in zip(ok["_seed"], ok["warnings"]) if w),  # diverged/collapsed
+        "warnings": warning_kinds(w for ws in ok["warnings"] for w in ws),
+        **_tune_fields(group, ok),
+    }
+    rec["complete"] = bool(rec["n"] >= rec["n_expected"] and not failed_seeds and not missing)
+    for m in metrics:
+        vals = ok[METRIC_PREFIX + m].dropna().to_numpy(dtype=float)
+        rec[f"{m}_mean"] = float(vals.mean()) if len(vals) else math.nan
+        rec[f"{m}_std"] = float(vals.std(ddof=1)) if len(vals) > 1 else math.nan
+        rec[f"{m}_n"] = int(len(vals))
+        rec[f"_{m}_values"] = vals
+    return rec
 
 
 def varying_keys(specs: Iterable[Any]) -> list[str]:

@@ -104,6 +104,8 @@ def plot_metrics(section: Section, fractions: set[str], lower: set[str], path: P
     height = 1.2 + 0.28 * len(labels)
     fig, axes = plt.subplots(1, len(metrics), figsize=(3.2 * len(metrics) + 2.6, height), sharey=True, squeeze=False)
     y = np.arange(len(labels))
+    flags = table["seed_independent"] if "seed_independent" in table else pd.Series(False, index=table.index)
+    seed_free = flags.fillna(False).astype(bool).to_numpy()[::-1]
     for ax, metric in zip(axes[0], metrics):
         s = scale(metric, fractions)
         mean = table[f"{metric}_mean"].to_numpy(float)[::-1] * s
@@ -112,8 +114,8 @@ def plot_metrics(section: Section, fractions: set[str], lower: set[str], path: P
         for i, method in enumerate(table["method"].to_numpy()[::-1]):
             if np.isnan(mean[i]):
                 continue
-            ax.errorbar(mean[i], y[i], xerr=std[i], fmt="o", color=palette[method], capsize=3, ms=5,
-                        mfc=palette[method] if complete[i] else "white")
+            ax.errorbar(mean[i], y[i], xerr=std[i], fmt="D" if seed_free[i] else "o", color=palette[method],
+                        capsize=3, ms=5, mfc=palette[method] if complete[i] else "white")
         ax.set_title(f"{metric}{' (×100)' if s != 1 else ''}{' ↓' if metric in lower else ''}")
         ax.grid(axis="x", alpha=0.3)
         if s != 1:
@@ -123,6 +125,8 @@ def plot_metrics(section: Section, fractions: set[str], lower: set[str], path: P
     incomplete = not table["complete"].astype(bool).all()
     if incomplete:  # a legend entry for a marker the plot does not show would only mislead
         handles.append(plt.Line2D([], [], marker="o", ls="", color="grey", mfc="white", label="incomplete"))
+    if seed_free.any():
+        handles.append(plt.Line2D([], [], marker="D", ls="", color="grey", label="seed-independent (n = 1)"))
     fig.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=min(len(handles), 5),
                frameon=False)
     how = f", {section.kind}" if section.tuned else ""

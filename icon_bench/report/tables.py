@@ -31,6 +31,11 @@ INCOMPLETE_NOTE = (
     f"{DAGGER} incomplete: fewer seeds than were run for this dataset, or a failed trial; "
     "the mean is over the seeds that finished (listed in the seeds column; † on a value: its n is short)."
 )
+SEED_FREE = "‡"
+SEED_FREE_NOTE = (
+    f"{SEED_FREE} seed-independent: the method's result does not depend on the seed (e.g. t-SNE from its "
+    "PCA start, full batch), so it ran once per configuration: n = 1 is the whole sample, with no spread to show."
+)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -61,6 +66,11 @@ def format_value(mean: float, std: float, n: int, *, fraction: bool) -> str:
     return f"{num(mean)} ± {num(std)} ({int(n)})"
 
 
+def _flag(value: Any) -> bool:
+    """A yes/no column read back from rows or a CSV: missing is no."""
+    return not _missing(value) and str(value).lower() in ("true", "1", "1.0")
+
+
 def format_rank(rank: Any, lo: Any, hi: Any) -> str:
     """`1 (1–2)`: rank of the mean and its bootstrap interval."""
     if _missing(rank):
@@ -71,8 +81,10 @@ def format_rank(rank: Any, lo: Any, hi: Any) -> str:
 
 
 def format_seeds(rec: Mapping[str, Any]) -> str:
-    """`3/3`, or `2/3 † missing 2` / `2/3 † failed 1` for an incomplete configuration."""
+    """`3/3`, `1/1 ‡` (seed-independent), or `2/3 † missing 2` / `2/3 † failed 1` for an incomplete configuration."""
     text = f"{rec['n']}/{rec['n_expected']}"
+    if _flag(rec.get("seed_independent")):
+        text += f" {SEED_FREE}"
     if rec["complete"]:
         return text
     notes = []
@@ -149,6 +161,9 @@ def _legend(report: Report) -> list[str]:
     lines.append(INCOMPLETE_NOTE)
     if not report.warned.empty:
         lines.append(WARNING_NOTE)
+    agg = report.aggregated
+    if "seed_independent" in agg.columns and any(_flag(v) for v in agg["seed_independent"]):
+        lines.append(SEED_FREE_NOTE)
     lines.append(
         "Tables titled \"tuned (budget B on val)\" hold configurations whose hyperparameters were searched with "
         "the same budget B each on the validation split and scored once on test; \"defaults\" tables hold "
@@ -187,8 +202,8 @@ def leaderboard_frame(report: Report) -> pd.DataFrame:
         df[col] = df[col].map(_seed_list)
     df["spec"] = df["spec"].map(lambda s: json.dumps(s, sort_keys=True, default=str))
     first = ["protocol_version", "split", "dataset", "primary_metric", "rank", "label", "config_id", "suite", "method",
-             "divergence", "n", "n_expected", "complete", "seeds", "expected_seeds", "missing_seeds", "failed_seeds",
-             "warnings", "warned_seeds"]
+             "divergence", "n", "n_expected", "complete", "seed_independent", "seeds", "expected_seeds",
+             "missing_seeds", "failed_seeds", "warnings", "warned_seeds"]
     metric_cols = [c for c in df.columns if c not in first and c != "spec"]
     return df[first + metric_cols + ["spec"]]
 

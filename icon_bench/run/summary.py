@@ -46,6 +46,10 @@ def print_plan(suite: Suite, plan: Plan, out: TextIO) -> None:
         from icon_bench.run.plan import stale_note
 
         print(stale_note(plan), file=out)
+    if plan.one_seed:
+        from icon_bench.run.plan import one_seed_note
+
+        print(one_seed_note(plan), file=out)
     print(
         f"suite {suite.name!r} ({suite.source}): {len(plan.specs)} cells, {plan.done} done, "
         f"{plan.failed} failed, {len(plan.to_run)} to run",

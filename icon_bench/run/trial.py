@@ -75,6 +75,7 @@ def run_trial(
         "warnings": [],  # evaluation/health.py: diverged / collapsed, on a row that is still "ok"
         "artifacts": {},
         "recipe": None,
+        "seed_independent": False,
     }
     try:
         row["versions"] = versions()
@@ -107,6 +108,7 @@ def _run(spec: dict[str, Any], data: Any, row: dict[str, Any], dev: Any, progres
     method = method_comp.create()
     recipe = method.with_overrides(spec)
     row["recipe"] = _recipe_data(recipe)
+    row["seed_independent"] = bool(getattr(recipe, "seed_independent", False))  # baselines say nothing: False
     metrics = spec["evaluate"] if spec["evaluate"] is not None else list(recipe.metrics)
     # The split settings are the dataset entry's options (val_fraction, val_seed, transductive).
     row["protocol"] = evaluation.protocol(metrics, splits=spec["dataset"], split=spec["split"])

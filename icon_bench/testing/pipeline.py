@@ -41,7 +41,9 @@ def check_method(
 
     Embeddings, when returned, are (n_train, d) and (n_test, d) with one d and finite values;
     clusters, when returned, are int64 (n,) labels >= 0; at least one of the two is returned;
-    ``history`` maps names to lists of finite floats; ``info`` is a dict. Returns the output.
+    ``history`` maps names to lists of finite floats; ``info`` is a dict. A method whose resolved
+    recipe says ``seed_independent`` runs again under ``seed + 1`` and must give the same output.
+    Returns the output.
     """
     label, build = _builder("method", spec_or_method, params, registry)
     method = _build(label, build, seed)
@@ -75,7 +77,33 @@ def check_method(
     except Exception as exc:
         raise _fail(label, "runs on tiny data", f"{type(exc).__name__}: {exc}") from exc
     _check_method_output(label, out, data)
+    if getattr(recipe, "seed_independent", False) is True:
+        _check_seed_independent(label, method, data, device, overrides, seed)
     return out
+
+
+def _check_seed_independent(
+    label: str, method: Any, data: Any, device: str, overrides: dict[str, Any], seed: int
+) -> None:
+    """A method that says its result does not depend on the seed gives the same output under another seed."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # several threads may sum in another order: that is not the seed
+    try:
+        again = method.run(data, seed=seed + 1, device=device, overrides=copy.deepcopy(overrides), progress=False)
+        first = method.run(data, seed=seed, device=device, overrides=copy.deepcopy(overrides), progress=False)
+    finally:
+        torch.set_num_threads(threads)
+    fields = ("train_embeddings", "test_embeddings", "val_embeddings", "train_clusters", "test_clusters", "val_clusters")
+    for field in fields:
+        a, b = getattr(first, field, None), getattr(again, field, None)
+        if (a is None) != (b is None) or (a is not None and not torch.equal(a, b)):
+            raise _fail(
+                label, "seed_independent",
+                f"it says the seed cannot change its result, but seeds {seed} and {seed + 1} gave different "
+                f"{field}; make every random choice fixed, or do not declare seed_independent",
+            )
 
 
 def _check_method_output(label: str, out: Any, data: Any) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -124,14 +125,27 @@ def build_model(
     return create("model", {"name": name, **params}, in_shape=in_shape, out_dim=dim * heads)
 
 
-def graph(data: DataSplits, recipe: Method, transductive: bool) -> Tensor:
-    """The dataset's global kNN graph, or one computed here on the (flattened) training inputs."""
-    from icon_bench.data.graph import knn_graph
+def graph(
+    data: DataSplits, recipe: Method, transductive: bool, device: str | torch.device | None = None
+) -> tuple[Tensor, dict[str, Any]]:
+    """The dataset's global kNN graph, or the shared cached one over the (flattened) training inputs.
 
+    Returns the graph and what the row records of it: k, metric, where it came from (dataset,
+    memory, disk or computed) and the seconds it took here. A miss computes on ``device``.
+    """
+    from icon_bench.data.graph import global_knn
+
+    t0 = time.perf_counter()
     if data.knn_train is not None and not transductive:
-        return data.knn_train.long()
+        step = next((s for s in (data.meta or {}).get("preprocessing", ()) if s.get("step") == "knn"), {})
+        info = {"k": int(data.knn_train.shape[1]), "metric": step.get("metric"), "source": "dataset"}
+        return data.knn_train.long(), {**info, "seconds": time.perf_counter() - t0}
     k = int(recipe.options.get("graph_k", 10))
-    if k >= data.x_train.shape[0]:
-        raise TrialError(f"graph_k={k} needs more than {data.x_train.shape[0]} training points")
-    x = torch.cat([data.x_train, data.x_val, data.x_test]) if transductive else data.x_train
-    return knn_graph(x, k, metric=str(recipe.options.get("graph_metric", "euclidean")))
+    parts = [data.x_train, data.x_val, data.x_test] if transductive else [data.x_train]
+    parts = [p for p in parts if len(p)]
+    n = sum(len(p) for p in parts)
+    if k >= n:
+        raise TrialError(f"graph_k={k} needs more than {n} training points")
+    metric = str(recipe.options.get("graph_metric", "euclidean"))
+    knn, source, _ = global_knn(parts, k, metric, device=device)
+    return knn, {"k": k, "metric": metric, "source": source, "seconds": time.perf_counter() - t0}

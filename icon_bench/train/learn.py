@@ -46,7 +46,7 @@ def run(
     # A dataset loaded transductively already trains on every row (its test split is the train
     # rows), so a lookup model must not append them a second time.
     transductive = bool(opts.get("transductive")) and not data.meta.get("transductive")
-    train_data, x_all = _train_data(data, recipe, settings, transductive, dev)
+    train_data, x_all, graph_info = _train_data(data, recipe, settings, transductive, dev)
 
     heads = int(opts.get("heads", 1) or 1)
     if heads < 1:
@@ -82,6 +82,7 @@ def run(
             "settings": settings.to_dict(),
             "recipe": recipe.resolved(),
             "model_parameters": sum(p.numel() for p in model.parameters()),
+            **({"graph": graph_info} if graph_info else {}),
             **info,
         },
     )
@@ -89,8 +90,8 @@ def run(
 
 def _train_data(
     data: DataSplits, recipe: Method, settings: TrainSettings, transductive: bool, dev: torch.device
-) -> tuple[TrainData, Tensor]:
-    """The points to train on (train, or train, val and test for transductive lookups) with their kNN graph."""
+) -> tuple[TrainData, Tensor, dict[str, Any] | None]:
+    """The points to train on (train, or train, val and test for transductive lookups), their kNN graph and its record."""
     from icon_bench.train.trainer import TrainData
 
     x_train, y_train = data.x_train, data.y_train
@@ -100,10 +101,10 @@ def _train_data(
         y_all = torch.cat([data.y_train, data.y_val, data.y_test])
     else:
         x_all, y_all = x_train, y_train
-    knn = None
+    knn = info = None
     if settings.neighbors > 0 or _needs_graph(recipe):
-        knn = graph(data, recipe, transductive)
-    return TrainData(x_all.float(), y_all.long(), knn).to(dev), x_all
+        knn, info = graph(data, recipe, transductive, dev)
+    return TrainData(x_all.float(), y_all.long(), knn).to(dev), x_all, info
 
 
 def _loss(recipe: Method, data: DataSplits, heads: int, dev: torch.device) -> nn.Module:

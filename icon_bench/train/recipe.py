@@ -35,6 +35,7 @@ OPTION_TYPES: dict[str, Any] = {
     "heads": PositiveInt,
     "head_temperature": PositiveFloat | None,
     "head_dim": PositiveInt,
+    "seed_independent": bool,
 }
 OPTION_KEYS = frozenset(OPTION_TYPES)
 
@@ -72,7 +73,12 @@ class Method:
     ``options`` holds method-level knobs that are not trainer settings (OPTION_KEYS): ``graph_k`` and
     ``graph_metric`` of the global kNN graph computed when the dataset brings none; ``augment``
     (None, "auto" or Augmenter parameters); ``transductive`` (embed train and test together, for
-    lookup models); ``pca_init``/``pca_std``. A trial's ``settings`` may set them too.
+    lookup models); ``pca_init``/``pca_std``; ``seed_independent`` (False runs every seed of a
+    recipe that declares itself ``deterministic``). A trial's ``settings`` may set them too.
+
+    ``deterministic`` declares that the recipe draws no random number at its defaults (t-SNE and
+    SNE: a PCA-initialised lookup table, full batch, one view), so the seed cannot change its result;
+    `seed_independent` says whether that still holds under a trial's overrides.
     """
 
     name: str
@@ -89,6 +95,7 @@ class Method:
     options: dict[str, Any] = dataclasses.field(default_factory=dict)
     description: str = ""
     output: str = "embeddings"  # "embeddings" | "clusters" (argmax of the head gives clusters too)
+    deterministic: bool = False
 
     # -- overrides ----------------------------------------------------------------------------
     def with_overrides(self, overrides: Mapping[str, Any] | None) -> Method:
@@ -136,6 +143,27 @@ class Method:
             "p_propagate": self.p_propagate,
             "options": self.options,
         }
+
+    @property
+    def seed_independent(self) -> bool:
+        """True when the seed cannot change this recipe's result: it is declared ``deterministic``, not
+        switched off by the ``seed_independent`` option, and nothing overridden draws from the seed."""
+        return bool(self.options.get("seed_independent", self.deterministic)) and not self.seeded_parts()
+
+    def seeded_parts(self) -> list[str]:
+        """What in this recipe draws random numbers from the trial's seed (empty: nothing does)."""
+        s, parts = self.settings, []
+        if s.get("batch_size", 256) is not None:
+            parts.append("shuffled minibatches (batch_size)")
+        # "auto" augments only with several views; Augmenter parameters augment every batch.
+        if int(s.get("views", 1) or 1) > 1 or isinstance(self.options.get("augment"), Mapping):
+            parts.append("augmented views")
+        if int(s.get("neighbors", 0) or 0) > 0:
+            parts.append("drawn kNN neighbours")
+        model = split_spec(self.model)[0]
+        if model != "lookup" or not (self.options.get("pca_init") or "init" in self.model):
+            parts.append(f"the random initialisation of model {model!r}")
+        return parts
 
     def setting_types(self) -> dict[str, Any]:
         """The keys this recipe's ``settings`` accepts, with their types (checked when a suite loads)."""
