@@ -37,15 +37,25 @@ def _import_trial_stack(attempts: int = 3) -> None:
 
     Ray's own threads may import torch (its tensor serialisers) while a task does; torch.optim's
     __init__ is not safe against that and can fail once with a NameError (seen as "name
-    'adadelta' is not defined"). A failed import leaves nothing in sys.modules, so a retry after
-    the other thread finished is clean.
+    'adadelta' is not defined") or an AttributeError ("partially initialized module 'torch' has no
+    attribute 'fx'"). A failed import leaves nothing in sys.modules, so a retry after the other
+    thread finished is clean.
     """
     for attempt in range(attempts):
         try:
-            import icon_bench.run.trial  # noqa: F401  (pulls in torch, datasets, methods)
+            # Named one by one: the package imports lazily (a light `icon-bench --help`), so
+            # importing run.trial alone no longer brings torch in before a task needs it.
+            import torch  # noqa: F401
+            import torch.fx  # noqa: F401
+            import torch.optim  # noqa: F401
+
+            import icon_bench.data.load  # noqa: F401
+            import icon_bench.evaluation.evaluator  # noqa: F401
+            import icon_bench.run.trial  # noqa: F401
+            import icon_bench.train.learn  # noqa: F401
 
             return
-        except NameError:
+        except (NameError, AttributeError):  # a torn import: "partially initialized module 'torch'"
             if attempt == attempts - 1:
                 raise
             time.sleep(0.5)
