@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable
 
 import torch
+from bench_fast_path import _reset_cpu_peak, _status_kb  # the same /proc readings
 
 from icon_bench.loss.objective import ICon
 from icon_bench.train.heads import MultiHead
@@ -61,17 +62,6 @@ def icon_loss(alpha: float, k: int, fast: bool) -> ICon:
     return ICon(p, "cluster", "kl", p_debias=alpha, q_debias=alpha, fast=fast)
 
 
-def _rss_kb(field: str) -> int | None:
-    try:
-        with open("/proc/self/status") as fh:
-            for line in fh:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1])
-    except OSError:
-        return None
-    return None
-
-
 def measure(step: Callable[[], float], device: torch.device, reps: int) -> tuple[float, float | None, float]:
     """(median seconds per step, peak MiB above the start of a step, last loss value)."""
     value = step()  # warm-up: allocator, first-call costs
@@ -94,15 +84,11 @@ def measure(step: Callable[[], float], device: torch.device, reps: int) -> tuple
         torch.cuda.synchronize(device)
         peak = (torch.cuda.max_memory_allocated(device) - base) / 2**20
     else:
-        try:
-            with open("/proc/self/clear_refs", "w") as fh:
-                fh.write("5")  # reset the resident high-water mark (Linux)
-            base = _rss_kb("VmRSS")
+        if _reset_cpu_peak():
+            base = _status_kb("VmRSS")
             step()
-            hwm = _rss_kb("VmHWM")
+            hwm = _status_kb("VmHWM")
             peak = (hwm - base) / 1024 if base is not None and hwm is not None else None
-        except OSError:
-            pass
     return statistics.median(times), peak, value
 
 
