@@ -49,10 +49,11 @@ def _suite(folder: Path, text: str) -> Path:
     return path
 
 
-def run_in_terminal(argv: list[str], cwd: Path, columns: int = 120, timeout: float = 120) -> tuple[int, str, float]:
+def run_in_terminal(argv: list[str], cwd: Path, columns: int = 120, timeout: float = 120,
+                    rows: int = 40) -> tuple[int, str, float]:
     """Run `argv` with stdin, stdout and stderr on a pseudo-terminal; (exit status, everything written, seconds)."""
     master, slave = pty.openpty()
-    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, columns, 0, 0))
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, columns, 0, 0))
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]), "COLUMNS": str(columns)}
     t0 = time.perf_counter()
     proc = subprocess.Popen(argv, stdin=slave, stdout=slave, stderr=slave, cwd=cwd, env=env, close_fds=True)
@@ -96,6 +97,18 @@ def test_a_terminal_shows_a_live_bar_with_counts_clock_and_the_trial_now_running
     # Redrawn a few times a second at most: the ticker (2/s) plus one redraw per event, never per step.
     assert len(frames) <= 2 * seconds + 3 * 4 + 4, (len(frames), seconds)
     assert "[1/4]" not in text  # no plain lines in a terminal
+
+
+def test_a_terminal_with_no_size_still_shows_the_bar(tmp_path: Path) -> None:
+    # script(1) without a real terminal, and some CI runners, give a 0 x 0 pseudo-terminal: tqdm
+    # alone would hide the bar there (it drew nothing for a whole tuned suite).
+    path = _suite(tmp_path, SLOW_SUITE.replace("sleep: 1.2", "sleep: 0"))
+    driver = tmp_path / "driver.py"
+    driver.write_text(DRIVER.format(tests=str(TESTS), suite=str(path)))
+    code, text, _ = run_in_terminal([sys.executable, str(driver)], tmp_path, columns=0, rows=0)
+    assert code == 1, text
+    frames = _frames(text)
+    assert frames and re.search(r"cells 4/4 .*3 ok, 1 failed, 0 running$", frames[-1]), text
 
 
 def test_a_terminal_shows_the_epochs_of_a_running_trial(tmp_path: Path) -> None:

@@ -353,6 +353,19 @@ def test_failures_are_listed_in_full_under_the_table_with_their_traceback(tmp_pa
     assert "second line" not in text
 
 
+def test_search_rows_of_a_tuned_suite_are_not_listed_as_failures(tmp_path: Path) -> None:
+    from icon_bench.runner import print_failures
+
+    store = ResultsStore(tmp_path)
+    spec = {"method": "pmi", "dataset": {"name": "digits"}, "divergence": "kl", "seed": 0, "split": "val"}
+    search = {"spec": spec, "status": "search", "metrics": {"hungarian": 0.8}}
+    out = io.StringIO()
+    print_failures([search, {**search, "status": "ok"}], store, out)
+    assert out.getvalue() == ""
+    print_failures([search, {**search, "status": "failed", "error": "boom"}], store, out)
+    assert "failed (1):" in out.getvalue() and "boom" in out.getvalue()
+
+
 def test_a_failure_without_a_traceback_says_so(tmp_path: Path) -> None:
     from icon_bench.run.execution import failed_row
     from icon_bench.runner import print_failures

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 from tabulate import tabulate
 
 from icon_bench.run.ids import trial_id
+from icon_bench.run.progress import OK_STATUSES
 from icon_bench.run.labels import (
     component_label,
     divergence_label,
@@ -126,7 +127,7 @@ def _shorten(text: str, width: int) -> str:
 
 def print_failures(rows: Sequence[Mapping[str, Any]], store: ResultsStore, out: TextIO, most: int = 20) -> None:
     """Under the table: each failed trial, the whole first line of its error and where its traceback is."""
-    failed = [r for r in rows if r.get("status") != "ok"]
+    failed = [r for r in rows if r.get("status") not in OK_STATUSES]  # a tuned suite's search rows succeeded
     if not failed:
         return
     print(f"\nfailed ({len(failed)}):", file=out)
