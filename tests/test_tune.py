@@ -433,3 +433,32 @@ def test_ray_tune_tpe_and_local_tpe_search_the_same_candidates(ray_cluster: None
     assert _search_values(tmp_path / "local") == _search_values(tmp_path / "ray")
     picks = {n: [r["tune"]["selected"] for r in _by_role(tmp_path / n)[1]] for n in ("local", "ray")}
     assert picks["local"] == picks["ray"] and len(picks["ray"]) == 1
+
+
+def test_a_baseline_that_takes_none_of_the_space_is_run_once_not_searched(tmp_path: Path) -> None:
+    # k-means sets the suite's lr aside: three searches of it would be copies of one trial, and its
+    # row would claim a "selected lr" that never ran.
+    text = textwrap.dedent("""\
+        name: untuned
+        datasets: [{name: blobs, n_samples: 120, centers: 3}]
+        seeds: [0, 1]
+        grid: {method: [pmi]}
+        include: [{method: kmeans}]
+        settings: {epochs: 1}
+        tune: {budget: 2, space: {lr: {loguniform: [1.0e-4, 1.0e-2]}}}
+        """)
+    results = tmp_path / "res"
+    code, out = _run(_write(tmp_path, text), results)
+    assert code == 0, out
+    assert "1 configurations x 2 seeds x budget 2 = 4 search trials" in out
+    assert "(4 trials (1 configuration with nothing to tune run as they are))" in out
+    search, final = _by_role(results)
+    assert {r["spec"]["method"] for r in search} == {"pmi"} and len(search) == 4
+    kmeans = [r for r in final if r["spec"]["method"] == "kmeans"]
+    assert len(kmeans) == 2 and all(r["status"] == "ok" for r in kmeans)
+    for row in kmeans:
+        assert row["tune"]["budget"] == 0 and row["tune"]["selected"] == {}
+        assert row["tune"]["untuned"] == "kmeans takes none of lr" and "lr" not in row["spec"]["settings"]
+    assert "nothing to tune" in out
+    code, out = _run(_write(tmp_path, text), results)  # resumed: nothing runs again
+    assert code == 0 and "nothing left to run" in out, out

@@ -53,6 +53,8 @@ def tune_label(row: Mapping[str, Any]) -> str:
     values = tune.get("values") if tune.get("role") == "search" else tune.get("selected")
     if not tune:
         return "defaults"
+    if tune.get("untuned"):
+        return "nothing to tune"
     text = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in (values or {}).items())
     epochs = f" ({tune['epochs']} epochs)" if tune.get("stopped") else ""
     return ("selected " if tune.get("role") == "final" else "") + text + epochs

@@ -71,6 +71,7 @@ class Configuration:
     cell: dict[str, Any]
     tuned_id: str
     search: list[SearchItem]
+    untuned: str | None = None  # why nothing is searched: the method takes none of the space's keys
 
 
 @dataclasses.dataclass
@@ -88,12 +89,15 @@ class TunePlan:
 
     def describe(self, n_run: int) -> str:
         """`2 configurations x 3 seeds x budget 4 = 24 search trials on val, 0 done, 24 to run; then ...`."""
-        configs, cells = len({c.tuned_id for c in self.configurations}), len(self.configurations)
-        seeds = len({c.cell["seed"] for c in self.configurations})
+        tuned = [c for c in self.configurations if not c.untuned]
+        configs, cells = len({c.tuned_id for c in tuned}), len(self.configurations)
+        seeds = len({c.cell["seed"] for c in tuned})
+        fixed = len({c.tuned_id for c in self.configurations if c.untuned})
+        untuned = f" ({fixed} configuration{'s' if fixed != 1 else ''} with nothing to tune run as they are)" if fixed else ""
         return (
             f"{configs} configurations x {seeds} seeds x budget {self.tune.budget} = {self.n_search_total} search "
             f"trials on val, {self.n_search_total - self.n_to_search} done, {n_run} to run; then each selection once "
-            f"on test ({cells} trials)" + (f" and each cell at its defaults ({cells})" if self.tune.defaults else "")
+            f"on test ({cells} trials{untuned})" + (f" and each cell at its defaults ({cells})" if self.tune.defaults else "")
         )
 
     @property
@@ -102,7 +106,7 @@ class TunePlan:
 
     @property
     def n_search_total(self) -> int:
-        return self.tune.budget * len(self.configurations)
+        return self.tune.budget * sum(1 for c in self.configurations if not c.untuned)
 
 
 def _metric(tune: Tune, spec: Mapping[str, Any]) -> str:
@@ -120,6 +124,27 @@ def _metric(tune: Tune, spec: Mapping[str, Any]) -> str:
         except Exception:  # an unknown method: its trials fail and say so
             metrics = []
     return default_metric([m if isinstance(m, str) else str(m.get("name")) for m in metrics]) or "hungarian"
+
+
+def _untunable(cell: Mapping[str, Any], tune: Tune) -> str | None:
+    """Why `cell` has nothing to search (its method takes none of the space's keys), else None.
+
+    A non-learned baseline (k-means) sets a suite's trainer settings aside: searching its lr would
+    spend the budget on copies of one trial and report a "selected lr" that never ran.
+    """
+    from icon_bench.hooks.registry import get_registry
+
+    try:
+        method = get_registry().get("method", cell["method"]).create()
+    except Exception:  # an unknown method: its trials fail and say so
+        return None
+    params = getattr(method, "params", None)
+    if not hasattr(method, "ignored") or not isinstance(params, Mapping):
+        return None  # a learned method: every space key is a trainer setting or a p / q / model key
+    keys = [p.key for p in tune.params()]
+    if any(key in params for key in keys):
+        return None
+    return f"{cell['method']} takes none of {', '.join(keys)}"
 
 
 def _max_epochs(spec: Mapping[str, Any]) -> int:
@@ -145,8 +170,10 @@ def plan_tuning(suite: Suite, store: ResultsStore, *, force: bool = False, retry
     for cell in cells:
         tid = tuned_config_id(cell, tune)
         metric_of.setdefault(tid, _metric(tune, cell))
-        conf = Configuration(cell, tid, [])
+        conf = Configuration(cell, tid, [], untuned=_untunable(cell, tune))
         configurations.append(conf)
+        if conf.untuned:
+            continue  # no search: its final runs at once (finals), with a record that says why
         epochs = _max_epochs(cell) if tune.scheduler is not None else 0
         if tune.algorithm == "tpe":
             # Candidates come from the sampler one at a time: the stored ones are what is known.
@@ -224,7 +251,7 @@ def finals(plan: TunePlan, rows: Mapping[str, Mapping[str, Any]], *, force: bool
     specs, records, empty = [], {}, []
     for conf in plan.configurations:
         searched = [rows.get(item.trial_id) for item in conf.search]
-        if len(searched) < tune.budget or any(r is None for r in searched):
+        if not conf.untuned and (len(searched) < tune.budget or any(r is None for r in searched)):
             continue  # the search of this configuration was interrupted: no selection yet
         metric = plan.metric_of[conf.tuned_id]
         best = select([r for r in searched if r.get("status") == SEARCH], metric)
@@ -232,7 +259,7 @@ def finals(plan: TunePlan, rows: Mapping[str, Mapping[str, Any]], *, force: bool
             "role": "final",
             "configuration": conf.tuned_id,
             "config_spec": {k: v for k, v in conf.cell.items() if k != "seed"},
-            "budget": tune.budget,
+            "budget": 0 if conf.untuned else tune.budget,
             "spent": len(searched),
             "failed": sum(1 for r in searched if r.get("status") != SEARCH),
             "epochs_spent": sum(int((r.get("tune") or {}).get("epochs") or 0) for r in searched),
@@ -244,6 +271,13 @@ def finals(plan: TunePlan, rows: Mapping[str, Mapping[str, Any]], *, force: bool
             "selected": None,
             "val_value": None,
         }
+        if conf.untuned:
+            record.update(selected={}, untuned=conf.untuned)
+            spec = final_spec(conf.cell, {})
+            records[trial_id(spec)] = record
+            if force or (rows.get(trial_id(spec)) or {}).get("status") != "ok":
+                specs.append(spec)
+            continue
         if best is None:
             spec = final_spec(conf.cell, {})
             row = failed_row(spec, f"no search trial of this configuration reported {metric!r} on val")
