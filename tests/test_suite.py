@@ -198,10 +198,24 @@ def test_missing_file_and_empty_suite(tmp_path: Path) -> None:
         load_suite(_write(tmp_path, "# nothing\n"))
 
 
-@pytest.mark.parametrize("name", ["quickstart.yaml", "clustering.yaml", "tuned_quickstart.yaml"])
+@pytest.mark.parametrize("name", sorted(p.name for p in (REPO / "suites").glob("*.yaml")))
 def test_bundled_suites_are_valid(name: str) -> None:
     suite = load_suite(REPO / "suites" / name)
     assert suite.trials()
+
+
+PAPERS = ["clustering", "dimensionality_reduction", "contrastive", "supervised"]
+
+
+@pytest.mark.parametrize("name", PAPERS)
+def test_each_papers_suite_has_a_quick_variant_that_is_a_cut_of_it(name: str) -> None:
+    full, quick = load_suite(REPO / "suites" / f"{name}.yaml"), load_suite(REPO / "suites" / f"{name}_quick.yaml")
+    assert quick.name == f"{name}_quick" and len(quick.trials()) <= len(full.trials())
+    # The same comparison: every method and divergence of the quick cut is in the full suite.
+    for key in ("method", "divergence"):
+        assert {s.get(key) for s in quick.trials()} <= {s.get(key) for s in full.trials()}, key
+    assert (quick.tune is None) or (full.tune is not None and quick.tune.budget <= full.tune.budget)
+    assert quick.resources.gpus == 0 and full.resources.gpus > 0  # the quick cut is for CPUs
 
 
 def test_valid_uses_are_not_refused_by_the_load_time_checks() -> None:
