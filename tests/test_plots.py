@@ -157,6 +157,8 @@ def test_grad_norms_share_one_log_panel_with_seeds_told_apart(figures, tmp_path:
     assert len(panels) == 1
     ax = panels[0]
     assert ax.get_yscale() == "log" and ax.get_xlabel() == "optimizer step"
+    ticks = [t.get_text() for t in ax.get_yticklabels()]
+    assert "1e−01" in ticks and not any("$" in t for t in ticks)  # plain labels: mathtext is off in reports
     assert max(len(line.get_xdata()) for line in ax.lines) == 12  # 3 steps per epoch, 4 epochs: x is the step
     tv = [line for line in ax.lines if line.get_color() == ax.lines[0].get_color()]
     assert len({(line.get_linestyle(), line.get_marker()) for line in tv}) == len(tv) > 1  # seeds differ in style

@@ -217,6 +217,9 @@ def plot_grad_norms(section: Section, rows: pd.DataFrame, path: Path) -> str | N
     fig, ax = plt.subplots(figsize=(6.6, 3.6))
     _draw(ax, curves, palette, seeds)
     ax.set_yscale("log")
+    # Plain "1e-03" labels: the default ones are mathtext, which the report style turns off (names with "$").
+    ax.yaxis.set_major_formatter(matplotlib.ticker.LogFormatter())
+    ax.yaxis.set_minor_formatter(matplotlib.ticker.LogFormatter(labelOnlyBase=False))  # labels within a decade
     ax.set_xlabel("optimizer step")
     ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     ax.set_ylabel("gradient norm (L2, before clipping)")
