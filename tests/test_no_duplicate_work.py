@@ -79,6 +79,25 @@ def test_tsne_and_sne_do_not_depend_on_the_seed() -> None:
         assert torch.equal(a, b), name
 
 
+@pytest.mark.parametrize("name", ["tsne", "sne"])
+def test_a_random_start_makes_tsne_and_sne_depend_on_the_seed(name: str) -> None:
+    # pca_init: false starts the table from N(0, init_std^2) drawn from the trial's seed
+    # (scikit-learn's init="random", std 1e-4), so two seeds are two maps and one seed is one.
+    torch.set_num_threads(1)
+    data = load_dataset({"name": "digits", "subset": 120})
+    for epochs, model in ((0, {}), (5, {}), (0, {"init_std": 1e-2})):
+        recipe = get_recipe(name).with_overrides(
+            {"settings": {"epochs": epochs, "pca_init": False, "seed_independent": False}, "model": model}
+        )
+        assert not recipe.seed_independent
+        a, b, c = (recipe.run(data, seed=s).train_embeddings for s in (0, 0, 1))
+        assert torch.equal(a, b) and not torch.allclose(a, c), (name, epochs, model)
+        if epochs == 0:
+            assert float(a.std()) == pytest.approx(model.get("init_std", 1e-4), rel=0.2)
+    assert not seed_independent({"method": name, "dataset": {"name": "digits"}, "seed": 0,
+                                 "settings": {"pca_init": False}})  # the runner plans every seed
+
+
 @pytest.mark.parametrize(
     ("overrides", "part"),
     [

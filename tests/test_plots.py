@@ -134,3 +134,63 @@ def test_every_figure_of_a_real_report_is_written(report, tmp_path: Path) -> Non
         assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     captions = [c for s in report.sections for c, _ in s.plots]
     assert json.dumps(captions)  # captions are plain text for the page and the Markdown
+
+
+def _with_grad_norms(folder: Path, dataset: str = "digits") -> Path:
+    """The fixture's results with a per-step gradient norm in the history of every ok `dataset` row."""
+    rows = report_fixture.load_rows()
+    for k, row in enumerate(rows):
+        if row.get("dataset") == dataset and row.get("history"):
+            steps = 3 * len(row["history"]["loss"])
+            row["history"]["grad_norm"] = [10.0 ** (1 - (k % 3)) / (1 + s) for s in range(steps)]
+    folder.mkdir(parents=True)
+    (folder / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return report_fixture.make_results(folder / "results", folder / "rows.jsonl")
+
+
+def test_grad_norms_share_one_log_panel_with_seeds_told_apart(figures, tmp_path: Path) -> None:
+    report = build_report(_with_grad_norms(tmp_path / "in"), resamples=0)
+    section = _section(report, "digits")
+    caption = curves.plot_grad_norms(section, _rows(report, section), tmp_path / "gradnorm.png")
+    fig = figures[-1]
+    panels = [ax for ax in fig.axes if _drawn(ax)]
+    assert len(panels) == 1
+    ax = panels[0]
+    assert ax.get_yscale() == "log" and ax.get_xlabel() == "optimizer step"
+    ticks = [t.get_text() for t in ax.get_yticklabels()]
+    assert "1e−01" in ticks and not any("$" in t for t in ticks)  # plain labels: mathtext is off in reports
+    assert max(len(line.get_xdata()) for line in ax.lines) == 12  # 3 steps per epoch, 4 epochs: x is the step
+    tv = [line for line in ax.lines if line.get_color() == ax.lines[0].get_color()]
+    assert len({(line.get_linestyle(), line.get_marker()) for line in tv}) == len(tv) > 1  # seeds differ in style
+    legend = [t.get_text() for t in fig.legends[0].get_texts()]
+    labels = list(section.table["label"])
+    assert [t for t in legend if not t.startswith("seed ")] == [lab for lab in labels if lab in legend]
+    assert "differ in scale, so the norms compare the optimisation, not the losses" in caption
+    assert "before clipping" in caption
+
+
+def test_grad_norm_figure_is_skipped_for_rows_without_it(report, tmp_path: Path) -> None:
+    section = _section(report, "digits")  # the fixture's rows predate the gradient norm
+    assert curves.plot_grad_norms(section, _rows(report, section), tmp_path / "g.png") is None
+    assert not (tmp_path / "g.png").exists()
+
+
+def test_report_with_grad_norms_has_the_figure_in_page_and_markdown(tmp_path: Path) -> None:
+    from icon_bench.report.commands import write_report
+
+    out = write_report(_with_grad_norms(tmp_path / "in"), tmp_path / "report", resamples=0)
+    written = sorted(p.name.split("-")[0] for p in out.glob("*.png"))
+    gradnorm = sorted(out.glob("gradnorm-*.png"))
+    assert gradnorm and all("digits" in p.name for p in gradnorm)  # the blobs rows have none: no figure
+    assert {"embedding", "grid", "loss", "metrics"} <= set(written)  # the other figures still come
+    markdown = (out / "leaderboard.md").read_text()
+    assert all(f"]({p.name})" in markdown for p in gradnorm)
+    page = (out / "index.html").read_text()
+    assert page.count("norm of the gradients of every trained parameter") == 2 * len(gradnorm)  # alt text and caption
+    # The parquet dump keeps the per-step list beside the per-epoch one.
+    import pandas as pd
+
+    flat = pd.read_parquet(out / "results.parquet")
+    stored = [(list(g), list(loss)) for g, loss in zip(flat["history.grad_norm"], flat["history.loss"])
+              if g is not None and len(g)]
+    assert stored and all(len(g) == 3 * len(loss) for g, loss in stored)

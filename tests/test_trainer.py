@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import copy
+import math
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 from torch import nn
@@ -138,3 +143,92 @@ def test_full_batch_and_embed_in_chunks() -> None:
     z = embed(res.model, data.x, torch.arange(40), batch_size=7)
     assert z.shape == (40, 3)
     assert torch.allclose(z, model(data.x), atol=1e-6)
+
+
+class ScaledToyLoss(nn.Module):
+    """ToyLoss with a learned scale: a loss parameter the trainer also trains (and takes the norm of)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.scale = nn.Parameter(torch.tensor(1.5))
+
+    def forward(self, batch: dict) -> torch.Tensor:
+        return self.scale * ToyLoss()(batch)
+
+
+def _first_step_norm(settings: TrainSettings, seed: int = 0) -> tuple[float, list[float]]:
+    """(the first step's gradient norm recomputed by hand, the norms fit recorded), same seed and start."""
+    data = _data()
+    torch.manual_seed(0)
+    model, loss_fn = nn.Linear(5, 3), ScaledToyLoss()
+    model0, loss0 = copy.deepcopy(model), copy.deepcopy(loss_fn)
+    history = fit(model, loss_fn, data, settings, seed=seed).history
+    # The loop's first batch: a randperm of the trainer's generator, cut into ceil(n / bs) parts.
+    n = data.x.shape[0]
+    if settings.batch_size is None:
+        anchors = torch.arange(n)
+    else:
+        perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+        anchors = perm.tensor_split(-(-n // settings.batch_size))[0]
+    batch = {"inputs": data.x[anchors], "labels": data.y[anchors], "index": anchors}
+    batch["embeddings"] = model0(batch["inputs"])
+    params = [*model0.parameters(), *loss0.parameters()]
+    grads = torch.autograd.grad(loss0(batch), params)
+    return float(torch.linalg.vector_norm(torch.cat([g.reshape(-1) for g in grads]))), history["grad_norm"]
+
+
+@pytest.mark.parametrize("batch_size", [16, None])
+def test_first_grad_norm_equals_a_hand_computed_one(batch_size: int | None) -> None:
+    expected, recorded = _first_step_norm(TrainSettings(epochs=2, batch_size=batch_size, lr=0.05))
+    assert expected > 0
+    assert recorded[0] == pytest.approx(expected, abs=1e-6, rel=1e-6)
+
+
+def test_grad_norm_with_clipping_is_the_norm_before_clipping() -> None:
+    expected, recorded = _first_step_norm(TrainSettings(epochs=1, batch_size=16, lr=0.05, grad_clip=1e-3))
+    assert expected > 1e-2  # far above the clip, so a clipped value could not pass
+    assert recorded[0] == pytest.approx(expected, abs=1e-6, rel=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("settings", "steps"),
+    [
+        (TrainSettings(epochs=3, batch_size=16), 3 * 3),  # ceil(40 / 16) steps per epoch
+        (TrainSettings(epochs=3, batch_size=16, drop_last=True), 3 * 2),
+        (TrainSettings(epochs=4, batch_size=None), 4),  # full batch: one step per epoch
+        (TrainSettings(epochs=0), 0),
+    ],
+)
+def test_one_grad_norm_per_optimizer_step(settings: TrainSettings, steps: int) -> None:
+    res = fit(nn.Linear(5, 3), ToyLoss(), _data(), settings, seed=0)
+    assert res.steps == steps
+    assert len(res.history["grad_norm"]) == steps
+    assert len(res.history["loss"]) == settings.epochs  # the loss stays per epoch
+    assert all(isinstance(v, float) and math.isfinite(v) and v > 0 for v in res.history["grad_norm"])
+
+
+def test_grad_norms_reach_the_host_once_per_epoch_not_per_step(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Every host copy icon_bench makes is counted (Adam's own .item() on its CPU step counter is
+    # not a device sync and not ours); the fused norm calls too.
+    copies: list[str] = []
+    norms: list[int] = []
+
+    def counting(name: str):  # noqa: ANN202
+        real = getattr(torch.Tensor, name)
+
+        def call(self: torch.Tensor, *args: object) -> object:
+            if "icon_bench" in Path(sys._getframe(1).f_code.co_filename).parts:
+                copies.append(name)
+            return real(self, *args)
+
+        return call
+
+    for name in ("item", "tolist", "__float__"):
+        monkeypatch.setattr(torch.Tensor, name, counting(name))
+    real_norm = torch.nn.utils.get_total_norm
+    monkeypatch.setattr(torch.nn.utils, "get_total_norm", lambda *a, **kw: (norms.append(1), real_norm(*a, **kw))[1])
+    settings = TrainSettings(epochs=3, batch_size=4, check_every=1000)  # 10 steps per epoch
+    res = fit(nn.Linear(5, 3), ToyLoss(), _data(), settings, seed=0)
+    assert len(res.history["grad_norm"]) == 30
+    assert len(norms) == 30  # one fused norm call per step
+    assert copies == ["tolist"] * 3  # one copy per epoch (loss sum and norms together)

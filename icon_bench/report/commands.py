@@ -30,8 +30,8 @@ def write_report(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     # A report folder is rewritten whole: figures and row dumps of an earlier report must not linger.
-    for pattern in ("metrics-*.png", "grid-*.png", "embedding-*.png", "loss-*.png", "results.parquet", "results.json",
-                    "compare.csv"):
+    for pattern in ("metrics-*.png", "grid-*.png", "embedding-*.png", "loss-*.png", "gradnorm-*.png",
+                    "results.parquet", "results.json", "compare.csv"):
         for stale in out.glob(pattern):
             stale.unlink()
     if plots:

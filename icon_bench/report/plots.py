@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from icon_bench.report.curves import plot_embeddings, plot_losses
+from icon_bench.report.curves import plot_embeddings, plot_grad_norms, plot_losses
 from icon_bench.report.figure import (
     RC,
     clip_to_fraction_range,
@@ -27,7 +27,7 @@ from icon_bench.report.rows import flatten_spec
 if TYPE_CHECKING:
     from icon_bench.report.model import Report, Section
 
-__all__ = ["make_plots", "plot_embeddings", "plot_grid", "plot_losses", "plot_metrics"]
+__all__ = ["make_plots", "plot_embeddings", "plot_grad_norms", "plot_grid", "plot_losses", "plot_metrics"]
 
 MAX_CONFIGS = 40  # error-bar plot: the best ones, so a huge grid stays legible
 
@@ -57,6 +57,7 @@ def make_plots(report: Report, out_dir: str | Path, *, registry: bool = True) ->
                 ("grid", lambda p: plot_grid(section, report.rows, fractions, lower, p, known)),
                 ("embedding", lambda p: plot_embeddings(section, rows, report.results_dir, p)),
                 ("loss", lambda p: plot_losses(section, rows, p)),
+                ("gradnorm", lambda p: plot_grad_norms(section, rows, p)),
             ):
                 path = out / f"{kind}-{stem}.png"
                 try:

@@ -89,7 +89,7 @@ class TrainData:
 
 @dataclasses.dataclass
 class TrainResult:
-    """The loop's record: per-epoch loss, steps, the weights to embed with (EMA when enabled)."""
+    """The loop's record: loss and lr per epoch, gradient norm per step, steps, the weights to embed with (EMA if on)."""
 
     history: dict[str, list[float]]
     epochs: int
@@ -191,7 +191,9 @@ def fit(
     # Per-step losses stay on the device; the host looks at them once every `check_every` steps.
     window = torch.zeros(k, device=device)
     epoch_sum = torch.zeros((), device=device)
-    history: dict[str, list[float]] = {"loss": [], "lr": []}
+    # The gradient norm of each step, likewise kept on the device and copied once per epoch.
+    grad_norms = torch.zeros(steps_per_epoch, device=device)
+    history: dict[str, list[float]] = {"loss": [], "lr": [], "grad_norm": []}
     step = 0
     # Redrawn at most twice a second: a fast epoch loop must not wait on the terminal.
     bar = tqdm(range(settings.epochs), desc=desc, unit="epoch", disable=not progress, leave=False, mininterval=0.5)
@@ -215,8 +217,7 @@ def fit(
             loss = loss_fn(batch)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            if settings.grad_clip:
-                torch.nn.utils.clip_grad_norm_(params, settings.grad_clip)
+            grad_norms[epoch_steps] = _grad_norm(params, settings.grad_clip)
             optimizer.step()
             if ema_model is not None:
                 _ema_update(ema_model, model, settings.ema)
@@ -230,9 +231,7 @@ def fit(
             if step % k == 0:
                 _check_finite(window, k, step, epoch, steps_per_epoch, settings)
         _check_finite(window, (step - 1) % k + 1, step, epoch, steps_per_epoch, settings)
-        mean = epoch_sum.item() / max(epoch_steps, 1)
-        history["loss"].append(mean)
-        history["lr"].append(optimizer.param_groups[0]["lr"])
+        mean = _record_epoch(history, epoch_sum, grad_norms[:epoch_steps], optimizer)
         bar.set_postfix(loss=f"{mean:.4f}", refresh=False)
         if scheduler is not None:
             scheduler.step()
@@ -260,6 +259,28 @@ def _optimiser(
     if ema_model is not None:
         ema_model.requires_grad_(False)
     return params, optimizer, scheduler, ema_model
+
+
+def _record_epoch(
+    history: dict[str, list[float]], loss_sum: Tensor, grad_norms: Tensor, optimizer: torch.optim.Optimizer
+) -> float:
+    """Append one epoch to `history` (mean loss, lr, each step's gradient norm); return the mean loss.
+
+    The epoch's only host copy: the loss sum and the per-step norms come over together.
+    """
+    synced = torch.cat([loss_sum.view(1), grad_norms]).tolist()
+    mean = synced[0] / max(grad_norms.numel(), 1)
+    history["loss"].append(mean)
+    history["lr"].append(optimizer.param_groups[0]["lr"])
+    history["grad_norm"].extend(synced[1:])
+    return mean
+
+
+def _grad_norm(params: list[nn.Parameter], clip: float | None) -> Tensor:
+    """The total L2 norm of the gradients before clipping (0-d, on the device), clipping them when `clip` is set."""
+    if clip:
+        return torch.nn.utils.clip_grad_norm_(params, clip)  # returns the norm it measured before clipping
+    return torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
 
 
 def _batches(perm: Tensor, full_batch: bool, settings: TrainSettings, steps_per_epoch: int, bs: int) -> Any:
