@@ -18,7 +18,13 @@ from icon_bench import hookimpl
 from icon_bench.errors import IconBenchError
 from icon_bench.hooks.registry import load_registry
 from icon_bench.report.claim_lines import CONTRADICTED, SUPPORTED, measure_claim
-from icon_bench.report.claims import Claim, check_filter_key, load_claims, read_claims_file, validate_claims
+from icon_bench.report.claims import (
+    Claim,
+    check_filter_key,
+    load_claims,
+    read_claims_file,
+    validate_claims,
+)
 from icon_bench.report.claims_page import published_text
 from icon_bench.report.index import build_index
 from icon_bench.report.references import load_references
@@ -38,7 +44,7 @@ def _row(method: str, divergence: str | None, seed: int, value: float, *, metric
                             "split": "test"}
     for key, v in spec.items():
         head, _, rest = key.partition("__")
-        full.setdefault(head, {})[rest] = v if rest else v
+        full.setdefault(head, {})[rest] = v
     return {"trial_id": f"{method}-{divergence}-{seed}-{sorted(spec.items())}-{dataset}", "spec": full,
             "method": method, "divergence": divergence or "default", "seed": seed, "split": "test",
             "dataset_label": dataset, "status": "ok", "metrics": {metric: value},
@@ -182,8 +188,8 @@ def test_a_bad_claim_is_reported_with_file_line_id_and_key(tmp_path: Path, body:
 
 def test_sides_that_could_match_one_row_are_refused() -> None:
     _, problems = validate_claims([{**CLAIM, "baseline": {"divergence": ["kl", "tv"]}}], "set 'x'")
-    assert problems == ["set 'x': entry 0: claim 'tv-beats-kl': entry: contender and baseline must name one key "
-                        "with different values (else a row matches both)"]
+    assert problems == [("set 'x': entry 0: claim 'tv-beats-kl': entry: contender and baseline must name one key "
+                         "with different values (else a row matches both)")]
     _, problems = validate_claims([{**CLAIM, "contender": {"method": "pmi", "divergence": "tv"}}], "set 'x'")
     assert "'method' is in both where and contender" in problems[0]
 

@@ -11,7 +11,13 @@ from typing import Any
 import pandas as pd
 
 from icon_bench.report.claims import AXIS_KEYS, Claim
-from icon_bench.report.compare import _key_value, _same, format_diff, paired_interval, verdict
+from icon_bench.report.compare import (
+    _key_value,
+    _same,
+    format_diff,
+    paired_interval,
+    verdict,
+)
 from icon_bench.report.model import METRIC_PREFIX
 from icon_bench.report.rows import (
     _is_missing,
@@ -23,7 +29,7 @@ from icon_bench.report.rows import (
     without_search,
 )
 
-__all__ = ["SUPPORTED", "CONTRADICTED", "claims_csv", "measure_claim", "suite_rows"]
+__all__ = ["CONTRADICTED", "SUPPORTED", "claims_csv", "measure_claim", "one_of", "suite_rows"]
 
 SUPPORTED, CONTRADICTED, CANNOT = "supported", "contradicted", "cannot separate"
 #: Spec keys that are never part of a configuration (datasets pair by label, seeds and splits by rule).
@@ -58,10 +64,15 @@ def _matches(rec: Mapping[str, Any], flat: Mapping[str, Any], filters: Mapping[s
         else:
             value = _key_value(rec, flat, key)
             values = [None if value == "default" and key in AXIS_KEYS else value]
-        options = wanted if isinstance(wanted, list) else [wanted]
-        if not any((v is None) if w is None else (v is not None and _same(v, w)) for w in options for v in values):
+        if not any(one_of(v, wanted) for v in values):
             return False
     return True
+
+
+def one_of(value: Any, wanted: Any) -> bool:
+    """Whether a filter's value (a list: any of them; null: not set) holds `value` (None: not set)."""
+    options = wanted if isinstance(wanted, list) else [wanted]
+    return any((value is None) if w is None else (value is not None and _same(value, w)) for w in options)
 
 
 def _config(rec: Mapping[str, Any], flat: Mapping[str, Any]) -> dict[str, Any]:
@@ -105,7 +116,7 @@ def _pick_baseline(cont: Mapping[str, Any], baselines: Iterable[dict[str, Any]],
 
 def _varying(configs: list[dict[str, Any]], claim: Claim) -> list[str]:
     """Keys a line's labels show: the claim's, the where keys with several values, and any set to two values in the group."""
-    keys = {_setting_key(k) for k in claim.keys()} | {_setting_key(k) for k, v in claim.where.items() if isinstance(v, list)}
+    keys = {_setting_key(k) for k in claim.compared_keys()} | {_setting_key(k) for k, v in claim.where.items() if isinstance(v, list)}
     every = sorted({k for c in configs for k in c})
     keys |= {k for k in every if len({_canon(c[k]) for c in configs if k in c}) > 1}  # unset is not a value
     return sorted(keys)
@@ -121,7 +132,7 @@ def measure_claim(claim: Claim, suite: str, rows: pd.DataFrame) -> list[dict[str
     if rows.empty or column not in rows.columns:
         return []
     fractions, lower = metric_kinds(rows)
-    claim_keys = {_setting_key(k) for k in claim.keys()}
+    claim_keys = {_setting_key(k) for k in claim.compared_keys()}
     groups: dict[tuple[str, str, str], dict[str, dict[str, dict[str, Any]]]] = {}
     for rec in rows.to_dict("records"):
         flat = flatten_spec(rec["spec"] if isinstance(rec["spec"], Mapping) else {})

@@ -7,7 +7,14 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from icon_bench.errors import IconBenchError, UnknownNameError
 from icon_bench.hooks.specs import hookimpl
@@ -26,7 +33,9 @@ FilterValue = Scalar | list[Scalar]
 
 def check_filter_key(key: str) -> None:
     """Raise ValueError unless `key` names something a trial spec sets (a grid's keys: method, p.debias, epochs, ...)."""
-    from icon_bench.train.trainer import TrainSettings  # torch: only when a claim is validated
+    from icon_bench.train.trainer import (
+        TrainSettings,  # torch: only when a claim is validated
+    )
 
     settings = list(TrainSettings.__dataclass_fields__)
     prefix, dot, rest = key.partition(".")
@@ -95,7 +104,7 @@ class Claim(BaseModel):
             raise ValueError("contender and baseline must name one key with different values (else a row matches both)")
         return self
 
-    def keys(self) -> set[str]:
+    def compared_keys(self) -> set[str]:
         """The keys the two sides differ by (never required to agree when configurations pair)."""
         return set(self.contender) | set(self.baseline)
 

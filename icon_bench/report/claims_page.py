@@ -10,9 +10,17 @@ from urllib.parse import quote
 from tabulate import tabulate
 
 from icon_bench.errors import UnknownNameError
-from icon_bench.report.claim_lines import CANNOT, CONTRADICTED, SUPPORTED, claims_csv, measure_claim, suite_rows
+from icon_bench.report.claim_lines import (
+    CANNOT,
+    CONTRADICTED,
+    SUPPORTED,
+    claims_csv,
+    measure_claim,
+    one_of,
+    suite_rows,
+)
 from icon_bench.report.claims import Claim, load_claims
-from icon_bench.report.compare import RESAMPLES, T_BELOW, _same
+from icon_bench.report.compare import RESAMPLES, T_BELOW
 from icon_bench.report.references import Reference, load_references
 from icon_bench.report.tables import _md
 
@@ -44,18 +52,7 @@ def _entry_value(ref: Reference, key: str) -> Any:
 
 
 def _entries(refs: Iterable[Reference], filters: Mapping[str, Any], metric: str) -> list[Reference]:
-    out = []
-    for ref in refs:
-        if ref.metric != metric:
-            continue
-        ok = True
-        for key, wanted in filters.items():
-            value = _entry_value(ref, key)
-            options = wanted if isinstance(wanted, list) else [wanted]
-            ok = ok and any((value is None) if w is None else (value is not None and _same(value, w)) for w in options)
-        if ok:
-            out.append(ref)
-    return out
+    return [r for r in refs if r.metric == metric and all(one_of(_entry_value(r, k), w) for k, w in filters.items())]
 
 
 def published_text(claim: Claim, refs: list[Reference]) -> tuple[str, list[str]]:
@@ -125,9 +122,9 @@ def claims_section(root: Path, suites: list[Path], *, registry: Any = None) -> t
     s, c, u = _counts(every)
     not_run = [claim.id for claim in claims if not per_claim[claim.id]]
     lines = ["## Claims of the papers", "", EXPLANATION, "",
-             f"**Summary**: {s} supported, {c} contradicted, {u} cannot separate, over {len(every)} measured "
-             f"line(s) of {len(claims) - len(not_run)} claim(s); not run: "
-             f"{', '.join(_md(i) for i in not_run) or 'none'}. Every line is in [claims.csv](claims.csv).", ""]
+             (f"**Summary**: {s} supported, {c} contradicted, {u} cannot separate, over {len(every)} measured "
+              f"line(s) of {len(claims) - len(not_run)} claim(s); not run: "
+              f"{', '.join(_md(i) for i in not_run) or 'none'}. Every line is in [claims.csv](claims.csv)."), ""]
     summary = []
     for claim in claims:
         k = _counts(per_claim[claim.id])
@@ -135,8 +132,8 @@ def claims_section(root: Path, suites: list[Path], *, registry: Any = None) -> t
         summary.append([f"[{_md(claim.id)}](#claim-{claim.id})", _md(claim.statement), _md(claim.paper),
                         claim.metric, measured])
     if summary:
-        lines += [tabulate(summary, headers=["claim", "statement", "paper", "metric", "supported / contradicted / "
-                                             "cannot separate"], tablefmt="github", disable_numparse=True), ""]
+        headers = ["claim", "statement", "paper", "metric", "supported / contradicted / cannot separate"]
+        lines += [tabulate(summary, headers=headers, tablefmt="github", disable_numparse=True), ""]
     for claim in claims:
         lines += _claim_block(claim, per_claim[claim.id], published[claim.id])
     if problems:
