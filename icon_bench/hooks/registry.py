@@ -25,6 +25,7 @@ BUILTIN_MODULES: tuple[str, ...] = (
     "icon_bench.train.recipes",
     "icon_bench.evaluation.evaluator",
     "icon_bench.report.references",
+    "icon_bench.report.claims",
 )
 BUILTIN_SOURCE = "icon-bench"
 

@@ -61,6 +61,11 @@ def register_references(register: Register) -> None:
     """Register published reference numbers: zero-argument factories returning a list of ``icon_bench.report.Reference`` (or dicts of its fields)."""
 
 
+@hookspec
+def register_claims(register: Register) -> None:
+    """Register claim sets: zero-argument factories returning a list of ``icon_bench.report.Claim`` (or dicts of its fields)."""
+
+
 # kind (singular, as users name it) -> hook name
 KINDS: dict[str, str] = {
     "kernel": "register_kernels",
@@ -70,4 +75,5 @@ KINDS: dict[str, str] = {
     "model": "register_models",
     "metric": "register_metrics",
     "reference": "register_references",
+    "claim": "register_claims",
 }

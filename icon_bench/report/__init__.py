@@ -7,6 +7,7 @@ from typing import Any
 
 __all__ = [
     "TASKS",
+    "Claim",
     "Reference",
     "Report",
     "Section",
@@ -14,6 +15,7 @@ __all__ = [
     "bootstrap_ranks",
     "build_report",
     "flatten_spec",
+    "load_claims",
     "load_references",
     "load_rows",
     "normalise_rows",
@@ -25,6 +27,7 @@ __all__ = [
 #: report is built, so the `report` and `leaderboard` commands cost nothing at CLI start-up.
 _HOMES: dict[str, tuple[str, ...]] = {
     "icon_bench.report.build": ("aggregate", "bootstrap_ranks", "build_report"),
+    "icon_bench.report.claims": ("Claim", "load_claims"),
     "icon_bench.report.commands": ("write_report",),
     "icon_bench.report.model": ("TASKS", "Report", "Section"),
     "icon_bench.report.references": ("Reference", "load_references"),

@@ -103,10 +103,17 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:
     """Handler of `icon-bench leaderboard`."""
+    import sys
+    import warnings
+
     from icon_bench.report.index import build_index
 
-    path = build_index(args.reports)
-    print(f"index written to {path}")
+    with warnings.catch_warnings(record=True) as caught:  # claims skipped: listed on the page and here
+        warnings.simplefilter("always")
+        path = build_index(args.reports)
+    for w in caught:
+        print(f"icon-bench: warning: {w.message}", file=sys.stderr)
+    print(f"index written to {path} (claims of the papers: {path.parent / 'claims.csv'})")
     return 0
 
 

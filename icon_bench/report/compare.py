@@ -94,6 +94,8 @@ def _key_value(row: Mapping[str, Any], flat: Mapping[str, Any], key: str) -> Any
         return row[key]  # the resolved name: a spec that left the divergence to the method still pairs
     if key in flat:
         return flat[key]
+    if "." not in key and f"settings.{key}" in flat:  # a grid's plain key is a trainer setting ("epochs")
+        return flat[f"settings.{key}"]
     prefixed = {k[len(key) + 1:]: v for k, v in flat.items() if k.startswith(key + ".")}
     return _name_of(prefixed) if prefixed else None
 

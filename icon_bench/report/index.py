@@ -1,9 +1,10 @@
-"""The cross-suite index: reports/README.md linking every suite's report, with the best row per task."""
+"""The cross-suite index: reports/README.md linking every suite's report, the best row per task, the papers' claims."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+import warnings
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import pandas as pd
@@ -17,8 +18,13 @@ if TYPE_CHECKING:
     pass
 
 
-def build_index(reports_dir: str | Path) -> Path:
-    """reports/README.md: a link to every suite's report and the best configuration per dataset and task."""
+def build_index(reports_dir: str | Path, *, registry: Any = None) -> Path:
+    """reports/README.md: a link to every suite's report, the best configuration per dataset and task, and the
+    claims of the papers measured on the suites' rows (also in reports/claims.csv).
+
+    A claim or reference set that cannot be used is listed on the page and warned about; the rest is written.
+    """
+    from icon_bench.report.claims_page import claims_section
     root = Path(reports_dir)
     if not root.is_dir():
         raise DataError(f"no reports folder at {root}")
@@ -60,6 +66,10 @@ def build_index(reports_dir: str | Path) -> Path:
                                           "suite"], tablefmt="github", disable_numparse=True), ""]
     else:
         lines += ["No metric of a known task in these reports.", ""]
+    section, problems = claims_section(root, suites, registry=registry)
+    lines += section
+    for problem in problems:
+        warnings.warn(problem, stacklevel=2)
     out = root / "README.md"
     out.write_text("\n".join(lines), encoding="utf-8")
     return out

@@ -301,7 +301,10 @@ def config_label(spec: Mapping[str, Any] | None, varying: Iterable[str], diverge
 
 def tuned_kind(tune: Mapping[str, Any]) -> str:
     """How a tuned row's number was obtained, as table titles say it: "tuned (budget 8 on val)"."""
-    return f"tuned (budget {tune.get('budget')} on val)"
+    budget = tune.get("budget")
+    if isinstance(budget, float) and budget.is_integer():  # read back from parquet, where NaN made it a float
+        budget = int(budget)
+    return f"tuned (budget {budget} on val)"
 
 
 def _tune_columns(df: pd.DataFrame) -> None:
@@ -312,11 +315,13 @@ def _tune_columns(df: pd.DataFrame) -> None:
     into one leaderboard row, apart from the same cell at defaults. The values each seed selected stay
     in ``tune.selected`` (and the full spec that ran in ``run_spec``).
     """
-    if "tune" in df.columns:
-        tunes = [t if isinstance(t, Mapping) else None for t in df["tune"]]
-    else:  # flattened rows: tune.role, tune.budget, tune.selected.lr, ...
-        cols = [c for c in df.columns if c.startswith("tune.")]
-        tunes = [_unflatten({c[5:]: r[c] for c in cols if not _is_missing(r[c])}) or None for _, r in df.iterrows()]
+    nested = list(df["tune"]) if "tune" in df.columns else [None] * len(df)
+    # Flattened rows (a report's results.parquet) hold tune.role, tune.budget, ...; a row without
+    # a tune block also left an empty "tune" column there, so read both.
+    cols = [c for c in df.columns if c.startswith("tune.")]
+    flat = [_unflatten({c[5:]: r[c] for c in cols if not _is_missing(r[c])}) for _, r in df[cols].iterrows()] \
+        if cols else [{}] * len(df)
+    tunes = [t if isinstance(t, Mapping) else (f or None) for t, f in zip(nested, flat)]
     df["tune"] = tunes
     df["tune_role"] = [_get(t, "role") for t in tunes]
     df["kind"] = [tuned_kind(t) if _get(t, "role") == "final" else DEFAULTS for t in tunes]

@@ -1,16 +1,24 @@
-"""The conformance kit: checks every kernel, divergence, method, dataset, model, metric and reference set must pass."""
+"""The conformance kit: checks every kernel, divergence, method, dataset, model, metric, reference set and claim set must pass."""
 
 from __future__ import annotations
 
 from icon_bench.testing.common import ConformanceError
 from icon_bench.testing.fixtures import make_batch, make_data
 from icon_bench.testing.loss import check_divergence, check_kernel
-from icon_bench.testing.pipeline import check_dataset, check_method, check_metric, check_model, check_reference
+from icon_bench.testing.pipeline import (
+    check_claim,
+    check_dataset,
+    check_method,
+    check_metric,
+    check_model,
+    check_reference,
+)
 from icon_bench.testing.plugin import check, check_plugin, components
 
 __all__ = [
     "ConformanceError",
     "check",
+    "check_claim",
     "check_dataset",
     "check_divergence",
     "check_kernel",

@@ -1,4 +1,4 @@
-"""The checks of the other stages: `check_method`, `check_dataset`, `check_model`, `check_metric`, `check_reference`."""
+"""The checks of the other stages: `check_method`, `check_dataset`, `check_model`, `check_metric`, `check_reference`, `check_claim`."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from icon_bench.hooks.registry import Registry, get_registry, split_spec
 from icon_bench.testing.common import _build, _builder, _fail, _is_spec
 from icon_bench.testing.fixtures import make_data
 
-__all__ = ["check_dataset", "check_method", "check_metric", "check_model", "check_reference"]
+__all__ = ["check_claim", "check_dataset", "check_method", "check_metric", "check_model", "check_reference"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -338,3 +338,36 @@ def check_reference(
         if ref.metric not in metrics:
             raise _fail(label, "names a registered metric", f"entry {i}: unknown metric {ref.metric!r}")
     return refs
+
+
+def check_claim(
+    spec_or_factory: Any,
+    *,
+    params: Mapping[str, Any] | None = None,
+    seed: int = 0,
+    registry: Registry | None = None,
+) -> list[Any]:
+    """Build a claim set (name, factory, or its list of claims) and check every claim; returns the Claims.
+
+    Each claim must be a valid ``icon_bench.report.Claim`` (id, paper, statement, metric, filters on
+    real keys, contender and baseline apart, expect better or worse) naming a registered metric;
+    a ``published`` block must name a registered reference set whose entries its filters match.
+    At least one claim.
+    """
+    from icon_bench.report.claims import validate_claims
+    from icon_bench.report.claims_page import published_text
+    from icon_bench.report.references import load_references
+
+    reg = registry or get_registry()
+    label, build = _builder("claim", spec_or_factory, params, registry)
+    claims, problems = validate_claims(_build(label, build, seed), label, reg.names("metric"))
+    if problems:
+        raise _fail(label, "valid claims", problems[0])
+    if not claims:
+        raise _fail(label, "has claims", "the factory returned no claim")
+    refs = load_references(reg, strict=True) if any(c.published for c in claims) else []
+    for claim in claims:
+        bad = published_text(claim, refs)[1]
+        if bad:
+            raise _fail(label, "published figures resolve", bad[0])
+    return claims

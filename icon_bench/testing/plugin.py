@@ -10,7 +10,14 @@ from icon_bench.hooks import specs as hookspecs
 from icon_bench.hooks.registry import Registry, get_registry
 from icon_bench.testing.common import ConformanceError
 from icon_bench.testing.loss import check_divergence, check_kernel
-from icon_bench.testing.pipeline import check_dataset, check_method, check_metric, check_model, check_reference
+from icon_bench.testing.pipeline import (
+    check_claim,
+    check_dataset,
+    check_method,
+    check_metric,
+    check_model,
+    check_reference,
+)
 
 __all__ = ["check", "check_plugin", "components"]
 
@@ -26,6 +33,7 @@ _CHECKS: dict[str, Callable[..., Any]] = {
     "model": check_model,
     "metric": check_metric,
     "reference": check_reference,
+    "claim": check_claim,
 }
 
 
