@@ -67,6 +67,8 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
 
     p = subparsers.add_parser("leaderboard", help="build reports/README.md indexing every suite's report")
     p.add_argument("reports", nargs="?", default="reports", help="folder holding one subfolder per suite report")
+    p.add_argument("--readme", metavar="PATH",
+                   help="also rewrite the generated Measured results block of this README (e.g. README.md)")
     p.set_defaults(func=cmd_leaderboard)
 
     p = subparsers.add_parser(
@@ -114,6 +116,10 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     for w in caught:
         print(f"icon-bench: warning: {w.message}", file=sys.stderr)
     print(f"index written to {path} (claims of the papers: {path.parent / 'claims.csv'})")
+    if args.readme:
+        from icon_bench.report.measured import update_readme
+
+        print(f"measured results written to {update_readme(args.readme, args.reports)}")
     return 0
 
 
