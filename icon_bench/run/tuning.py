@@ -136,7 +136,7 @@ def _untunable(cell: Mapping[str, Any], tune: Tune) -> str | None:
 
     try:
         method = get_registry().get("method", cell["method"]).create()
-    except Exception:  # an unknown method: its trials fail and say so
+    except Exception:  # noqa: BLE001 - an unknown method: its trials fail and say so
         return None
     params = getattr(method, "params", None)
     if not hasattr(method, "ignored") or not isinstance(params, Mapping):
