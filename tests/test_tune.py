@@ -457,8 +457,14 @@ def test_a_baseline_that_takes_none_of_the_space_is_run_once_not_searched(tmp_pa
     kmeans = [r for r in final if r["spec"]["method"] == "kmeans"]
     assert len(kmeans) == 2 and all(r["status"] == "ok" for r in kmeans)
     for row in kmeans:
-        assert row["tune"]["budget"] == 0 and row["tune"]["selected"] == {}
+        assert row["tune"]["spent"] == 0 and row["tune"]["selected"] == {}
+        assert row["tune"]["budget"] == 2  # the suite's: k-means ranks in the one tuned table
         assert row["tune"]["untuned"] == "kmeans takes none of lr" and "lr" not in row["spec"]["settings"]
     assert "nothing to tune" in out
     code, out = _run(_write(tmp_path, text), results)  # resumed: nothing runs again
     assert code == 0 and "nothing left to run" in out, out
+    from icon_bench.report.build import build_report
+
+    report = build_report(results, resamples=0)
+    tuned = [s for s in report.sections if s.tuned]
+    assert len(tuned) == 1 and {"pmi", "kmeans"} <= set(tuned[0].table["method"])

@@ -259,7 +259,9 @@ def finals(plan: TunePlan, rows: Mapping[str, Mapping[str, Any]], *, force: bool
             "role": "final",
             "configuration": conf.tuned_id,
             "config_spec": {k: v for k, v in conf.cell.items() if k != "seed"},
-            "budget": 0 if conf.untuned else tune.budget,
+            # An untuned configuration keeps the suite's budget (it was not cut short: there was
+            # nothing to search), so it ranks in the same tuned table as the others; spent says 0.
+            "budget": tune.budget,
             "spent": len(searched),
             "failed": sum(1 for r in searched if r.get("status") != SEARCH),
             "epochs_spent": sum(int((r.get("tune") or {}).get("epochs") or 0) for r in searched),
