@@ -93,6 +93,21 @@ def test_comparisons_keep_datasets_seeds_and_tuned_apart_from_defaults() -> None
     assert (rec["dataset"], rec["kind"], rec["n"], rec["seeds"]) == ("digits", "defaults", 3, "0 1 2")
 
 
+def test_lines_of_other_groups_name_what_tells_them_apart() -> None:
+    # TV against KL at p.debias 0 and at 0.6 are two lines: both must say which is which.
+    rows = []
+    for debias in (0.0, 0.6):
+        for div, base in (("kl", KL), ("tv", TV)):
+            for seed, value in enumerate(base):
+                row = _row("pmi", div, seed, value - debias)
+                row["spec"]["p"] = {"debias": debias}
+                row["trial_id"] += f"-{debias}"
+                rows.append(row)
+    table = paired_comparisons(_frame(rows), "divergence=kl", metrics=["hungarian"])
+    assert sorted(table["configuration"]) == ["pmi · tv · p.debias=0.0", "pmi · tv · p.debias=0.6"]
+    assert sorted(table["baseline"]) == ["pmi · kl · p.debias=0.0", "pmi · kl · p.debias=0.6"]
+
+
 def test_compare_command_prints_the_table_and_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     store = tmp_path / "res"
     store.mkdir()

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from icon_bench.report.model import _LABEL_SKIP, DEFAULTS, METRIC_PREFIX, TASKS, Report, Section
+from icon_bench.report.model import DEFAULTS, METRIC_PREFIX, TASKS, Report, Section
 from icon_bench.report.references import Reference, load_references, matching
 from icon_bench.report.rows import (
     _get,
@@ -25,6 +25,7 @@ from icon_bench.report.rows import (
     metric_names,
     normalise_rows,
     results_file,
+    varying_keys,
     warning_kinds,
     without_search,
 )
@@ -131,15 +132,6 @@ def _config_record(
         rec[f"{m}_n"] = int(len(vals))
         rec[f"_{m}_values"] = vals
     return rec
-
-
-def varying_keys(specs: Iterable[Any]) -> list[str]:
-    """Flattened spec keys (minus seed/evaluate) whose value differs between `specs`, in first-seen order."""
-    flats = [flatten_spec(s if isinstance(s, Mapping) else {}) for s in specs]
-    keys: list[str] = []
-    for flat in flats:
-        keys += [k for k in flat if k not in keys and k.split(".")[0] not in _LABEL_SKIP]
-    return [k for k in keys if len({json.dumps(f.get(k), sort_keys=True, default=str) for f in flats}) > 1]
 
 
 def bootstrap_ranks(

@@ -30,6 +30,7 @@ from icon_bench.report.rows import (
     metric_kinds,
     metric_names,
     normalise_rows,
+    varying_keys,
     without_search,
 )
 
@@ -135,6 +136,9 @@ def paired_comparisons(rows: pd.DataFrame, baseline: str, *, metrics: list[str] 
         group = json.dumps([rec["protocol_version"], rec.get("kind"), rec["dataset"], split, rest], sort_keys=True,
                            default=str)
         groups.setdefault(group, []).append((_key_value(rec, flat, key), flat, rec))
+    # Every key that differs between the rows goes in the labels: "pmi · tv · p.debias=0.6", so two
+    # lines of one table never read the same.
+    varying = [key] + [k for k in varying_keys(df["spec"]) if k != key]
     out = []
     for members in groups.values():
         base = {m[2]["seed"]: m[2] for m in members if _same(m[0], wanted)}
@@ -154,7 +158,6 @@ def paired_comparisons(rows: pd.DataFrame, baseline: str, *, metrics: list[str] 
                 if not pairs:
                     continue
                 res = paired_interval([a - b for _, a, b in pairs], resamples=resamples, seed=seed, t_below=t_below)
-                varying = [key]
                 out.append({
                     "protocol_version": first["protocol_version"], "kind": first.get("kind"),
                     "dataset": first["dataset"], "split": first["_split"],

@@ -14,7 +14,7 @@ import pandas as pd
 
 from icon_bench.data.options import dataset_label
 from icon_bench.errors import DataError
-from icon_bench.report.model import DEFAULTS, FRACTION_METRICS, LOWER_IS_BETTER_PARTS, METRIC_PREFIX
+from icon_bench.report.model import _LABEL_SKIP, DEFAULTS, FRACTION_METRICS, LOWER_IS_BETTER_PARTS, METRIC_PREFIX
 
 
 def results_file(results: str | Path) -> Path:
@@ -297,6 +297,15 @@ def config_label(spec: Mapping[str, Any] | None, varying: Iterable[str], diverge
         if key in flat:
             parts.append(f"{key}={flat[key]}")
     return " · ".join(parts)
+
+
+def varying_keys(specs: Iterable[Any]) -> list[str]:
+    """Flattened spec keys (minus seed/evaluate) whose value differs between `specs`, in first-seen order."""
+    flats = [flatten_spec(s if isinstance(s, Mapping) else {}) for s in specs]
+    keys: list[str] = []
+    for flat in flats:
+        keys += [k for k in flat if k not in keys and k.split(".")[0] not in _LABEL_SKIP]
+    return [k for k in keys if len({json.dumps(f.get(k), sort_keys=True, default=str) for f in flats}) > 1]
 
 
 def tuned_kind(tune: Mapping[str, Any]) -> str:
