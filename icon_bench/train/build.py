@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 from torch import Tensor, nn
@@ -16,7 +16,33 @@ from icon_bench.train.heads import CosineHead, FullBatchCache
 
 if TYPE_CHECKING:
     from icon_bench.data.splits import DataSplits
-    from icon_bench.train.recipe import Method
+
+
+class Method(Protocol):
+    """What building and training read of a recipe (train/recipe.py's `Method`, which binds them as methods).
+
+    A protocol, not an import of recipe.py: recipe.py imports this module and learn.py to bind
+    `build_loss`, `build_model` and `run`, so naming its class here would close an import circle.
+    """
+
+    name: str
+    p: dict[str, Any]
+    q: dict[str, Any]
+    divergence: Any
+    model: dict[str, Any]
+    out_dim: Any
+    settings: dict[str, Any]
+    p_debias: float
+    q_debias: float
+    p_propagate: int
+    options: dict[str, Any]
+    output: str
+
+    def resolved(self) -> dict[str, Any]: ...
+    def with_overrides(self, overrides: Mapping[str, Any] | None) -> Method: ...
+    def embedding_dim(self, data: DataSplits) -> int: ...
+    def build_model(self, data: DataSplits, n_rows: int, init_rows: Tensor | None = None, heads: int = 1) -> nn.Module: ...
+    def build_loss(self, data: DataSplits, dim: int | None = None) -> nn.Module: ...
 
 
 def _context(data: DataSplits, dim: int) -> dict[str, Any]:

@@ -10,13 +10,12 @@ import torch
 from torch import Tensor, nn
 
 from icon_bench.errors import TrialError
-from icon_bench.train.build import _make_augment, _needs_graph, graph
+from icon_bench.train.build import Method, _make_augment, _needs_graph, graph
 from icon_bench.train.heads import MultiHead
 
 if TYPE_CHECKING:
     from icon_bench.data.splits import DataSplits
     from icon_bench.evaluation.metrics import MethodOutput
-    from icon_bench.train.recipe import Method
     from icon_bench.train.trainer import TrainData, TrainSettings
 
 
