@@ -275,19 +275,15 @@ def finals(plan: TunePlan, rows: Mapping[str, Mapping[str, Any]], *, force: bool
         }
         if conf.untuned:
             record.update(selected={}, untuned=conf.untuned)
-            spec = final_spec(conf.cell, {})
-            records[trial_id(spec)] = record
-            if force or (rows.get(trial_id(spec)) or {}).get("status") != "ok":
-                specs.append(spec)
-            continue
-        if best is None:
+        elif best is None:
             spec = final_spec(conf.cell, {})
             row = failed_row(spec, f"no search trial of this configuration reported {metric!r} on val")
             empty.append({**row, "tune": record})
             continue
-        record["selected"] = dict(best["tune"]["values"])
-        record["selected_index"] = best["tune"]["index"]
-        record["val_value"] = best["metrics"][metric]
+        else:
+            record["selected"] = dict(best["tune"]["values"])
+            record["selected_index"] = best["tune"]["index"]
+            record["val_value"] = best["metrics"][metric]
         spec = final_spec(conf.cell, record["selected"])
         tid = trial_id(spec)
         records[tid] = record
