@@ -18,6 +18,14 @@ if TYPE_CHECKING:
     pass
 
 
+def read_leaderboard(csv: Path, test_only: bool = False) -> pd.DataFrame:
+    """A report's leaderboard.csv (ids and protocol versions as text); `test_only` drops the val tables."""
+    df = pd.read_csv(csv, dtype={"config_id": str, "protocol_version": str})
+    if test_only and "split" in df.columns:  # val tables are for tuning; test figures are the results
+        df = df[df["split"].fillna("test") == "test"]
+    return df
+
+
 def build_index(reports_dir: str | Path, *, registry: Any = None) -> Path:
     """reports/README.md: a link to every suite's report, the best configuration per dataset and task, and the
     claims of the papers measured on the suites' rows (also in reports/claims.csv).
@@ -41,7 +49,7 @@ def build_index(reports_dir: str | Path, *, registry: Any = None) -> Path:
         url = quote(name)  # a folder name with spaces or brackets must not break the Markdown link
         page = f"[page]({url}/index.html)" if (suite_dir / "index.html").is_file() else ""
         csv = suite_dir / "leaderboard.csv"
-        df = pd.read_csv(csv, dtype={"config_id": str, "protocol_version": str}) if csv.is_file() else pd.DataFrame()
+        df = read_leaderboard(csv) if csv.is_file() else pd.DataFrame()
         if not df.empty:
             df["_suite_dir"] = name
             frames.append(df)
