@@ -118,7 +118,10 @@ def test_sparse_path_never_builds_a_block() -> None:
         Cluster.row_blocks = orig
 
 
-@pytest.mark.parametrize("div,p_debias,q_debias", [("kl", 0.0, 0.0), ("tv", 0.0, 0.2), ("kl", 0.6, 0.2), ("js", 0.0, 0.0)])
+@pytest.mark.parametrize(
+    "div,p_debias,q_debias",
+    [("kl", 0.0, 0.0), ("tv", 0.0, 0.2), ("kl", 0.6, 0.2), ("js", 0.0, 0.0), ("js", 0.6, 0.2), ("hellinger", 0.5, 0.0), ("chi2", 0.4, 0.4)],
+)
 def test_batched_heads_equal_separate_heads(div, p_debias, q_debias) -> None:
     heads, n, c = 3, 20, 4
     g = torch.Generator().manual_seed(11)
@@ -158,6 +161,53 @@ def test_fused_cluster_row_sums_equal_autograd(n, block, keep, add) -> None:
     lhs = (got * w).sum() + torch.where(cols >= 0, got_at * w_at, 0.0).sum()
     rhs = (want * w).sum() + torch.where(cols >= 0, want_at * w_at, 0.0).sum()
     torch.testing.assert_close(torch.autograd.grad(lhs, logits)[0], torch.autograd.grad(rhs, logits)[0])
+
+
+PLUGIN_JS = FDivergence(
+    lambda t: 0.5 * (t * torch.log(2 * t / (1 + t)) + torch.log(2 / (1 + t))), name="plugin_js"
+)
+
+
+@pytest.mark.parametrize("div", ["tv", "js", "hellinger", "chi2", ("alpha", {"a": 0.5}), PLUGIN_JS], ids=str)
+@pytest.mark.parametrize("block", [None, 64])
+def test_fused_row_sums_of_other_divergences_equal_dense(div, block) -> None:
+    """A debiased p with a cluster q: the fused row sums of g(share, q) (one kept block or recomputed
+    blocks; closed forms where the divergence has them, autograd on its pointwise form otherwise)."""
+    batch = _batch(n=24, seed=13)
+    p = ("mix", {"kernels": ["augmentation", ("knn", {"k": 2})]})
+    dense = ib.ICon(p, "cluster", div, p_debias=0.6, q_debias=0.2, fast=False)
+    fast = ib.ICon(p, "cluster", div, p_debias=0.6, q_debias=0.2, fast=True)
+    fast.forms = frozenset({"fused"})  # no row-block fallback: the fused form must take it
+    if block is not None:
+        fast.block_elements = block
+    v_d, v_f = dense(batch), fast(batch)
+    torch.testing.assert_close(v_f, v_d, **TOL)
+    g_d, = torch.autograd.grad(v_d, batch["embeddings"])
+    g_f, = torch.autograd.grad(v_f, batch["embeddings"])
+    torch.testing.assert_close(g_f, g_d, **TOL)
+
+
+@pytest.mark.parametrize("div", ["tv", "js", "hellinger"])
+def test_closed_forms_in_q_equal_the_pointwise_form(div) -> None:
+    """term_q / term_dq (probability space) against pointwise (log space) and its autograd derivative."""
+    d = ib.divergence(div)
+    g = torch.Generator().manual_seed(4)
+    p = torch.rand(50, 1, generator=g, dtype=torch.float64) * 1e-2 + 1e-6
+    q = torch.exp(torch.empty(50, 40, dtype=torch.float64).uniform_(-30.0, 0.0, generator=g)).requires_grad_(True)
+    ref = d.pointwise(p.log().expand_as(q), q.log())
+    torch.testing.assert_close(d.term_q(p, q.detach()), ref.detach(), rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(d.term_dq(p, q.detach()), torch.autograd.grad(ref.sum(), q)[0], rtol=1e-8, atol=1e-10)
+
+
+def test_fused_other_divergences_in_float32_stay_close_to_float64() -> None:
+    """The closed forms in float32 (the training dtype) against the dense float64 reference."""
+    b64 = _batch(n=96, dim=8, seed=21)
+    b32 = {k: (v.detach().float().requires_grad_(v.requires_grad) if v.is_floating_point() else v) for k, v in b64.items()}
+    p = ("mix", {"kernels": ["augmentation", ("knn", {"k": 3})]})
+    for div in ("tv", "js", "hellinger"):
+        want = ib.ICon(p, "cluster", div, p_debias=0.6, q_debias=0.6, fast=False)(b64)
+        got = ib.ICon(p, "cluster", div, p_debias=0.6, q_debias=0.6)(b32)
+        torch.testing.assert_close(got.double(), want.detach(), rtol=1e-5, atol=1e-6)
 
 
 def test_cluster_floor_matches_dense_in_float32() -> None:

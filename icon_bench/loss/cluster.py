@@ -83,16 +83,19 @@ class Cluster(Kernel):
 
     def log_q_sums(
         self, batch: Batch, key: str, cols: Tensor, keep: float = 1.0, add: float = 0.0, block_elements: int = 1 << 24,
-        matmul_dtype: Any = None,
+        matmul_dtype: Any = None, term: Any = None,
     ) -> tuple[Tensor, Tensor]:
-        from icon_bench.loss.fused import log_sum_rows
+        """(sum over each row's allowed columns of h(q_ij), log q at ``cols``) for q' = keep q + add;
+        h = log unless ``term`` (a :mod:`icon_bench.loss.fused` row term) says otherwise."""
+        from icon_bench.loss.fused import LogTerm, term_sum_rows
 
+        term = term or LogTerm()
         phi, d, z = self._parts(batch, key)
         floor = self.floor(phi.dtype)
         c1 = keep / z
-        total, t_at = log_sum_rows(phi, d, c1, cols.clamp(min=0), add, floor, block_elements, matmul_dtype)
+        total, t_at = term_sum_rows(phi, d, c1, cols.clamp(min=0), add, floor, block_elements, matmul_dtype, term)
         if self.exclude_self:
-            total = total - torch.log(c1 * (phi * phi * d).sum(-1).clamp_min(floor) + add)
+            total = total - term.at(c1 * (phi * phi * d).sum(-1).clamp_min(floor) + add)
         lq_at = torch.where(cols >= 0, torch.log(c1.unsqueeze(-1) * t_at + add), NEG_INF)
         return total, lq_at
 

@@ -1,7 +1,9 @@
-"""Fused, chunked row sums of log(c1_i * max(s_ij, floor) + c2) with s = Phi D Phi^T (the cluster kernel).
+"""Fused, chunked row sums of h_i(c1_i * max(s_ij, floor) + c2) with s = Phi D Phi^T (the cluster kernel).
 
 The KL of a debiased p against a (debiased) cluster q needs, per row, the sum of log q over every
-column, an N x N quantity, and q at p's listed columns. Autograd would keep several N x N
+column, an N x N quantity, and q at p's listed columns (h = log, :class:`LogTerm`). Any other
+pointwise divergence needs the sum of its term g(share_i, q_ij) over every column instead
+(:class:`PointwiseTerm`), the share being p's uniform part. Autograd would keep several N x N
 intermediates (the product, the clamp, the scale, the log) per block and spend three matrix
 products. This Function makes one pass per block for both, keeps at most that block, and writes
 the backward by hand. s is symmetric (s_ij = sum_c phi_ic phi_jc / n_c), so the gradient with
@@ -12,6 +14,7 @@ step costs two N x N x C products instead of three. More rows recompute each blo
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -41,17 +44,75 @@ _LOG_ROWS = 256
 _TILE = 512
 
 
-def _grad_s(u: Tensor, c1: Tensor, g: Tensor, c2: float, floor: float, n: int) -> tuple[Tensor, Tensor]:
-    """(dL/ds for a block, dL/dc1 for its rows) from u = c1 max(s, floor) + c2 and dL/d(row sums).
+class LogTerm:
+    """h(u) = log u: the cross term of the KL, whose derivative 1 / u has closed forms throughout."""
 
-    Works in place on u (the saved or recomputed block, not needed afterwards): one block of memory.
-    A second backward through a kept block is refused by autograd's version check (retain_graph).
+    def values(self, u: Tensor, a: int, b: int) -> Tensor:
+        """sum_j h(u_ij) for the rows a..b of the block u (global row indices)."""
+        return torch.log(u).sum(-1)
+
+    def at(self, u: Tensor) -> Tensor:
+        """h at single entries u (..., N): the self term subtracted afterwards."""
+        return torch.log(u)
+
+    def grad_s(self, u: Tensor, c1: Tensor, g: Tensor, c2: float, floor: float, a: int, b: int) -> tuple[Tensor, Tensor]:
+        """(dL/ds for a block, dL/dc1 for its rows) from u = c1 max(s, floor) + c2 and dL/d(row sums).
+
+        Works in place on u (the saved or recomputed block, not needed afterwards): one block of memory.
+        A second backward through a kept block is refused by autograd's version check (retain_graph).
+        """
+        n = u.shape[-1]
+        live = u > (c1 * floor + c2)[..., None]  # the clamp passes no gradient where s <= floor
+        inv = u.reciprocal_()
+        # d/dc1 sum_j log(c1 t_j + c2) = sum_j t_j / u_j = (n - c2 sum_j 1/u_j) / c1
+        grad_c1 = g * (n - c2 * inv.sum(-1)) / c1
+        return inv.mul_(live).mul_((g * c1)[..., None]), grad_c1  # d/ds_ij = c1 / u_ij
+
+
+class PointwiseTerm:
+    """h_i(u) = g(share_i, u): a divergence's pointwise term where p holds only its uniform share.
+
+    ``div`` is the divergence: its closed forms in probability space (``term_q``, ``term_dq``) when
+    it has them, else its log-space ``pointwise``, differentiated by autograd a few rows at a time
+    inside the backward (so a plugin's divergence needs no hand-written derivative).
     """
-    live = u > (c1 * floor + c2)[..., None]  # the clamp passes no gradient where s <= floor
-    inv = u.reciprocal_()
-    # d/dc1 sum_j log(c1 t_j + c2) = sum_j t_j / u_j = (n - c2 sum_j 1/u_j) / c1
-    grad_c1 = g * (n - c2 * inv.sum(-1)) / c1
-    return inv.mul_(live).mul_((g * c1)[..., None]), grad_c1  # d/ds_ij = c1 / u_ij
+
+    def __init__(self, div: Any, log_share: Tensor) -> None:
+        self.div = div
+        self.log_share = log_share  # (N,): one value per row, the same for every head
+        self.share = log_share.exp()
+
+    def _h(self, share: Tensor, log_share: Tensor, u: Tensor) -> Tensor:
+        value = self.div.term_q(share, u)
+        return self.div.pointwise(log_share.expand_as(u), torch.log(u)) if value is None else value
+
+    def values(self, u: Tensor, a: int, b: int) -> Tensor:
+        return self._h(self.share[a:b, None], self.log_share[a:b, None], u).sum(-1)
+
+    def at(self, u: Tensor) -> Tensor:
+        # Under autograd (the self terms): the log-space form, as term_q may work in place.
+        return self.div.pointwise(self.log_share.expand_as(u), torch.log(u))
+
+    def _dh(self, u: Tensor, a: int, b: int) -> Tensor:
+        dh = self.div.term_dq(self.share[a:b, None], u)
+        if dh is not None:
+            return dh
+        with torch.enable_grad():
+            x = u.detach().requires_grad_(True)
+            return torch.autograd.grad(self.values(x, a, b).sum(), x)[0]
+
+    def grad_s(self, u: Tensor, c1: Tensor, g: Tensor, c2: float, floor: float, a: int, b: int) -> tuple[Tensor, Tensor]:
+        live = u > (c1 * floor + c2)[..., None]
+        dh = torch.empty_like(u)
+        for r in range(0, u.shape[-2], _LOG_ROWS):  # a few rows at a time: temporaries stay small
+            e = min(r + _LOG_ROWS, u.shape[-2])
+            dh[..., r:e, :] = self._dh(u[..., r:e, :], a + r, a + e)
+        # d/dc1 sum_j h(c1 t_j + c2) = sum_j h'(u_j) t_j with t_j = (u_j - c2) / c1
+        grad_c1 = g * (torch.linalg.vecdot(dh, u) - c2 * dh.sum(-1)) / c1
+        return dh.mul_(live).mul_((g * c1)[..., None]), grad_c1
+
+
+RowTerm = LogTerm | PointwiseTerm
 
 
 def _symmetrise_(g: Tensor) -> Tensor:
@@ -68,11 +129,11 @@ def _symmetrise_(g: Tensor) -> Tensor:
     return g
 
 
-class _LogSumRows(torch.autograd.Function):
+class _TermSumRows(torch.autograd.Function):
     @staticmethod
     def forward(  # type: ignore[override]
         ctx: Any, phi: Tensor, d: Tensor, c1: Tensor, cols: Tensor, c2: float, floor: float, step: int,
-        mm_dtype: torch.dtype,
+        mm_dtype: torch.dtype, term: RowTerm,
     ) -> tuple[Tensor, Tensor]:
         rows = phi.shape[-2]
         w = (phi * d).to(mm_dtype)
@@ -86,24 +147,25 @@ class _LogSumRows(torch.autograd.Function):
             u = _block(w, phi_t, c1, c2, floor, a, b)
             # t = max(s, floor) at the listed columns, read back from u = c1 t + c2
             t_at[..., a:b, :] = (u.gather(-1, index[..., a:b, :]) - c2) / c1[..., a:b, None]
-            for r in range(a, b, _LOG_ROWS):  # the log a few rows at a time: no second block in memory
-                sums[..., r : min(r + _LOG_ROWS, b)] = torch.log(u[..., r - a : min(r + _LOG_ROWS, b) - a, :]).sum(-1)
+            for r in range(a, b, _LOG_ROWS):  # h a few rows at a time: no second block in memory
+                e = min(r + _LOG_ROWS, b)
+                sums[..., r:e] = term.values(u[..., r - a : e - a, :], r, e)
             if step >= rows:
                 saved = u
-        ctx.c2, ctx.floor, ctx.step, ctx.mm_dtype = c2, floor, step, mm_dtype
+        ctx.c2, ctx.floor, ctx.step, ctx.mm_dtype, ctx.term = c2, floor, step, mm_dtype, term
         ctx.save_for_backward(phi, d, c1, index, t_at, *([] if saved is None else [saved]))
         return sums, t_at
 
     @staticmethod
     def backward(ctx: Any, grad_sums: Tensor, grad_t: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
         phi, d, c1, index, t_at, *saved = ctx.saved_tensors
-        c2, floor, step, mm = ctx.c2, ctx.floor, ctx.step, ctx.mm_dtype
+        c2, floor, step, mm, term = ctx.c2, ctx.floor, ctx.step, ctx.mm_dtype, ctx.term
         rows = phi.shape[-2]
         w = (phi * d).to(mm)
         grad_t = torch.where(t_at > floor, grad_t, 0.0)
         grad_c1 = torch.empty_like(c1)
         if saved:  # one block, kept: M = (G + G^T) Phi in one product
-            gs, grad_c1 = _grad_s(saved[0], c1, grad_sums, c2, floor, rows)
+            gs, grad_c1 = term.grad_s(saved[0], c1, grad_sums, c2, floor, 0, rows)
             gs.scatter_add_(-1, index, grad_t)  # the listed t are s itself
             m = _mm(_symmetrise_(gs), phi, mm)
         else:
@@ -112,21 +174,21 @@ class _LogSumRows(torch.autograd.Function):
             for a in range(0, rows, step):
                 b = min(a + step, rows)
                 u = _block(w, phi_t, c1, c2, floor, a, b)
-                gs, grad_c1[..., a:b] = _grad_s(u, c1[..., a:b], grad_sums[..., a:b], c2, floor, rows)
+                gs, grad_c1[..., a:b] = term.grad_s(u, c1[..., a:b], grad_sums[..., a:b], c2, floor, a, b)
                 gs.scatter_add_(-1, index[..., a:b, :], grad_t[..., a:b, :])
                 m[..., a:b, :] += _mm(gs, phi, mm)
                 m += _mm(gs.transpose(-1, -2), phi[..., a:b, :], mm)
         # s_ij = sum_c phi_ic d_c phi_jc: dL/dphi = M d, dL/dd_c = sum_i phi_ic (G Phi)_ic = half of phi . M
         grad_d = 0.5 * (phi * m).sum(-2, keepdim=True)
-        return m * d, grad_d.reshape(d.shape) if d.dim() == grad_d.dim() else grad_d.sum(0), grad_c1, None, None, None, None, None
+        return m * d, grad_d.reshape(d.shape) if d.dim() == grad_d.dim() else grad_d.sum(0), grad_c1, None, None, None, None, None, None
 
 
-def log_sum_rows(
+def term_sum_rows(
     phi: Tensor, d: Tensor, c1: Tensor, cols: Tensor, c2: float, floor: float, block_elements: int,
-    matmul_dtype: torch.dtype | None = None,
+    matmul_dtype: torch.dtype | None = None, term: RowTerm | None = None,
 ) -> tuple[Tensor, Tensor]:
-    """Row sums over all N columns of log(c1_i max(s_ij, floor) + c2) with s = (phi * d) phi^T:
-    (..., N); and max(s_ij, floor) at ``cols`` (N, K), entries in [0, N): (..., N, K).
+    """Row sums over all N columns of h(c1_i max(s_ij, floor) + c2) with s = (phi * d) phi^T and
+    h = ``term`` (log when None): (..., N); and max(s_ij, floor) at ``cols`` (N, K), entries in [0, N): (..., N, K).
 
     phi: (..., N, C); d: (..., 1, C), the per-cluster weights 1 / n_c; c1: (..., N).
     ``block_elements`` bounds one block of rows x columns; rows that fit in one block keep it for
@@ -135,4 +197,4 @@ def log_sum_rows(
     """
     step = max(1, block_elements // max(phi.shape[-2], 1))
     mm = phi.dtype if matmul_dtype is None else matmul_dtype
-    return _LogSumRows.apply(phi, d, c1, cols, float(c2), float(floor), int(step), mm)
+    return _TermSumRows.apply(phi, d, c1, cols, float(c2), float(floor), int(step), mm, term or LogTerm())

@@ -101,13 +101,15 @@ class Kernel(nn.Module):
 
     def log_q_sums(
         self, batch: Batch, key: str, cols: Tensor, keep: float = 1.0, add: float = 0.0, block_elements: int = 1 << 24,
-        matmul_dtype: Any = None,
+        matmul_dtype: Any = None, term: Any = None,
     ) -> tuple[Tensor, Tensor] | None:
         """Fused: the sum over each row's allowed columns of log(keep q_ij + add), (..., N), and the
         same log at the listed ``cols`` (N, K, -1 padded: -inf there), (..., N, K); or None.
 
         (keep, add) = (1 - alpha, alpha / S) is the debiased q; the KL cross term of a p with a
-        uniform share needs exactly these. ``block_elements`` bounds the rows x columns held at
+        uniform share needs exactly these. ``term`` (a row term of :mod:`icon_bench.loss.fused`)
+        replaces the log in the row sums by another function of q' (another divergence's term where
+        p holds only its share); it is passed only for divergences other than KL. ``block_elements`` bounds the rows x columns held at
         once; ``matmul_dtype`` (None: the input's) is the operand type of the big matrix products.
         Kernels without a fused form return None.
         """

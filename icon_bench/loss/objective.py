@@ -32,8 +32,8 @@ class ICon(nn.Module):
     why not), False always computes dense N x N log p and log q (the reference), True requires a
     structured path. With p as sparse positives (``p.sparse``) the paths are, cheapest first
     (see :mod:`icon_bench.loss.structured`): q only at p's support when p has no uniform share
-    and the divergence has finite f(0) (``q.log_prob_at``); for KL with a debiased p, the fused
-    row sums of log q (``q.log_q_sums``); otherwise q one row block at a time (``q.row_blocks``),
+    and the divergence has finite f(0) (``q.log_prob_at``); for a debiased p, the fused row sums
+    of log q (KL) or of the divergence's term at p's share (the others) (``q.log_q_sums``); otherwise q one row block at a time (``q.row_blocks``),
     checkpointed under autograd so memory is one block of ``block_elements``.
     """
 
@@ -118,7 +118,8 @@ class ICon(nn.Module):
             return False
         if not self.p.has_uniform_share:
             return self.divergence.f0 is not None and "entries" in self.forms
-        return type(self.divergence) is KL and "fused" in self.forms  # others go block by block
+        # Fused row sums take every head at once; a q without them goes block by block, head by head.
+        return self.divergence.has_pointwise and "fused" in self.forms
 
     # ------------------------------------------------------------------------------------------
     def prepare_p(self, batch: Batch) -> SparseRows | Tensor:
@@ -192,13 +193,19 @@ class ICon(nn.Module):
             lq_at = q.log_prob_at(batch, key, sp.cols)
             if lq_at is not None:
                 return structured.support_rows(div, sp, lq_at)
-        if sp.has_uniform and type(div) is KL and "fused" in self.forms:
+        if sp.has_uniform and "fused" in self.forms and div.has_pointwise:
             mm = self.matmul_dtype
             if mm == "auto":
                 mm = torch.bfloat16 if batch[key].is_cuda else None
-            sums = q.log_q_sums(batch, key, sp.cols, block_elements=self.block_elements, matmul_dtype=mm)
-            if sums is not None:
-                return structured.kl_uniform_rows(sp, sums[1], sums[0])
+            if type(div) is KL:
+                sums = q.log_q_sums(batch, key, sp.cols, block_elements=self.block_elements, matmul_dtype=mm)
+                if sums is not None:
+                    return structured.kl_uniform_rows(sp, sums[1], sums[0])
+            else:
+                term = structured.share_term(div, sp)
+                sums = q.log_q_sums(batch, key, sp.cols, block_elements=self.block_elements, matmul_dtype=mm, term=term)
+                if sums is not None:
+                    return structured.uniform_rows(div, sp, sums[1], sums[0])
         if not sp.has_uniform and div.f0 is None:
             return None
         rb = q.row_blocks(batch, key) if "blocks" in self.forms else None

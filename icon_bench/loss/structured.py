@@ -1,6 +1,6 @@
 """The structured paths of the I-Con loss: divergence rows from a sparse p without an N x N p.
 
-Three forms, each equal to the dense computation (tests pin value and gradient):
+Five forms, each equal to the dense computation (tests pin value and gradient):
 
 - ``support_rows``: p is a few positives with no uniform share and D has a finite f(0). Then
   ``D_i = sum_{j in supp p_i} q f(p / q) + f(0) (1 - sum_{j in supp p_i} q)``: q is needed only
@@ -8,6 +8,9 @@ Three forms, each equal to the dense computation (tests pin value and gradient):
 - ``kl_uniform_rows``: KL with a uniform share in p (a debiased p). ``sum_j p log p`` is closed
   form; the cross term needs log q at the positives plus the sum of log q over each row, which
   kernels with a fused form (the cluster kernel) give without holding an N x N block.
+- ``uniform_rows``: any other pointwise divergence with a uniform share in p, the same way: the
+  fused sum over each row of the term g(share, q) that every column would have if p held only
+  its share, then the listed columns' terms swapped for those of their full p.
 - ``block_rows``: any divergence with a pointwise form, q by row blocks (checkpointed under
   autograd, so memory is one block). The uniform share is one pass over each block.
 - ``kl_dense_softmax``: a dense p (t-SNE's calibrated Gaussian) against a softmax q given by its
@@ -25,6 +28,7 @@ from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
 from icon_bench.loss.divergences import Divergence
+from icon_bench.loss.fused import PointwiseTerm
 from icon_bench.loss.structure import NEG_INF, RowBlocks, SparseRows
 
 
@@ -68,6 +72,28 @@ def kl_uniform_rows(sp: SparseRows, log_q_at: Tensor, log_row_sum: Tensor) -> Te
     return _neg_entropy(sp, valid, w, share) - cross
 
 
+def _log_share(sp: SparseRows, share: Tensor) -> Tensor:
+    """log of each row's uniform share; a zero share is read as the dtype's tiny (as block_rows does)."""
+    return share.clamp_min(torch.finfo(share.dtype).tiny).log()
+
+
+def share_term(div: Divergence, sp: SparseRows) -> PointwiseTerm:
+    """The fused row term g(share_i, q_ij) of a divergence for a p with a uniform share."""
+    return PointwiseTerm(div, _log_share(sp, _listed(sp)[2]))
+
+
+def uniform_rows(div: Divergence, sp: SparseRows, log_q_at: Tensor, share_sum: Tensor) -> Tensor:
+    """Rows (..., N) of a pointwise divergence for a p with a uniform share, from log q at p's
+    columns and ``share_sum``, the sum over each row's allowed columns of g(share_i, q_ij): the
+    listed columns then swap their share-only term for the term of their full p."""
+    valid, w, share = _listed(sp)
+    lp_at = torch.where(valid, (w + share[:, None]).clamp_min(torch.finfo(w.dtype).tiny).log(), 0.0)
+    lq_at = torch.where(valid, log_q_at, 0.0)
+    lu = _log_share(sp, share)[:, None].expand_as(lp_at)
+    swap = torch.where(valid, div.pointwise(lp_at, lq_at) - div.pointwise(lu, lq_at), 0.0)
+    return share_sum + swap.sum(-1)
+
+
 def _spans(n: int, step: int) -> list[tuple[int, int]]:
     return [(a, min(a + step, n)) for a in range(0, n, step)]
 
@@ -109,7 +135,7 @@ def block_rows(div: Divergence, sp: SparseRows, rb: RowBlocks, step: int) -> Ten
     cols = sp.cols.clamp(min=0)
     lp_at = torch.where(valid, (w + share[:, None]).clamp_min(torch.finfo(w.dtype).tiny).log(), 0.0)
     # Columns outside p's list hold the share alone; a zero share is read as the dtype's tiny.
-    log_u = share.clamp_min(torch.finfo(share.dtype).tiny).log()
+    log_u = _log_share(sp, share)
     f0 = div.f0
 
     def part(a: int, b: int, *_: Tensor) -> Tensor:

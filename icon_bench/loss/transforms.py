@@ -88,12 +88,12 @@ class Debias(_Wrapper):
 
     def log_q_sums(
         self, batch: Batch, key: str, cols: Tensor, keep: float = 1.0, add: float = 0.0, block_elements: int = 1 << 24,
-        matmul_dtype: Any = None,
+        matmul_dtype: Any = None, term: Any = None,
     ) -> tuple[Tensor, Tensor] | None:
         # keep * ((1 - alpha) q + alpha / S) + add: the inner kernel's sums with new constants.
         share = self.alpha / max(self._allowed_count(batch, key), 1)
         return self.kernel.log_q_sums(
-            batch, key, cols, keep * (1.0 - self.alpha), keep * share + add, block_elements, matmul_dtype
+            batch, key, cols, keep * (1.0 - self.alpha), keep * share + add, block_elements, matmul_dtype, term
         )
 
     def _debias(self, lp: Tensor, start: int, num_cols: int) -> Tensor:
