@@ -14,7 +14,6 @@ step costs two N x N x C products instead of three. More rows recompute each blo
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import torch
