@@ -68,3 +68,38 @@ def test_a_clustering_trial_trains_on_the_device() -> None:
     data = testing.make_data()
     out = ib.method("pmi").run(data, seed=0, device=DEVICE, overrides={"settings": {"epochs": 2, "heads": 2}})
     assert out.test_clusters is not None and out.history["loss"][-1] < out.history["loss"][0] * 1.5
+
+
+@pytest.mark.skipif(DEVICE != "cuda", reason="sync debug mode is a CUDA feature")
+@pytest.mark.parametrize("recipe", ["pmi", "supcon"])
+def test_training_steps_do_not_sync_with_the_host(recipe: str) -> None:
+    """torch.cuda.set_sync_debug_mode("error") around the trainer's steps: batch, forward, loss, backward, Adam."""
+    from icon_bench.train.heads import MultiHead
+    from icon_bench.train.trainer import TrainData, TrainSettings, make_batch
+
+    g = torch.Generator().manual_seed(0)
+    n = 4096
+    data = TrainData(torch.randn(n, 32, generator=g), torch.arange(n) % 10, torch.randint(0, n, (n, 10), generator=g)).to(DEVICE)
+    if recipe == "pmi":
+        settings, width = TrainSettings(neighbors=2), 100
+        loss = MultiHead(ib.ICon({"name": "knn", "k": 10, "scope": "graph"}, "cluster", "tv", p_debias=0.2), 10)
+    else:
+        settings, width = TrainSettings(views=2), 16
+        loss = ib.ICon("label", {"name": "cosine", "temperature": 0.2}, "js")
+    model = torch.nn.Linear(32, width).to(DEVICE)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    index_gen, device_gen = torch.Generator().manual_seed(1), torch.Generator(device=DEVICE).manual_seed(1)
+    perm = torch.randperm(n, generator=index_gen)
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for anchors in perm[:1024].split(256):
+            batch = make_batch(data, anchors, settings, index_gen, None, device_gen)
+            batch["embeddings"] = model(batch["inputs"]).float()
+            value = loss(batch)
+            opt.zero_grad(set_to_none=True)
+            value.backward()
+            opt.step()
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
+    assert torch.isfinite(value).item()

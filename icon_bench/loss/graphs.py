@@ -18,6 +18,7 @@ from icon_bench.loss.structure import (
     _float_dtype,
     _get,
     _mask_self,
+    _host_copy,
     _same_key,
     _sq_dist,
     _uniform_rows,
@@ -92,7 +93,10 @@ class Label(Kernel):
             raise DataError("kernel 'label': batch['labels'] must be integer class ids")
         return y.long()
 
-    def _classes(self, y: Tensor) -> int:
+    def _classes(self, y: Tensor, batch: Batch) -> int:
+        # Checked on the host copy when there is one: no wait for the device.
+        host = _host_copy(batch, "labels")
+        y = y if host is None else host.reshape(-1)
         c = self.num_classes if self.num_classes is not None else int(y.max()) + 1 if y.numel() else 1
         if y.numel() and (int(y.min()) < 0 or int(y.max()) >= c):
             raise DataError(f"kernel 'label': labels must lie in [0, {c}), got [{int(y.min())}, {int(y.max())}]")
@@ -102,7 +106,7 @@ class Label(Kernel):
         y = self._labels(batch)
         dtype = _float_dtype(batch)
         if self.rectangular:
-            hit = F.one_hot(y, self._classes(y)).bool()
+            hit = F.one_hot(y, self._classes(y, batch)).bool()
         else:
             hit = y[:, None] == y[None, :]
             if self.exclude_self:
@@ -113,12 +117,13 @@ class Label(Kernel):
         y = self._labels(batch)
         dtype = _float_dtype(batch)
         if self.rectangular:
-            c = self._classes(y)
+            c = self._classes(y, batch)
             return SparseRows(
                 y[:, None], torch.zeros(len(y), 1, dtype=dtype, device=y.device),
                 torch.zeros(len(y), dtype=dtype, device=y.device), c, False, has_uniform=False,
             )
-        return _uniform_rows(_same_key(y, self.exclude_self), dtype, len(y), self.exclude_self)
+        host = _host_copy(batch, "labels")
+        return _uniform_rows(_same_key(y, self.exclude_self, host), dtype, len(y), self.exclude_self)
 
 
 class Augmentation(Kernel):
@@ -141,7 +146,7 @@ class Augmentation(Kernel):
 
     def sparse(self, batch: Batch, key: str = "embeddings") -> SparseRows:
         idx = self._index(batch)
-        return _uniform_rows(_same_key(idx, True), _float_dtype(batch), len(idx), True)
+        return _uniform_rows(_same_key(idx, True, _host_copy(batch, "index")), _float_dtype(batch), len(idx), True)
 
 
 class KNN(Kernel):
@@ -184,25 +189,12 @@ class KNN(Kernel):
         n = idx.shape[0]
         if nb.dim() != 2 or nb.shape[0] != n:
             raise DataError(f"kernel 'knn': batch['neighbors'] must be (N, k) with N = {n}, got {tuple(nb.shape)}")
-        nb = nb[:, : self.k]
-        order = torch.argsort(idx)
-        sorted_idx = idx[order]
-        lo = torch.searchsorted(sorted_idx, nb.contiguous())
-        hi = torch.searchsorted(sorted_idx, nb.contiguous(), right=True)
-        reps = int((hi - lo).max()) if nb.numel() else 0
-        slot = torch.arange(reps, device=idx.device)
-        pos = (lo[..., None] + slot).clamp(max=max(n - 1, 0))
-        cols = torch.where(slot < (hi - lo)[..., None], order[pos], -1).reshape(n, -1)
-        cols = torch.where(cols == torch.arange(n, device=idx.device)[:, None], -1, cols)
-        # A graph row may repeat a neighbour: count each batch column once.
-        cols = cols.sort(1).values
-        dup = torch.zeros_like(cols, dtype=torch.bool)
-        dup[:, 1:] = (cols[:, 1:] == cols[:, :-1]) & (cols[:, 1:] >= 0)
-        # Listed columns first, padding last, no wider than the fullest row: the loss reads q at
-        # every slot, so padding is work (k x reps slots hold about a third of that, measured).
-        cols = torch.where(dup, -1, cols).sort(1, descending=True).values
-        width = int((cols >= 0).sum(1).max()) if cols.numel() else 0
-        return cols[:, :width]
+        host_idx, host_nb = _host_copy(batch, "index"), _host_copy(batch, "neighbors")
+        if host_idx is not None and host_nb is not None:
+            # Built on the host, where reading its sizes costs nothing, and copied over without waiting.
+            cols = _graph_support(host_idx.reshape(-1).long(), host_nb.long()[:, : self.k])
+            return cols.to(idx.device, non_blocking=True)
+        return _graph_support(idx, nb[:, : self.k])
 
     def sparse(self, batch: Batch, key: str = "embeddings") -> SparseRows:
         cols = self.neighbours(batch, key)
@@ -217,3 +209,30 @@ class KNN(Kernel):
             hit &= _allowed(len(idx), len(idx), 0, True, idx.device)
             return log_normalise(torch.where(hit, 0.0, NEG_INF).to(_float_dtype(batch)))
         return self.sparse(batch, key).dense()
+
+
+def _graph_support(idx: Tensor, nb: Tensor) -> Tensor:
+    """(N, W) batch columns listed by each row's graph neighbours ``nb`` (dataset indices), -1 padded.
+
+    W (and the repeats of one dataset index in the batch) are read from the tensors: on the CPU
+    that is free; on a device it waits for it, so the kernel passes host copies when it has them.
+    """
+    n = idx.shape[0]
+    order = torch.argsort(idx)
+    sorted_idx = idx[order]
+    lo = torch.searchsorted(sorted_idx, nb.contiguous())
+    hi = torch.searchsorted(sorted_idx, nb.contiguous(), right=True)
+    reps = int((hi - lo).max()) if nb.numel() else 0
+    slot = torch.arange(reps, device=idx.device)
+    pos = (lo[..., None] + slot).clamp(max=max(n - 1, 0))
+    cols = torch.where(slot < (hi - lo)[..., None], order[pos], -1).reshape(n, -1)
+    cols = torch.where(cols == torch.arange(n, device=idx.device)[:, None], -1, cols)
+    # A graph row may repeat a neighbour: count each batch column once.
+    cols = cols.sort(1).values
+    dup = torch.zeros_like(cols, dtype=torch.bool)
+    dup[:, 1:] = (cols[:, 1:] == cols[:, :-1]) & (cols[:, 1:] >= 0)
+    # Listed columns first, padding last, no wider than the fullest row: the loss reads q at
+    # every slot, so padding is work (k x reps slots hold about a third of that, measured).
+    cols = torch.where(dup, -1, cols).sort(1, descending=True).values
+    width = int((cols >= 0).sum(1).max()) if cols.numel() else 0
+    return cols[:, :width]

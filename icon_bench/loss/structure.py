@@ -98,10 +98,8 @@ def _allowed(rows: int, cols: int, start: int, exclude_self: bool, device: torch
     """Bool (rows, cols): the allowed columns of rows start..start+rows (all but self when excluded)."""
     mask = torch.ones(rows, cols, dtype=torch.bool, device=device)
     if exclude_self:
-        r = torch.arange(rows, device=device)
-        c = r + start
-        keep = c < cols
-        mask[r[keep], c[keep]] = False
+        r = torch.arange(max(0, min(rows, cols - start)), device=device)  # the rows whose self column exists
+        mask[r, r + start] = False
     return mask
 
 
@@ -156,7 +154,7 @@ def _pack(rows: Tensor, cols: Tensor, w: Tensor, n: int, k: int | None = None) -
     ``k``, when the caller knows a bound on the entries per row, fixes K without reading the
     counts back from the device (a host sync); else K is the largest count.
     """
-    counts = torch.bincount(rows, minlength=n)
+    counts = torch.zeros(n, dtype=torch.long, device=rows.device).index_add_(0, rows, torch.ones_like(rows))
     if k is None:
         k = int(counts.max()) if counts.numel() and rows.numel() else 0
     out_c = torch.full((n, k), -1, dtype=torch.long, device=cols.device)
@@ -170,17 +168,24 @@ def _pack(rows: Tensor, cols: Tensor, w: Tensor, n: int, k: int | None = None) -
 
 
 def _merge(cols: Tensor, w: Tensor, num_cols: int, drop_self: bool) -> tuple[Tensor, Tensor]:
-    """Sum the weights of repeated columns per row (and drop the diagonal); returns padded (cols, w)."""
+    """Sum the weights of repeated columns per row (and drop the diagonal); returns padded (cols, w).
+
+    Row by row on fixed shapes (a sort, a running count, a scatter): a row keeps at most the
+    entries it came with, so the width stays that of ``cols`` and nothing is read back from the device.
+    """
     n = cols.shape[0]
-    rows = torch.arange(n, device=cols.device)[:, None].expand_as(cols)
     keep = (cols >= 0) & (w > 0)
     if drop_self:
-        keep &= cols != rows
-    keys = rows[keep] * num_cols + cols[keep]
-    uniq, inverse = torch.unique(keys, sorted=True, return_inverse=True)
-    summed = torch.zeros(uniq.numel(), dtype=w.dtype, device=w.device).scatter_add_(0, inverse, w[keep])
-    # A row keeps at most the entries it came with: that bound fixes the width without a sync.
-    return _pack(uniq // num_cols, uniq % num_cols, summed, n, k=cols.shape[1])
+        keep &= cols != torch.arange(n, device=cols.device)[:, None]
+    key, order = torch.where(keep, cols, num_cols).sort(dim=1, stable=True)  # dropped entries sort last
+    wv = torch.where(keep, w, 0.0).gather(1, order)
+    first = torch.ones_like(key, dtype=torch.bool)
+    first[:, 1:] = key[:, 1:] != key[:, :-1]
+    slot = torch.cumsum(first, 1) - 1  # each entry's place among its row's distinct columns
+    out_w = torch.zeros_like(w).scatter_add_(1, slot, wv)
+    out_c = torch.full_like(cols, num_cols).scatter_(1, slot, key)
+    dropped = out_c >= num_cols
+    return out_c.masked_fill(dropped, -1), out_w.masked_fill(dropped, 0.0)
 
 
 def _uniform_rows(cols: Tensor, dtype: torch.dtype, num_cols: int, exclude_self: bool) -> SparseRows:
@@ -192,17 +197,43 @@ def _uniform_rows(cols: Tensor, dtype: torch.dtype, num_cols: int, exclude_self:
     return SparseRows(cols, log_w, uniform, num_cols, exclude_self, has_uniform=False)
 
 
-def _same_key(keys: Tensor, exclude_self: bool) -> Tensor:
-    """For each row, the rows sharing its key: (N, G) int64 with -1 padding, G the largest group."""
+def _same_key(keys: Tensor, exclude_self: bool, host: Tensor | None = None) -> Tensor:
+    """For each row, the rows sharing its key: (N, G) int64 with -1 padding, G the largest group.
+
+    G sizes the result, so it must be known on the host: read from ``host`` (the trainer's CPU
+    copy of the keys, see :func:`_host_copy`) when given, so that a CUDA step does not wait for the
+    device; else from the keys themselves (free on the CPU, a sync elsewhere).
+    """
     n = keys.shape[0]
     order = torch.argsort(keys, stable=True)
-    _, counts = torch.unique_consecutive(keys[order], return_counts=True)
+    ordered = keys[order]
+    new = torch.ones(n, dtype=torch.bool, device=keys.device)
+    new[1:] = ordered[1:] != ordered[:-1]
+    gid = torch.cumsum(new, 0) - 1  # the group of each sorted position, groups numbered in key order
+    counts = torch.zeros(n, dtype=torch.long, device=keys.device).index_add_(0, gid, torch.ones_like(gid))
+    if not n:
+        width = 0
+    elif host is not None:
+        width = int(torch.unique(host.reshape(-1), return_counts=True)[1].max())
+    else:
+        width = int(counts.max())
     starts = torch.cumsum(counts, 0) - counts
-    group = torch.empty(n, dtype=torch.long, device=keys.device)
-    group[order] = torch.repeat_interleave(torch.arange(counts.numel(), device=keys.device), counts)
-    slot = torch.arange(int(counts.max()) if n else 0, device=keys.device)
+    group = torch.empty_like(gid)
+    group[order] = gid
+    slot = torch.arange(width, device=keys.device)
     pos = starts[group][:, None] + slot
     cols = torch.where(slot < counts[group][:, None], order[pos.clamp(max=max(n - 1, 0))], -1)
     if exclude_self:
         cols = torch.where(cols == torch.arange(n, device=keys.device)[:, None], -1, cols)
     return cols
+
+
+def _host_copy(batch: Batch, key: str) -> Tensor | None:
+    """The trainer's CPU copy ``batch["host"][key]`` of a batch key, or None.
+
+    Off the CPU the trainer draws a batch's indices on the host and passes them along, so the
+    kernels can size p's support there without waiting for the device (see train/trainer.make_batch).
+    """
+    mirror = batch.get("host") if isinstance(batch, dict) else None
+    t = mirror.get(key) if isinstance(mirror, dict) else None
+    return t if isinstance(t, Tensor) else None

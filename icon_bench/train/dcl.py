@@ -53,9 +53,11 @@ class DebiasedContrastiveLoss(nn.Module):
         log_denom = torch.log(e + (n_neg * ng).unsqueeze(1))
         log_ratio = (sim - shift) - log_denom
         per_row = -(log_ratio * pos).sum(1) / pos.sum(1).clamp_min(1)
-        if not bool(has.any()):
-            raise TrialError("dcl: no row has both a positive view and a negative; use settings.views >= 2")
-        return per_row[has].mean()
+        if z.device.type == "cpu":  # reading `has` waits for a device; there an empty batch gives NaN, which the trainer reports
+            if not bool(has.any()):
+                raise TrialError("dcl: no row has both a positive view and a negative; use settings.views >= 2")
+            return per_row[has].mean()
+        return torch.where(has, per_row, 0.0).sum() / has.sum()
 
 
 @dataclasses.dataclass

@@ -86,6 +86,16 @@ class TrainData:
             None if self.knn is None else self.knn.to(device),
         )
 
+    def keys_on_host(self) -> tuple[Tensor, Tensor | None]:
+        """(labels, kNN graph) on the CPU, copied once: off the CPU the trainer draws each batch's
+        indices there, so the kernels size p's support without reading the device (a sync per step)."""
+        if self.x.device.type == "cpu":
+            return self.y, self.knn
+        cached = self.__dict__.get("_host")
+        if cached is None:
+            cached = self.__dict__["_host"] = (self.y.cpu(), None if self.knn is None else self.knn.cpu())
+        return cached
+
 
 @dataclasses.dataclass
 class TrainResult:
@@ -117,32 +127,46 @@ def make_batch(
     settings: TrainSettings,
     generator: torch.Generator,
     augment: Augment | None = None,
+    augment_generator: torch.Generator | None = None,
+    host_keys: bool | None = None,
 ) -> dict[str, Tensor]:
     """A batch for the given anchor indices: kNN neighbours drawn in, then views, as docs/architecture.md says.
 
     Rows are ``[anchors, neighbours]`` repeated once per view; views share ``index``, and
-    ``neighbors`` holds each row's list from the global graph when there is one.
+    ``neighbors`` holds each row's list from the global graph when there is one. Anchors on the
+    CPU with data on a device (the trainer off the CPU) keep the index work on the host: the batch
+    then carries ``batch["host"]``, CPU copies of ``index``, ``labels`` and ``neighbors``.
+    ``generator`` draws the neighbours (on the anchors' device), ``augment_generator`` (default:
+    the same) the augmentations (on the data's). ``host_keys`` forces the mirror on or off.
     """
+    device = data.x.device
+    host = anchors.device != device if host_keys is None else host_keys
+    y, knn = data.keys_on_host() if host else (data.y, data.knn)
     rows = anchors
     if settings.neighbors > 0:
-        if data.knn is None:
+        if knn is None:
             raise TrialError(
                 "settings.neighbors > 0 needs the global kNN graph: load the dataset with the knn option "
                 "(e.g. dataset.knn=10)"
             )
-        k = data.knn.shape[1]
+        k = knn.shape[1]
         # m neighbours per anchor, drawn with replacement among its k (uniform, like the kNN kernel).
         cols = torch.randint(0, k, (anchors.numel(), settings.neighbors), generator=generator, device=anchors.device)
-        drawn = data.knn[anchors.unsqueeze(1), cols].reshape(-1)
+        drawn = knn[anchors.unsqueeze(1), cols].reshape(-1)
         rows = torch.cat([anchors, drawn])
-    x = data.x[rows]
+    on_device = rows.to(device, non_blocking=True) if rows.device != device else rows
+    x = data.x[on_device]
     if settings.views > 1 or augment is not None:
-        views = [augment(x, generator) if augment is not None else x for _ in range(settings.views)]
+        aug_gen = generator if augment_generator is None else augment_generator
+        views = [augment(x, aug_gen) if augment is not None else x for _ in range(settings.views)]
         x = torch.cat(views)
         rows = rows.repeat(settings.views)
-    batch = {"inputs": x, "labels": data.y[rows], "index": rows}
+        on_device = on_device.repeat(settings.views)
+    batch = {"inputs": x, "labels": data.y[on_device], "index": on_device}
     if data.knn is not None:
-        batch["neighbors"] = data.knn[rows]
+        batch["neighbors"] = data.knn[on_device]
+    if host:
+        batch["host"] = {"index": rows, "labels": y[rows], **({"neighbors": knn[rows]} if knn is not None else {})}  # type: ignore[dict-item]
     return batch
 
 
@@ -183,6 +207,8 @@ def fit(
     takes_index = getattr(model, "takes", "inputs") == "index"
     generator = torch.Generator(device=device)
     generator.manual_seed(seed)
+    # Off the CPU, batches' indices are drawn on the host (see make_batch); on it, one generator draws all.
+    index_gen = generator if device.type == "cpu" else torch.Generator().manual_seed(seed)
     params, optimizer, scheduler, ema_model = _optimiser(model, loss_fn, settings)
 
     bs = n if settings.batch_size is None else min(settings.batch_size, n)
@@ -204,13 +230,13 @@ def fit(
     for epoch in bar:
         model.train()
         loss_fn.train()
-        perm = fixed if fixed is not None else torch.randperm(n, generator=generator, device=device)
+        perm = fixed if fixed is not None else torch.randperm(n, generator=index_gen, device=index_gen.device)
         epoch_sum.zero_()
         epoch_steps = 0
         for anchors in _batches(perm, full_batch, settings, steps_per_epoch, bs):
             if anchors.numel() < 2:  # a one-row batch has no pairs
                 continue
-            batch = make_batch(data, anchors, settings, generator, augment)
+            batch = make_batch(data, anchors, settings, index_gen, augment, generator)
             with _autocast(device, settings.amp):
                 out = model(batch["index"] if takes_index else batch["inputs"])
             batch["embeddings"] = out.float()  # the loss runs in fp32
