@@ -13,7 +13,7 @@ from typing import Any
 
 from icon_bench.errors import SuiteError
 from icon_bench.run.suite import Suite, resolve_dataset_paths
-from icon_bench.run.suite_file import _format_loc
+from icon_bench.run.suite_errors import _format_loc
 from icon_bench.run.yaml_lines import Loc
 
 __all__ = ["check_plan"]
