@@ -119,6 +119,14 @@ def test_a_terminal_shows_the_epochs_of_a_running_trial(tmp_path: Path) -> None:
     assert re.search(r"cells 1/1 .*1 ok, 0 failed, 0 running", text), text
 
 
+def test_a_terminal_with_no_size_still_shows_the_epochs(tmp_path: Path) -> None:
+    path = _suite(tmp_path, "name: epochs\ndatasets: [iris]\ninclude:\n  - {method: tsne, epochs: 5}\n")
+    argv = [sys.executable, "-m", "icon_bench.cli", "run", str(path), "--no-report"]
+    code, text, _ = run_in_terminal(argv, tmp_path, columns=0, rows=0)
+    assert code == 0, text
+    assert re.search(r"tsne: +\d+%\|.*\| \d/5 \[", text), text
+
+
 def test_without_a_terminal_each_finished_trial_is_one_plain_line(tmp_path: Path, fake_method: None) -> None:
     path = _suite(tmp_path, SLOW_SUITE.replace("sleep: 1.2", "sleep: 0"))
     out = io.StringIO()

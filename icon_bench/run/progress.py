@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import shutil
 import sys
 import threading
 from collections.abc import Mapping
 from typing import Any, TextIO
 
 from icon_bench.run.labels import first_line, trial_label, tune_label
+from icon_bench.terminal import bar_size
 
 __all__ = ["OK_STATUSES", "Progress"]
 
@@ -52,17 +52,12 @@ class Progress:
         if self.mode == "bar":
             from tqdm import tqdm
 
-            # A pseudo-terminal with no size (script(1), some CI runners) reports 0 x 0, and tqdm
-            # then hides the bar (position 0 is past 0 rows): draw at a fixed 80 x 24 instead.
-            sized = shutil.get_terminal_size((0, 0)).columns > 0
             self.bar = tqdm(
                 total=total,
                 desc=desc,
                 unit="cell",
                 file=sys.stderr,
-                dynamic_ncols=sized,
-                ncols=None if sized else 80,
-                nrows=None if sized else 24,
+                **bar_size(),  # also on a 0 x 0 pseudo-terminal, where tqdm alone draws nothing
                 mininterval=REFRESH_S,
                 bar_format=_BAR_FORMAT,
             )

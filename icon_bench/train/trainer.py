@@ -13,6 +13,7 @@ from pydantic import Field, TypeAdapter, ValidationError
 from torch import Tensor, nn
 
 from icon_bench.errors import TrialError, UnknownNameError, invalid_value
+from icon_bench.terminal import bar_size
 
 #: ``augment(x, generator) -> x'``: a batched, on-device augmentation of inputs.
 Augment = Callable[[Tensor, torch.Generator], Tensor]
@@ -222,7 +223,7 @@ def fit(
     history: dict[str, list[float]] = {"loss": [], "lr": [], "grad_norm": []}
     step = 0
     # Redrawn at most twice a second: a fast epoch loop must not wait on the terminal.
-    bar = tqdm(range(settings.epochs), desc=desc, unit="epoch", disable=not progress, leave=False, mininterval=0.5)
+    bar = tqdm(range(settings.epochs), desc=desc, unit="epoch", disable=not progress, leave=False, mininterval=0.5, **bar_size())
     full_batch = steps_per_epoch == 1 and bs == n
     # One batch of every point: the order is irrelevant to the loss, so keep one fixed index tensor
     # (lets a p kernel on fixed inputs reuse its matrix without permuting it).
