@@ -73,7 +73,8 @@ class PointwiseTerm:
 
     ``div`` is the divergence: its closed forms in probability space (``term_q``, ``term_dq``) when
     it has them, else its log-space ``pointwise``, differentiated by autograd a few rows at a time
-    inside the backward (so a plugin's divergence needs no hand-written derivative).
+    inside the backward (so a plugin's divergence needs no hand-written derivative). Its backward
+    holds h' beside the block (two blocks of memory, where the log's works in place in one).
     """
 
     def __init__(self, div: Any, log_share: Tensor) -> None:
