@@ -3,7 +3,7 @@
 #   1. the tests that need CUDA (tests/test_gpu.py: the conformance kit on cuda, structured == dense,
 #      bf16 products, a training run),
 #   2. I-Con's clustering step at 4,096 and 16,384 rows (paper formula, dense, structured; bf16 head),
-#   3. pmi's step under kl/tv/js/hellinger,
+#   3. pmi's step under kl/tv/js/hellinger (and with p and q debiased),
 #   4. one epoch over 1.28 M x 768 synthetic embeddings (ImageNet with a frozen DINO ViT-B, in size).
 # Figures go to stdout and to $OUT/gpu_check.log when OUT is set.
 #
@@ -23,11 +23,13 @@ if [ "$device" = cuda ]; then
   run python benchmarks/bench_icon_step.py --device cuda --rows 4096 16384 --reps 10 --dtype bf16
   run python benchmarks/bench_icon_step.py --device cuda --rows 16384 --reps 10 --paths structured
   run python benchmarks/bench_pmi_step.py --device cuda --anchors 4096 --clusters 100 --repeats 10
+  run python benchmarks/bench_pmi_step.py --device cuda --anchors 2048 --clusters 100 --repeats 5 --debias 0.6
   run python benchmarks/bench_epoch.py --device cuda --rows 1280000 --dim 768 --classes 1000
 else
   ICON_BENCH_TEST_DEVICE=cpu run python -m pytest -q -p no:cacheprovider tests/test_gpu.py
   run python benchmarks/bench_icon_step.py --device cpu --rows 512 1024 --dim 64 --clusters 100 --reps 1
   run python benchmarks/bench_pmi_step.py --device cpu --anchors 256 --repeats 2
+  run python benchmarks/bench_pmi_step.py --device cpu --anchors 128 --repeats 1 --debias 0.6
   run python benchmarks/bench_epoch.py --device cpu --rows 20000 --dim 64 --classes 20
 fi
 echo "gpu_check: done ($device); log in $log"
