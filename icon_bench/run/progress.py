@@ -17,7 +17,7 @@ OK_STATUSES: frozenset[str] = frozenset({"ok", "search"})
 
 #: Seconds between redraws of the bar: often enough to see the clock move, rare enough to cost nothing.
 REFRESH_S = 0.5
-_BAR_FORMAT = "{desc} {n_fmt}/{total_fmt} |{bar:20}| {elapsed}<{remaining}{postfix}"
+_BAR_FORMAT = "{desc} {n_fmt}/{total_fmt} |{bar:10}| {elapsed}<{remaining}{postfix}"  # counts fit 80 columns
 
 
 class Progress:
