@@ -22,6 +22,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "icon_bench"
 LAYERS: dict[str, int] = {
     "icon_bench._version": 0,
     "icon_bench.errors": 0,
+    "icon_bench.terminal": 0,
     "icon_bench.hooks": 0,
     "icon_bench.data": 1,
     "icon_bench.loss": 2,

@@ -291,3 +291,25 @@ def test_disagreeing_declarations_take_the_latest_row(tmp_path: Path) -> None:
     report = build_report(path, resamples=0)
     assert report.meta["lower_is_better"] == [] and report.meta["fraction_metrics"] == ["distortion", "time_score"]
     assert _ranks(report.aggregated, "distortion") == {"tv": 1, "kl": 2}
+
+
+def test_the_header_names_the_processor_the_rows_ran_on(tmp_path: Path) -> None:
+    """Reproducible means on one CPU model: the report says which (escaped in the HTML)."""
+    rows = report_fixture.load_rows()
+    for row in rows:
+        row.setdefault("versions", {})["cpu"] = "Test CPU <x>"
+    path = tmp_path / "rows.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    results = report_fixture.make_results(tmp_path / "results", path)
+    out = tmp_path / "out"
+    assert main(["report", str(results), "-o", str(out), "--no-plots", "--resamples", "0"]) == 0
+    assert "(Test CPU &lt;x&gt;)" in (out / "index.html").read_text()
+    assert "Test CPU" in (out / "leaderboard.md").read_text()
+
+
+def test_a_row_records_the_processor() -> None:
+    from icon_bench.run.environment import versions
+
+    info = versions()
+    assert isinstance(info["cpu"], str) and info["cpu"]
+    assert "gpu" in info

@@ -376,6 +376,7 @@ def _provenance(rows: pd.DataFrame, path: Path) -> dict[str, Any]:
         "plugins": {dist: sorted(vs) for dist, vs in sorted(plugins.items())},
         "git_commits": collect("git_commit"),
         "devices": collect("device"),
+        "processors": collect("versions", "cpu") + collect("versions", "gpu"),
         "run_from": started[0] if started else None,
         "run_to": finished[-1] if finished else None,
         "n_rows": int(len(rows)),

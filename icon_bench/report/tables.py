@@ -144,7 +144,8 @@ def _intro_lines(report: Report) -> list[tuple[str, str]]:
         ("torch / python", f"{', '.join(meta['torch']) or '?'} / {', '.join(meta['python']) or '?'}"),
         ("plugins", plugins),
         ("git commits", ", ".join(c[:12] for c in meta["git_commits"]) or "unknown"),
-        ("devices", ", ".join(meta["devices"]) or "unknown"),
+        ("devices", ", ".join(meta["devices"]) + (f" ({'; '.join(meta['processors'])})" if meta.get("processors") else "")
+         or "unknown"),
         ("runs", run),
         ("trials", f"{meta['n_rows']} ({meta['n_ok']} ok, {meta['n_failed']} failed)"
          + (f" and {meta['n_search']} search trials on val" if meta.get("n_search") else "")),

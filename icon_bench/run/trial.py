@@ -5,18 +5,14 @@ from __future__ import annotations
 import argparse
 import datetime as _dt
 import json
-import platform
-import resource
 import socket
-import subprocess
-import sys
 import time
 import traceback as _tb
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 from icon_bench.errors import IconBenchError, TrialError
+from icon_bench.run.environment import git_commit, peak_memory_mb, versions
 from icon_bench.run.ids import config_id, normalize_spec, trial_id
 
 __all__ = ["add_commands", "config_id", "fail_on_warnings", "normalize_spec", "parse_set", "run_trial", "trial_id"]
@@ -36,7 +32,9 @@ def run_trial(
     """
     import torch
 
-    from icon_bench.data.options import dataset_label  # imported here: the data package pulls in torch
+    from icon_bench.data.options import (
+        dataset_label,  # imported here: the data package pulls in torch
+    )
     from icon_bench.train.trainer import resolve_device
 
     t0 = time.perf_counter()
@@ -97,7 +95,11 @@ def _run(spec: dict[str, Any], data: Any, row: dict[str, Any], dev: Any, progres
     from icon_bench.evaluation import evaluator as evaluation
     from icon_bench.evaluation.health import trial_warnings
     from icon_bench.hooks.registry import get_registry
-    from icon_bench.run.trial_data import check_transductive, data_summary, map_artifacts
+    from icon_bench.run.trial_data import (
+        check_transductive,
+        data_summary,
+        map_artifacts,
+    )
 
     registry = get_registry()
     if not spec["method"]:
@@ -215,48 +217,6 @@ def _components(registry: Any, method_comp: Any, recipe: Any, spec: dict[str, An
         {"name": model, "distribution": None, "version": None} if model else None
     )
     return out
-
-
-# -- environment --------------------------------------------------------------------------------
-def versions() -> dict[str, Any]:
-    """Versions of icon-bench, torch, python and every loaded plugin distribution."""
-    import torch
-
-    from icon_bench._version import __version__
-    from icon_bench.hooks.registry import get_registry
-
-    return {
-        "icon_bench": __version__,
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "plugins": dict(sorted(get_registry().distributions().items())),
-    }
-
-
-def git_commit(path: str | Path | None = None) -> str | None:
-    """HEAD of the git checkout that holds icon-bench (or `path`); None outside one or without git."""
-    where = Path(path) if path else Path(__file__).resolve().parent
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=where, capture_output=True, text=True, timeout=5, check=False
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    commit = out.stdout.strip()
-    return commit if out.returncode == 0 and commit else None
-
-
-def peak_memory_mb(device: Any = None) -> dict[str, float | None]:
-    """Peak resident memory of this process, and peak CUDA memory allocated on `device` when it is CUDA."""
-    import torch
-
-    rss_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    # Linux reports KiB, macOS bytes.
-    cpu_mb = rss_kb / (1024 * 1024) if sys.platform == "darwin" else rss_kb / 1024
-    cuda = None
-    if device is not None and getattr(device, "type", str(device)) == "cuda" and torch.cuda.is_available():
-        cuda = torch.cuda.max_memory_allocated(device) / 2**20
-    return {"cpu": float(cpu_mb), "cuda": cuda}
 
 
 # -- CLI ----------------------------------------------------------------------------------------
