@@ -12,8 +12,8 @@ import pytest
 
 from icon_bench.cli import main
 from icon_bench.report.commands import write_report
+from icon_bench.report.formatting import format_rank, format_value
 from icon_bench.report.index import build_index
-from icon_bench.report.tables import format_rank, format_value
 
 _spec = importlib.util.spec_from_file_location(
     "report_fixture", Path(__file__).parent / "fixtures" / "report_fixture.py"

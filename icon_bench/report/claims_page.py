@@ -21,8 +21,8 @@ from icon_bench.report.claim_lines import (
 )
 from icon_bench.report.claims import Claim, load_claims
 from icon_bench.report.compare import RESAMPLES, T_BELOW
+from icon_bench.report.formatting import _md
 from icon_bench.report.references import Reference, load_references
-from icon_bench.report.tables import _md
 
 __all__ = ["claims_section", "published_text"]
 

@@ -9,17 +9,13 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from icon_bench.report.formatting import PUBLISHED, _anchor, _fractions, _lower, _missing
 from icon_bench.report.obtained import COMPARE_NOTE, comparison_groups, how_obtained
 from icon_bench.report.tables import (
     COMPARE_HEADERS,
-    PUBLISHED,
-    _anchor,
-    _fractions,
     _intro_lines,
     _labels,
     _legend,
-    _lower,
-    _missing,
     section_rows,
     section_title,
     trial_details,

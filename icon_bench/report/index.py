@@ -11,8 +11,8 @@ import pandas as pd
 from tabulate import tabulate
 
 from icon_bench.errors import DataError
+from icon_bench.report.formatting import DAGGER, WARNING_MARK, _anchor, _md, format_value
 from icon_bench.report.model import TASKS
-from icon_bench.report.tables import DAGGER, WARNING_MARK, _anchor, _md, format_value
 
 if TYPE_CHECKING:
     pass

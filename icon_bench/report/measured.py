@@ -9,8 +9,8 @@ from urllib.parse import quote
 from tabulate import tabulate
 
 from icon_bench.errors import DataError
+from icon_bench.report.formatting import DAGGER, _anchor, _md, format_value
 from icon_bench.report.index import read_leaderboard
-from icon_bench.report.tables import DAGGER, _anchor, _md, format_value
 
 __all__ = ["END", "START", "measured_block", "update_readme"]
 

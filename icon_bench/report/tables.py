@@ -1,16 +1,12 @@
-"""The table writers (Markdown leaderboard, CSV, parquet/JSON rows) and the formatting they share with the page.
+"""The table writers (Markdown leaderboard, CSV, parquet/JSON rows), with the header and legend the page shares.
 
-Reason: a few lines over 400 since warnings, seed-independence and tuned tables each added a column
-and a legend line to the same writers; splitting the shared formatting from the writers is the next
-step (it would move every helper the HTML page imports).
+The cell formatting they share with the page, the index and the README lives in report/formatting.py.
 """
 
 from __future__ import annotations
 
-import html
 import json
 import math
-from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,118 +14,34 @@ import pandas as pd
 from tabulate import tabulate
 
 from icon_bench.report.compare import HEADERS as COMPARE_HEADERS
-from icon_bench.report.obtained import COMPARE_NOTE, _tuning_lines, comparison_groups, format_selected, how_obtained
+from icon_bench.report.formatting import (
+    DAGGER,
+    INCOMPLETE_NOTE,
+    PUBLISHED,
+    SEED_FREE_NOTE,
+    WARNING_MARK,
+    WARNING_NOTE,
+    _anchor,
+    _flag,
+    _fractions,
+    _md,
+    _metric_header,
+    _rank_cols,
+    _seed_list,
+    format_rank,
+    format_seeds,
+    format_value,
+)
+from icon_bench.report.obtained import (
+    COMPARE_NOTE,
+    _tuning_lines,
+    comparison_groups,
+    format_selected,
+    how_obtained,
+)
 
 if TYPE_CHECKING:
     from icon_bench.report.model import Report, Section
-
-
-DAGGER = "†"
-PUBLISHED = "published"
-WARNING_MARK = "⚠"
-WARNING_NOTE = (
-    f"{WARNING_MARK} warning: a trial of this configuration diverged (its training loss rose over the run, or "
-    "became non-finite) or collapsed (one cluster, or one embedding, for the whole test split); it still counts "
-    "in the mean, and the trials are listed under Warnings."
-)
-INCOMPLETE_NOTE = (
-    f"{DAGGER} incomplete: fewer seeds than were run for this dataset, or a failed trial; "
-    "the mean is over the seeds that finished (listed in the seeds column; † on a value: its n is short)."
-)
-SEED_FREE = "‡"
-SEED_FREE_NOTE = (
-    f"{SEED_FREE} seed-independent: the method's result does not depend on the seed (e.g. t-SNE from its "
-    "PCA start, full batch), so it ran once per configuration: n = 1 is the whole sample, with no spread to show."
-)
-
-
-# ----------------------------------------------------------------------------------------------
-# Formatting
-# ----------------------------------------------------------------------------------------------
-
-
-def _missing(value: Any) -> bool:
-    if value is None or value is pd.NA:
-        return True
-    try:
-        return math.isnan(float(value))
-    except (TypeError, ValueError):
-        return False
-
-
-def format_value(mean: float, std: float, n: int, *, fraction: bool) -> str:
-    """`64.8 ± 0.2 (3)`: mean ± sample std (n); fractions x100 with one decimal, others 4 significant digits."""
-    if _missing(mean) or not n:
-        return "–"
-    scale = 100.0 if fraction else 1.0
-
-    def num(x: float) -> str:
-        return f"{x * scale:.1f}" if fraction else f"{x:.4g}"
-
-    if _missing(std):
-        return f"{num(mean)} ({int(n)})"
-    return f"{num(mean)} ± {num(std)} ({int(n)})"
-
-
-def _flag(value: Any) -> bool:
-    """A yes/no column read back from rows or a CSV: missing is no."""
-    return not _missing(value) and str(value).lower() in ("true", "1", "1.0")
-
-
-def format_rank(rank: Any, lo: Any, hi: Any) -> str:
-    """`1 (1–2)`: rank of the mean and its bootstrap interval."""
-    if _missing(rank):
-        return "–"
-    if _missing(lo) or _missing(hi):
-        return str(int(rank))
-    return f"{int(rank)} ({int(lo)}–{int(hi)})"
-
-
-def format_seeds(rec: Mapping[str, Any]) -> str:
-    """`3/3`, `1/1 ‡` (seed-independent), or `2/3 † missing 2` / `2/3 † failed 1` for an incomplete configuration."""
-    text = f"{rec['n']}/{rec['n_expected']}"
-    if _flag(rec.get("seed_independent")):
-        text += f" {SEED_FREE}"
-    if rec["complete"]:
-        return text
-    notes = []
-    if rec["missing_seeds"]:
-        notes.append("missing " + ", ".join(map(str, rec["missing_seeds"])))
-    if rec["failed_seeds"]:
-        notes.append("failed " + ", ".join(map(str, rec["failed_seeds"])))
-    return f"{text} {DAGGER} " + "; ".join(notes)
-
-
-def _seed_list(seeds: Iterable[Any]) -> str:
-    return " ".join(map(str, seeds))
-
-
-def _md(text: Any) -> str:
-    """Text safe in a Markdown table cell: HTML-escaped, pipes and newlines neutralised."""
-    return html.escape(str(text), quote=False).replace("|", "\\|").replace("\n", " ")
-
-
-def _fractions(report: Report) -> set[str]:
-    return set(report.meta.get("fraction_metrics", []))
-
-
-def _lower(report: Report) -> set[str]:
-    return set(report.meta.get("lower_is_better", []))
-
-
-def _metric_header(metric: str, fractions: set[str]) -> str:
-    return f"{metric} (×100)" if metric in fractions else metric
-
-
-def _anchor(config_id: str) -> str:
-    return "config-" + "".join(ch for ch in str(config_id) if ch.isalnum() or ch in "-_")
-
-
-def _rank_cols(section: Section) -> tuple[str, str, str] | None:
-    if not section.metrics:
-        return None
-    m = section.metrics[0]
-    return f"{m}_rank", f"{m}_rank_lo", f"{m}_rank_hi"
 
 
 def _intro_lines(report: Report) -> list[tuple[str, str]]:
