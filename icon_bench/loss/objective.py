@@ -33,8 +33,9 @@ class ICon(nn.Module):
     structured path. With p as sparse positives (``p.sparse``) the paths are, cheapest first
     (see :mod:`icon_bench.loss.structured`): q only at p's support when p has no uniform share
     and the divergence has finite f(0) (``q.log_prob_at``); for a debiased p, the fused row sums
-    of log q (KL) or of the divergence's term at p's share (the others) (``q.log_q_sums``); otherwise q one row block at a time (``q.row_blocks``),
-    checkpointed under autograd so memory is one block of ``block_elements``.
+    of log q (KL) or of the divergence's term at p's share (the others) (``q.log_q_sums``);
+    otherwise q one row block at a time (``q.row_blocks``), checkpointed under autograd so memory
+    is one block of ``block_elements``.
     """
 
     #: Elements of one (rows x columns) block of q on the fast path; smaller means less memory.

@@ -40,8 +40,17 @@ def _listed(sp: SparseRows) -> tuple[Tensor, Tensor, Tensor]:
     """valid (N, K), p's weights at the listed columns (N, K) and the uniform share per column (N,)."""
     valid = sp.cols >= 0
     w = torch.where(valid, sp.log_w, NEG_INF).exp()
-    share = sp.uniform / max(sp.num_allowed, 1)
-    return valid, w, share
+    return valid, w, _share(sp)
+
+
+def _share(sp: SparseRows) -> Tensor:
+    """The uniform share of p on each column of a row (N,)."""
+    return sp.uniform / max(sp.num_allowed, 1)
+
+
+def _log_p_at(valid: Tensor, w: Tensor, share: Tensor) -> Tensor:
+    """log p at the listed columns (weight plus share; 0 at padding), a zero p read as the dtype's tiny."""
+    return torch.where(valid, (w + share[:, None]).clamp_min(torch.finfo(w.dtype).tiny).log(), 0.0)
 
 
 def support_rows(div: Divergence, sp: SparseRows, log_q_at: Tensor) -> Tensor:
@@ -72,14 +81,14 @@ def kl_uniform_rows(sp: SparseRows, log_q_at: Tensor, log_row_sum: Tensor) -> Te
     return _neg_entropy(sp, valid, w, share) - cross
 
 
-def _log_share(sp: SparseRows, share: Tensor) -> Tensor:
+def _log_share(share: Tensor) -> Tensor:
     """log of each row's uniform share; a zero share is read as the dtype's tiny (as block_rows does)."""
     return share.clamp_min(torch.finfo(share.dtype).tiny).log()
 
 
 def share_term(div: Divergence, sp: SparseRows) -> PointwiseTerm:
     """The fused row term g(share_i, q_ij) of a divergence for a p with a uniform share."""
-    return PointwiseTerm(div, _log_share(sp, _listed(sp)[2]))
+    return PointwiseTerm(div, _log_share(_share(sp)))
 
 
 def uniform_rows(div: Divergence, sp: SparseRows, log_q_at: Tensor, share_sum: Tensor) -> Tensor:
@@ -87,9 +96,9 @@ def uniform_rows(div: Divergence, sp: SparseRows, log_q_at: Tensor, share_sum: T
     columns and ``share_sum``, the sum over each row's allowed columns of g(share_i, q_ij): the
     listed columns then swap their share-only term for the term of their full p."""
     valid, w, share = _listed(sp)
-    lp_at = torch.where(valid, (w + share[:, None]).clamp_min(torch.finfo(w.dtype).tiny).log(), 0.0)
+    lp_at = _log_p_at(valid, w, share)
     lq_at = torch.where(valid, log_q_at, 0.0)
-    lu = _log_share(sp, share)[:, None].expand_as(lp_at)
+    lu = _log_share(share)[:, None].expand_as(lp_at)
     swap = torch.where(valid, div.pointwise(lp_at, lq_at) - div.pointwise(lu, lq_at), 0.0)
     return share_sum + swap.sum(-1)
 
@@ -133,9 +142,9 @@ def block_rows(div: Divergence, sp: SparseRows, rb: RowBlocks, step: int) -> Ten
     """Rows of any pointwise divergence, q one row block at a time; p never dense."""
     valid, w, share = _listed(sp)
     cols = sp.cols.clamp(min=0)
-    lp_at = torch.where(valid, (w + share[:, None]).clamp_min(torch.finfo(w.dtype).tiny).log(), 0.0)
+    lp_at = _log_p_at(valid, w, share)
     # Columns outside p's list hold the share alone; a zero share is read as the dtype's tiny.
-    log_u = _log_share(sp, share)
+    log_u = _log_share(share)
     f0 = div.f0
 
     def part(a: int, b: int, *_: Tensor) -> Tensor:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import platform
 import resource
 import subprocess
@@ -31,8 +32,9 @@ def versions() -> dict[str, Any]:
     }
 
 
+@functools.cache
 def cpu_model() -> str:
-    """The processor's model name (Linux: /proc/cpuinfo), else what platform knows."""
+    """The processor's model name (Linux: /proc/cpuinfo), else what platform knows; read once per process."""
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as f:
             for line in f:
