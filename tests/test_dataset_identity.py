@@ -60,7 +60,7 @@ def test_two_arrays_files_get_two_leaderboards(tmp_path: Path) -> None:
     # The crashed trial takes the label of the rows that ran on its dataset entry.
     labels = normalise_rows(load_rows(results))["dataset"].tolist()
     assert labels == [rows[0]["dataset_label"]] * 2 + [rows[2]["dataset_label"]] * 2 + [rows[0]["dataset_label"]]
-    report = build_report(results, resamples=50)
+    report = build_report(results)
     tables = sorted(s.dataset for s in report.sections)
     assert tables == sorted({r["dataset_label"] for r in rows}) and len(tables) == 2
     assert list(report.failed["dataset"]) == [rows[0]["dataset_label"]]
@@ -98,9 +98,9 @@ def test_protocol_1_and_2_rows_and_val_rows_never_share_a_table(tmp_path: Path) 
         row["metrics"] = {k: v - 0.1 for k, v in row["metrics"].items()}
         old.append(row)
     results = _stored([*old, *new, *val], tmp_path / "results")
-    agg = aggregate(normalise_rows(load_rows(results)), resamples=0)
+    agg = aggregate(normalise_rows(load_rows(results)))
     assert sorted(zip(agg["protocol_version"], agg["split"], agg["n"])) == [("1", "test", 2), ("2", "test", 2), ("2", "val", 2)]
-    report = build_report(results, resamples=0)
+    report = build_report(results)
     keys = [(s.protocol_version, s.split, s.dataset, len(s.table)) for s in report.sections]
     assert keys == [("1", "test", "iris", 1), ("2", "test", "iris", 1), ("2", "val", "iris", 1)]
     means = [s.table.iloc[0]["hungarian_mean"] for s in report.sections]

@@ -38,7 +38,7 @@ def page(tmp_path_factory: pytest.TempPathFactory):
 
     tmp = tmp_path_factory.mktemp("browser")
     results = report_fixture.make_results(tmp / "results")
-    out = write_report(results, tmp / "report", resamples=200)
+    out = write_report(results, tmp / "report")
     options = webdriver.ChromeOptions()
     options.binary_location = str(CHROMIUM)
     for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",

@@ -164,14 +164,14 @@ def test_report_counts_copies_of_a_seed_independent_row_once() -> None:
                 "protocol": {"version": "1"}}
 
     other = [{**row(s, 0.5 + s / 10, None), "method": "kmeans", "config_id": "k", "trial_id": f"k{s}"} for s in (0, 1)]
-    agg = aggregate(pd.DataFrame([row(0, 0.9, True), row(1, 0.9, True), *other]), resamples=0)
+    agg = aggregate(pd.DataFrame([row(0, 0.9, True), row(1, 0.9, True), *other]))
     tsne = agg[agg["method"] == "tsne"].iloc[0]
     assert (tsne["n"], tsne["n_expected"], tsne["complete"], tsne["seed_independent"]) == (1, 1, True, True)
     assert tsne["knn2d_mean"] == pytest.approx(0.9) and np.isnan(tsne["knn2d_std"])
     kmeans = agg[agg["method"] == "kmeans"].iloc[0]
     assert kmeans["n"] == 2 and not kmeans["seed_independent"] and kmeans["knn2d_std"] > 0
     # A failed latest run of a seed-independent configuration is incomplete, not silently n = 0.
-    agg = aggregate(pd.DataFrame([row(0, 0.9, True, status="failed"), *other]), resamples=0)
+    agg = aggregate(pd.DataFrame([row(0, 0.9, True, status="failed"), *other]))
     tsne = agg[agg["method"] == "tsne"].iloc[0]
     assert tsne["n"] == 0 and not tsne["complete"] and tsne["failed_seeds"] == [0]
 

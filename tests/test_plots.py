@@ -37,7 +37,7 @@ def figures(monkeypatch: pytest.MonkeyPatch) -> list:
 
 @pytest.fixture(scope="module")
 def report(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
-    return build_report(report_fixture.make_results(tmp_path_factory.mktemp("plots") / "results"), resamples=0)
+    return build_report(report_fixture.make_results(tmp_path_factory.mktemp("plots") / "results"))
 
 
 def _section(report, dataset: str, version: str = "1"):  # noqa: ANN001, ANN202
@@ -149,7 +149,7 @@ def _with_grad_norms(folder: Path, dataset: str = "digits") -> Path:
 
 
 def test_grad_norms_share_one_log_panel_with_seeds_told_apart(figures, tmp_path: Path) -> None:
-    report = build_report(_with_grad_norms(tmp_path / "in"), resamples=0)
+    report = build_report(_with_grad_norms(tmp_path / "in"))
     section = _section(report, "digits")
     caption = curves.plot_grad_norms(section, _rows(report, section), tmp_path / "gradnorm.png")
     fig = figures[-1]
@@ -178,7 +178,7 @@ def test_grad_norm_figure_is_skipped_for_rows_without_it(report, tmp_path: Path)
 def test_report_with_grad_norms_has_the_figure_in_page_and_markdown(tmp_path: Path) -> None:
     from icon_bench.report.commands import write_report
 
-    out = write_report(_with_grad_norms(tmp_path / "in"), tmp_path / "report", resamples=0)
+    out = write_report(_with_grad_norms(tmp_path / "in"), tmp_path / "report")
     written = sorted(p.name.split("-")[0] for p in out.glob("*.png"))
     gradnorm = sorted(out.glob("gradnorm-*.png"))
     assert gradnorm and all("digits" in p.name for p in gradnorm)  # the blobs rows have none: no figure

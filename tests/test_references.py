@@ -78,15 +78,15 @@ def test_register_references_plugin_entries_render_escaped_beside_measured_rows(
     registry.set_registry(None)
     assert testing.check_plugin("icon-bench-hostile-refs") == ["reference:hostile"]
     results = report_fixture.make_results(tmp_path / "results")
-    plain = build_report(results, resamples=100, references=[])
-    report = build_report(results, resamples=100)
+    plain = build_report(results, references=[])
+    report = build_report(results)
     digits = [s for s in report.sections if s.dataset == "digits" and s.task == "clustering"]
     assert digits and all(len(s.references) == 2 for s in digits)  # hungarian and nmi, not the CIFAR one
     # Never ranked with the measured rows: their ranks are what they are without any reference.
     for with_refs, without in zip(report.sections, plain.sections):
         assert with_refs.table["hungarian_rank"].tolist() == without.table["hungarian_rank"].tolist()
 
-    out = write_report(results, tmp_path / "report", resamples=100, plots=False)
+    out = write_report(results, tmp_path / "report", plots=False)
     md = (out / "leaderboard.md").read_text()
     published = md.split("### digits — clustering, defaults (protocol 1)", 1)[1].split("###", 1)[0].split("Published figures", 1)[1]
     row = next(line for line in published.splitlines() if line.startswith("| published"))

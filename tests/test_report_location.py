@@ -28,10 +28,10 @@ def _snapshot(folder: Path) -> dict[str, bytes]:
 
 def test_the_same_rows_give_the_same_bytes_in_every_file(tmp_path: Path) -> None:
     results = report_fixture.make_results(tmp_path / "results")
-    first = _snapshot(write_report(results, tmp_path / "a", resamples=50))
+    first = _snapshot(write_report(results, tmp_path / "a"))
     time.sleep(1.1)  # a clock-based "generated at" would differ by now
-    second = _snapshot(write_report(results, tmp_path / "b", resamples=50))
-    again = _snapshot(write_report(results, tmp_path / "a", resamples=50))  # rewritten in place
+    second = _snapshot(write_report(results, tmp_path / "b"))
+    again = _snapshot(write_report(results, tmp_path / "a"))  # rewritten in place
     assert {"index.html", "leaderboard.md", "leaderboard.csv", "results.parquet"} <= set(first)
     assert any(name.endswith(".png") for name in first)
     changed = [name for name in first if first[name] != second.get(name) or first[name] != again.get(name)]
@@ -43,10 +43,10 @@ def test_the_same_rows_give_the_same_bytes_in_every_file(tmp_path: Path) -> None
 def test_the_leaderboard_index_is_byte_reproducible(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     results = report_fixture.make_results(tmp_path / "results")
     monkeypatch.chdir(tmp_path)
-    assert main(["report", str(results), "-o", "reports/fixture", "--resamples", "20", "--no-plots"]) == 0
+    assert main(["report", str(results), "-o", "reports/fixture", "--no-plots"]) == 0
     assert main(["leaderboard", "reports"]) == 0
     before = (tmp_path / "reports" / "README.md").read_bytes()
-    assert main(["report", str(results), "-o", "reports/fixture", "--resamples", "20", "--no-plots"]) == 0
+    assert main(["report", str(results), "-o", "reports/fixture", "--no-plots"]) == 0
     assert main(["leaderboard", "reports"]) == 0
     assert (tmp_path / "reports" / "README.md").read_bytes() == before
 
@@ -79,7 +79,7 @@ def test_a_run_leaves_committed_reports_alone_and_writes_beside_its_rows(
 
 def test_the_page_carries_no_clock_time_only_the_rows_own(tmp_path: Path) -> None:
     results = report_fixture.make_results(tmp_path / "results")
-    out = write_report(results, tmp_path / "report", resamples=0, plots=False)
+    out = write_report(results, tmp_path / "report", plots=False)
     md = (out / "leaderboard.md").read_text()
     assert "generated" not in md.lower()
     rows = [json.loads(line) for line in (results / "results.jsonl").read_text().splitlines() if line.strip()]

@@ -334,7 +334,7 @@ def test_tuned_quickstart_runs_end_to_end_with_equal_budgets(tmp_path: Path) -> 
     assert len(final) == 6 and {r["divergence"] for r in final} == {"kl", "tv"}
     defaults = [r for r in ResultsStore(results).rows() if "tune" not in r]
     assert len(defaults) == 6 and all(r["spec"]["settings"] == {"epochs": 10} for r in defaults)
-    write_report(results, tmp_path / "report", resamples=100, plots=False)
+    write_report(results, tmp_path / "report", plots=False)
     md = (tmp_path / "report" / "leaderboard.md").read_text()
     assert "tuned (budget 4 on val)" in md and "defaults (protocol" in md and "## Paired comparisons" in md
 
@@ -465,6 +465,6 @@ def test_a_baseline_that_takes_none_of_the_space_is_run_once_not_searched(tmp_pa
     assert code == 0 and "nothing left to run" in out, out
     from icon_bench.report.build import build_report
 
-    report = build_report(results, resamples=0)
+    report = build_report(results)
     tuned = [s for s in report.sections if s.tuned]
     assert len(tuned) == 1 and {"pmi", "kmeans"} <= set(tuned[0].table["method"])

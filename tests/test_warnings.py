@@ -132,7 +132,7 @@ def test_reports_mark_warned_configurations_with_a_legend_and_list_the_trials(tm
     results = tmp_path / "results"
     results.mkdir()
     (results / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    out = write_report(results, tmp_path / "report", resamples=20, plots=False)
+    out = write_report(results, tmp_path / "report", plots=False)
 
     md = (out / "leaderboard.md").read_text()
     assert "⚠ warning: a trial of this configuration diverged" in md  # the legend
@@ -148,6 +148,6 @@ def test_reports_mark_warned_configurations_with_a_legend_and_list_the_trials(tm
 
 
 def test_rows_without_warnings_give_no_marker_and_no_legend(tmp_path: Path) -> None:
-    out = write_report(report_fixture.make_results(tmp_path / "results"), tmp_path / "report", resamples=0, plots=False)
+    out = write_report(report_fixture.make_results(tmp_path / "results"), tmp_path / "report", plots=False)
     md = (out / "leaderboard.md").read_text()
     assert "⚠" not in md and "## Warnings" not in md

@@ -1,14 +1,12 @@
-"""Rows to a `Report`: per-configuration means over seeds, bootstrap rank intervals, sections, provenance."""
+"""Rows to a `Report`: per-configuration means over seeds, rank bands from paired tests, sections, provenance."""
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from icon_bench.report.model import DEFAULTS, METRIC_PREFIX, TASKS, Report, Section
@@ -19,7 +17,6 @@ from icon_bench.report.rows import (
     _seed_key,
     _sorted_seeds,
     config_label,
-    flatten_spec,
     load_rows,
     metric_kinds,
     metric_names,
@@ -29,20 +26,19 @@ from icon_bench.report.rows import (
     warning_kinds,
     without_search,
 )
+from icon_bench.report.stats import rank_bands
 
 
-def aggregate(
-    rows_df: pd.DataFrame, *, resamples: int = 1000, seed: int = 0, lower: Iterable[str] | None = None
-) -> pd.DataFrame:
+def aggregate(rows_df: pd.DataFrame, *, lower: Iterable[str] | None = None) -> pd.DataFrame:
     """Per configuration (config_id), protocol version and split: mean, sample std and n of each metric over seeds.
 
     One row per (protocol_version, split, dataset label, config_id): suite, method, divergence, label, seeds
     (ok ones), expected_seeds (run for the suite(s) and dataset), missing_seeds, failed_seeds, n, n_expected,
     complete, kind / tune / selected (tuned or defaults), per metric `<m>_mean`, `<m>_std` (ddof=1; NaN when
-    n < 2), `<m>_n`, `<m>_rank`, `<m>_rank_lo`, `<m>_rank_hi` from `resamples` bootstrap resamples over seeds
-    (0: no ranking; `lower` ranks smallest first, default `metric_kinds`). Failed trials never enter a mean;
-    they make their configuration incomplete. A configuration whose rows say `seed_independent` counts
-    its latest ok row only: n = 1 of 1, no spread.
+    n < 2), `<m>_n`, and the rank band from paired tests (report/stats.py:rank_bands): `<m>_rank` (of the
+    mean), `<m>_rank_lo`, `<m>_rank_hi`, `<m>_tied` (not separated from the best). `lower` ranks smallest
+    first (default `metric_kinds`). Failed trials never enter a mean; they make their configuration
+    incomplete. A configuration whose rows say `seed_independent` counts its latest ok row only: n = 1 of 1.
     """
     df = without_search(normalise_rows(rows_df))
     metrics = metric_names(df)
@@ -63,6 +59,7 @@ def aggregate(
     for m in metrics:
         for suffix in ("_rank", "_rank_lo", "_rank_hi"):
             agg[f"{m}{suffix}"] = pd.Series(pd.NA, index=agg.index, dtype="Int64")
+        agg[f"{m}_tied"] = pd.Series(pd.NA, index=agg.index, dtype="boolean")
     # Tuned and default numbers are ranked apart: they were obtained differently.
     for _, idx in agg.groupby(["protocol_version", "split", "dataset", "kind"], sort=False).groups.items():
         # A label names only what tells configurations of one method apart (not, say, the epochs
@@ -73,11 +70,10 @@ def aggregate(
                 config_label(s, varying, d) for s, d in zip(sub["spec"], sub["divergence"])
             ]
         for m in metrics:
-            ranks = bootstrap_ranks(
-                [agg.at[i, f"_{m}_values"] for i in idx], m in lower, resamples=resamples, seed=seed
-            )
-            for k, suffix in enumerate(("_rank", "_rank_lo", "_rank_hi")):
-                agg.loc[idx, f"{m}{suffix}"] = pd.array([r[k] for r in ranks], dtype="Int64")
+            bands = rank_bands([agg.at[i, f"_{m}_values"] for i in idx], m in lower)
+            for key, suffix in (("rank", "_rank"), ("lo", "_rank_lo"), ("hi", "_rank_hi")):
+                agg.loc[idx, f"{m}{suffix}"] = pd.array([b[key] for b in bands], dtype="Int64")
+            agg.loc[idx, f"{m}_tied"] = pd.array([b["tied"] for b in bands], dtype="boolean")
     return agg.drop(columns=[f"_{m}_values" for m in metrics])
 
 
@@ -126,53 +122,13 @@ def _config_record(
     }
     rec["complete"] = bool(rec["n"] >= rec["n_expected"] and not failed_seeds and not missing)
     for m in metrics:
-        vals = ok[METRIC_PREFIX + m].dropna().to_numpy(dtype=float)
+        present = ok[ok[METRIC_PREFIX + m].notna()]
+        vals = present[METRIC_PREFIX + m].to_numpy(dtype=float)
         rec[f"{m}_mean"] = float(vals.mean()) if len(vals) else math.nan
         rec[f"{m}_std"] = float(vals.std(ddof=1)) if len(vals) > 1 else math.nan
         rec[f"{m}_n"] = int(len(vals))
-        rec[f"_{m}_values"] = vals
+        rec[f"_{m}_values"] = dict(zip(present["_seed"], vals))  # seed -> value: ranks pair by seed
     return rec
-
-
-def bootstrap_ranks(
-    values: list[np.ndarray], lower_better: bool = False, *, resamples: int = 1000, seed: int = 0
-) -> list[tuple[int | None, int | None, int | None]]:
-    """(rank of the mean, 2.5 % and 97.5 % rank bounds) per configuration, bootstrapping each one's seeds.
-
-    Each resample draws, for every configuration, as many seed values as it has (with replacement)
-    and ranks the resampled means (1 = best, ties share the best rank). Overlapping intervals mean
-    the configurations are not separable at this number of seeds. Empty configurations get None.
-    """
-    present = [i for i, v in enumerate(values) if len(v)]
-    result: list[tuple[int | None, int | None, int | None]] = [(None, None, None)] * len(values)
-    if not present:
-        return result
-    sign = 1.0 if lower_better else -1.0  # rank ascending on sign * mean
-    means = np.array([values[i].mean() for i in present]) * sign
-    point = _min_ranks(means[None, :])[0]
-    if resamples <= 0:
-        for k, i in enumerate(present):
-            result[i] = (int(point[k]), None, None)
-        return result
-    rng = np.random.default_rng(seed)
-    boot = np.empty((resamples, len(present)))
-    for k, i in enumerate(present):
-        vals = values[i]
-        idx = rng.integers(0, len(vals), size=(resamples, len(vals)))
-        boot[:, k] = vals[idx].mean(axis=1) * sign
-    ranks = _min_ranks(boot)
-    lo = np.floor(np.percentile(ranks, 2.5, axis=0)).astype(int)
-    hi = np.ceil(np.percentile(ranks, 97.5, axis=0)).astype(int)
-    for k, i in enumerate(present):
-        result[i] = (int(point[k]), int(min(lo[k], point[k])), int(max(hi[k], point[k])))
-    return result
-
-
-def _min_ranks(matrix: np.ndarray) -> np.ndarray:
-    """Competition ranks along axis 1 (1 + number of strictly smaller entries)."""
-    from scipy.stats import rankdata
-
-    return rankdata(matrix, axis=1, method="min").astype(int)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -180,9 +136,7 @@ def _min_ranks(matrix: np.ndarray) -> np.ndarray:
 # ----------------------------------------------------------------------------------------------
 
 
-def build_report(
-    results: str | Path, *, resamples: int = 1000, seed: int = 0, references: list[Reference] | None = None
-) -> Report:
+def build_report(results: str | Path, *, references: list[Reference] | None = None) -> Report:
     """Load, deduplicate and aggregate the rows of one results store into a `Report`.
 
     Each section carries the published `references` (default: every registered set) whose key
@@ -193,7 +147,7 @@ def build_report(
     rows = without_search(all_rows)
     # Decided once here; aggregation, sorting, the writers and the plots all read these lists.
     fractions, lower = metric_kinds(rows)
-    agg = aggregate(rows, resamples=resamples, seed=seed, lower=lower)
+    agg = aggregate(rows, lower=lower)
     all_metrics = metric_names(rows)
     sections: list[Section] = []
     for version in sorted(set(rows["protocol_version"]), key=_version_key):
@@ -241,7 +195,7 @@ def build_report(
     meta["n_search"] = int((all_rows["tune_role"] == "search").sum())
     meta["fraction_metrics"] = fractions
     meta["lower_is_better"] = lower
-    return Report(rows, agg, sections, failed, configs, protocols, meta, path.parent, resamples, warned=warned)
+    return Report(rows, agg, sections, failed, configs, protocols, meta, path.parent, warned=warned)
 
 
 def _sections(

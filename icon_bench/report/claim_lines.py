@@ -2,42 +2,34 @@
 
 from __future__ import annotations
 
-import json
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from icon_bench.report.claims import AXIS_KEYS, Claim
-from icon_bench.report.compare import (
-    _key_value,
-    _same,
-    format_diff,
-    paired_interval,
-    verdict,
-)
-from icon_bench.report.model import METRIC_PREFIX
+from icon_bench.report.compare import _same, family_lines, format_diff, needed_text
+from icon_bench.report.pairing import TABLE_KEYS, Config, configurations, key_value, label_all, pick_baseline
 from icon_bench.report.rows import (
     _is_missing,
-    config_label,
-    flatten_spec,
     load_rows,
     metric_kinds,
     normalise_rows,
     without_search,
 )
+from icon_bench.report.stats import paired_test
 
-__all__ = ["CONTRADICTED", "SUPPORTED", "claims_csv", "measure_claim", "one_of", "suite_rows"]
+__all__ = ["CONTRADICTED", "SUPPORTED", "claims_csv", "correct_claim", "measure_claim", "one_of", "raw_lines",
+           "suite_rows"]
 
 SUPPORTED, CONTRADICTED, CANNOT = "supported", "contradicted", "cannot separate"
-#: Spec keys that are never part of a configuration (datasets pair by label, seeds and splits by rule).
-_NOT_CONFIG = ("seed", "evaluate", "split", "dataset")
 #: claims.csv columns, in order (the README's lines, with the unscaled numbers beside the shown ones).
 CSV_COLUMNS = ["claim", "paper", "statement", "metric", "expect", "published", "suite", "dataset", "protocol_version",
                "kind", "configuration", "baseline", "pairs", "difference", "interval", "mean_diff", "lo", "hi",
-               "scale", "interval_method", "seeds", "verdict"]
+               "scale", "interval_method", "p_value", "p_holm", "family", "detectable", "seeds_to_separate", "seeds",
+               "verdict"]
 
 
 def suite_rows(suite_dir: Path) -> pd.DataFrame | None:
@@ -56,14 +48,18 @@ def _setting_key(key: str) -> str:
     return key if "." in key or key in AXIS_KEYS else f"settings.{key}"
 
 
-def _matches(rec: Mapping[str, Any], flat: Mapping[str, Any], filters: Mapping[str, Any]) -> bool:
-    """Every key of `filters` holds one of its values (a list: any of them; null: the key is not set)."""
+def _matches(cfg: Mapping[str, Any], dataset: tuple[Any, ...], filters: Mapping[str, Any]) -> bool:
+    """Every key of `filters` holds one of its values (a list: any of them; null: the key is not set).
+
+    A divergence filter names the divergence ("alpha" matches alpha(a=0.5) and alpha(a=2)); the
+    configurations stay apart, each on its own line.
+    """
     for key, wanted in filters.items():
         if key == "dataset":
-            values = [rec.get("dataset"), rec.get("dataset_name")]
+            values = list(dataset)
         else:
-            value = _key_value(rec, flat, key)
-            values = [None if value == "default" and key in AXIS_KEYS else value]
+            value = key_value(cfg, _setting_key(key))
+            values = [value] + ([str(value).split("(", 1)[0]] if key == "divergence" and value is not None else [])
         if not any(one_of(v, wanted) for v in values):
             return False
     return True
@@ -75,112 +71,87 @@ def one_of(value: Any, wanted: Any) -> bool:
     return any((value is None) if w is None else (value is not None and _same(value, w)) for w in options)
 
 
-def _config(rec: Mapping[str, Any], flat: Mapping[str, Any]) -> dict[str, Any]:
-    """A row's configuration: its set spec keys but seed, split, evaluate and dataset; method and divergence resolved."""
-    cfg = {k: v for k, v in flat.items() if k.split(".")[0] not in _NOT_CONFIG and not _is_missing(v)}
-    cfg["method"] = rec["method"]
-    if rec.get("divergence") not in (None, "default"):  # the resolved name, so a method's default KL still pairs
-        cfg = {k: v for k, v in cfg.items() if k.split(".")[0] != "divergence"}
-        cfg["divergence"] = rec["divergence"]
-    return cfg
-
-
-def _canon(value: Any) -> Any:
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)  # 0 and 0.0 (parquet widens ints beside NaN) are one value
-    return str(value)
-
-
-def _ident(cfg: Mapping[str, Any]) -> str:
-    return json.dumps({k: _canon(v) for k, v in cfg.items()}, sort_keys=True)
-
-
-def _free(key: str, claim_keys: Iterable[str]) -> bool:
-    """Whether `key` is one the two sides may differ by (a claim key or below one)."""
-    return any(key == k or key.startswith(k + ".") for k in claim_keys)
-
-
-def _pick_baseline(cont: Mapping[str, Any], baselines: Iterable[dict[str, Any]], claim_keys: set[str]) -> dict | None:
-    """The baseline configuration agreeing with `cont` on every key both set, the claim's own keys aside.
-
-    Several agree (a baseline sets a key the contender leaves alone): the one sharing the most keys,
-    then the one with the most paired seeds, then the first label, so the choice never depends on row order.
-    """
-    ranked = []
-    for base in baselines:
-        shared = [k for k in set(cont["cfg"]) & set(base["cfg"]) if not _free(k, claim_keys)]
-        if all(_canon(cont["cfg"][k]) == _canon(base["cfg"][k]) for k in shared):
-            ranked.append((-len(shared), -len(set(base["seeds"]) & set(cont["seeds"])), base["label"], id(base), base))
-    return min(ranked)[-1] if ranked else None
-
-
-def _varying(configs: list[dict[str, Any]], claim: Claim) -> list[str]:
-    """Keys a line's labels show: the claim's, the where keys with several values, and any set to two values in the group."""
-    keys = {_setting_key(k) for k in claim.compared_keys()} | {_setting_key(k) for k, v in claim.where.items() if isinstance(v, list)}
-    every = sorted({k for c in configs for k in c})
-    keys |= {k for k in every if len({_canon(c[k]) for c in configs if k in c}) > 1}  # unset is not a value
-    return sorted(keys)
+def _sides(claim: Claim, configs: dict[str, Config], dataset: tuple[Any, ...]) -> tuple[list[Config], list[Config]]:
+    """A table's configurations matching the claim's `where`, split into contenders and baselines."""
+    cont, base = [], []
+    for c in configs.values():
+        if not _matches(c.cfg, dataset, claim.where):
+            continue
+        if _matches(c.cfg, dataset, claim.contender):
+            cont.append(c)
+        elif _matches(c.cfg, dataset, claim.baseline):
+            base.append(c)
+    return cont, base
 
 
 def measure_claim(claim: Claim, suite: str, rows: pd.DataFrame) -> list[dict[str, Any]]:
-    """The claim's measured lines in one suite's rows: one per (protocol, kind, dataset, contender configuration).
+    """The claim's lines in one suite's rows with their verdicts, Holm-corrected over these lines."""
+    return correct_claim(claim, raw_lines(claim, suite, rows))
 
-    Reason: one pass sorts rows into sides and configurations, then each contender configuration
-    finds its baseline and is scored; the steps share the per-group tables and stay short.
+
+def raw_lines(claim: Claim, suite: str, rows: pd.DataFrame) -> list[dict[str, Any]]:
+    """The claim's measured lines in one suite's rows: one per (table, contender configuration), uncorrected.
+
+    `correct_claim` then corrects the claim's lines from every suite together and gives the verdicts.
     """
-    column = METRIC_PREFIX + claim.metric
-    if rows.empty or column not in rows.columns:
+    if rows.empty or f"metrics.{claim.metric}" not in rows.columns:
         return []
     fractions, lower = metric_kinds(rows)
     claim_keys = {_setting_key(k) for k in claim.compared_keys()}
-    groups: dict[tuple[str, str, str], dict[str, dict[str, dict[str, Any]]]] = {}
-    for rec in rows.to_dict("records"):
-        flat = flatten_spec(rec["spec"] if isinstance(rec["spec"], Mapping) else {})
-        if _is_missing(rec.get(column)) or not _matches(rec, flat, claim.where):
-            continue
-        side = "contender" if _matches(rec, flat, claim.contender) else (
-            "baseline" if _matches(rec, flat, claim.baseline) else None)
-        if side is None:
-            continue
-        cfg = _config(rec, flat)
-        group = groups.setdefault((str(rec["protocol_version"]), str(rec.get("kind")), str(rec["dataset"])),
-                                  {"contender": {}, "baseline": {}})
-        entry = group[side].setdefault(_ident(cfg), {"cfg": cfg, "spec": rec["spec"], "div": rec["divergence"],
-                                                     "seeds": {}})
-        entry["seeds"][rec["seed"]] = float(rec[column])  # rows are in store order: a later retry wins
+    names = {str(r["dataset"]): str(r.get("dataset_name")) for r in rows.to_dict("records")}
+    always = claim_keys | {_setting_key(k) for k, v in claim.where.items() if isinstance(v, list)}
     lines = []
-    for (version, kind, dataset), sides in sorted(groups.items()):
-        every = [e["cfg"] for side in sides.values() for e in side.values()]
-        varying = _varying(every, claim)
-        for side in sides.values():
-            for e in side.values():
-                e["label"] = config_label(e["spec"], varying, e["div"])
-        for cont in sorted(sides["contender"].values(), key=lambda e: e["label"]):
-            base = _pick_baseline(cont, sides["baseline"].values(), claim_keys)
-            seeds = sorted(set(cont["seeds"]) & set(base["seeds"]), key=str) if base else []
+    for table, configs in sorted(configurations(rows, claim.metric).items()):
+        where = dict(zip(TABLE_KEYS, table))
+        cont, base = _sides(claim, configs, (where["dataset"], names.get(where["dataset"])))
+        label_all(cont + base, always=always - set(AXIS_KEYS))
+        for c in sorted(cont, key=lambda e: e.label):
+            b = pick_baseline(c, base, claim_keys)
+            seeds = sorted(set(c.seeds) & set(b.seeds), key=str) if b else []
             if not seeds:
                 continue
-            res = paired_interval([cont["seeds"][s] - base["seeds"][s] for s in seeds])
-            lines.append(_line(claim, suite, (version, kind, dataset), cont["label"], base["label"], res, seeds,
-                               claim.metric in fractions, claim.metric in lower))
+            res = paired_test([c.seeds[s] - b.seeds[s] for s in seeds])
+            lines.append(_line(claim, suite, where, c.label, b.label, res, seeds, claim.metric in fractions,
+                               claim.metric in lower))
     return lines
 
 
-def _line(claim: Claim, suite: str, where: tuple[str, str, str], label: str, base: str, res: Mapping[str, Any],
+def correct_claim(claim: Claim, lines: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Holm over a claim's lines (every suite and dataset together), then each line's verdict from its corrected p."""
+    if not lines:
+        return []
+    tests = family_lines([{**line["_test"]} for line in lines], lines[0]["_lower"])
+    out = []
+    for line, test in zip(lines, tests):
+        side = test["verdict"].split(";")[0]
+        if side in ("better", "worse"):
+            outcome = SUPPORTED if side == claim.expect else CONTRADICTED
+        else:
+            n = test["n"]
+            outcome = f"{CANNOT} ({n} pair{'s' if n != 1 else ''})"
+        if test.get("identical"):
+            outcome += " (identical over seeds)"
+        rec = {k: v for k, v in line.items() if not k.startswith("_")}
+        rec.update(p_holm=test["p_holm"], family=test["family"], verdict=outcome,
+                   detectable=format_diff(test["detectable"], rec["scale"] == 100).lstrip("+"),
+                   seeds_to_separate=needed_text(test))
+        out.append(rec)
+    return out
+
+
+def _line(claim: Claim, suite: str, where: Mapping[str, Any], label: str, base: str, res: Mapping[str, Any],
           seeds: list[Any], fraction: bool, lower_better: bool) -> dict[str, Any]:
-    side = verdict(res, lower_better)
-    if side in ("better", "worse"):
-        outcome = SUPPORTED if side == claim.expect else CONTRADICTED
-    else:
-        outcome = f"{CANNOT} ({res['n']} pair{'s' if res['n'] != 1 else ''})"
-    interval = "–" if _is_missing(res["lo"]) else f"[{format_diff(res['lo'], fraction)}, {format_diff(res['hi'], fraction)}]"
+    """One measured line before correction (`_test` and `_lower` feed `correct_claim`)."""
+    interval = "–" if _is_missing(res["lo"]) or res.get("identical") else \
+        f"[{format_diff(res['lo'], fraction)}, {format_diff(res['hi'], fraction)}]"
     return {
         "claim": claim.id, "paper": claim.paper, "statement": claim.statement, "metric": claim.metric,
-        "expect": claim.expect, "suite": suite, "protocol_version": where[0], "kind": where[1], "dataset": where[2],
-        "configuration": label, "baseline": base, "pairs": res["n"], "difference": format_diff(res["mean_diff"], fraction),
-        "interval": interval, "mean_diff": res["mean_diff"], "lo": res["lo"], "hi": res["hi"],
-        "scale": 100 if fraction else 1, "interval_method": res["interval"],
-        "seeds": " ".join(_seed_text(s) for s in seeds), "verdict": outcome,
+        "expect": claim.expect, "suite": suite, "protocol_version": where["protocol_version"], "kind": where["kind"],
+        "dataset": where["dataset"], "configuration": label, "baseline": base, "pairs": res["n"],
+        "difference": format_diff(res["mean_diff"], fraction), "interval": interval, "mean_diff": res["mean_diff"],
+        "lo": res["lo"], "hi": res["hi"], "scale": 100 if fraction else 1, "interval_method": res["interval"],
+        "p_value": res["p_value"], "seeds": " ".join(_seed_text(s) for s in seeds), "verdict": "",
+        "_test": dict(res), "_lower": lower_better,
     }
 
 

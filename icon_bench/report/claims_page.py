@@ -15,12 +15,13 @@ from icon_bench.report.claim_lines import (
     CONTRADICTED,
     SUPPORTED,
     claims_csv,
-    measure_claim,
+    correct_claim,
+    raw_lines,
     one_of,
     suite_rows,
 )
 from icon_bench.report.claims import Claim, load_claims
-from icon_bench.report.compare import RESAMPLES, T_BELOW
+from icon_bench.report.stats import MIN_PAIRS
 from icon_bench.report.formatting import _md
 from icon_bench.report.references import Reference, load_references
 
@@ -28,15 +29,19 @@ __all__ = ["claims_section", "published_text"]
 
 EXPLANATION = (
     "Each claim is checked inside one suite's committed rows (results.parquet: status ok, tuning searches left "
-    "out, test split) that match its `where`. A contender row pairs with a baseline row of the same protocol "
-    "version, kind (tuned or defaults), dataset, split and seed; when a side holds several configurations, each "
-    "contender configuration pairs with the baseline configuration that agrees with it on every setting both "
-    "set, the claim's own keys aside (PMI under TV at p.debias 0.6 pairs with PMI under KL at p.debias 0.6). "
-    "The difference is the mean over pairs of contender − baseline (×100 for fractions), with a 95 % interval: "
-    f"a paired t interval below {T_BELOW} pairs, else a percentile bootstrap over seeds ({RESAMPLES:,} "
-    "resamples, fixed seed). A line **supports** its claim when the interval excludes 0 on the side the paper "
-    "claims (better in the metric's own direction, which the rows declare), **contradicts** it when the interval "
-    "excludes 0 on the other side, and **cannot separate** the two otherwise (one pair: no interval). These are "
+    "out, test split) that match its `where`. A contender configuration pairs with a baseline configuration of "
+    "the same protocol version, kind (tuned or defaults), dataset and split, seed by seed, each seed once: the "
+    "baseline that agrees with it on every setting both set, the claim's own keys aside (PMI under TV at "
+    "p.debias 0.6 pairs with PMI under KL at p.debias 0.6). A configuration is every setting that differs "
+    "(alpha(a=0.5) and alpha(a=2) are two lines, never pooled). The difference is the mean over pairs of "
+    "contender − baseline (×100 for fractions), with a 95 % paired t interval (none below "
+    f"{MIN_PAIRS} pairs). The lines of one claim are one family: their paired t p-values are Holm-corrected "
+    "together (p (Holm); raw p-values in claims.csv), and a line **supports** its claim when its corrected "
+    "p-value is below 0.05 on the side the paper claims (better in the metric's own direction, which the rows "
+    "declare), **contradicts** it when it is below 0.05 on the other side, and **cannot separate** the two "
+    "otherwise. Seeds to separate: the number of seeds at which the observed difference would be found with "
+    "80 % power at 5 % / lines (from the paired standard deviation; \"more than 50\" when that many would not "
+    "do). Lines whose every seed gives the same difference say \"identical over seeds\". These are "
     "small runs (scikit-learn digits, MNIST subsets, CPU budgets), not the papers' scale (ImageNet-1K or "
     "CIFAR-10 with ResNets and ViTs on GPUs): a verdict says what the committed runs show, not whether a paper "
     "is right. Published figures come only from `icon-bench references` and stand beside the measured "
@@ -44,7 +49,7 @@ EXPLANATION = (
     "`register_claims`."
 )
 TABLE_HEADERS = ["suite", "dataset", "protocol", "kind", "configuration", "baseline", "pairs", "difference",
-                 "95 % interval", "verdict"]
+                 "95 % interval", "p (Holm)", "verdict", "seeds to separate"]
 
 
 def _entry_value(ref: Reference, key: str) -> Any:
@@ -93,7 +98,8 @@ def _values(refs: list[Reference]) -> str:
 
 def _counts(lines: list[dict[str, Any]]) -> tuple[int, int, int]:
     verdicts = [line["verdict"] for line in lines]
-    return (verdicts.count(SUPPORTED), verdicts.count(CONTRADICTED), sum(v.startswith(CANNOT) for v in verdicts))
+    return (sum(v.startswith(SUPPORTED) for v in verdicts), sum(v.startswith(CONTRADICTED) for v in verdicts),
+            sum(v.startswith(CANNOT) for v in verdicts))
 
 
 def claims_section(root: Path, suites: list[Path], *, registry: Any = None) -> tuple[list[str], list[str]]:
@@ -115,15 +121,15 @@ def claims_section(root: Path, suites: list[Path], *, registry: Any = None) -> t
     for claim in claims:
         published[claim.id], bad = published_text(claim, refs)
         problems += bad
-        per_claim[claim.id] = [line for name, df in rows.items() if df is not None
-                               for line in measure_claim(claim, name, df)]
+        per_claim[claim.id] = correct_claim(claim, [line for name, df in rows.items() if df is not None
+                                                    for line in raw_lines(claim, name, df)])
     every = [line for claim in claims for line in per_claim[claim.id]]
     claims_csv(every, published, root / "claims.csv")
     s, c, u = _counts(every)
     not_run = [claim.id for claim in claims if not per_claim[claim.id]]
     lines = ["## Claims of the papers", "", EXPLANATION, "",
-             (f"**Summary**: {s} supported, {c} contradicted, {u} cannot separate, over {len(every)} measured "
-              f"line(s) of {len(claims) - len(not_run)} claim(s); not run: "
+             (f"**Summary** (verdicts after Holm's correction within each claim): {s} supported, {c} contradicted, "
+              f"{u} cannot separate, over {len(every)} measured line(s) of {len(claims) - len(not_run)} claim(s); not run: "
               f"{', '.join(_md(i) for i in not_run) or 'none'}. Every line is in [claims.csv](claims.csv)."), ""]
     summary = []
     for claim in claims:
@@ -152,9 +158,14 @@ def _claim_block(claim: Claim, lines: list[dict[str, Any]], published: str) -> l
         return out + ["Not run: no committed suite has paired rows for this claim.", ""]
     body = [[f"[{_md(x['suite'])}]({quote(x['suite'])}/leaderboard.md)", _md(x["dataset"]), _md(x["protocol_version"]),
              _md(x["kind"]), _md(x["configuration"]), _md(x["baseline"]), str(x["pairs"]),
-             x["difference"] + (" (×100)" if x["scale"] == 100 else ""), x["interval"],
-             f"**{x['verdict']}**" if x["verdict"] in (SUPPORTED, CONTRADICTED) else x["verdict"]] for x in lines]
+             x["difference"] + (" (×100)" if x["scale"] == 100 else ""), x["interval"], _p(x["p_holm"]),
+             f"**{x['verdict']}**" if x["verdict"].startswith((SUPPORTED, CONTRADICTED)) else x["verdict"],
+             x["seeds_to_separate"]] for x in lines]
     return out + [tabulate(body, headers=TABLE_HEADERS, tablefmt="github", disable_numparse=True), ""]
+
+
+def _p(value: Any) -> str:
+    return "–" if value is None or value != value else f"{value:.3g}"
 
 
 def _filters(filters: Mapping[str, Any]) -> str:

@@ -5,11 +5,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from icon_bench.errors import IconBenchError
 
 
 def write_report(
-    results: str | Path, out_dir: str | Path, *, resamples: int = 1000, plots: bool = True,
+    results: str | Path, out_dir: str | Path, *, plots: bool = True,
     baseline: str = "divergence=kl",
 ) -> Path:
     """Write leaderboard.md, leaderboard.csv, references.csv and compare.csv (when any), results.parquet (or
@@ -24,7 +23,7 @@ def write_report(
     from icon_bench.report.compare import paired_comparisons
     from icon_bench.report.compare import write_csv as write_compare_csv
 
-    report = build_report(results, resamples=resamples)
+    report = build_report(results)
     report.baseline = baseline
     report.comparisons = paired_comparisons(report.rows, baseline, primary_only=True)
     out = Path(out_dir)
@@ -59,7 +58,6 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         "-o", "--output",
         help="report folder (default: RESULTS/report; name reports/NAME to regenerate a committed report)",
     )
-    p.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples for rank intervals")
     p.add_argument("--no-plots", action="store_true", help="skip the matplotlib figures")
     p.add_argument("--baseline", default="divergence=kl", metavar="KEY=VALUE",
                    help="baseline of the paired comparisons (default divergence=kl)")
@@ -75,15 +73,20 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         "compare",
         help="paired differences against a baseline (same datasets, splits and seeds), with 95 %% intervals",
         description=(
-            "Pair each configuration with its baseline on the same dataset, split and seed and report the "
-            "mean paired difference with a 95 % interval: paired t below 10 pairs (compare.T_BELOW), else a bootstrap "
-            "over seeds. Tuned and default results are compared separately."
+            "Pair each configuration with its baseline on the same dataset, split, protocol and seed (each seed "
+            "once) and report the mean paired difference with a 95 % paired t interval (none below 3 pairs), the "
+            "p-value Holm-corrected over the lines of each table and metric, the smallest difference these seeds "
+            "detect with 80 % power, and how many seeds would separate a difference that is not yet separated. "
+            "Tuned and default results are compared separately."
         ),
     )
     p.add_argument("results", help="a results directory (holding results.jsonl) or the results.jsonl file")
     p.add_argument("--baseline", default="divergence=kl", metavar="KEY=VALUE",
-                   help="what the others are compared with (default divergence=kl; e.g. p.debias=0, method=kmeans)")
+                   help="what the others are compared with (default divergence=kl; e.g. p.debias=0, method=kmeans, "
+                        "'divergence={name: alpha, a: 0.5}')")
     p.add_argument("--metric", action="append", metavar="M", help="only this metric (repeatable; default: all)")
+    p.add_argument("--plan", action="store_true",
+                   help="print only the power table: spread, detectable difference and seeds needed per line")
     p.add_argument("--json", action="store_true", help="print the comparisons as JSON lines")
     p.set_defaults(func=_cmd_compare)
 
@@ -96,9 +99,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     # Beside the rows by default (results folders are not tracked): only an explicit -o rewrites a
     # committed report such as reports/quickstart.
     out = args.output or results_file(args.results).parent / REPORT_DIR
-    if args.resamples < 0:
-        raise IconBenchError("--resamples must be 0 or more")
-    path = write_report(args.results, out, resamples=args.resamples, plots=not args.no_plots, baseline=args.baseline)
+    path = write_report(args.results, out, plots=not args.no_plots, baseline=args.baseline)
     print(f"report written to {path}/ (index.html, leaderboard.md, leaderboard.csv)")
     return 0
 

@@ -61,12 +61,23 @@ def _flag(value: Any) -> bool:
 
 
 def format_rank(rank: Any, lo: Any, hi: Any) -> str:
-    """`1 (1–2)`: rank of the mean and its bootstrap interval."""
+    """`1–3`: the rank band from paired tests (report/stats.py:rank_bands); `2` when the band is one place."""
     if _missing(rank):
         return "–"
     if _missing(lo) or _missing(hi):
         return str(int(rank))
-    return f"{int(rank)} ({int(lo)}–{int(hi)})"
+    return str(int(lo)) if int(lo) == int(hi) else f"{int(lo)}–{int(hi)}"
+
+
+RANK_NOTE = (
+    "Rank: a band from paired tests on the table's first metric. Every two configurations are compared on the "
+    "seeds both ran (paired t test, two-sided, Holm-corrected over all pairs of the table, which holds the chance "
+    "of any false separation at 5 % even though the best is picked from the same runs); a band runs from 1 + the "
+    "number of configurations separated above it to the number not separated below it. Two configurations "
+    "whose bands overlap may still be separated: the paired comparisons say. Pairs sharing fewer than 3 seeds are "
+    "not tested, so at 2 seeds every band spans the table. Rows are sorted by mean; ties in the band are not a "
+    "ranking."
+)
 
 
 def format_seeds(rec: Mapping[str, Any]) -> str:

@@ -62,12 +62,10 @@ def _html_table(section: Section, fractions: set[str], lower_better: set[str]) -
         ]
         if section.tuned:
             tds.append(f'<td class="selected">{_e(r["selected"])}</td>')
-        for (text, mean, rank), low in zip(r["metrics"], lower):
-            best = ' best' if rank.startswith("1 ") or rank == "1" else ""
-            tds.append(
-                f'<td class="num{best}" data-sort="{_sort_attr(mean)}" '
-                f'title="rank {_e(rank)}{" (lower is better)" if low else ""}">{_e(text)}</td>'
-            )
+        for (text, mean, rank, tied), low in zip(r["metrics"], lower):
+            best = ' best' if tied else ""  # the best and every configuration the paired tests cannot separate from it
+            tip = f"rank {rank}" + (", not separated from the best" if tied else "") + (" (lower is better)" if low else "")
+            tds.append(f'<td class="num{best}" data-sort="{_sort_attr(mean)}" title="{_e(tip)}">{_e(text)}</td>')
         body.append(f"<tr{cls}>" + "".join(tds) + "</tr>")
     return (
         '<div class="table-wrap"><table class="sortable filterable">'

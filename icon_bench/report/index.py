@@ -64,14 +64,17 @@ def build_index(reports_dir: str | Path, *, registry: Any = None) -> Path:
         "Best mean on the task's first metric present (clustering: hungarian, nmi, ari; representation: "
         "linear_probe, knn; dimensionality reduction: knn2d, trustworthiness), among configurations "
         f"with every seed ({DAGGER}: only incomplete ones exist; {WARNING_MARK}: a trial diverged or collapsed). "
-        "Fractions ×100; mean ± std (n). "
+        "Fractions ×100; mean ± std (n). The best is tied with every configuration of its own table that the "
+        "paired tests cannot separate from it (paired t over shared seeds, Holm-corrected over all pairs of the "
+        "table; none below 3 shared seeds): it is the best mean, not a proven winner, unless the tied column says –. "
         "Protocol versions are listed separately and never compared.",
         "",
     ]
     best = _best_rows(pd.concat(frames, ignore_index=True)) if frames else []
     if best:
         lines += [tabulate(best, headers=["protocol", "dataset", "task", "metric", "best configuration", "value",
-                                          "suite"], tablefmt="github", disable_numparse=True), ""]
+                                          "tied with (not separated by paired tests)", "suite"],
+                           tablefmt="github", disable_numparse=True), ""]
     else:
         lines += ["No metric of a known task in these reports.", ""]
     section, problems = claims_section(root, suites, registry=registry)
@@ -104,8 +107,33 @@ def _best_rows(df: pd.DataFrame) -> list[list[str]]:
             suite = top["_suite_dir"]
             link = f"[{_md(top['label'])}]({quote(suite)}/index.html#{_anchor(top['config_id'])}){mark}"
             suite_link = f"[{_md(suite)}]({quote(suite)}/leaderboard.md)"
-            rows.append([_md(version), _md(dataset), task, metric, link, value, suite_link])
+            rows.append([_md(version), _md(dataset), task, metric, link, value, tied_text(group, top, metric),
+                         suite_link])
     return rows
+
+
+def tied_with(table: pd.DataFrame, top: pd.Series, metric: str) -> list[str]:
+    """Labels of the configurations of `top`'s own table (suite, kind, split) not separated from the best on `metric`.
+
+    Ties come from the paired tests of that table (leaderboard.csv's `<metric>_tied`); configurations
+    of other suites or kinds never ran on the same seeds and are not compared.
+    """
+    col = f"{metric}_tied"
+    if col not in table.columns:
+        return []
+    same = table[(table["_suite_dir"] == top["_suite_dir"]) & (table["kind"] == top["kind"])
+                 & (table["split"].fillna("test") == top.get("split", "test"))]
+    tied = same[same[col].astype(str).str.lower().isin(["true", "1"]) & (same["config_id"] != top["config_id"])]
+    return list(tied["label"])
+
+
+def tied_text(table: pd.DataFrame, top: pd.Series, metric: str) -> str:
+    """"–", "pmi · tv, kmeans" or "6 others (pmi · tv, kmeans, ...)": the configurations tied with the best."""
+    tied = tied_with(table, top, metric)
+    if not tied:
+        return "–" if f"{metric}_tied" in table.columns else "not tested"
+    shown = ", ".join(_md(t) for t in tied[:4])
+    return shown if len(tied) <= 4 else f"{len(tied)} configurations ({shown}, ...)"
 
 
 def _warned(rec: pd.Series) -> bool:

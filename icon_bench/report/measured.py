@@ -9,7 +9,7 @@ from urllib.parse import quote
 from tabulate import tabulate
 
 from icon_bench.errors import DataError
-from icon_bench.report.formatting import DAGGER, _anchor, _md, format_value
+from icon_bench.report.formatting import DAGGER, _anchor, _md, format_rank, format_value
 from icon_bench.report.index import read_leaderboard
 
 __all__ = ["END", "START", "measured_block", "update_readme"]
@@ -41,13 +41,15 @@ def measured_block(reports_dir: str | Path, link_base: str = "reports") -> str:
             for rec in group.head(TOP).to_dict("records"):
                 value = format_value(rec[f"{metric}_mean"], rec[f"{metric}_std"], rec[f"{metric}_n"], fraction=True)
                 mark = "" if str(rec["complete"]).lower() in ("true", "1") else f" {DAGGER}"
-                cells.append(f"[{_md(rec['label'])}]({base}#{_anchor(rec['config_id'])}) {value}{mark}")
+                band = format_rank(rec.get(f"{metric}_rank"), rec.get(f"{metric}_rank_lo"), rec.get(f"{metric}_rank_hi"))
+                cells.append(f"[{_md(rec['label'])}]({base}#{_anchor(rec['config_id'])}) {value}{mark}, rank {band}")
             lines.append([f"[{_md(suite_dir.name)}]({base})", _md(dataset), _md(f"{version}, {kind}"),
                           f"{metric} (×100)", "<br>".join(cells), str(len(group))])
     if not lines:
         return "No suite reports yet."
     table = tabulate(lines, headers=["suite", "dataset", "protocol, how obtained", "metric",
-                                     f"top {TOP}: mean ± std (seeds)", "configurations"],
+                                     f"top {TOP}: mean ± std (seeds), rank band from paired tests",
+                                     "configurations"],
                      tablefmt="github", disable_numparse=True)
     return table
 

@@ -65,7 +65,6 @@ class Report:
     # single answer to how each metric is shown and ranked, see `metric_kinds`)
     meta: dict[str, Any]
     results_dir: Path
-    resamples: int = 1000
     # ok trials whose loss diverged or whose output collapsed: trial_id, config_id, label, method,
     # dataset, seed, warnings (a list of "<kind>: <detail>")
     warned: pd.DataFrame = field(default_factory=pd.DataFrame)

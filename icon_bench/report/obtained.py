@@ -6,7 +6,7 @@ import json
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from icon_bench.report.compare import T_BELOW, display_rows
+from icon_bench.report.compare import CORRECTION_NOTE, display_rows
 
 if TYPE_CHECKING:
     from icon_bench.report.model import Report, Section
@@ -66,11 +66,10 @@ def how_obtained(section: Section) -> str:
 
 
 COMPARE_NOTE = (
-    "Each configuration against the baseline on the same dataset, split and seeds, on its table's first metric: "
-    "the mean of the paired differences (configuration minus baseline) with a 95 % interval, from the paired t "
-    "distribution below {t} pairs and a bootstrap over seeds from {t} on. \"better\" or \"worse\" when the "
-    "interval excludes 0; tuned and default results are never paired with each other."
-).format(t=T_BELOW)
+    "Each configuration against its baseline on the same dataset, split and seeds (each seed once), on its table's "
+    "first metric: the mean of the paired differences (configuration minus baseline) with a 95 % paired t interval "
+    f"(none below 3 pairs). {CORRECTION_NOTE} Tuned and default results are never paired with each other."
+)
 
 
 def comparison_groups(report: Report) -> list[tuple[str, list[list[str]]]]:

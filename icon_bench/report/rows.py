@@ -15,6 +15,7 @@ import pandas as pd
 from icon_bench.data.options import dataset_label
 from icon_bench.errors import DataError
 from icon_bench.report.model import _LABEL_SKIP, DEFAULTS, FRACTION_METRICS, LOWER_IS_BETTER_PARTS, METRIC_PREFIX
+from icon_bench.run.labels import component_label
 
 
 def results_file(results: str | Path) -> Path:
@@ -283,11 +284,13 @@ def _sorted_seeds(seeds: Iterable[Any]) -> list[Any]:
 
 
 def config_label(spec: Mapping[str, Any] | None, varying: Iterable[str], divergence: str | None = None) -> str:
-    """Short name of a configuration: method, divergence (the resolved one if given), then `varying` keys."""
+    """Short name of a configuration: method, divergence (with its parameters: alpha(a=0.5)), then `varying` keys."""
     spec = spec or {}
     flat = flatten_spec(spec)
     parts = [_name_of(spec.get("method"))]
-    if divergence and divergence != "default":
+    if isinstance(spec.get("divergence"), Mapping) and len(spec["divergence"]) > 1:
+        parts.append(component_label(spec["divergence"]))  # its parameters tell configurations apart
+    elif divergence and divergence != "default":
         parts.append(divergence)
     elif spec.get("divergence") is not None:
         parts.append(_name_of(spec.get("divergence")))

@@ -18,6 +18,7 @@ from icon_bench.report.formatting import (
     DAGGER,
     INCOMPLETE_NOTE,
     PUBLISHED,
+    RANK_NOTE,
     SEED_FREE_NOTE,
     WARNING_MARK,
     WARNING_NOTE,
@@ -72,10 +73,7 @@ def _legend(report: Report) -> list[str]:
         lines.append(f"Fractions ({', '.join(fractions)}) are shown ×100 with one decimal.")
     if report.meta.get("lower_is_better"):
         lines.append(f"Lower is better for {', '.join(report.meta['lower_is_better'])}; higher for the rest.")
-    lines.append(
-        f"Rank: rank of the mean on the table's first metric, with its 95 % interval from {report.resamples} "
-        "bootstrap resamples over seeds; configurations whose intervals overlap are not separable."
-    )
+    lines.append(RANK_NOTE)
     lines.append(INCOMPLETE_NOTE)
     if not report.warned.empty:
         lines.append(WARNING_NOTE)
@@ -191,7 +189,8 @@ def _numeric_list(value: Any) -> bool:
 def section_rows(section: Section, fractions: set[str]) -> tuple[list[str], list[dict[str, Any]]]:
     """Headers and display cells of one leaderboard table (shared by Markdown and HTML).
 
-    A tuned table has a fourth column, the values each seed selected on val (cell "selected").
+    A tuned table has a fourth column, the values each seed selected on val (cell "selected"). Each
+    metric cell is (text, mean, rank band, tied with the best).
     """
     headers = ["rank", "configuration", "seeds"] + (["selected on val"] if section.tuned else [])
     headers += [_metric_header(m, fractions) for m in section.metrics]
@@ -216,6 +215,7 @@ def section_rows(section: Section, fractions: set[str]) -> tuple[list[str], list
                     + (f" {DAGGER}" if 0 < rec[f"{m}_n"] < rec["n_expected"] else ""),
                     rec[f"{m}_mean"],
                     format_rank(rec.get(f"{m}_rank"), rec.get(f"{m}_rank_lo"), rec.get(f"{m}_rank_hi")),
+                    _flag(rec.get(f"{m}_tied")),  # not separated from the best on this metric
                 )
                 for m in section.metrics
             ],
