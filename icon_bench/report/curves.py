@@ -159,7 +159,15 @@ def _legend(fig: Any, curves: Curves, palette: Mapping[str, Any], seeds: list[An
     fig.legend(handles=handles, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False, fontsize=8)
 
 
-def plot_losses(section: Section, rows: pd.DataFrame, path: Path) -> str | None:
+def _palette(curves: Curves, page: Mapping[str, Any] | None) -> Mapping[str, Any]:
+    """The page's colour per configuration (one colour for one configuration in every figure), else a fresh one."""
+    if page and all(label in page for label, _, _ in curves):
+        return page
+    return colours([label for label, _, _ in curves])
+
+
+def plot_losses(section: Section, rows: pd.DataFrame, path: Path,
+                palette: Mapping[str, Any] | None = None) -> str | None:
     """Training-loss curves (row["history"]["loss"]) of the best configurations: one panel per divergence.
 
     Losses of different divergences live on different scales (KL in nats, TV within [0, 1]), so
@@ -169,7 +177,7 @@ def plot_losses(section: Section, rows: pd.DataFrame, path: Path) -> str | None:
     curves = best_curves(section, rows, "loss")
     if not curves:
         return None
-    palette = colours([label for label, _, _ in curves])
+    palette = _palette(curves, palette)
     divergences = list(dict.fromkeys(div for _, div, _ in curves))
     seeds = _seeds(curves)
     cols = min(3, len(divergences))
@@ -199,7 +207,8 @@ def plot_losses(section: Section, rows: pd.DataFrame, path: Path) -> str | None:
     )
 
 
-def plot_grad_norms(section: Section, rows: pd.DataFrame, path: Path) -> str | None:
+def plot_grad_norms(section: Section, rows: pd.DataFrame, path: Path,
+                    palette: Mapping[str, Any] | None = None) -> str | None:
     """The gradient norm per optimizer step (row["history"]["grad_norm"]) of the best configurations, log y.
 
     One panel for every divergence: the point is comparing how they optimise (Beyond I-Con's
@@ -212,7 +221,7 @@ def plot_grad_norms(section: Section, rows: pd.DataFrame, path: Path) -> str | N
     curves = [c for c in curves if any(np.isfinite(v) for _, run in c[2] for v in run)]
     if not curves:
         return None
-    palette = colours([label for label, _, _ in curves])
+    palette = _palette(curves, palette)
     seeds = _seeds(curves)
     fig, ax = plt.subplots(figsize=(6.6, 3.6))
     _draw(ax, curves, palette, seeds)

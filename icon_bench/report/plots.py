@@ -43,6 +43,8 @@ def make_plots(report: Report, out_dir: str | Path, *, registry: bool = True) ->
     fractions = set(report.meta.get("fraction_metrics", []))
     lower = set(report.meta.get("lower_is_better", []))
     paths: list[Path] = []
+    # One colour per configuration across every figure of the page (labels name configurations).
+    palette = colours(list(dict.fromkeys(report.aggregated["label"]))) if not report.aggregated.empty else {}
     with plt.rc_context(RC):
         for section in report.sections:
             section.plots = []
@@ -53,11 +55,11 @@ def make_plots(report: Report, out_dir: str | Path, *, registry: bool = True) ->
             ]
             stem = _stem(section)
             for kind, draw in (
-                ("metrics", lambda p: plot_metrics(section, fractions, lower, p)),
+                ("metrics", lambda p: plot_metrics(section, fractions, lower, p, palette)),
                 ("grid", lambda p: plot_grid(section, report.rows, fractions, lower, p, known)),
                 ("embedding", lambda p: plot_embeddings(section, rows, report.results_dir, p)),
-                ("loss", lambda p: plot_losses(section, rows, p)),
-                ("gradnorm", lambda p: plot_grad_norms(section, rows, p)),
+                ("loss", lambda p: plot_losses(section, rows, p, palette)),
+                ("gradnorm", lambda p: plot_grad_norms(section, rows, p, palette)),
             ):
                 path = out / f"{kind}-{stem}.png"
                 try:
@@ -93,15 +95,20 @@ def _registered_names() -> dict[str, list[str]]:
         return {}
 
 
-def plot_metrics(section: Section, fractions: set[str], lower: set[str], path: Path) -> str | None:
-    """Mean ± std of each metric per configuration (horizontal error bars, coloured by method; ↓: in `lower`)."""
+def plot_metrics(section: Section, fractions: set[str], lower: set[str], path: Path,
+                 palette: Mapping[str, Any] | None = None) -> str | None:
+    """Mean ± std of each metric per configuration (horizontal error bars; ↓: in `lower`).
+
+    Each configuration takes its colour from `palette` (the page's, so it matches the curves), else
+    a fresh one; the y axis names the configurations.
+    """
     metrics = section.metrics[:4]
     table = section.table.head(MAX_CONFIGS)
     if not metrics or table.empty:
         return None
     labels = list(table["label"])[::-1]  # best at the top
-    methods = list(dict.fromkeys(table["method"]))
-    palette = colours(methods)
+    if not palette or not all(label in palette for label in labels):
+        palette = colours(list(dict.fromkeys(table["label"])))
     height = 1.2 + 0.28 * len(labels)
     fig, axes = plt.subplots(1, len(metrics), figsize=(3.2 * len(metrics) + 2.6, height), sharey=True, squeeze=False)
     y = np.arange(len(labels))
@@ -112,24 +119,27 @@ def plot_metrics(section: Section, fractions: set[str], lower: set[str], path: P
         mean = table[f"{metric}_mean"].to_numpy(float)[::-1] * s
         std = np.nan_to_num(table[f"{metric}_std"].to_numpy(float)[::-1] * s)
         complete = table["complete"].to_numpy(bool)[::-1]
-        for i, method in enumerate(table["method"].to_numpy()[::-1]):
+        for i, label in enumerate(labels):
             if np.isnan(mean[i]):
                 continue
-            ax.errorbar(mean[i], y[i], xerr=std[i], fmt="D" if seed_free[i] else "o", color=palette[method],
-                        capsize=3, ms=5, mfc=palette[method] if complete[i] else "white")
+            ax.errorbar(mean[i], y[i], xerr=std[i], fmt="D" if seed_free[i] else "o", color=palette[label],
+                        capsize=3, ms=5, mfc=palette[label] if complete[i] else "white")
         ax.set_title(f"{metric}{' (×100)' if s != 1 else ''}{' ↓' if metric in lower else ''}")
         ax.grid(axis="x", alpha=0.3)
         if s != 1:
             clip_to_fraction_range(ax, np.concatenate([mean - std, mean + std]), s)
     axes[0][0].set_yticks(y, labels)
-    handles = [plt.Line2D([], [], marker="o", ls="", color=palette[m], label=m) for m in methods]
+    for tick, label in zip(axes[0][0].get_yticklabels(), labels):
+        tick.set_color(palette[label])
+    handles = []
     incomplete = not table["complete"].astype(bool).all()
     if incomplete:  # a legend entry for a marker the plot does not show would only mislead
         handles.append(plt.Line2D([], [], marker="o", ls="", color="grey", mfc="white", label="incomplete"))
     if seed_free.any():
         handles.append(plt.Line2D([], [], marker="D", ls="", color="grey", label="seed-independent (n = 1)"))
-    fig.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=min(len(handles), 5),
-               frameon=False)
+    if handles:
+        fig.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=min(len(handles), 5),
+                   frameon=False)
     how = f", {section.kind}" if section.tuned else ""
     title = f"{section.dataset}, {section.task}{how}: mean ± std over seeds (protocol {section.protocol_version})"
     fig.suptitle(title, fontsize=10, y=1.0)
@@ -184,8 +194,8 @@ def plot_grid(
         unrun = {"methods": [m for m in known.get("method", []) if m not in set(vrows["method"])],
                  "divergences": [d for d in known.get("divergence", []) if d not in set(vrows["divergence"])]}
     rows_axis, cols_axis = list(dict.fromkeys(table[row_key])), list(dict.fromkeys(table[col_key]))
-    if len(rows_axis) * len(cols_axis) < 2:
-        return None  # one cell says nothing the metrics plot does not
+    if len(rows_axis) < 2 or len(cols_axis) < 2:
+        return None  # one row or one column of cells says nothing the metrics plot does not
     values, explored = _best_cells(table, metric, row_key, col_key, rows_axis, cols_axis, metric in lower)
     s = scale(metric, fractions)
     fig, ax = plt.subplots(figsize=(2.6 + 0.7 * len(cols_axis), 1.3 + 0.4 * len(rows_axis)))
@@ -224,15 +234,22 @@ def _best_cells(
 def _draw_heat_map(
     fig: plt.Figure, ax: Any, values: np.ndarray, explored: np.ndarray, s: float, metric: str, lower_better: bool
 ) -> None:
-    """The cells, their labels and a colour bar whose range stays inside what the metric can take."""
+    """The cells, their labels and a colour bar on a stated scale.
+
+    A fraction metric takes the fixed scale of what it can take (0 to 100, or -100 to 100 for ARI
+    when a value is negative), so a 5-point spread looks like one and colours mean the same in
+    every grid; another metric spans its grid's own range, which the colour bar's label says.
+    """
     finite = values[~np.isnan(values)] * s
-    vmin, vmax = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
-    if vmax - vmin < 1e-9:  # one value: a small band around it, not matplotlib's ±10 % (95 -> 104.5)
-        pad = 0.05 * max(abs(vmax), 1.0)
-        vmin, vmax = vmin - pad, vmax + pad
     if s != 1:
-        lo_bound, hi_bound = fraction_bounds(finite, s)
-        vmin, vmax = max(vmin, lo_bound), min(vmax, hi_bound)
+        vmin, vmax = fraction_bounds(finite, s)
+        scale_note = f"fixed scale {vmin:g} to {vmax:g}"
+    else:
+        vmin, vmax = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
+        if vmax - vmin < 1e-9:  # one value: a small band around it, not matplotlib's ±10 % (95 -> 104.5)
+            pad = 0.05 * max(abs(vmax), 1.0)
+            vmin, vmax = vmin - pad, vmax + pad
+        scale_note = "scale: this grid's range"
     cmap = plt.get_cmap("viridis_r" if lower_better else "viridis").with_extremes(bad="#f2f2f2")
     image = ax.imshow(np.ma.masked_invalid(values * s), cmap=cmap, aspect="auto", vmin=vmin, vmax=vmax)
     _annotate_cells(ax, values, explored, s, (vmin + vmax) / 2, lower_better)
@@ -242,7 +259,7 @@ def _draw_heat_map(
     ax.tick_params(which="minor", length=0)
     for spine in ax.spines.values():
         spine.set_visible(False)
-    fig.colorbar(image, ax=ax, shrink=0.8, label=f"best {metric}{' ×100' if s != 1 else ''}")
+    fig.colorbar(image, ax=ax, shrink=0.8, label=f"best {metric}{' ×100' if s != 1 else ''} ({scale_note})")
 
 
 def _annotate_cells(ax: Any, values: np.ndarray, explored: np.ndarray, s: float, mid: float, lower_better: bool) -> None:
