@@ -149,18 +149,24 @@ def test_grid_is_p_by_q_only_when_the_suite_sets_kernels(tmp_path: Path) -> None
     from icon_bench.report.plots import plot_grid
 
     rows = [r for r in report_fixture.load_rows() if r["method"] == "pmi" and r["protocol"]["version"] == "1"]
-    variants = []
-    for r in rows:
-        for q in ("cluster", "student_t"):
-            spec = {**r["spec"], "q": {"name": q}}
-            variants.append({**r, "spec": spec, "config_id": f"{r['config_id'][:8]}{q[:8]:0<8}",
-                             "trial_id": f"{r['trial_id'][:8]}{q[:8]:0<8}"})
-    path = tmp_path / "results.jsonl"
-    path.write_text("".join(json.dumps(v) + "\n" for v in variants))
-    section = build_report(path).sections[0]
-    caption = plot_grid(section, build_report(path).rows, {"hungarian"}, set(), tmp_path / "pq.png", {})
+    def variants(p_names: tuple[str, ...]) -> Path:
+        out = []
+        for r in rows:
+            for q in ("cluster", "student_t"):
+                for p in p_names:
+                    spec = {**r["spec"], "q": {"name": q}, **({"p": {"name": p}} if len(p_names) > 1 else {})}
+                    out.append({**r, "spec": spec, "config_id": f"{r['config_id'][:6]}{q[:5]:0<5}{p[:5]:0<5}",
+                                "trial_id": f"{r['trial_id'][:6]}{q[:5]:0<5}{p[:5]:0<5}"})
+        path = tmp_path / f"results-{len(p_names)}.jsonl"
+        path.write_text("".join(json.dumps(v) + "\n" for v in out))
+        return path
+
+    one_row = build_report(variants(("knn",)))  # only q varies: one row of cells says nothing more
+    assert plot_grid(one_row.sections[0], one_row.rows, {"hungarian"}, set(), tmp_path / "q.png", {}) is None
+    assert {"pmi · kl · q.name=cluster", "pmi · tv · q.name=student_t"} <= set(one_row.sections[0].table["label"])
+    report = build_report(variants(("knn", "gaussian")))
+    caption = plot_grid(report.sections[0], report.rows, {"hungarian"}, set(), tmp_path / "pq.png", {})
     assert caption.startswith("digits: p kernel × q kernel grid") and (tmp_path / "pq.png").stat().st_size > 0
-    assert {"pmi · kl · q.name=cluster", "pmi · tv · q.name=student_t"} <= set(section.table["label"])
     plain = build_report(FIXTURE)
     caption = plot_grid(plain.sections[0], plain.rows, {"hungarian"}, set(), tmp_path / "dm.png", {})
     # Digits under protocol 1 ran 4 divergences (kl, tv, default, js) x 4 methods; tsne ran on blobs only.

@@ -177,6 +177,19 @@ class _ClusterMetric(Metric):
         pred = _test_clusters(output, data, self.settings["kmeans_n_init"], self.settings["kmeans_seed"])
         return float(self._score(_np(data.y_test), pred))
 
+    def chance(self, output: MethodOutput, data: DataSplits, repeats: int = 20, seed: int = 0) -> float | None:
+        """The metric's label-permutation baseline: its 95th percentile over `repeats` shuffles of the labels.
+
+        The clusters stay as the method made them; shuffling the labels keeps their counts and breaks
+        any link to the clusters, so a method not above this level found no structure the labels share.
+        """
+        if not self.applies(output):
+            return None
+        pred = _test_clusters(output, data, self.settings["kmeans_n_init"], self.settings["kmeans_seed"])
+        y = _np(data.y_test).ravel()
+        rng = np.random.default_rng(seed)
+        return float(np.percentile([self._score(rng.permutation(y), pred) for _ in range(repeats)], 95))
+
 
 class _EmbeddingMetric(Metric):
     requires = (("train_embeddings", "test_embeddings"),)

@@ -12,6 +12,7 @@ import pandas as pd
 from icon_bench.report.model import DEFAULTS, METRIC_PREFIX, TASKS, Report, Section
 from icon_bench.report.references import Reference, load_references, matching
 from icon_bench.report.rows import (
+    CHANCE_PREFIX,
     _get,
     _is_missing,
     _seed_key,
@@ -70,11 +71,22 @@ def aggregate(rows_df: pd.DataFrame, *, lower: Iterable[str] | None = None) -> p
                 config_label(s, varying, d) for s, d in zip(sub["spec"], sub["divergence"])
             ]
         for m in metrics:
-            bands = rank_bands([agg.at[i, f"_{m}_values"] for i in idx], m in lower)
+            # A configuration not above its label-permutation baseline is marked, not ranked among the rest.
+            at_chance = [_at_chance(agg.loc[i], m, m in lower) for i in idx]
+            agg.loc[idx, f"{m}_at_chance"] = at_chance
+            bands = rank_bands([{} if off else agg.at[i, f"_{m}_values"] for i, off in zip(idx, at_chance)], m in lower)
             for key, suffix in (("rank", "_rank"), ("lo", "_rank_lo"), ("hi", "_rank_hi")):
                 agg.loc[idx, f"{m}{suffix}"] = pd.array([b[key] for b in bands], dtype="Int64")
             agg.loc[idx, f"{m}_tied"] = pd.array([b["tied"] for b in bands], dtype="boolean")
     return agg.drop(columns=[f"_{m}_values" for m in metrics])
+
+
+def _at_chance(rec: pd.Series, metric: str, lower_better: bool) -> bool:
+    """Whether the mean is not beyond the rows' mean chance level (rows without one: never)."""
+    mean, chance = rec[f"{metric}_mean"], rec.get(f"{metric}_chance", math.nan)
+    if _is_missing(mean) or _is_missing(chance):
+        return False
+    return bool(mean >= chance if lower_better else mean <= chance)
 
 
 def _config_record(
@@ -128,6 +140,8 @@ def _config_record(
         rec[f"{m}_std"] = float(vals.std(ddof=1)) if len(vals) > 1 else math.nan
         rec[f"{m}_n"] = int(len(vals))
         rec[f"_{m}_values"] = dict(zip(present["_seed"], vals))  # seed -> value: ranks pair by seed
+        chance = present[CHANCE_PREFIX + m].dropna() if CHANCE_PREFIX + m in present.columns else pd.Series([])
+        rec[f"{m}_chance"] = float(chance.mean()) if len(chance) else math.nan
     return rec
 
 

@@ -156,8 +156,12 @@ def paired_comparisons(rows: pd.DataFrame, baseline: str, *, metrics: list[str] 
                 tests.append({**dict(zip(TABLE_KEYS, table)), "configuration": cont.label, "baseline": base.label,
                               "config_id": cont.config_id, "baseline_id": base.config_id, "metric": m,
                               **paired_test([cont.seeds[s] - base.seeds[s] for s in seeds]),
-                              "seeds": " ".join(map(str, seeds))})
-            out += family_lines(tests, m in lower)
+                              "seeds": " ".join(map(str, seeds)),
+                              "at_chance": ", ".join(side for side, c in (("configuration", cont), ("baseline", base))
+                                                     if c.at_chance(m in lower))})
+            out += [{**line, "verdict": line["verdict"] + (f" ({line['at_chance']} at chance level)"
+                                                           if line["at_chance"] else "")}
+                    for line in family_lines(tests, m in lower)]
     return pd.DataFrame(out)
 
 

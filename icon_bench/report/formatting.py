@@ -18,8 +18,9 @@ PUBLISHED = "published"
 WARNING_MARK = "⚠"
 WARNING_NOTE = (
     f"{WARNING_MARK} warning: a trial of this configuration diverged (its training loss rose over the run, or "
-    "became non-finite) or collapsed (one cluster, or one embedding, for the whole test split); it still counts "
-    "in the mean, and the trials are listed under Warnings."
+    "became non-finite), collapsed (one cluster, or one embedding, for the whole test split) or nearly collapsed "
+    "(its largest cluster held half the points and twice the largest class's share, or its effective number of "
+    "clusters was below half the classes); it still counts in the mean, and the trials are listed under Warnings."
 )
 INCOMPLETE_NOTE = (
     f"{DAGGER} incomplete: fewer seeds than were run for this dataset, or a failed trial; "
@@ -69,6 +70,13 @@ def format_rank(rank: Any, lo: Any, hi: Any) -> str:
     return str(int(lo)) if int(lo) == int(hi) else f"{int(lo)}–{int(hi)}"
 
 
+AT_CHANCE = "at chance"
+CHANCE_NOTE = (
+    f"{AT_CHANCE}: the configuration's mean is not above its label-permutation baseline (the 95th percentile of "
+    "the metric over 20 shuffles of the scored labels against the same clusters, averaged over seeds): it found "
+    "nothing the labels share, so it is marked and not ranked. Rows written before the baseline was recorded "
+    "are never marked."
+)
 RANK_NOTE = (
     "Rank: a band from paired tests on the table's first metric. Every two configurations are compared on the "
     "seeds both ran (paired t test, two-sided, Holm-corrected over all pairs of the table, which holds the chance "

@@ -97,6 +97,10 @@ def _best_rows(df: pd.DataFrame) -> list[list[str]]:
             if metric is None:
                 continue
             cand = group[group[f"{metric}_mean"].notna()]
+            if f"{metric}_at_chance" in cand.columns:  # a configuration at chance level is never "best"
+                cand = cand[~cand[f"{metric}_at_chance"].astype(str).str.lower().isin(["true", "1"])]
+            if cand.empty:
+                continue
             pool = cand[cand["complete"]] if cand["complete"].any() else cand
             # TASKS names only built-in metrics, which evaluation declares higher-is-better fractions
             # (tests/test_evaluation.py holds them to that); the CSVs carry no declarations.

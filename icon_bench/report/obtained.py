@@ -20,7 +20,23 @@ def _tuning_lines(report: Report) -> list[tuple[str, str]]:
     for section in report.sections:
         if section.tuned and (text := how_obtained(section)) not in seen:
             seen.append(text)
-    return [("tuning", text.removeprefix("Tuned: ")) for text in seen]
+    return [("tuning", text.removeprefix("Tuned: ")) for text in seen] + _resolution_lines(report)
+
+
+def _resolution_lines(report: Report) -> list[tuple[str, str]]:
+    """A caveat when the val split could not tell the selected candidate from others (run/tune.py:resolution)."""
+    finals = [t for t in report.rows.get("tune", []) if isinstance(t, Mapping) and t.get("role") == "final"
+              and not t.get("untuned")]
+    unresolved = [t["unresolved"] for t in finals if isinstance(t.get("unresolved"), Mapping)]
+    if not unresolved:
+        return []
+    rows = sorted({int(u["n_val"]) for u in unresolved if u.get("n_val")})
+    most = max(int(u.get("candidates", 0)) for u in unresolved)
+    return [("tuning caveat", (
+        f"in {len(unresolved)} of {len(finals)} selections the validation split ({', '.join(map(str, rows))} rows) "
+        f"could not tell the selected candidate from others (up to {most} candidates within one validation row, "
+        "ties included): those selections are no better than the others they tied with. Exact ties go to the "
+        "smallest values in the search space's key order, not to the order the candidates were drawn in."))]
 
 
 def format_selected(selected: Mapping[Any, Mapping[str, Any]] | None) -> str:

@@ -21,7 +21,7 @@ import pandas as pd
 
 from icon_bench.report.model import METRIC_PREFIX
 from icon_bench.run.labels import component_label
-from icon_bench.report.rows import _is_missing, _seed_key, config_label, flatten_spec
+from icon_bench.report.rows import CHANCE_PREFIX, _is_missing, _seed_key, config_label, flatten_spec
 
 __all__ = ["TABLE_KEYS", "Config", "configuration", "configurations", "divergence_text", "key_value", "label_all",
            "pick_baseline"]
@@ -44,6 +44,14 @@ class Config:
     divergence: str | None  # as tables show it: "kl", "alpha(a=0.5)"; None: the method has none
     seeds: dict[Any, float] = field(default_factory=dict)
     label: str = ""
+    chance: dict[Any, float] = field(default_factory=dict)  # seed -> the metric's label-permutation baseline
+
+    def at_chance(self, lower_better: bool = False) -> bool:
+        """Whether the mean is not beyond the mean chance level (False when the rows recorded none)."""
+        if not self.chance or not self.seeds:
+            return False
+        mean, level = sum(self.seeds.values()) / len(self.seeds), sum(self.chance.values()) / len(self.chance)
+        return mean >= level if lower_better else mean <= level
 
 
 def divergence_text(rec: Mapping[str, Any]) -> str | None:
@@ -100,6 +108,8 @@ def configurations(rows: pd.DataFrame, metric: str) -> dict[tuple, dict[str, Con
             configs[cid] = Config(cid, configuration(rec), rec["spec"] if isinstance(rec["spec"], Mapping) else {},
                                   divergence_text(rec))
         configs[cid].seeds[_seed_key(rec["seed"])] = float(rec[column])
+        if not _is_missing(rec.get(CHANCE_PREFIX + metric)):
+            configs[cid].chance[_seed_key(rec["seed"])] = float(rec[CHANCE_PREFIX + metric])
     return out
 
 

@@ -17,6 +17,9 @@ from icon_bench.errors import DataError
 from icon_bench.report.model import _LABEL_SKIP, DEFAULTS, FRACTION_METRICS, LOWER_IS_BETTER_PARTS, METRIC_PREFIX
 from icon_bench.run.labels import component_label
 
+#: Columns of each metric's label-permutation baseline (a row's ``chance``, evaluation/health.py).
+CHANCE_PREFIX = "chance."
+
 
 def results_file(results: str | Path) -> Path:
     """The results.jsonl inside `results` (a results directory), or `results` itself (a file)."""
@@ -83,10 +86,11 @@ def normalise_rows(df: pd.DataFrame) -> pd.DataFrame:
     drops duplicate trials (per protocol version), keeping the latest row of each, as the store does.
     """
     df = df.copy().reset_index(drop=True)
-    if "metrics" in df.columns:
-        metrics = pd.json_normalize([m if isinstance(m, Mapping) else {} for m in df["metrics"]])
-        metrics.columns = [METRIC_PREFIX + str(c) for c in metrics.columns]
-        df = pd.concat([df.drop(columns=[c for c in metrics.columns if c in df.columns]), metrics], axis=1)
+    for nested, prefix in (("metrics", METRIC_PREFIX), ("chance", CHANCE_PREFIX)):
+        if nested in df.columns:
+            values = pd.json_normalize([m if isinstance(m, Mapping) else {} for m in df[nested]])
+            values.columns = [prefix + str(c) for c in values.columns]
+            df = pd.concat([df.drop(columns=[c for c in values.columns if c in df.columns]), values], axis=1)
     if "protocol.version" in df.columns:
         versions = df["protocol.version"]
     elif "protocol" in df.columns:
@@ -121,7 +125,7 @@ def normalise_rows(df: pd.DataFrame) -> pd.DataFrame:
         df["config_id"] = [_fallback_id({k: v for k, v in (s or {}).items() if k != "seed"}) for s in df["spec"]]
     if "trial_id" not in df.columns:
         df["trial_id"] = [_fallback_id(s) for s in df["spec"]]
-    for col in [c for c in df.columns if c.startswith(METRIC_PREFIX)]:
+    for col in [c for c in df.columns if c.startswith((METRIC_PREFIX, CHANCE_PREFIX))]:
         df[col] = pd.to_numeric(df[col], errors="coerce").astype(float)
     _tune_columns(df)
     # As in the store, the latest row of a trial wins (a resumed run appends the retry of a failure).

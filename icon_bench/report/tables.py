@@ -15,6 +15,8 @@ from tabulate import tabulate
 
 from icon_bench.report.compare import HEADERS as COMPARE_HEADERS
 from icon_bench.report.formatting import (
+    AT_CHANCE,
+    CHANCE_NOTE,
     DAGGER,
     INCOMPLETE_NOTE,
     PUBLISHED,
@@ -74,6 +76,9 @@ def _legend(report: Report) -> list[str]:
     if report.meta.get("lower_is_better"):
         lines.append(f"Lower is better for {', '.join(report.meta['lower_is_better'])}; higher for the rest.")
     lines.append(RANK_NOTE)
+    agg = report.aggregated
+    if any(_flag(v) for c in agg.columns if c.endswith("_at_chance") for v in agg[c]):
+        lines.append(CHANCE_NOTE)
     lines.append(INCOMPLETE_NOTE)
     if not report.warned.empty:
         lines.append(WARNING_NOTE)
@@ -197,8 +202,9 @@ def section_rows(section: Section, fractions: set[str]) -> tuple[list[str], list
     cols = _rank_cols(section)
     out = []
     for rec in section.table.to_dict("records"):
+        chance = bool(cols) and _flag(rec.get(f"{section.metrics[0]}_at_chance"))
         cells = {
-            "rank": format_rank(*(rec[c] for c in cols)) if cols else "–",
+            "rank": AT_CHANCE if chance else format_rank(*(rec[c] for c in cols)) if cols else "–",
             "rank_sort": rec[cols[0]] if cols else None,
             "label": rec["label"] + ("" if rec["complete"] else f" {DAGGER}")
             + (f" {WARNING_MARK}" if rec["warnings"] else ""),

@@ -93,7 +93,7 @@ def run_trial(
 def _run(spec: dict[str, Any], data: Any, row: dict[str, Any], dev: Any, progress: bool) -> None:
     from icon_bench.data.load import load_dataset
     from icon_bench.evaluation import evaluator as evaluation
-    from icon_bench.evaluation.health import trial_warnings
+    from icon_bench.evaluation.health import chance_levels, trial_warnings
     from icon_bench.hooks.registry import get_registry
     from icon_bench.run.trial_data import (
         check_transductive,
@@ -139,6 +139,7 @@ def _run(spec: dict[str, Any], data: Any, row: dict[str, Any], dev: Any, progres
     row["metrics"] = {k: float(v) if _is_number(v) else v for k, v in evaluation.evaluate(output, scored, metrics).items()}
     row["timings"]["eval_s"] = time.perf_counter() - t
     row["warnings"] = trial_warnings(output, scored)
+    row["chance"] = chance_levels(output, scored, metrics)  # label-permutation baselines, for reports
     row["artifacts"] = map_artifacts(output, scored)
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import itertools
+import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -286,13 +287,42 @@ def higher_is_better(rows: Sequence[Mapping[str, Any]], metric: str) -> bool:
 
 
 def select(rows: Sequence[Mapping[str, Any]], metric: str) -> Mapping[str, Any] | None:
-    """The best search row on `metric` (ties: the earlier candidate); None when no row has the metric."""
-    scored = [(row_value(r, metric), (r.get("tune") or {}).get("index", i), r) for i, r in enumerate(rows)]
+    """The best search row on `metric`; None when no row has the metric.
+
+    Ties (equal values) go to the candidate with the smallest values, compared in the search space's
+    key order (for a learning rate: the smallest), a rule that does not depend on the order the
+    candidates were drawn in.
+    """
+    scored = [(row_value(r, metric), r) for r in rows]
     scored = [s for s in scored if s[0] is not None]
     if not scored:
         return None
     sign = -1.0 if higher_is_better(rows, metric) else 1.0
-    return min(scored, key=lambda s: (sign * s[0], s[1]))[2]
+    best = min(sign * v for v, _ in scored)
+    tied = [r for v, r in scored if sign * v <= best + 1e-12 * max(1.0, abs(best))]
+    return min(tied, key=lambda r: _order_key((r.get("tune") or {}).get("values") or {}))
+
+
+def _order_key(values: Mapping[str, Any]) -> tuple:
+    """Candidate values as a sortable tuple: numbers before text, each compared in its own kind."""
+    return tuple((0, float(v), "") if _is_number(v) else (1, 0.0, json.dumps(v, sort_keys=True, default=str))
+                 for v in values.values())
+
+
+def resolution(rows: Sequence[Mapping[str, Any]], metric: str, best: Mapping[str, Any]) -> dict[str, Any] | None:
+    """Whether the val split could tell the best candidate from the others: None when it could.
+
+    A fraction metric on n validation rows moves in steps of 1 / n; candidates within one such step
+    of the best (ties included) were not told apart. Returns ``{"candidates": k, "step": 1 / n,
+    "n_val": n}`` (k counts the best) when k > 1.
+    """
+    value = row_value(best, metric)
+    n_val = ((best.get("data") or {}).get("n_val") or (best.get("data") or {}).get("n_test"))
+    if value is None or not n_val:
+        return None
+    step = 1.0 / float(n_val)
+    close = [r for r in rows if (v := row_value(r, metric)) is not None and abs(v - value) < step - 1e-12]
+    return {"candidates": len(close), "step": step, "n_val": int(n_val)} if len(close) > 1 else None
 
 
 def final_spec(cell: Mapping[str, Any], selected: Mapping[str, Any]) -> dict[str, Any]:

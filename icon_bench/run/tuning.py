@@ -31,7 +31,17 @@ from icon_bench.run.ids import config_id, trial_id
 from icon_bench.run.progress import Progress
 from icon_bench.run.store import ResultsStore
 from icon_bench.run.suite import Suite
-from icon_bench.run.tune import Asha, Tune, candidates, final_spec, rungs, search_spec, select, tuned_config_id
+from icon_bench.run.tune import (
+    Asha,
+    Tune,
+    candidates,
+    final_spec,
+    resolution,
+    rungs,
+    search_spec,
+    select,
+    tuned_config_id,
+)
 
 __all__ = ["Configuration", "FinalTrial", "SearchItem", "TunePlan", "plan_tuning", "run_search_local"]
 
@@ -284,6 +294,8 @@ def finals(plan: TunePlan, rows: Mapping[str, Mapping[str, Any]], *, force: bool
             record["selected"] = dict(best["tune"]["values"])
             record["selected_index"] = best["tune"]["index"]
             record["val_value"] = best["metrics"][metric]
+            # The val split too small to tell candidates apart: said in the report's tuning lines.
+            record["unresolved"] = resolution([r for r in searched if r.get("status") == SEARCH], metric, best)
         spec = final_spec(conf.cell, record["selected"])
         tid = trial_id(spec)
         records[tid] = record
