@@ -86,19 +86,19 @@ def holm(p_values: Sequence[float]) -> list[float]:
     return out
 
 
-def power(n: int, diff: float, sd: float, *, alpha: float = ALPHA) -> float:
-    """Power of the two-sided paired t test at level `alpha` with `n` pairs for a true mean difference `diff`."""
+def power(n: int | np.ndarray, diff: float, sd: float, *, alpha: float = ALPHA) -> float | np.ndarray:
+    """Power of the two-sided paired t test at level `alpha` with `n` pairs (an int or an array) for a true difference `diff`."""
     from scipy import stats
 
-    if n < 2 or sd <= 0:
+    if sd <= 0 or np.any(np.asarray(n) < 2):
         return math.nan
-    df = n - 1
-    crit = float(stats.t.ppf(1 - alpha / 2, df))
-    nc = abs(diff) * math.sqrt(n) / sd
-    value = float(stats.nct.sf(crit, df, nc) + stats.nct.cdf(-crit, df, nc))
-    if math.isnan(value):  # scipy's nct gives up far in the tail, where the power is 1 to many places
-        value = float(stats.norm.sf(crit - nc))
-    return value
+    df = np.asarray(n, dtype=float) - 1
+    crit = stats.t.ppf(1 - alpha / 2, df)
+    nc = abs(diff) * np.sqrt(df + 1) / sd
+    value = stats.nct.sf(crit, df, nc) + stats.nct.cdf(-crit, df, nc)
+    # scipy's nct gives up far in the tail, where the power is 1 to many places: the normal approximation there.
+    value = np.where(np.isnan(value), stats.norm.sf(crit - nc), value)
+    return float(value) if np.ndim(value) == 0 else value
 
 
 def detectable_difference(n: int, sd: float, *, alpha: float = ALPHA, target: float = POWER) -> float:
@@ -121,10 +121,9 @@ def seeds_needed(diff: float, sd: float, *, alpha: float = ALPHA, target: float 
     """
     if _nan(diff) or _nan(sd) or sd <= 0 or diff == 0:
         return None
-    for n in range(MIN_PAIRS, limit + 1):
-        if power(n, diff, sd, alpha=alpha) >= target:
-            return n
-    return None
+    ns = np.arange(MIN_PAIRS, limit + 1)
+    enough = np.nonzero(power(ns, diff, sd, alpha=alpha) >= target)[0]  # power grows with n
+    return int(ns[enough[0]]) if len(enough) else None
 
 
 def rank_bands(values: Sequence[Mapping[Any, float]], lower_better: bool = False, *,
