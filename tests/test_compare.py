@@ -16,6 +16,7 @@ from scipy import stats
 from icon_bench import cli
 from icon_bench.report.commands import write_report
 from icon_bench.report.compare import paired_comparisons, verdict
+from icon_bench.report.rows import load_rows
 from icon_bench.report.stats import paired_test
 from icon_bench.runner import run_suite
 
@@ -178,3 +179,64 @@ def test_a_tuned_report_has_tuned_and_defaults_tables_the_selections_and_the_sea
     assert "tuned (budget 4 on val)" in page and 'id="compare"' in page
     csv = pd.read_csv(out_dir / "leaderboard.csv")
     assert set(csv["kind"]) == {"tuned (budget 4 on val)", "defaults"}
+
+
+# ---------------------------------------------------------------------------------------------
+# Configurations that differ only in a component's parameter are never pooled (real trials)
+# ---------------------------------------------------------------------------------------------
+PARAMETER_SUITES = {
+    "alpha": "[kl, {name: alpha, a: 0.5}, {name: alpha, a: 2.0}]",
+    "renyi": "[kl, {name: renyi, alpha: 0.5}, {name: renyi, alpha: 2.0}]",  # the example plugin's divergence
+}
+
+
+@pytest.mark.parametrize("family", sorted(PARAMETER_SUITES))
+def test_two_parameters_of_one_divergence_are_two_rows_and_two_lines(tmp_path: Path, family: str) -> None:
+    path = tmp_path / "suite.yaml"
+    path.write_text(textwrap.dedent(f"""
+        name: params-{family}
+        datasets: [{{name: digits, subset: 300}}]
+        seeds: [0, 1]
+        grid:
+          method: [pmi]
+          divergence: {PARAMETER_SUITES[family]}
+        settings: {{epochs: 1, heads: 1}}
+        evaluate: [hungarian]
+    """).lstrip())
+    results = tmp_path / "res"
+    assert run_suite(path, results=results, report=False, progress=False, out=io.StringIO()) == 0
+    out = write_report(results, tmp_path / "report", plots=False)
+    board = pd.read_csv(out / "leaderboard.csv")
+    param = "a" if family == "alpha" else "alpha"
+    assert sorted(board["label"]) == ["pmi · kl", f"pmi · {family}({param}=0.5)", f"pmi · {family}({param}=2.0)"]
+    table = paired_comparisons(load_rows(results), "divergence=kl", metrics=["hungarian"])
+    assert len(table) == 2 and list(table["n"]) == [2, 2]  # one line per parameter, each seed once
+    assert table["configuration"].nunique() == 2
+    assert all(v.startswith("too few pairs") for v in table["verdict"])  # 2 seeds: nothing is separated
+
+
+def test_k_means_as_the_baseline_pairs_every_other_method(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "suite.yaml"
+    path.write_text(textwrap.dedent("""
+        name: against-kmeans
+        datasets: [{name: digits, subset: 300}]
+        seeds: [0, 1, 2]
+        grid:
+          method: [kmeans, spectral, pmi, debiased_infonce_clustering]
+          divergence: [kl, tv]
+        exclude:
+          - {method: [kmeans, spectral], divergence: tv}
+          - {method: debiased_infonce_clustering, divergence: tv}
+        settings: {epochs: 1}
+        evaluate: [hungarian]
+    """).lstrip())
+    results = tmp_path / "res"
+    assert run_suite(path, results=results, report=False, progress=False, out=io.StringIO()) == 0
+    table = paired_comparisons(load_rows(results), "method=kmeans", metrics=["hungarian"])
+    # The grid gave k-means and spectral the divergence kl (they ignore it); labels show what the spec set.
+    assert sorted(table["configuration"]) == ["debiased_infonce_clustering · kl", "pmi · kl", "pmi · tv",
+                                              "spectral · kl"]
+    assert set(table["baseline"]) == {"kmeans · kl"}
+    assert list(table["n"]) == [3, 3, 3, 3]
+    assert cli.main(["compare", str(results), "--baseline", "method=kmeans", "--metric", "hungarian"]) == 0
+    assert "seeds to separate" in capsys.readouterr().out
