@@ -50,3 +50,38 @@ def test_update_readme_rewrites_only_the_block_and_needs_the_markers(tmp_path: P
     readme.write_text("# no block\n", encoding="utf-8")
     with pytest.raises(DataError, match="no measured-results block"):
         update_readme(readme, reports)
+
+
+def _bands(md: str, heading: str) -> dict[str, tuple[int, int]]:
+    """Configuration label -> its rank band, read from one table of a committed leaderboard.md."""
+    block = md.split(heading, 1)[1].split("\n\n|", 1)[1].split("\n\n", 1)[0]
+    out = {}
+    for line in ("|" + block).splitlines()[2:]:
+        rank, label = (c.strip() for c in line.strip("|").split(" | ")[:2])
+        lo, _, hi = rank.partition("–")
+        out[label.split("](")[0].lstrip("[").rstrip(" †⚠")] = (int(lo), int(hi or lo))
+    return out
+
+
+def test_the_committed_quickstart_page_separates_nothing_its_paired_tests_deny() -> None:
+    """Two configurations with disjoint rank bands must differ in a paired test of the rows on that page."""
+    import pandas as pd
+    from scipy import stats
+
+    from icon_bench.report.rows import normalise_rows
+
+    page = REPO / "reports" / "quickstart"
+    bands = _bands((page / "leaderboard.md").read_text(encoding="utf-8"), "### digits — clustering, defaults")
+    assert bands, "the quickstart page lost its clustering table"
+    rows = normalise_rows(pd.read_parquet(page / "results.parquet"))
+    board = pd.read_csv(page / "leaderboard.csv", dtype={"config_id": str})
+    ids = dict(zip(board["label"], board["config_id"]))
+    values = {label: dict(zip(g["seed"], g["metrics.hungarian"])) for label, cid in ids.items()
+              for _, g in [(None, rows[rows["config_id"] == cid])] if label in bands}
+    for a, (lo_a, hi_a) in bands.items():
+        for b, (lo_b, _) in bands.items():
+            if hi_a < lo_b:  # the page says a ranks above b
+                seeds = sorted(set(values[a]) & set(values[b]))
+                assert len(seeds) >= 3, f"{a} above {b} on {len(seeds)} paired seeds"
+                p = stats.ttest_rel([values[a][s] for s in seeds], [values[b][s] for s in seeds]).pvalue
+                assert p < 0.05, f"{a} above {b} but the paired t test gives p = {p:.3f}"

@@ -28,13 +28,17 @@ def write_report(
     report.comparisons = paired_comparisons(report.rows, baseline, primary_only=True)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    # Regenerated from its own rows (results.parquet), a report has no embeddings to draw: it keeps the
+    # figures the run drew from the same rows.
+    in_place = report.results_dir.resolve() == out.resolve()
+    kept = {p.name: p.read_bytes() for p in out.glob("embedding-*.png")} if in_place else {}
     # A report folder is rewritten whole: figures and row dumps of an earlier report must not linger.
     for pattern in ("metrics-*.png", "grid-*.png", "embedding-*.png", "loss-*.png", "gradnorm-*.png",
                     "results.parquet", "results.json", "compare.csv"):
         for stale in out.glob(pattern):
             stale.unlink()
     if plots:
-        plotting.make_plots(report, out)
+        plotting.make_plots(report, out, kept_embeddings=kept)
     tables.write_rows(report, out)
     tables.write_csv(report, out / "leaderboard.csv")
     tables.write_references_csv(report, out / "references.csv")

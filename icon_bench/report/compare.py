@@ -184,7 +184,7 @@ def needed_text(rec: Mapping[str, Any]) -> str:
     needed = rec.get("seeds_needed")
     if needed is None or _is_missing(needed):
         return "none (no difference)" if rec["mean_diff"] == 0 else f"more than {MAX_SEEDS}"
-    return str(int(needed))
+    return str(int(needed)) + (f" (spread from {rec['n']} pairs)" if rec["n"] < MIN_PAIRS else "")
 
 
 def display_rows(table: pd.DataFrame, fractions: set[str]) -> list[list[str]]:

@@ -32,10 +32,13 @@ __all__ = ["make_plots", "plot_embeddings", "plot_grad_norms", "plot_grid", "plo
 MAX_CONFIGS = 40  # error-bar plot: the best ones, so a huge grid stays legible
 
 
-def make_plots(report: Report, out_dir: str | Path, *, registry: bool = True) -> list[Path]:
+def make_plots(report: Report, out_dir: str | Path, *, registry: bool = True,
+               kept_embeddings: Mapping[str, bytes] | None = None) -> list[Path]:
     """Draw every figure of `report` into `out_dir` (PNG) and record them on each section; return the paths.
 
     With `registry`, the grid's caption also names registered methods and divergences that were not run.
+    `kept_embeddings` (file name -> PNG bytes) are embedding figures of an earlier report of the same
+    rows, written back where their embeddings cannot be read (a report regenerated from its own folder).
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -68,6 +71,10 @@ def make_plots(report: Report, out_dir: str | Path, *, registry: bool = True) ->
                     warnings.warn(f"{kind} plot for {section.dataset} failed: {exc}", stacklevel=2)
                     plt.close("all")
                     continue
+                if caption is None and path.name in (kept_embeddings or {}):
+                    path.write_bytes(kept_embeddings[path.name])
+                    caption = (f"{section.dataset}: 2-D embeddings coloured by class (drawn when the suite ran; "
+                               "the embeddings themselves are not in the report folder)")
                 if caption:
                     section.plots.append((caption, path))
                     paths.append(path)

@@ -22,18 +22,26 @@ CHANCE_PREFIX = "chance."
 
 
 def results_file(results: str | Path) -> Path:
-    """The results.jsonl inside `results` (a results directory), or `results` itself (a file)."""
+    """The results.jsonl inside `results` (a results directory), its report's results.parquet, or `results` (a file).
+
+    A report folder (which holds results.parquet, the rows it was made from) can be read back, so a
+    committed report is regenerated from its own rows without rerunning them.
+    """
     path = Path(results)
     if path.is_dir():
-        path = path / "results.jsonl"
+        path = path / "results.jsonl" if not (path / "results.parquet").is_file() or (path / "results.jsonl").is_file() \
+            else path / "results.parquet"
     if not path.is_file():
-        raise DataError(f"no results file at {path} (give a results directory or its results.jsonl)")
+        raise DataError(f"no results file at {path} (give a results directory, its results.jsonl, or a report "
+                        "folder holding results.parquet)")
     return path
 
 
 def load_rows(results: str | Path) -> pd.DataFrame:
-    """Read result rows (JSON Lines) into a DataFrame, one column per top-level key of the row."""
+    """Read result rows (JSON Lines, or a report's flattened results.parquet) into a DataFrame."""
     path = results_file(results)
+    if path.suffix == ".parquet":
+        return pd.read_parquet(path)
     rows: list[dict] = []
     with path.open(encoding="utf-8") as fh:
         for lineno, line in enumerate(fh, 1):
@@ -98,6 +106,15 @@ def normalise_rows(df: pd.DataFrame) -> pd.DataFrame:
     else:
         versions = pd.Series([None] * len(df), index=df.index)
     df["protocol_version"] = ["unversioned" if _is_missing(v) else str(v) for v in versions]
+    if "history" not in df.columns and any(c.startswith("history.") for c in df.columns):
+        # A report's results.parquet holds history.loss, history.grad_norm, ...: one dict per row again.
+        cols = [c for c in df.columns if c.startswith("history.")]
+        df["history"] = [{c[8:]: _as_list(r[c]) for c in cols if _as_list(r[c]) is not None} for _, r in df[cols].iterrows()]
+    for group in _NESTED:  # the same for the row's other records (versions, protocol, data, ...)
+        cols = [c for c in df.columns if c.startswith(group + ".")]
+        if group not in df.columns and cols:
+            df[group] = [_unflatten({c[len(group) + 1:]: _int_if_whole(v) for c, v in zip(cols, r)
+                                     if not _is_missing_scalar(v)}) for r in df[cols].itertuples(index=False)]
     if "spec" not in df.columns:
         spec_cols = [c for c in df.columns if c.startswith("spec.")]
         df["spec"] = [_unflatten({c[5:]: r[c] for c in spec_cols if not _is_missing(r[c])}) for _, r in df.iterrows()]
@@ -135,6 +152,33 @@ def normalise_rows(df: pd.DataFrame) -> pd.DataFrame:
     finals = df[df["tune_role"] == "final"]
     df = df.drop(finals.index[finals.duplicated(["protocol_version", "config_id", "seed"], keep="last")])
     return df.sort_values("_order").drop(columns=["_order"]).reset_index(drop=True)
+
+
+#: A row's nested records that a flattened results.parquet holds as dotted columns.
+_NESTED = ("versions", "protocol", "data", "components", "info", "timings", "recipe", "peak_memory_mb")
+
+
+def _is_missing_scalar(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def _int_if_whole(value: Any) -> Any:
+    """10.0 -> 10: parquet widens an integer column that has gaps to floats; the rows held integers."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def _as_list(value: Any) -> list | None:
+    """A history column's cell (a list, an array or JSON text) as a list; None when missing."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError:
+            return None
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return list(value)
+    return None
 
 
 def _dataset_labels(df: pd.DataFrame) -> list[str]:
