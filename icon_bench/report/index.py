@@ -125,17 +125,27 @@ def tied_with(table: pd.DataFrame, top: pd.Series, metric: str) -> list[str]:
     col = f"{metric}_tied"
     if col not in table.columns:
         return []
-    same = table[(table["_suite_dir"] == top["_suite_dir"]) & (table["kind"] == top["kind"])
-                 & (table["split"].fillna("test") == top.get("split", "test"))]
+    same = _same_table(table, top)
     tied = same[same[col].astype(str).str.lower().isin(["true", "1"]) & (same["config_id"] != top["config_id"])]
     return list(tied["label"])
+
+
+def _same_table(table: pd.DataFrame, top: pd.Series) -> pd.DataFrame:
+    """The lines of `top`'s own leaderboard table: its suite, kind, split and task (primary metric)."""
+    keys = [k for k in ("_suite_dir", "kind", "primary_metric") if k in table.columns]
+    mask = (table["split"].fillna("test") == top.get("split", "test")) if "split" in table.columns else True
+    for key in keys:
+        mask = mask & (table[key] == top[key])
+    return table[mask]
 
 
 def tied_text(table: pd.DataFrame, top: pd.Series, metric: str) -> str:
     """"–", "pmi · tv, kmeans" or "6 others (pmi · tv, kmeans, ...)": the configurations tied with the best."""
     tied = tied_with(table, top, metric)
     if not tied:
-        return "–" if f"{metric}_tied" in table.columns else "not tested"
+        if f"{metric}_tied" not in table.columns:
+            return "not tested"
+        return "– (the only configuration of its table)" if len(_same_table(table, top)) == 1 else "–"
     shown = ", ".join(_md(t) for t in tied[:4])
     return shown if len(tied) <= 4 else f"{len(tied)} configurations ({shown}, ...)"
 
