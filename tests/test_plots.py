@@ -99,10 +99,12 @@ def test_one_configuration_has_one_colour_in_every_figure_of_a_page(report, figu
     plots.make_plots(report, tmp_path / "page", registry=False)
     seen: dict[str, set[tuple]] = {}  # configuration label -> the colours it was drawn in
     for fig in figures:
-        for ax in fig.axes:  # metrics plots: each configuration's tick label is in its colour
-            for tick in ax.get_yticklabels():
-                if tick.get_text() in set(report.aggregated["label"]):
-                    seen.setdefault(tick.get_text(), set()).add(to_rgba(tick.get_color()))
+        for ax in fig.axes:  # metrics plots: each configuration's marker, on the row its tick names
+            names = {round(t.get_position()[1]): t.get_text() for t in ax.get_yticklabels() if t.get_text()}
+            for line in ax.lines:
+                ys = line.get_ydata()
+                if len(ys) == 1 and round(float(ys[0])) in names and line.get_marker() in ("o", "D"):
+                    seen.setdefault(names[round(float(ys[0]))], set()).add(to_rgba(line.get_color()))
         for legend in fig.legends:  # loss and gradient curves: the legend's line per configuration
             for handle, text in zip(legend.legend_handles, legend.get_texts()):
                 if text.get_text() in set(report.aggregated["label"]):

@@ -136,8 +136,6 @@ def plot_metrics(section: Section, fractions: set[str], lower: set[str], path: P
         if s != 1:
             clip_to_fraction_range(ax, np.concatenate([mean - std, mean + std]), s)
     axes[0][0].set_yticks(y, labels)
-    for tick, label in zip(axes[0][0].get_yticklabels(), labels):
-        tick.set_color(palette[label])
     handles = []
     incomplete = not table["complete"].astype(bool).all()
     if incomplete:  # a legend entry for a marker the plot does not show would only mislead
