@@ -12,13 +12,14 @@ __all__ = [
     "Report",
     "Section",
     "aggregate",
-    "bootstrap_ranks",
     "build_report",
     "flatten_spec",
     "load_claims",
     "load_references",
     "load_rows",
     "normalise_rows",
+    "paired_comparisons",
+    "rank_bands",
     "results_file",
     "write_report",
 ]
@@ -26,7 +27,9 @@ __all__ = [
 #: Where each public name lives. Loaded on first use: pandas and matplotlib are not imported until a
 #: report is built, so the `report` and `leaderboard` commands cost nothing at CLI start-up.
 _HOMES: dict[str, tuple[str, ...]] = {
-    "icon_bench.report.build": ("aggregate", "bootstrap_ranks", "build_report"),
+    "icon_bench.report.build": ("aggregate", "build_report"),
+    "icon_bench.report.compare": ("paired_comparisons",),
+    "icon_bench.report.stats": ("rank_bands",),
     "icon_bench.report.claims": ("Claim", "load_claims"),
     "icon_bench.report.commands": ("write_report",),
     "icon_bench.report.model": ("TASKS", "Report", "Section"),
