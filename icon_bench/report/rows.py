@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import warnings
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -32,21 +31,20 @@ def results_file(results: str | Path) -> Path:
 
 
 def load_rows(results: str | Path) -> pd.DataFrame:
-    """Read result rows (JSON Lines) into a DataFrame, one column per top-level key of the row."""
+    """Read result rows into a DataFrame, one column per top-level key of the row.
+
+    A results.jsonl goes through the store's one tolerant reader (`run.store.read_rows`: checksums,
+    torn, non-UTF-8 and wrong-schema lines skipped with a warning, one row per trial); a report's
+    results.parquet (or results.json) is read as written.
+    """
+    from icon_bench.run.store import read_rows
+
     path = results_file(results)
-    rows: list[dict] = []
-    with path.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                # An interrupted run can leave a torn last line; the rest of the store is still good.
-                warnings.warn(f"{path}:{lineno}: skipping unreadable row ({exc})", stacklevel=2)
-                continue
-            if isinstance(row, dict):
-                rows.append(row)
+    if path.suffix.lower() == ".parquet":
+        return pd.read_parquet(path)
+    if path.suffix.lower() == ".json":  # a report's flattened rows when parquet could not hold them
+        return pd.DataFrame(json.loads(path.read_text(encoding="utf-8")))
+    rows = read_rows(path)
     if not rows:
         raise DataError(f"{path} holds no result rows")
     # Plain json + DataFrame rather than read_json: read_json would coerce hex ids such as

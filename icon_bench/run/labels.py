@@ -5,7 +5,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["NONE", "component_label", "divergence_label", "first_line", "trial_label", "tune_label"]
+from icon_bench.data.options import dataset_label
+
+__all__ = ["NONE", "bar_label", "component_label", "divergence_label", "first_line", "trial_label", "tune_label"]
 
 #: What a table shows where a trial has no value (a baseline has no divergence).
 NONE = "-"
@@ -39,6 +41,54 @@ def trial_label(spec: Mapping[str, Any], row: Mapping[str, Any] | None = None, *
     if short:
         return " ".join(p for p in (str(spec.get("method")), dataset, divergence, f"seed {spec.get('seed')}") if p != NONE)
     return f"{spec.get('method')} on {dataset} (divergence {divergence}, seed {spec.get('seed')})"
+
+
+def _value(value: Any) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
+def _cut(text: str, most: int) -> str:
+    """`text` in at most `most` characters, its middle elided ("mnist-…-3f2a1b" keeps both ends)."""
+    if len(text) <= most:
+        return text
+    if most <= 1:
+        return text[:most]
+    keep = most - 1
+    head = (keep + 1) // 2
+    return text[:head] + "…" + (text[len(text) - (keep - head):] if keep > head else "")
+
+
+def bar_label(spec: Mapping[str, Any], values: Mapping[str, Any] | None = None, width: int | None = None) -> str:
+    """The trial a live bar names, in at most `width` characters: method, the dataset's label,
+    divergence, seed and the tuned `values` (the fields that tell a sweep's trials apart).
+
+    Too long, it gives up in this order: "seed 3" becomes "s3", then the dataset label and the
+    tuned values' names are elided in the middle; the method, divergence and seed stay whole.
+    """
+    method = str(spec.get("method"))
+    dataset = dataset_label(spec.get("dataset"))
+    divergence = divergence_label(spec)
+    tuned = [(str(k).rsplit(".", 1)[-1], _value(v)) for k, v in (values or {}).items()]
+
+    def text(seed: str, data: str, names: list[str]) -> str:
+        fields = [method, data, divergence, seed, *(f"{n}={v}" for n, (_, v) in zip(names, tuned))]
+        return " ".join(f for f in fields if f and f != NONE)
+
+    names = [n for n, _ in tuned]
+    label = text(f"seed {spec.get('seed')}", dataset, names)
+    if width is None or len(label) <= width:
+        return label
+    seed = f"s{spec.get('seed')}"
+    label = text(seed, dataset, names)
+    over = len(label) - width
+    if over > 0:  # the dataset label first, down to 6 characters
+        dataset = _cut(dataset, max(6, len(dataset) - over))
+        label = text(seed, dataset, names)
+        over = len(label) - width
+    if over > 0 and names:  # then the tuned keys' names, down to 3 characters each
+        names = [_cut(n, max(3, len(n) - -(-over // len(names)))) for n in names]
+        label = text(seed, dataset, names)
+    return label if len(label) <= width else _cut(label, width)
 
 
 def first_line(text: Any) -> str:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import shutil
 import sys
 import threading
 from collections.abc import Mapping
 from typing import Any, TextIO
 
-from icon_bench.run.labels import first_line, trial_label, tune_label
+from icon_bench.run.labels import bar_label, first_line, trial_label, tune_label
 from icon_bench.terminal import bar_size
 
 __all__ = ["OK_STATUSES", "Progress"]
@@ -17,7 +18,9 @@ OK_STATUSES: frozenset[str] = frozenset({"ok", "search"})
 
 #: Seconds between redraws of the bar: often enough to see the clock move, rare enough to cost nothing.
 REFRESH_S = 0.5
-_BAR_FORMAT = "{desc} {n_fmt}/{total_fmt} |{bar:10}| {elapsed}<{remaining}{postfix}"  # counts fit 80 columns
+_BAR_FORMAT = "{desc} {n_fmt}/{total_fmt} |{bar:6}| {elapsed}<{remaining}{postfix}"
+#: Room the clock takes at most ("1:02:03<1:02:03"), so the trial's label is sized before the clock grows.
+_CLOCK = 17
 
 
 class Progress:
@@ -46,6 +49,8 @@ class Progress:
         self.total = total
         self.ok = self.failed = self.running = 0
         self.current = ""
+        self._running: tuple[Mapping[str, Any], Mapping[str, Any] | None] | None = None  # spec, tuned values
+        self.desc = desc
         self.bar: Any = None
         self._stop = threading.Event()
         self._ticker: threading.Thread | None = None
@@ -73,9 +78,10 @@ class Progress:
     def done(self) -> int:
         return self.ok + self.failed
 
-    def start(self, spec: Mapping[str, Any], running: int = 1) -> None:
-        """A trial started (local) or is the oldest of `running` unfinished ones (Ray)."""
+    def start(self, spec: Mapping[str, Any], running: int = 1, values: Mapping[str, Any] | None = None) -> None:
+        """A trial started (local) or is the oldest of `running` unfinished ones (Ray); `values`: its tuned values."""
         self.running = running
+        self._running = (spec, values)
         self.current = trial_label(spec, short=True) + (f" and {running - 1} more" if running > 1 else "")
         self._redraw()
 
@@ -83,7 +89,7 @@ class Progress:
         """Nothing new finished; `running` trials are under way."""
         self.running = running
         if running == 0:
-            self.current = ""
+            self.current, self._running = "", None
         self._redraw()
 
     def finish(self, row: Mapping[str, Any], *, elapsed_s: float | None = None) -> None:
@@ -121,8 +127,19 @@ class Progress:
     def _redraw(self) -> None:
         if self.bar is None:
             return
-        now = f" | {self.current}" if self.current else ""
-        self.bar.set_postfix_str(f"{self.ok} ok, {self.failed} failed, {self.running} running{now}", refresh=False)
+        counts = f"{self.ok} ok, {self.failed} failed, {self.running} running"
+        now = f" | {self._label(len(counts))}" if self._running is not None else ""
+        self.bar.set_postfix_str(counts + now, refresh=False)
+
+    def _label(self, counts: int) -> str:
+        """The running trial's label, sized to what the terminal's line leaves after the bar and counts."""
+        assert self._running is not None
+        spec, values = self._running
+        more = f" +{self.running - 1}" if self.running > 1 else ""
+        columns = shutil.get_terminal_size((80, 24)).columns or 80
+        total = len(str(self.total))
+        used = len(self.desc) + 1 + 2 * total + 1 + 1 + 8 + _CLOCK + 2 + counts + 3 + len(more)
+        return bar_label(spec, values, width=max(12, columns - used - 1)) + more
 
     def _tick(self) -> None:
         while not self._stop.wait(REFRESH_S):
