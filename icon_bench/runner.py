@@ -3,25 +3,21 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime as _dt
 import functools
 import importlib
-import json
 import os
-import signal
 import sys
-import threading
 import uuid
-from collections.abc import Iterator
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from icon_bench.errors import StoreError
+from icon_bench.run.interrupts import EXIT_INTERRUPTED, EXIT_TERMINATED, interrupted, stops_on_sigterm
 from icon_bench.run.limits import MAX_CELLS
 from icon_bench.run.lock import RunLocked, holder, is_locked, results_lock
-from icon_bench.run.summary import print_failures, print_plan, print_summary
+from icon_bench.run.summary import print_failures, print_plan, print_store_failure, print_summary
 
 if TYPE_CHECKING:  # the run machinery (pydantic, numpy, ...) loads when a run starts, not for --help
     from icon_bench.run.execution import LoadFn, RunSummary, TrialFn
@@ -30,7 +26,7 @@ if TYPE_CHECKING:  # the run machinery (pydantic, numpy, ...) loads when a run s
 
 __all__ = ["add_commands", "cmd_run", "print_failures", "print_summary", "run_suite"]
 
-EXIT_OK, EXIT_FAILED, EXIT_STORE, EXIT_LOCKED, EXIT_REPORT, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 3, 4, 5, 130, 143
+EXIT_OK, EXIT_FAILED, EXIT_STORE, EXIT_LOCKED, EXIT_REPORT = 0, 1, 3, 4, 5
 #: `icon-bench run` exit statuses (2 is any other error: a bad suite, an unknown name, bad options).
 EXIT_CODES: dict[int, str] = {
     EXIT_OK: "every trial ok (or nothing to run)",
@@ -156,54 +152,7 @@ def _write_report(results_dir: Path, out_dir: Path, out: TextIO) -> int:
     return EXIT_OK
 
 
-#: Which signal ended the run, set by the SIGTERM handler (None: none, or Ctrl-C).
-_SIGNAL: dict[str, str | None] = {"by": None}
-
-
-@contextlib.contextmanager
-def _sigterm_as_ctrl_c() -> Iterator[None]:
-    """SIGTERM (`kill`, a batch system's time limit) ends the run as Ctrl-C does: rows kept, summary printed."""
-    _SIGNAL["by"] = None
-    if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
-        yield
-        return
-
-    def handler(signum: int, frame: Any) -> None:
-        _SIGNAL["by"] = "SIGTERM"
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
-def _interrupted(out: TextIO) -> int:
-    """Say the run was interrupted (and by what) -> 130 for Ctrl-C, 143 for SIGTERM."""
-    by = _SIGNAL["by"]
-    print(f"interrupted{' by ' + by if by else ''}: finished rows are kept; run the same command again to resume", file=out)
-    return EXIT_TERMINATED if by else EXIT_INTERRUPTED
-
-
-def _stops_on_sigterm(run: Any) -> Any:
-    """`run` with SIGTERM handled as Ctrl-C; a SIGTERM before any trial ran exits 143 with a message."""
-
-    @functools.wraps(run)
-    def wrapper(*args: Any, **kwargs: Any) -> int:
-        with _sigterm_as_ctrl_c():
-            try:
-                return run(*args, **kwargs)
-            except KeyboardInterrupt:
-                if _SIGNAL["by"] is None:
-                    raise
-                print(f"icon-bench: interrupted by {_SIGNAL['by']} before a trial ran", file=sys.stderr)
-                return EXIT_TERMINATED
-
-    return wrapper
-
-
-@_stops_on_sigterm
+@stops_on_sigterm
 def run_suite(
     suite: str | os.PathLike[str] | Suite,
     *,
@@ -250,8 +199,7 @@ def run_suite(
         )
         return EXIT_OK
     run_id = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
-    # A --force run's rows say so: only such a row replaces a finished trial's row (run/store_lines.py).
-    store = ResultsStore(results_dir, suite=suite.name, run_id=run_id, rerun="--force" if force else None)
+    store = ResultsStore(results_dir, suite=suite.name, run_id=run_id, rerun="--force" if force else None)  # marks reruns
     choose = {"force": force, "retry_failed": retry_failed, "limit": limit}
     try:
         if suite.tune is not None:
@@ -298,10 +246,10 @@ def _finish(
     """The table, what went wrong, the report -> the exit status."""
     print_summary(suite, summary, store, out)
     if summary.store_error:
-        _say_store_failed(summary, store)
+        print_store_failure(summary, store)
         return EXIT_STORE
     if summary.interrupted:
-        return _interrupted(out)
+        return interrupted(out)
     code = EXIT_FAILED if summary.failed else EXIT_OK
     return max(code, _report(store, out, report_dir)) if report else code
 
@@ -331,10 +279,10 @@ def _run_tuned(suite: Suite, store: ResultsStore, choose: Mapping[str, Any], out
         _repair(store, out)
         outcome = run_tuned(suite, store, out, summarise, **choose, **run)
     if outcome.summary is not None and outcome.summary.store_error:
-        _say_store_failed(outcome.summary, store)
+        print_store_failure(outcome.summary, store)
         return EXIT_STORE
     if outcome.interrupted:
-        return _interrupted(out)
+        return interrupted(out)
     code = EXIT_FAILED if outcome.failed else EXIT_OK
     return max(code, _report(store, out, report_dir)) if report and outcome.finished else code
 
@@ -369,6 +317,7 @@ def _plan_and_run(
         print(f"note: skipped {len(store.skipped)} unreadable line(s) in {store.path}", file=out)
     if plan.stale:
         print(_plan().stale_note(plan), file=out)
+        store.reruns = {tid: f"recipe changed: {why}" for tid, why in plan.stale.items()}
     if plan.one_seed:
         print(_plan().one_seed_note(plan), file=out)
     if not plan.to_run:
@@ -409,23 +358,3 @@ def _repair(store: ResultsStore, out: TextIO) -> None:
 
 def _say_waiting(results_dir: Path, who: str, out: TextIO) -> None:
     print(f"waiting for the run writing {results_dir} to end ({who or 'owner unknown'}) ...", file=out, flush=True)
-
-
-def _say_store_failed(summary: RunSummary, store: ResultsStore) -> None:
-    """The store refused a row: what stopped, where the refused rows are, and how to put them back."""
-    stored = len(summary.rows) - summary.rescued - len(summary.unsaved)
-    lines = [
-        f"icon-bench: error: {summary.store_error}",
-        f"  the sweep stopped: {stored} row(s) stored, {summary.not_run} cell(s) not run (a rerun runs them).",
-    ]
-    if summary.fallback and summary.rescued:
-        fallback = Path(summary.fallback)
-        lines += [
-            f"  the {summary.rescued} row(s) that finished since are saved in {fallback / 'results.jsonl'};",
-            "  once the store is writable, add them (with their artifacts and tracebacks) with:",
-            f"    icon-bench store merge {store.directory} {fallback}",
-        ]
-    if summary.unsaved:
-        lines.append(f"  {len(summary.unsaved)} row(s) could not be saved anywhere; here they are as JSON lines:")
-        lines += [json.dumps({k: v for k, v in r.items() if k != "artifacts"}, default=str) for r in summary.unsaved]
-    print("\n".join(lines), file=sys.stderr)

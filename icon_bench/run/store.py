@@ -105,6 +105,7 @@ class ResultsStore:
         self.run_id = run_id
         self.path = self.directory / RESULTS_FILE
         self.rerun = rerun  # recorded in each row (RERUN_KEY): this run replaces finished rows on purpose
+        self.reruns: dict[str, str] = {}  # trial_id -> why this run reruns it (a stale recipe), recorded likewise
         self.problems: list[LineProblem] = []  # lines that were not good rows, last read
         self.skipped: list[tuple[int, str]] = []  # the same as (line number, reason)
         self._checked_tail = False
@@ -155,8 +156,8 @@ class ResultsStore:
         if row.get("status") != "ok" and isinstance(row.get("traceback"), str) and row["traceback"]:
             text = row["traceback"].encode("utf-8")
             row["traceback_file"] = self._write_file(TRACEBACKS_DIR, f"{row['trial_id']}.txt", lambda fh: fh.write(text))
-        if self.rerun:
-            row[RERUN_KEY] = self.rerun
+        if self.rerun or row["trial_id"] in self.reruns:
+            row[RERUN_KEY] = self.rerun or self.reruns[row["trial_id"]]
         try:
             # Sealed as a reader will see it (numpy scalars now floats), so the checksum reads back equal.
             row = seal(json.loads(json.dumps(row, default=_json_default, ensure_ascii=False)))

@@ -130,26 +130,33 @@ def _finished(row: Mapping[str, Any]) -> bool:
     return row.get("status", "ok") in FINISHED
 
 
-def resolve(rows: Iterable[tuple[int, dict[str, Any]]]) -> tuple[dict[str, tuple[int, dict[str, Any]]], list[LineProblem]]:
-    """Which row of each trial counts: trial_id -> (line, row), in first-seen order, and the conflicts.
+def _version(row: Mapping[str, Any]) -> str:
+    protocol = row.get("protocol")
+    return str(protocol.get("version")) if isinstance(protocol, Mapping) else ""
+
+
+def resolve(rows: Iterable[tuple[int, dict[str, Any]]]) -> tuple[dict[tuple[str, str], tuple[int, dict[str, Any]]], list[LineProblem]]:
+    """Which row of each trial counts: (trial_id, protocol version) -> (line, row), in first-seen order,
+    and the conflicts.
 
     A later row replaces an unfinished one (a retry of a failure) and, when it is an explicit rerun
-    (`RERUN_KEY`), a finished one; any other later row of a finished trial is a conflict: the first
-    finished row stays, so a line appended by hand (or by a stray process) cannot replace a result.
+    (`RERUN_KEY`: --force, or a cell whose recipe changed), a finished one; any other later row of a
+    finished trial is a conflict: the first finished row stays, so a line appended by hand (or by a
+    stray process) cannot replace a result. Protocol versions are measurements of their own.
     """
-    current: dict[str, tuple[int, dict[str, Any]]] = {}
+    current: dict[tuple[str, str], tuple[int, dict[str, Any]]] = {}
     conflicts: list[LineProblem] = []
     for number, row in rows:
-        tid = row["trial_id"]
-        held = current.get(tid)
+        key = (row["trial_id"], _version(row))
+        held = current.get(key)
         # A rerun mark counts only on a sealed row: marks and checksums came in together.
         rerun = bool(row.get(RERUN_KEY)) and row.get(CHECKSUM_KEY) is not None
         if held is None or not _finished(held[1]) or rerun:
-            current[tid] = (number, row)
+            current[key] = (number, row)
             continue
         same = row.get(CHECKSUM_KEY) is not None and row.get(CHECKSUM_KEY) == held[1].get(CHECKSUM_KEY)
         what = "a copy of" if same else "a second row for the trial finished at"
-        conflicts.append(
-            LineProblem(number, "conflict", f"{what} line {held[0]} (trial {tid}), not a --force rerun: line {held[0]} stays")
-        )
+        conflicts.append(LineProblem(
+            number, "conflict", f"{what} line {held[0]} (trial {key[0]}), not a --force rerun: line {held[0]} stays"
+        ))
     return current, conflicts

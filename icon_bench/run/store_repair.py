@@ -165,14 +165,15 @@ def merge(results: str | os.PathLike[str], other: str | os.PathLike[str]) -> Mer
         if json.dumps(row, sort_keys=True) in seen:
             out.present += 1
             continue
-        held = current.get(tid)
+        key = next(iter(resolve([(number, row)])[0]))  # (trial_id, protocol version), as resolve keys rows
+        held = current.get(key)
         rerun = bool(row.get(RERUN_KEY)) and row.get(CHECKSUM_KEY) is not None
         if held is not None and held[1].get("status", "ok") in FINISHED and not rerun:
             out.refused.append(f"line {number}: trial {tid} is already finished in {store.path} (line {held[0]})")
             continue
         _copy_files(row, source, target)
         store.append_line(incoming.raw[number])
-        current[tid] = (0, row)
+        current[key] = (number, row)
         seen.add(json.dumps(row, sort_keys=True))
         out.added += 1
     return out
