@@ -58,13 +58,14 @@ def _parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argpa
     """parse_args, with "did you mean" for an unknown option (`--dryrun` -> `--dry-run`)."""
     args, extras = parser.parse_known_args(argv)
     if extras:
-        options = [o for a in _subparser(parser, getattr(args, "command", None))._actions for o in a.option_strings]
+        command = _subparser(parser, getattr(args, "command", None))
+        options = [o for a in command._actions for o in a.option_strings]
         hints = []
         for word in extras:
             close = did_you_mean(word.split("=", 1)[0], options, n=1) if word.startswith("-") else []
             if close:
                 hints.append(f"{word}: did you mean {close[0]}?")
-        parser.error(f"unrecognized arguments: {' '.join(extras)}" + (f" ({'; '.join(hints)})" if hints else ""))
+        command.error(f"unrecognized arguments: {' '.join(extras)}" + (f" ({'; '.join(hints)})" if hints else ""))
     return args
 
 
