@@ -117,6 +117,40 @@ def test_sigterm_ends_a_run_as_ctrl_c_does(tmp_path: Path) -> None:
     assert len(ResultsStore(jsonl.parent).done_ids()) == 4
 
 
+RAY_DRIVER = """
+import sys
+sys.path.insert(0, {tests!r})
+import ray_trials
+from ray import cloudpickle
+from ray_trials import fake_load, fake_trial, use_fake_method
+from icon_bench.runner import run_suite
+cloudpickle.register_pickle_by_value(ray_trials)  # workers cannot import tests/ray_trials.py by name
+use_fake_method()
+sys.exit(run_suite({suite!r}, executor="ray", trial_fn=fake_trial, load_fn=fake_load, report=False, progress=False))
+"""
+
+
+@pytest.mark.slow
+def test_sigterm_ends_a_ray_run_as_ctrl_c_does(tmp_path: Path) -> None:
+    pytest.importorskip("ray")
+    # ray.init installs a SIGTERM handler that exits at once; the run takes SIGTERM back.
+    path = _suite(tmp_path, SUITE.replace("seed: [0, 1, 2, 3]", "seed: [0, 1, 2, 3, 4, 5, 6, 7]") + "  sleep: 1.0\n")
+    driver = tmp_path / "driver.py"
+    driver.write_text(RAY_DRIVER.format(tests=str(TESTS), suite=str(path)))
+    jsonl = tmp_path / "results" / "four" / "results.jsonl"
+    proc = subprocess.Popen([sys.executable, str(driver)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 180
+    while time.time() < deadline and not (jsonl.exists() and jsonl.read_bytes().count(b"\n") >= 1):
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, (out, err[-2000:])
+    assert "interrupted by SIGTERM: finished rows are kept" in out and "rows in " in out
+    rows = [json.loads(line) for line in jsonl.read_bytes().splitlines()]
+    assert 1 <= len(rows) < 8 and len({r["trial_id"] for r in rows}) == len(rows)
+
+
 # -- the report: its title, its own exit status, no partial files ---------------------------------
 def test_every_report_page_is_titled_by_its_suite(tmp_path: Path) -> None:
     results = report_fixture.make_results(tmp_path / "results")

@@ -10,13 +10,26 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import Any, TextIO
 
-__all__ = ["EXIT_INTERRUPTED", "EXIT_TERMINATED", "interrupted", "stops_on_sigterm"]
+__all__ = ["EXIT_INTERRUPTED", "EXIT_TERMINATED", "interrupted", "reclaim_sigterm", "stops_on_sigterm"]
 
 #: Exit statuses of an interrupted run: Ctrl-C (SIGINT) 130, SIGTERM 143 (128 + the signal, the shells' convention).
 EXIT_INTERRUPTED, EXIT_TERMINATED = 130, 143
 
 #: Which signal ended the run, set by the SIGTERM handler (None: none, or Ctrl-C).
 _SIGNAL: dict[str, str | None] = {"by": None}
+#: The handler while a run is on (ray.init replaces it with its own, which exits without a summary).
+_HANDLER: list[Callable[[int, Any], None]] = []
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    _SIGNAL["by"] = "SIGTERM"
+    raise KeyboardInterrupt
+
+
+def reclaim_sigterm() -> None:
+    """Put the run's SIGTERM handler back after a library (ray.init) installed its own."""
+    if _HANDLER and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _HANDLER[-1])
 
 
 @contextlib.contextmanager
@@ -27,14 +40,12 @@ def _sigterm_as_ctrl_c() -> Iterator[None]:
         yield
         return
 
-    def handler(signum: int, frame: Any) -> None:
-        _SIGNAL["by"] = "SIGTERM"
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, handler)
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    _HANDLER.append(_on_sigterm)
     try:
         yield
     finally:
+        _HANDLER.pop()
         signal.signal(signal.SIGTERM, previous)
 
 
