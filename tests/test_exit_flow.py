@@ -6,18 +6,17 @@ import argparse
 import importlib.util
 import io
 import json
-import os
 import re
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 from ray_trials import fake_load, fake_trial, tune_load
+from test_run_store import SUITE, _suite
 
 from icon_bench import cli
 from icon_bench.errors import IconBenchError
@@ -32,24 +31,7 @@ _spec = importlib.util.spec_from_file_location("report_fixture", TESTS / "fixtur
 report_fixture = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(report_fixture)
 
-SUITE = """
-name: four
-datasets: [digits]
-grid:
-  method: [fake]
-  seed: [0, 1, 2, 3]
-"""
-
-
-@pytest.fixture(autouse=True)
-def _fake(fake_method: None) -> None:
-    """Every test here runs method "fake"."""
-
-
-def _suite(folder: Path, text: str = SUITE) -> Path:
-    path = folder / "suite.yaml"
-    path.write_text(textwrap.dedent(text).lstrip("\n"))
-    return path
+pytestmark = pytest.mark.usefixtures("fake_method")  # every test here runs method "fake"
 
 
 # -- exit statuses ----------------------------------------------------------------------------------
@@ -93,23 +75,31 @@ sys.exit(run_suite({suite!r}, trial_fn=fake_trial, load_fn=fake_load, report=Fal
 """
 
 
-def test_sigterm_ends_a_run_as_ctrl_c_does(tmp_path: Path) -> None:
-    path = _suite(tmp_path, SUITE + "  sleep: 0.5\n")
-    driver = tmp_path / "driver.py"
-    driver.write_text(DRIVER.format(tests=str(TESTS), suite=str(path)))
+def _terminated(tmp_path: Path, driver: str, suite: str, wait_s: float) -> tuple[str, list[dict[str, Any]]]:
+    """Start a run in a process, SIGTERM it once a row is stored; (its output, the stored rows), checked."""
+    path = _suite(tmp_path, suite)
+    (tmp_path / "driver.py").write_text(driver.format(tests=str(TESTS), suite=str(path)))
     jsonl = tmp_path / "results" / "four" / "results.jsonl"
-    proc = subprocess.Popen([sys.executable, str(driver)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 60
+    proc = subprocess.Popen([sys.executable, str(tmp_path / "driver.py")], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + wait_s
     while time.time() < deadline and not (jsonl.exists() and jsonl.read_bytes().count(b"\n") >= 1):
         assert proc.poll() is None, proc.communicate()
         time.sleep(0.05)
     proc.send_signal(signal.SIGTERM)
-    out, err = proc.communicate(timeout=60)
-    assert proc.returncode == 143, (out, err)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, (out, err[-2000:])
     assert "interrupted by SIGTERM: finished rows are kept" in out and "Traceback" not in err
     assert "rows in " in out  # the summary table was printed
     rows = [json.loads(line) for line in jsonl.read_bytes().splitlines()]  # every line whole
-    assert 1 <= len(rows) < 4 and len({r["trial_id"] for r in rows}) == len(rows)
+    assert len({r["trial_id"] for r in rows}) == len(rows) >= 1
+    return out, rows
+
+
+def test_sigterm_ends_a_run_as_ctrl_c_does(tmp_path: Path) -> None:
+    _, rows = _terminated(tmp_path, DRIVER, SUITE + "  sleep: 0.5\n", 60)
+    assert len(rows) < 4
+    path, jsonl = tmp_path / "suite.yaml", tmp_path / "results" / "four" / "results.jsonl"
     # The same command resumes with what is left.
     rerun = io.StringIO()
     assert run_suite(path, trial_fn=fake_trial, load_fn=fake_load, progress=False, report=False, out=rerun) == 0
@@ -134,21 +124,9 @@ sys.exit(run_suite({suite!r}, executor="ray", trial_fn=fake_trial, load_fn=fake_
 def test_sigterm_ends_a_ray_run_as_ctrl_c_does(tmp_path: Path) -> None:
     pytest.importorskip("ray")
     # ray.init installs a SIGTERM handler that exits at once; the run takes SIGTERM back.
-    path = _suite(tmp_path, SUITE.replace("seed: [0, 1, 2, 3]", "seed: [0, 1, 2, 3, 4, 5, 6, 7]") + "  sleep: 1.0\n")
-    driver = tmp_path / "driver.py"
-    driver.write_text(RAY_DRIVER.format(tests=str(TESTS), suite=str(path)))
-    jsonl = tmp_path / "results" / "four" / "results.jsonl"
-    proc = subprocess.Popen([sys.executable, str(driver)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 180
-    while time.time() < deadline and not (jsonl.exists() and jsonl.read_bytes().count(b"\n") >= 1):
-        assert proc.poll() is None, proc.communicate()
-        time.sleep(0.1)
-    proc.send_signal(signal.SIGTERM)
-    out, err = proc.communicate(timeout=120)
-    assert proc.returncode == 143, (out, err[-2000:])
-    assert "interrupted by SIGTERM: finished rows are kept" in out and "rows in " in out
-    rows = [json.loads(line) for line in jsonl.read_bytes().splitlines()]
-    assert 1 <= len(rows) < 8 and len({r["trial_id"] for r in rows}) == len(rows)
+    suite = SUITE.replace("seed: [0, 1, 2, 3]", "seed: [0, 1, 2, 3, 4, 5, 6, 7]") + "  sleep: 1.0\n"
+    _, rows = _terminated(tmp_path, RAY_DRIVER, suite, 180)
+    assert len(rows) < 8
 
 
 # -- the report: its title, its own exit status, no partial files ---------------------------------

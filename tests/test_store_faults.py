@@ -9,12 +9,12 @@ import json
 import os
 import re
 import subprocess
-import textwrap
 from pathlib import Path
 from typing import Any
 
 import pytest
 from ray_trials import fake_load, fake_trial
+from test_run_store import _suite
 
 from icon_bench import cli
 from icon_bench.report.rows import load_rows, normalise_rows
@@ -23,18 +23,7 @@ from icon_bench.run.store_lines import CHECKSUM_KEY, checksum
 from icon_bench.run.store_repair import merge, repair
 from icon_bench.runner import EXIT_STORE, run_suite
 
-SUITE = """
-name: four
-datasets: [digits]
-grid:
-  method: [fake]
-  seed: [0, 1, 2, 3]
-"""
-
-
-@pytest.fixture(autouse=True)
-def _fake(fake_method: None) -> None:
-    """Every test here runs method "fake"."""
+pytestmark = pytest.mark.usefixtures("fake_method")  # every test here runs method "fake"
 
 
 def _row(tid: str, status: str = "ok", nmi: float = 0.5, **extra: Any) -> dict[str, Any]:
@@ -166,8 +155,7 @@ def test_a_short_write_leaves_no_torn_line(tmp_path: Path, monkeypatch: pytest.M
 
 
 def test_a_run_moves_a_torn_line_aside_and_names_the_quarantine(tmp_path: Path) -> None:
-    suite = tmp_path / "suite.yaml"
-    suite.write_text(textwrap.dedent(SUITE))
+    suite = _suite(tmp_path)
     results = tmp_path / "res"
     assert run_suite(suite, results=results, limit=2, trial_fn=fake_trial, load_fn=fake_load, progress=False,
                      report=False, out=io.StringIO()) == 0
@@ -213,8 +201,7 @@ def _fill(folder: Path) -> Path:
 def test_a_full_disk_loses_no_row_and_merge_puts_the_rescued_rows_back(
     small_disk: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    suite = tmp_path / "suite.yaml"
-    suite.write_text(textwrap.dedent(SUITE))
+    suite = _suite(tmp_path)
     results = small_disk / "res"
     calls: list[str] = []
 
