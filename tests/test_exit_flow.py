@@ -132,7 +132,7 @@ def test_sigterm_ends_a_ray_run_as_ctrl_c_does(tmp_path: Path) -> None:
 # -- the report: its title, its own exit status, no partial files ---------------------------------
 def test_every_report_page_is_titled_by_its_suite(tmp_path: Path) -> None:
     results = report_fixture.make_results(tmp_path / "results")
-    out = write_report(results, tmp_path / "report", resamples=20, plots=False)
+    out = write_report(results, tmp_path / "report", plots=False)
     page = (out / "index.html").read_text(encoding="utf-8")
     assert "Failed trials" in page  # a section of the loop whose variable overwrote the title
     assert re.search(r"<title>icon-bench report: fixture</title>", page), re.search(r"<title>.*?</title>", page)
@@ -143,7 +143,7 @@ def test_a_failed_report_exits_with_its_own_status_and_leaves_no_partial_files(
 ) -> None:
     results = report_fixture.make_results(tmp_path / "results")
     out = tmp_path / "reports" / "fixture"
-    argv = ["report", str(results), "-o", str(out), "--no-plots", "--resamples", "20"]
+    argv = ["report", str(results), "-o", str(out), "--no-plots"]
     assert cli.main(argv) == 0
     (out / "notes.txt").write_text("a user's own file")
     before = {p.name: p.read_bytes() for p in out.iterdir()}

@@ -69,7 +69,7 @@ def _poisoned_results(folder: Path) -> Path:
 
 def test_no_markdown_output_loads_or_links_anything_external(tmp_path: Path) -> None:
     reports = tmp_path / "reports"
-    write_report(_poisoned_results(tmp_path), reports / "fixture", resamples=50, plots=False)
+    write_report(_poisoned_results(tmp_path), reports / "fixture", plots=False)
     index = build_index(reports)
     readme = tmp_path / "README.md"
     readme.write_text(f"# x\n\n{START}\n{END}\n")
