@@ -254,3 +254,42 @@ def test_store_repair_command_says_when_there_is_nothing_to_do(tmp_path: Path, c
     assert "every line is a good row; nothing to repair" in capsys.readouterr().out
     assert cli.main(["store", "repair", str(tmp_path / "nowhere")]) == 2
     assert "no results folder at" in capsys.readouterr().err
+
+
+# -- explicit reruns: --force and a changed recipe replace finished rows, and say so ----------------
+def test_a_force_run_replaces_finished_rows_and_records_it(tmp_path: Path) -> None:
+    path, results = _suite(tmp_path), tmp_path / "res"
+    assert run_suite(path, results=results, trial_fn=fake_trial, load_fn=fake_load, progress=False, report=False,
+                     out=io.StringIO()) == 0
+
+    def other(spec: dict[str, Any], data: Any = None) -> dict[str, Any]:
+        return {**fake_trial(spec, data), "metrics": {"hungarian": 0.99}}
+
+    assert run_suite(path, results=results, force=True, trial_fn=other, load_fn=fake_load, progress=False,
+                     report=False, out=io.StringIO()) == 0
+    store = ResultsStore(results)
+    assert len(_lines(store)) == 8
+    rows = store.rows()
+    assert len(rows) == 4 and store.problems == []
+    assert all(r["rerun"] == "--force" and r["metrics"]["hungarian"] == 0.99 for r in rows)
+
+
+def test_a_cell_whose_recipe_changed_reruns_and_its_new_row_counts(tmp_path: Path) -> None:
+    from icon_bench.run.suite_file import load_suite
+    from icon_bench.run.trial import recipe_of
+
+    path, results = _suite(tmp_path, "name: st\ndatasets: [digits]\ngrid:\n  method: [pmi]\n  seed: [0]\n"), tmp_path / "res"
+    [spec] = load_suite(path).trials()
+    ResultsStore(results).append({**fake_trial(spec), "recipe": {**recipe_of(spec), "q_debias": 0.5}})
+
+    def now(spec: dict[str, Any], data: Any = None) -> dict[str, Any]:
+        return {**fake_trial(spec, data), "recipe": recipe_of(spec), "metrics": {"hungarian": 0.42}}
+
+    out = io.StringIO()
+    assert run_suite(path, results=results, trial_fn=now, load_fn=fake_load, progress=False, report=False, out=out) == 0
+    assert "ran under other recipe defaults" in out.getvalue()
+    [row] = ResultsStore(results).rows()
+    assert row["metrics"]["hungarian"] == 0.42 and row["rerun"].startswith("recipe changed: pmi: q_debias 0.5 -> 0.0")
+    again = io.StringIO()
+    assert run_suite(path, results=results, trial_fn=now, load_fn=fake_load, progress=False, report=False, out=again) == 0
+    assert "nothing to run" in again.getvalue()
