@@ -183,6 +183,8 @@ def test_leaderboard_on_a_results_folder_says_which_commands_to_type(
     report = Path("results") / "four"
     assert f"icon-bench report {report} -o reports/four" in err and "icon-bench leaderboard reports" in err
     assert not Path("results/README.md").exists() and not Path("results/claims.csv").exists()
+    assert cli.main(["leaderboard"]) == 2  # the default reports/ is not there yet: the same commands
+    assert "there is no reports folder at reports; results holds the reports of runs" in capsys.readouterr().err
     for line in err.splitlines():  # typing what it says works
         if line.strip().startswith("icon-bench "):
             assert cli.main(line.split()[1:]) == 0, line

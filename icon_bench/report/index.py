@@ -35,6 +35,8 @@ def build_index(reports_dir: str | Path, *, registry: Any = None) -> Path:
     from icon_bench.report.claims_page import claims_section
     root = Path(reports_dir)
     if not root.is_dir():
+        if Path("results").is_dir():  # `icon-bench run`'s default results folder: name its reports
+            _refuse_run_folders(Path("results"), f"there is no reports folder at {root}; results")
         raise DataError(f"no reports folder at {root} (`icon-bench report RESULTS -o {root}/NAME` makes one)")
     suites = sorted(p for p in root.iterdir() if p.is_dir() and (p / "leaderboard.md").is_file())
     if not suites:
@@ -88,15 +90,15 @@ def build_index(reports_dir: str | Path, *, registry: Any = None) -> Path:
     return out
 
 
-def _refuse_run_folders(root: Path) -> None:
+def _refuse_run_folders(root: Path, what: str | None = None) -> None:
     """`root` is a results folder (or a folder of them): say which commands turn its run reports into an index."""
     runs = [p for p in [root / "report", *sorted(root.glob("*/report"))] if (p / "leaderboard.md").is_file()]
     if not runs:
         return
     commands = [f"  icon-bench report {r.parent} -o reports/{r.parent.name}" for r in runs]
     raise DataError(
-        f"{root} holds the reports of runs (RESULTS/report), not a reports folder (one subfolder per suite); "
-        "copy them into one, then index it:\n" + "\n".join(commands) + "\n  icon-bench leaderboard reports"
+        f"{what or root} holds the reports of runs (RESULTS/report), not a reports folder (one subfolder per "
+        "suite); copy them into one, then index it:\n" + "\n".join(commands) + "\n  icon-bench leaderboard reports"
     )
 
 
