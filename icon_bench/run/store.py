@@ -66,11 +66,12 @@ def _as_array(value: Any) -> np.ndarray | None:
     return None
 
 
-def _cut_back(fd: int, size: int) -> None:
-    """After a failed append, cut the file back to `size` so no torn line stays (best effort: the
-    lock keeps other writers out, and a reader skips a torn line anyway)."""
+def _cut_back(fd: int, size: int, expected: int) -> None:
+    """After a failed append, cut the file back to `size` so no torn line stays; only when it ends
+    where this append left it (no other writer came after: a reader skips a torn line anyway)."""
     try:
-        os.ftruncate(fd, size)
+        if os.fstat(fd).st_size == expected:
+            os.ftruncate(fd, size)
     except OSError:
         pass
 
@@ -186,7 +187,7 @@ class ResultsStore:
                         fh.seek(size - 1)
                         if fh.read(1) != b"\n":
                             os.write(fd, b"\n")
-            before = os.fstat(fd).st_size
+            before, written = os.fstat(fd).st_size, 0
             try:
                 written = os.write(fd, data)
                 if written != len(data):  # only on a full disk
@@ -194,7 +195,7 @@ class ResultsStore:
                 if self.fsync:
                     os.fsync(fd)
             except (OSError, StoreError):
-                _cut_back(fd, before)
+                _cut_back(fd, before, before + written)
                 raise
         finally:
             os.close(fd)
