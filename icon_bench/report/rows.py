@@ -81,7 +81,8 @@ def normalise_rows(df: pd.DataFrame) -> pd.DataFrame:
     Adds `protocol_version` (str), `split` ("test" for rows that predate it), `status`, `suite`,
     `divergence` (display text), `dataset` (the dataset's label, what tables group by; the
     registered name moves to `dataset_name`) and one float column `metrics.<name>` per metric;
-    drops duplicate trials (per protocol version), keeping the latest row of each, as the store does.
+    drops duplicate trials (per protocol version), keeping the latest row of each (rows from `load_rows`
+    are already one per trial: the store's reader chose the row that counts).
     """
     df = df.copy().reset_index(drop=True)
     for nested, prefix in (("metrics", METRIC_PREFIX), ("chance", CHANCE_PREFIX)):
@@ -126,7 +127,7 @@ def normalise_rows(df: pd.DataFrame) -> pd.DataFrame:
     for col in [c for c in df.columns if c.startswith((METRIC_PREFIX, CHANCE_PREFIX))]:
         df[col] = pd.to_numeric(df[col], errors="coerce").astype(float)
     _tune_columns(df)
-    # As in the store, the latest row of a trial wins (a resumed run appends the retry of a failure).
+    # Frames not read by load_rows may repeat a trial: the latest row wins (a retry follows its failure).
     df["_order"] = np.arange(len(df))
     df = df.drop_duplicates(["protocol_version", "trial_id"], keep="last")
     # A tuned configuration has one test row per seed: a later selection (after --retry-failed) replaces it.
