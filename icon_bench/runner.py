@@ -289,8 +289,10 @@ def _run_tuned(suite: Suite, store: ResultsStore, choose: Mapping[str, Any], out
 
 def _dry_run(suite: Suite, store: ResultsStore, choose: Mapping[str, Any], out: TextIO) -> None:
     plan = _plan().make_plan(suite, store, **choose)
-    if store.skipped:
-        print(f"note: skipped {len(store.skipped)} unreadable line(s) in {store.path}", file=out)
+    if store.skipped:  # a dry run changes nothing: say what the run will move aside
+        print(f"note: skipped {len(store.skipped)} line(s) of {store.path} that are not good rows; the run (or "
+              f"`icon-bench store repair {store.directory}`) moves them to {store.directory / 'results.quarantine.jsonl'}",
+              file=out)
     if is_locked(store.directory):
         who = holder(store.directory)
         print(f"note: another run is writing these results now ({who or 'owner unknown'}); the plan changes as it goes", file=out)

@@ -162,6 +162,12 @@ def test_a_run_moves_a_torn_line_aside_and_names_the_quarantine(tmp_path: Path) 
     store = ResultsStore(results)
     with open(store.path, "ab") as fh:
         fh.write(b'{"trial_id": "x", "sta')  # a crash mid-write
+    before = store.path.read_bytes()
+    dry = io.StringIO()
+    with pytest.warns(StoreWarning):
+        assert run_suite(suite, results=results, dry_run=True, out=dry) == 0
+    assert "note: skipped 1 line(s)" in dry.getvalue() and "icon-bench store repair" in dry.getvalue()
+    assert store.path.read_bytes() == before  # a dry run changes nothing
     out = io.StringIO()
     assert run_suite(suite, results=results, trial_fn=fake_trial, load_fn=fake_load, progress=False,
                      report=False, out=out) == 0
