@@ -6,7 +6,6 @@ import argparse
 import datetime as _dt
 import functools
 import importlib
-import json
 import os
 import sys
 import uuid
@@ -15,9 +14,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from icon_bench.errors import StoreError
+from icon_bench.run.interrupts import EXIT_INTERRUPTED, EXIT_TERMINATED, interrupted, stops_on_sigterm
 from icon_bench.run.limits import MAX_CELLS
 from icon_bench.run.lock import RunLocked, holder, is_locked, results_lock
-from icon_bench.run.summary import print_failures, print_plan, print_summary
+from icon_bench.run.summary import print_failures, print_plan, print_store_failure, print_summary
 
 if TYPE_CHECKING:  # the run machinery (pydantic, numpy, ...) loads when a run starts, not for --help
     from icon_bench.run.execution import LoadFn, RunSummary, TrialFn
@@ -26,14 +26,16 @@ if TYPE_CHECKING:  # the run machinery (pydantic, numpy, ...) loads when a run s
 
 __all__ = ["add_commands", "cmd_run", "print_failures", "print_summary", "run_suite"]
 
-EXIT_OK, EXIT_FAILED, EXIT_STORE, EXIT_LOCKED, EXIT_INTERRUPTED = 0, 1, 3, 4, 130
+EXIT_OK, EXIT_FAILED, EXIT_STORE, EXIT_LOCKED, EXIT_REPORT = 0, 1, 3, 4, 5
 #: `icon-bench run` exit statuses (2 is any other error: a bad suite, an unknown name, bad options).
 EXIT_CODES: dict[int, str] = {
     EXIT_OK: "every trial ok (or nothing to run)",
     EXIT_FAILED: "some trials failed (their rows are stored; --retry-failed reruns them)",
     EXIT_STORE: "the results store could not be written; the sweep stopped, finished rows kept in a fallback",
     EXIT_LOCKED: "another run is writing the same results folder (--wait waits for it)",
-    EXIT_INTERRUPTED: "interrupted (finished rows are kept; rerun to resume)",
+    EXIT_REPORT: "the trials ran but the report could not be written (none of it is left behind)",
+    EXIT_INTERRUPTED: "interrupted by Ctrl-C / SIGINT (finished rows are kept; rerun to resume)",
+    EXIT_TERMINATED: "terminated by SIGTERM, handled as Ctrl-C (summary printed, finished rows kept)",
 }
 
 
@@ -55,7 +57,8 @@ def add_commands(subparsers: Any) -> None:
     p.add_argument("suite", metavar="SUITE", help="suite YAML file")
     p.add_argument("--dry-run", action="store_true", help="print the plan (cells, done, to run) and exit")
     p.add_argument("--executor", choices=["local", "ray"], help="override the suite's executor")
-    p.add_argument("--address", metavar="ADDR", help="Ray cluster address (default: start a local one)")
+    p.add_argument("--address", metavar="ADDR",
+                   help="Ray cluster address; implies --executor ray (default: start a local cluster)")
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--force", action="store_true", help="rerun every cell, done or not")
     mode.add_argument("--retry-failed", action="store_true", help="rerun only the cells whose latest row failed")
@@ -118,6 +121,20 @@ def _note_plugin_failures(out: TextIO) -> None:
         )
 
 
+def _executor_kind(option: str | None, configured: str, address: str | None, out: TextIO) -> str:
+    """The executor: --executor, else the suite's; --address (a Ray cluster) implies Ray, and contradicts --executor local."""
+    from icon_bench.errors import IconBenchError
+
+    if address is None:
+        return option or configured
+    if option == "local":
+        raise IconBenchError(f"--address {address} names a Ray cluster, but --executor local runs trials in this "
+                             "process: drop --address, or use --executor ray")
+    if option is None and configured != "ray":
+        print(f"--address {address}: running on the Ray executor (an address implies Ray)", file=out)
+    return "ray"
+
+
 def _write_report(results_dir: Path, out_dir: Path, out: TextIO) -> int:
     try:
         report_module = importlib.import_module("icon_bench.report.commands")
@@ -129,12 +146,13 @@ def _write_report(results_dir: Path, out_dir: Path, out: TextIO) -> int:
     try:
         report_module.write_report(results_dir, out_dir)
     except Exception as exc:  # the rows are safe in the store; say what broke and carry on
-        print(f"icon-bench: report failed: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return EXIT_FAILED
+        print(f"icon-bench: report failed: {type(exc).__name__}: {exc} (no report written to {out_dir})", file=sys.stderr)
+        return EXIT_REPORT
     print(f"report: {out_dir}", file=out)
     return EXIT_OK
 
 
+@stops_on_sigterm
 def run_suite(
     suite: str | os.PathLike[str] | Suite,
     *,
@@ -155,7 +173,7 @@ def run_suite(
     out: TextIO | None = None,
     **executor_kwargs: Any,
 ) -> int:
-    """Everything `icon-bench run` does; returns the exit status (see EXIT_CODES)."""
+    """Everything `icon-bench run` does; returns the exit status (see EXIT_CODES; SIGTERM ends it as Ctrl-C does)."""
     from icon_bench.run.plan_check import check_plan
     from icon_bench.run.store import ResultsStore
     from icon_bench.run.suite import Suite
@@ -165,7 +183,7 @@ def run_suite(
     if not isinstance(suite, Suite):
         suite = load_suite(suite, max_cells=max_cells)
     _note_plugin_failures(out)
-    kind = executor or suite.executor
+    kind = _executor_kind(executor, suite.executor, address, out)
     # Data files and GPUs, before a cell is expanded or run; relative paths are the suite root's.
     check_plan(suite, kind, suite.root)
     results_dir = Path(results) if results is not None else suite.results_dir
@@ -181,7 +199,7 @@ def run_suite(
         )
         return EXIT_OK
     run_id = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
-    store = ResultsStore(results_dir, suite=suite.name, run_id=run_id)
+    store = ResultsStore(results_dir, suite=suite.name, run_id=run_id, rerun="--force" if force else None)  # marks reruns
     choose = {"force": force, "retry_failed": retry_failed, "limit": limit}
     try:
         if suite.tune is not None:
@@ -228,11 +246,10 @@ def _finish(
     """The table, what went wrong, the report -> the exit status."""
     print_summary(suite, summary, store, out)
     if summary.store_error:
-        _say_store_failed(summary, store)
+        print_store_failure(summary, store)
         return EXIT_STORE
     if summary.interrupted:
-        print("interrupted: finished rows are kept; run the same command again to resume", file=out)
-        return EXIT_INTERRUPTED
+        return interrupted(out)
     code = EXIT_FAILED if summary.failed else EXIT_OK
     return max(code, _report(store, out, report_dir)) if report else code
 
@@ -259,21 +276,23 @@ def _run_tuned(suite: Suite, store: ResultsStore, choose: Mapping[str, Any], out
         return EXIT_OK
     store.check_writable()
     with results_lock(store.directory, wait=wait, on_wait=lambda who: _say_waiting(store.directory, who, out)):
+        _repair(store, out)
         outcome = run_tuned(suite, store, out, summarise, **choose, **run)
     if outcome.summary is not None and outcome.summary.store_error:
-        _say_store_failed(outcome.summary, store)
+        print_store_failure(outcome.summary, store)
         return EXIT_STORE
     if outcome.interrupted:
-        print("interrupted: finished rows are kept; run the same command again to resume", file=out)
-        return EXIT_INTERRUPTED
+        return interrupted(out)
     code = EXIT_FAILED if outcome.failed else EXIT_OK
     return max(code, _report(store, out, report_dir)) if report and outcome.finished else code
 
 
 def _dry_run(suite: Suite, store: ResultsStore, choose: Mapping[str, Any], out: TextIO) -> None:
     plan = _plan().make_plan(suite, store, **choose)
-    if store.skipped:
-        print(f"note: skipped {len(store.skipped)} unreadable line(s) in {store.path}", file=out)
+    if store.skipped:  # a dry run changes nothing: say what the run will move aside
+        print(f"note: skipped {len(store.skipped)} line(s) of {store.path} that are not good rows; the run (or "
+              f"`icon-bench store repair {store.directory}`) moves them to {store.directory / 'results.quarantine.jsonl'}",
+              file=out)
     if is_locked(store.directory):
         who = holder(store.directory)
         print(f"note: another run is writing these results now ({who or 'owner unknown'}); the plan changes as it goes", file=out)
@@ -294,11 +313,13 @@ def _plan_and_run(
     **executor_kwargs: Any,
 ) -> RunSummary | None:
     """Plan (under the results lock, so a run that waited sees the rows of the one it waited for) and run."""
+    _repair(store, out)
     plan = _plan().make_plan(suite, store, **choose)
     if store.skipped:
         print(f"note: skipped {len(store.skipped)} unreadable line(s) in {store.path}", file=out)
     if plan.stale:
         print(_plan().stale_note(plan), file=out)
+        store.reruns = {tid: f"recipe changed: {why}" for tid, why in plan.stale.items()}
     if plan.one_seed:
         print(_plan().one_seed_note(plan), file=out)
     if not plan.to_run:
@@ -328,25 +349,14 @@ def _plan_and_run(
     return runner.run(plan.to_run, store, trial_fn=trial_fn, load_fn=load_fn)
 
 
+def _repair(store: ResultsStore, out: TextIO) -> None:
+    """Under the lock, before planning: bad lines of the store move to its quarantine file, named here."""
+    from icon_bench.run.store_repair import describe_repair, repair
+
+    problems = repair(store.directory)
+    if problems:
+        print("note: " + describe_repair(store.path, problems), file=out)
+
+
 def _say_waiting(results_dir: Path, who: str, out: TextIO) -> None:
     print(f"waiting for the run writing {results_dir} to end ({who or 'owner unknown'}) ...", file=out, flush=True)
-
-
-def _say_store_failed(summary: RunSummary, store: ResultsStore) -> None:
-    """The store refused a row: what stopped, where the refused rows are, and how to put them back."""
-    stored = len(summary.rows) - summary.rescued - len(summary.unsaved)
-    lines = [
-        f"icon-bench: error: {summary.store_error}",
-        f"  the sweep stopped: {stored} row(s) stored, {summary.not_run} cell(s) not run (a rerun runs them).",
-    ]
-    if summary.fallback and summary.rescued:
-        fallback = Path(summary.fallback)
-        lines += [
-            f"  the {summary.rescued} row(s) that finished since are saved in {fallback / 'results.jsonl'};",
-            f"  once the store is writable, keep them with: cat {fallback / 'results.jsonl'} >> {store.path}",
-            f"  (and copy {fallback}/artifacts and tracebacks, where present, into {store.directory})",
-        ]
-    if summary.unsaved:
-        lines.append(f"  {len(summary.unsaved)} row(s) could not be saved anywhere; here they are as JSON lines:")
-        lines += [json.dumps({k: v for k, v in r.items() if k != "artifacts"}, default=str) for r in summary.unsaved]
-    print("\n".join(lines), file=sys.stderr)

@@ -93,7 +93,7 @@ def test_create_as_checks_the_built_type() -> None:
 HEAVY = ("torch", "pandas", "numpy", "matplotlib", "ray", "sklearn", "scipy")
 
 
-@pytest.mark.parametrize("argv", [["--help"], ["run", "--help"], ["report", "--help"], ["plugins", "--help"]])
+@pytest.mark.parametrize("argv", [["--help"], ["run", "--help"], ["report", "--help"], ["plugins", "--help"], ["store", "--help"]])
 def test_help_imports_none_of_the_heavy_libraries(argv: list[str]) -> None:
     code = (
         "import sys\nfrom icon_bench import cli\n"

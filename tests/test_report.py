@@ -116,7 +116,7 @@ def test_a_retried_failure_counts_once_as_ok(tmp_path: Path) -> None:
              "metrics": {"hungarian": 0.82, "nmi": 0.7, "ari": 0.6}}
     path = tmp_path / "results.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows + [retry]) + '{"torn": ')
-    with pytest.warns(UserWarning, match="unreadable row"):
+    with pytest.warns(UserWarning, match="skipped torn last line"):
         df = normalise_rows(load_rows(path))
     assert len(df) == len(rows)
     dic = _row(aggregate(df), "debiased_infonce_clustering", "js")

@@ -119,11 +119,10 @@ def test_a_store_failing_mid_run_stops_cleanly_and_keeps_the_finished_row(
     [row] = rescued.rows()
     assert row["trial_id"] == trial_id(specs[1]) and row["status"] == "ok" and row["suite"] == "four"
     assert rescued.load_artifacts(row)["labels"].tolist() == [0, 1, 0]  # its arrays too
-    # The message's recipe puts the row back; a rerun then runs only the two cells never run.
+    # The message's command puts the row back; a rerun then runs only the two cells never run.
     monkeypatch.undo()
-    assert f"cat {fallback} >> {results / 'results.jsonl'}" in err
-    with open(results / "results.jsonl", "ab") as fh:
-        fh.write(fallback.read_bytes())
+    assert f"icon-bench store merge {results} {fallback.parent}" in err and "cat " not in err
+    assert cli.main(["store", "merge", str(results), str(fallback.parent)]) == 0
     out = io.StringIO()
     assert run_suite(path, trial_fn=calls, load_fn=fake_load, progress=False, report=False, out=out) == 0
     assert "running 2 of 4 cells" in out.getvalue() and calls.n == 4

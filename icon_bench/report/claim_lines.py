@@ -37,7 +37,7 @@ def suite_rows(suite_dir: Path) -> pd.DataFrame | None:
     for name in ("results.parquet", "results.json"):
         path = suite_dir / name
         if path.is_file():
-            raw = pd.read_parquet(path) if name.endswith(".parquet") else load_rows(path)
+            raw = load_rows(path)
             df = without_search(normalise_rows(raw))
             return df[(df["status"] == "ok") & (df["split"] == "test")].reset_index(drop=True)
     return None

@@ -150,7 +150,7 @@ def claims_section(root: Path, suites: list[Path], *, registry: Any = None) -> t
 def _claim_block(claim: Claim, lines: list[dict[str, Any]], published: str) -> list[str]:
     side = "above" if claim.expect == "better" else "below"
     out = [f'### <a id="claim-{claim.id}"></a>{_md(claim.id)}: {_md(claim.statement)}', "",
-           f"{_md(claim.paper)}. Claimed: the contender scores {side} the baseline on {claim.metric} "
+           f"{_md(claim.paper)}. Claimed: the contender scores {side} the baseline on {_md(claim.metric)} "
            f"(contender {_md(_filters(claim.contender))}, baseline {_md(_filters(claim.baseline))}"
            + (f", where {_md(_filters(claim.where))}" if claim.where else "") + f"). From {_md(claim.origin)}.", "",
            f"Published: {_md(published)}", ""]

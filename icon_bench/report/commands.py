@@ -3,8 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
+from icon_bench.errors import IconBenchError
+
+#: `icon-bench report` exit status when the report could not be built or written (nothing is left behind);
+#: 2 is bad input (no results file, a bad option), as for every command.
+EXIT_REPORT = 5
 
 
 def write_report(
@@ -27,26 +35,51 @@ def write_report(
     report.baseline = baseline
     report.comparisons = paired_comparisons(report.rows, baseline, primary_only=True)
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
     # Regenerated from its own rows (results.parquet), a report has no embeddings to draw: it keeps the
     # figures the run drew from the same rows.
-    in_place = report.results_dir.resolve() == out.resolve()
+    in_place = out.is_dir() and report.results_dir.resolve() == out.resolve()
     kept = {p.name: p.read_bytes() for p in out.glob("embedding-*.png")} if in_place else {}
-    # A report folder is rewritten whole: figures and row dumps of an earlier report must not linger.
-    for pattern in ("metrics-*.png", "grid-*.png", "embedding-*.png", "loss-*.png", "gradnorm-*.png",
-                    "results.parquet", "results.json", "compare.csv"):
-        for stale in out.glob(pattern):
-            stale.unlink()
-    if plots:
-        plotting.make_plots(report, out, kept_embeddings=kept)
-    tables.write_rows(report, out)
-    tables.write_csv(report, out / "leaderboard.csv")
-    tables.write_references_csv(report, out / "references.csv")
-    if not report.comparisons.empty:
-        write_compare_csv(report.comparisons, out / "compare.csv")
-    tables.write_markdown(report, out / "leaderboard.md")
-    html.write_html(report, out / "index.html")
+    # Built whole in a temporary folder beside out_dir, then renamed into place: a report that fails
+    # half way leaves the previous one (or nothing), never a mix.
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    try:
+        os.chmod(tmp, 0o755)
+        if plots:
+            plotting.make_plots(report, tmp, kept_embeddings=kept)
+        tables.write_rows(report, tmp)
+        tables.write_csv(report, tmp / "leaderboard.csv")
+        tables.write_references_csv(report, tmp / "references.csv")
+        if not report.comparisons.empty:
+            write_compare_csv(report.comparisons, tmp / "compare.csv")
+        tables.write_markdown(report, tmp / "leaderboard.md")
+        html.write_html(report, tmp / "index.html")
+        _swap_in(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     return out
+
+
+#: What a report writes; in an existing report folder these are replaced, any other file is kept.
+REPORT_FILES = ("metrics-*.png", "grid-*.png", "embedding-*.png", "loss-*.png", "gradnorm-*.png", "results.parquet",
+                "results.json", "compare.csv", "leaderboard.md", "leaderboard.csv", "references.csv", "index.html")
+
+
+def _swap_in(new: Path, out: Path) -> None:
+    """Put the finished report folder `new` at `out`, keeping the files of an old `out` that no report writes."""
+    if not out.exists():
+        os.replace(new, out)
+        return
+    if not out.is_dir():
+        raise IconBenchError(f"{out} is a file, not a report folder")
+    for entry in out.iterdir():
+        if not any(entry.match(pattern) for pattern in REPORT_FILES) and not (new / entry.name).exists():
+            shutil.move(str(entry), new / entry.name)  # a user's own notes beside the report
+    old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+    os.replace(out, old / out.name)
+    os.replace(new, out)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -56,7 +89,17 @@ def write_report(
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
     """Add `icon-bench report`, `icon-bench leaderboard` and `icon-bench compare` to the CLI."""
-    p = subparsers.add_parser("report", help="aggregate a results store into leaderboards, plots and a web page")
+    p = subparsers.add_parser(
+        "report",
+        help="aggregate a results store into leaderboards, plots and a web page",
+        description=(
+            "Aggregate the rows of a results store (RESULTS/results.jsonl) into leaderboard.md and .csv, "
+            "compare.csv, references.csv, results.parquet, figures and a self-contained index.html. The report is "
+            "built in a temporary folder and renamed into place, so a failure leaves no partial report. Exit "
+            f"status: 0 written; 2 bad input (no results file, a bad option); {EXIT_REPORT} the report failed "
+            "while being built (nothing written)."
+        ),
+    )
     p.add_argument("results", help="a results directory (holding results.jsonl) or the results.jsonl file")
     p.add_argument(
         "-o", "--output",
@@ -67,7 +110,16 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
                    help="baseline of the paired comparisons (default divergence=kl)")
     p.set_defaults(func=cmd_report)
 
-    p = subparsers.add_parser("leaderboard", help="build reports/README.md indexing every suite's report")
+    p = subparsers.add_parser(
+        "leaderboard",
+        help="build reports/README.md indexing every suite's report",
+        description=(
+            "Index a reports folder (one subfolder per suite, each made by `icon-bench report RESULTS -o "
+            "reports/NAME`): REPORTS/README.md links every suite's report, lists the best configuration per "
+            "dataset and task, and measures the papers' claims (REPORTS/claims.csv). Given a results folder, "
+            "whose reports `icon-bench run` wrote beside the rows, it prints the commands that make a reports folder."
+        ),
+    )
     p.add_argument("reports", nargs="?", default="reports", help="folder holding one subfolder per suite report")
     p.add_argument("--readme", metavar="PATH",
                    help="also rewrite the generated Measured results block of this README (e.g. README.md)")
@@ -103,7 +155,15 @@ def cmd_report(args: argparse.Namespace) -> int:
     # Beside the rows by default (results folders are not tracked): only an explicit -o rewrites a
     # committed report such as reports/quickstart.
     out = args.output or results_file(args.results).parent / REPORT_DIR
-    path = write_report(args.results, out, plots=not args.no_plots, baseline=args.baseline)
+    try:
+        path = write_report(args.results, out, plots=not args.no_plots, baseline=args.baseline)
+    except (IconBenchError, KeyboardInterrupt):
+        raise  # bad input (exit 2) or Ctrl-C: the CLI says it
+    except Exception as exc:  # the report itself broke: its own exit status, and nothing half-written
+        import sys
+
+        print(f"icon-bench: error: report failed: {type(exc).__name__}: {exc}; nothing was written to {out}", file=sys.stderr)
+        return EXIT_REPORT
     print(f"report written to {path}/ (index.html, leaderboard.md, leaderboard.csv)")
     return 0
 
@@ -120,7 +180,9 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
         path = build_index(args.reports)
     for w in caught:
         print(f"icon-bench: warning: {w.message}", file=sys.stderr)
-    print(f"index written to {path} (claims of the papers: {path.parent / 'claims.csv'})")
+    claims = path.parent / "claims.csv"  # written only when some suite report was indexed
+    indexed = any((p / "leaderboard.md").is_file() for p in path.parent.iterdir() if p.is_dir())
+    print(f"index written to {path}" + (f" (claims of the papers: {claims})" if indexed and claims.is_file() else ""))
     if args.readme:
         from icon_bench.report.measured import update_readme
 

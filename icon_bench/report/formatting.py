@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 import math
+import re
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -107,9 +108,30 @@ def _seed_list(seeds: Iterable[Any]) -> str:
     return " ".join(map(str, seeds))
 
 
+#: Markdown that could turn user text into a link, an image, code or a table cell: backslash-escaped.
+_MD_SPECIAL = re.compile(r"([\\`\[\]|])")
+
+
 def _md(text: Any) -> str:
-    """Text safe in a Markdown table cell: HTML-escaped, pipes and newlines neutralised."""
-    return html.escape(str(text), quote=False).replace("|", "\\|").replace("\n", " ")
+    """User text (a label, a dataset or suite name, an error) safe anywhere in Markdown: shown as typed, never
+    a link, an image, HTML, code or a table cell.
+
+    HTML-escaped (no tag, no entity of its own), `[ ] \\ ` |` backslash-escaped (no link or image syntax,
+    no code span, no cell break), line breaks folded; "://" and "www." are broken with an entity, so
+    GitHub's bare-URL autolinks cannot make a link either.
+    """
+    text = _MD_SPECIAL.sub(r"\\\1", html.escape(str(text), quote=False))
+    text = re.sub(r"\s*[\r\n]+\s*", " ", text)
+    text = re.sub(r"://", "&#58;//", text)
+    return re.sub(r"(?i)\bwww\.", lambda m: m.group(0)[:3] + "&#46;", text)
+
+
+def _code(text: Any) -> str:
+    """User text as a Markdown code span that no backtick inside it can close early (pipes escaped for tables)."""
+    body = re.sub(r"[\r\n]+", " ", str(text)).replace("|", "\\|")
+    fence = "`" * (max((len(run) for run in re.findall(r"`+", body)), default=0) + 1)
+    pad = " " if body.startswith("`") or body.endswith("`") else ""
+    return f"{fence}{pad}{body}{pad}{fence}"
 
 
 def _fractions(report: Report) -> set[str]:

@@ -179,11 +179,12 @@ def write_html(report: Report, path: str | Path) -> Path:
     if groups:
         nav.append('<li><a href="#compare">paired comparisons</a></li>')
         body.append(_comparison_section(report, groups))
-    for frame, sid, title, detail in ((report.failed, "failed", "Failed trials", "error"),
-                                      (report.warned, "warned", "Warnings", "warning")):
+    # Not `title`: the page's <title> below is the suite's, whatever sections the page holds.
+    for frame, sid, heading, detail in ((report.failed, "failed", "Failed trials", "error"),
+                                        (report.warned, "warned", "Warnings", "warning")):
         if not frame.empty:
-            nav.append(f'<li><a href="#{sid}">{title.lower()}</a></li>')
-            body.append(_trial_section(frame, sid, title, detail))
+            nav.append(f'<li><a href="#{sid}">{heading.lower()}</a></li>')
+            body.append(_trial_section(frame, sid, heading, detail))
     nav.append('<li><a href="#configs">configurations</a></li></ul></nav>')
     labels = _labels(report)
     cfgs = "".join(

@@ -44,7 +44,7 @@ def measured_block(reports_dir: str | Path, link_base: str = "reports") -> str:
                 band = format_rank(rec.get(f"{metric}_rank"), rec.get(f"{metric}_rank_lo"), rec.get(f"{metric}_rank_hi"))
                 cells.append(f"[{_md(rec['label'])}]({base}#{_anchor(rec['config_id'])}) {value}{mark}, rank {band}")
             lines.append([f"[{_md(suite_dir.name)}]({base})", _md(dataset), _md(f"{version}, {kind}"),
-                          f"{metric} (×100)", "<br>".join(cells), str(len(group))])
+                          f"{_md(metric)} (×100)", "<br>".join(cells), str(len(group))])
     if not lines:
         return "No suite reports yet."
     table = tabulate(lines, headers=["suite", "dataset", "protocol, how obtained", "metric",

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import warnings
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -38,23 +37,20 @@ def results_file(results: str | Path) -> Path:
 
 
 def load_rows(results: str | Path) -> pd.DataFrame:
-    """Read result rows (JSON Lines, or a report's flattened results.parquet) into a DataFrame."""
+    """Read result rows into a DataFrame, one column per top-level key of the row.
+
+    A results.jsonl goes through the store's one tolerant reader (`run.store.read_rows`: checksums,
+    torn, non-UTF-8 and wrong-schema lines skipped with a warning, one row per trial); a report's
+    results.parquet (or results.json) is read as written.
+    """
+    from icon_bench.run.store import read_rows
+
     path = results_file(results)
-    if path.suffix == ".parquet":
+    if path.suffix.lower() == ".parquet":
         return pd.read_parquet(path)
-    rows: list[dict] = []
-    with path.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                # An interrupted run can leave a torn last line; the rest of the store is still good.
-                warnings.warn(f"{path}:{lineno}: skipping unreadable row ({exc})", stacklevel=2)
-                continue
-            if isinstance(row, dict):
-                rows.append(row)
+    if path.suffix.lower() == ".json":  # a report's flattened rows when parquet could not hold them
+        return pd.DataFrame(json.loads(path.read_text(encoding="utf-8")))
+    rows = read_rows(path)
     if not rows:
         raise DataError(f"{path} holds no result rows")
     # Plain json + DataFrame rather than read_json: read_json would coerce hex ids such as
@@ -91,7 +87,8 @@ def normalise_rows(df: pd.DataFrame) -> pd.DataFrame:
     Adds `protocol_version` (str), `split` ("test" for rows that predate it), `status`, `suite`,
     `divergence` (display text), `dataset` (the dataset's label, what tables group by; the
     registered name moves to `dataset_name`) and one float column `metrics.<name>` per metric;
-    drops duplicate trials (per protocol version), keeping the latest row of each, as the store does.
+    drops duplicate trials (per protocol version), keeping the latest row of each (rows from `load_rows`
+    are already one per trial: the store's reader chose the row that counts).
     """
     df = df.copy().reset_index(drop=True)
     for nested, prefix in (("metrics", METRIC_PREFIX), ("chance", CHANCE_PREFIX)):
@@ -145,7 +142,7 @@ def normalise_rows(df: pd.DataFrame) -> pd.DataFrame:
     for col in [c for c in df.columns if c.startswith((METRIC_PREFIX, CHANCE_PREFIX))]:
         df[col] = pd.to_numeric(df[col], errors="coerce").astype(float)
     _tune_columns(df)
-    # As in the store, the latest row of a trial wins (a resumed run appends the retry of a failure).
+    # Frames not read by load_rows may repeat a trial: the latest row wins (a retry follows its failure).
     df["_order"] = np.arange(len(df))
     df = df.drop_duplicates(["protocol_version", "trial_id"], keep="last")
     # A tuned configuration has one test row per seed: a later selection (after --retry-failed) replaces it.

@@ -9,6 +9,7 @@ import json
 import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 import pandas as pd
 from tabulate import tabulate
@@ -25,6 +26,7 @@ from icon_bench.report.formatting import (
     WARNING_MARK,
     WARNING_NOTE,
     _anchor,
+    _code,
     _flag,
     _fractions,
     _md,
@@ -72,9 +74,9 @@ def _legend(report: Report) -> list[str]:
     fractions = [m for m in report.meta.get("fraction_metrics", [])]
     lines = ["Values are mean ± sample standard deviation over seeds, with the number of seeds in parentheses."]
     if fractions:
-        lines.append(f"Fractions ({', '.join(fractions)}) are shown ×100 with one decimal.")
+        lines.append(f"Fractions ({_md(', '.join(fractions))}) are shown ×100 with one decimal.")
     if report.meta.get("lower_is_better"):
-        lines.append(f"Lower is better for {', '.join(report.meta['lower_is_better'])}; higher for the rest.")
+        lines.append(f"Lower is better for {_md(', '.join(report.meta['lower_is_better']))}; higher for the rest.")
     lines.append(RANK_NOTE)
     agg = report.aggregated
     if any(_flag(v) for c in agg.columns if c.endswith("_at_chance") for v in agg[c]):
@@ -264,7 +266,7 @@ def write_markdown(report: Report, path: str | Path) -> Path:
             current = section.protocol_version
             settings = report.protocols.get(current, [])
             lines += [f"## Protocol {_md(current)}", ""]
-            lines += [f"Settings: `{json.dumps(s, sort_keys=True)}`" for s in settings] + [""]
+            lines += [f"Settings: {_code(json.dumps(s, sort_keys=True))}" for s in settings] + [""]
         lines += [f"### {_md(section_title(section))} (protocol {_md(current)})", ""]
         lines += [f"Seeds run: {_md(', '.join(map(str, section.seeds)) or 'none')}. {_md(how_obtained(section))}", ""]
         headers, rows = section_rows(section, fractions)
@@ -277,7 +279,7 @@ def write_markdown(report: Report, path: str | Path) -> Path:
         lines += [tabulate(body, headers=[_md(h) for h in headers], tablefmt="github", disable_numparse=True), ""]
         lines += _published_markdown(section, headers)
         for caption, plot in section.plots:
-            lines += [f"![{_md(caption)}]({plot.name})", ""]
+            lines += [f"![{_md(caption)}]({quote(plot.name)})", ""]
     groups = comparison_groups(report)
     if groups:
         lines += [f"## Paired comparisons against {_md(report.baseline)}", "", _md(COMPARE_NOTE), ""]
@@ -291,7 +293,7 @@ def write_markdown(report: Report, path: str | Path) -> Path:
     labels = _labels(report)
     for cid, spec in report.configs.items():
         lines += [
-            f'<a id="{_anchor(cid)}"></a>**`{_md(cid)}`** {_md(labels.get(cid, ""))}',
+            f'<a id="{_anchor(cid)}"></a>**{_code(cid)}** {_md(labels.get(cid, ""))}',
             "",
             "```json",
             json.dumps(spec, sort_keys=True, default=str).replace("```", "` ` `"),
@@ -314,7 +316,7 @@ def _trial_section(title: str, frame: pd.DataFrame, detail: str) -> list[str]:
     if frame.empty:
         return []
     body = [
-        [f"`{_md(r.trial_id)}`", _md(r.protocol_version), f"[{_md(r.label)}](#{_anchor(r.config_id)})",
+        [_code(r.trial_id), _md(r.protocol_version), f"[{_md(r.label)}](#{_anchor(r.config_id)})",
          _md(r.dataset), _md(r.seed), _md(text)]
         for r, text in zip(frame.itertuples(), trial_details(frame))
     ]

@@ -190,7 +190,9 @@ def _rescue(store: ResultsStore, row: dict[str, Any], summary: RunSummary) -> di
     try:
         if summary.fallback is None:
             summary.fallback = _fallback_dir(store.suite)
-        stored = ResultsStore(summary.fallback, suite=store.suite, run_id=store.run_id).append(row)
+        fallback = ResultsStore(summary.fallback, suite=store.suite, run_id=store.run_id, rerun=store.rerun)
+        fallback.reruns = store.reruns  # a rescued rerun stays marked as one
+        stored = fallback.append(row)
         summary.rescued += 1
         return stored
     except (OSError, StoreError):

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import shutil
 import sys
 import threading
 from collections.abc import Mapping
 from typing import Any, TextIO
 
-from icon_bench.run.labels import first_line, trial_label, tune_label
+from icon_bench.run.labels import bar_label, first_line, trial_label, tune_label
 from icon_bench.terminal import bar_size
 
 __all__ = ["OK_STATUSES", "Progress"]
@@ -17,7 +18,9 @@ OK_STATUSES: frozenset[str] = frozenset({"ok", "search"})
 
 #: Seconds between redraws of the bar: often enough to see the clock move, rare enough to cost nothing.
 REFRESH_S = 0.5
-_BAR_FORMAT = "{desc} {n_fmt}/{total_fmt} |{bar:10}| {elapsed}<{remaining}{postfix}"  # counts fit 80 columns
+_BAR_FORMAT = "{desc} {n_fmt}/{total_fmt} |{bar:6}| {elapsed}<{remaining}{postfix}"
+#: Room the clock takes ("00:12<01:05", and one to grow), so the trial's label is sized before it grows.
+_CLOCK = 12
 
 
 class Progress:
@@ -45,7 +48,8 @@ class Progress:
         self.out = out if out is not None else sys.stdout
         self.total = total
         self.ok = self.failed = self.running = 0
-        self.current = ""
+        self._running: tuple[Mapping[str, Any], Mapping[str, Any] | None] | None = None  # spec, tuned values
+        self.desc = desc
         self.bar: Any = None
         self._stop = threading.Event()
         self._ticker: threading.Thread | None = None
@@ -73,17 +77,17 @@ class Progress:
     def done(self) -> int:
         return self.ok + self.failed
 
-    def start(self, spec: Mapping[str, Any], running: int = 1) -> None:
-        """A trial started (local) or is the oldest of `running` unfinished ones (Ray)."""
+    def start(self, spec: Mapping[str, Any], running: int = 1, values: Mapping[str, Any] | None = None) -> None:
+        """A trial started (local) or is the oldest of `running` unfinished ones (Ray); `values`: its tuned values."""
         self.running = running
-        self.current = trial_label(spec, short=True) + (f" and {running - 1} more" if running > 1 else "")
+        self._running = (spec, values)
         self._redraw()
 
     def idle(self, running: int = 0) -> None:
         """Nothing new finished; `running` trials are under way."""
         self.running = running
         if running == 0:
-            self.current = ""
+            self._running = None
         self._redraw()
 
     def finish(self, row: Mapping[str, Any], *, elapsed_s: float | None = None) -> None:
@@ -121,8 +125,26 @@ class Progress:
     def _redraw(self) -> None:
         if self.bar is None:
             return
-        now = f" | {self.current}" if self.current else ""
-        self.bar.set_postfix_str(f"{self.ok} ok, {self.failed} failed, {self.running} running{now}", refresh=False)
+        counts = f"{self.ok} ok, {self.failed} failed, {self.running} running"
+        if self._running is None:
+            self.bar.set_postfix_str(counts, refresh=False)
+            return
+        spec, values = self._running
+        more = f" +{self.running - 1}" if self.running > 1 else ""
+        label = bar_label(spec, values) + more
+        if len(counts) + 3 + len(label) > self._room(self.desc):
+            # A narrow terminal: "search (local)" -> "search", short counts, the label fitted to the rest.
+            desc, counts = self.desc.split()[0], f"{self.ok} ok {self.failed} failed"
+            if self.bar.desc != desc:
+                self.bar.set_description_str(desc, refresh=False)
+            width = max(12, self._room(desc) - len(counts) - 3 - len(more))
+            label = bar_label(spec, values, width=width) + more
+        self.bar.set_postfix_str(f"{counts} | {label}", refresh=False)
+
+    def _room(self, desc: str) -> int:
+        """Columns the postfix has on this terminal after "cells 12/40 |######| 00:12<01:05, "."""
+        columns = shutil.get_terminal_size((80, 24)).columns or 80
+        return columns - 1 - (len(desc) + 2 * len(str(self.total)) + 3 + 9 + _CLOCK + 2)
 
     def _tick(self) -> None:
         while not self._stop.wait(REFRESH_S):
@@ -133,6 +155,6 @@ class Progress:
         if self._ticker is not None:
             self._ticker.join()
         if self.bar is not None:
-            self.current, self.running = "", 0
+            self._running, self.running = None, 0
             self._redraw()
             self.bar.close()

@@ -22,6 +22,7 @@ from icon_bench.run.execution import (
     run_one,
     threads_for,
 )
+from icon_bench.run.interrupts import reclaim_sigterm
 from icon_bench.run.progress import Progress
 from icon_bench.run.ray_cluster import ray_session
 from icon_bench.run.store import ResultsStore
@@ -166,6 +167,7 @@ class RayExecutor:
         cluster = {"num_cpus": self.num_cpus, "num_gpus": self.num_gpus, "dashboard": self.dashboard}
         try:
             with ray_session(self.address, log_to_driver=self.log_to_driver, **cluster):
+                reclaim_sigterm()  # ray.init's handler would exit with no summary
                 self._run(specs, store, summary, trial_fn, load_fn)
         finally:
             summary.elapsed_s = time.perf_counter() - t0

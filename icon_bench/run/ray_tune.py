@@ -27,6 +27,7 @@ from icon_bench.run.execution import (
     run_one,
     threads_for,
 )
+from icon_bench.run.interrupts import reclaim_sigterm
 from icon_bench.run.ray_cluster import ray_session
 from icon_bench.run.ray_executor import RayExecutor, _import_trial_stack, _ray_load
 from icon_bench.run.progress import Progress
@@ -130,6 +131,7 @@ def _session(executor: RayExecutor) -> contextlib.ExitStack:
     stack = contextlib.ExitStack()
     stack.enter_context(ray_session(executor.address, log_to_driver=executor.log_to_driver, num_cpus=executor.num_cpus,
                                     num_gpus=executor.num_gpus, dashboard=executor.dashboard))
+    reclaim_sigterm()  # ray.init's handler would exit with no summary
     return stack
 
 

@@ -104,7 +104,8 @@ def run_tuned(
             return TunedRun(finished=False, summary=summary)
         if n_run < todo:
             print(f"--limit: {todo - n_run} search trials left for the next run", file=out)
-            return TunedRun(finished=False, summary=summary)
+            # Failed search trials count under --limit too: the exit status says so (README, exit codes).
+            return TunedRun(finished=False, failed=summary.failed, summary=summary)
         defaults = plan.defaults
         plan = plan_tuning(suite, store)  # the search trials just stored (TPE: their candidates too)
         plan.defaults = defaults

@@ -14,10 +14,18 @@ from typing import IO, Any
 import numpy as np
 
 from icon_bench.errors import IconBenchError, StoreError
+from icon_bench.run.store_lines import (
+    QUARANTINE_FILE,
+    RERUN_KEY,
+    RESULTS_FILE,
+    LineProblem,
+    parse_lines,
+    resolve,
+    seal,
+)
 
-__all__ = ["ResultsStore", "StoreWarning"]
+__all__ = ["QUARANTINE_FILE", "RESULTS_FILE", "ResultsStore", "StoreWarning", "read_rows"]
 
-RESULTS_FILE = "results.jsonl"
 ARTIFACTS_DIR = "artifacts"
 #: A failed trial's traceback as plain text, <trial_id>.txt, so a user can read it without parsing JSON.
 TRACEBACKS_DIR = "tracebacks"
@@ -26,7 +34,7 @@ REPORT_DIR = "report"
 
 
 class StoreWarning(UserWarning):
-    """A line of results.jsonl could not be read (a torn write) and was skipped."""
+    """A line of results.jsonl is not a good row (torn, corrupt, wrong schema, a conflict) and was skipped."""
 
 
 def _now() -> str:
@@ -58,16 +66,29 @@ def _as_array(value: Any) -> np.ndarray | None:
     return None
 
 
+def _cut_back(fd: int, size: int, expected: int) -> None:
+    """After a failed append, cut the file back to `size` so no torn line stays; only when it ends
+    where this append left it (no other writer came after: a reader skips a torn line anyway)."""
+    try:
+        if os.fstat(fd).st_size == expected:
+            os.ftruncate(fd, size)
+    except OSError:
+        pass
+
+
 def _store_error(exc: OSError, directory: Path, verb: str) -> StoreError:
     where = exc.filename or directory
     return StoreError(f"cannot {verb} the results store: {where}: {exc.strerror or exc}")
 
 
 class ResultsStore:
-    """One directory of results: ``results.jsonl`` (one row per line, latest per trial wins) and artifacts.
+    """One directory of results: ``results.jsonl`` (one row per line) and artifacts.
 
     Appends are atomic at the line level: each row is one ``os.write`` of a complete line on an
-    O_APPEND descriptor, then fsync, so a crash leaves at most one torn last line, which readers skip.
+    O_APPEND descriptor, then fsync, so a crash leaves at most one torn last line, which readers skip
+    (and `icon-bench store repair` moves to results.quarantine.jsonl). Each row carries a checksum
+    of its content; which row of a trial counts is `store_lines.resolve`'s rule (a retry replaces a
+    failure, only a `rerun` (--force) row replaces a finished one).
     """
 
     def __init__(
@@ -77,13 +98,17 @@ class ResultsStore:
         suite: str | None = None,
         run_id: str | None = None,
         fsync: bool = True,
+        rerun: str | None = None,
     ) -> None:
         self.directory = Path(directory)
         self.fsync = fsync  # False only where durability does not matter (benchmarks of other costs)
         self.suite = suite
         self.run_id = run_id
         self.path = self.directory / RESULTS_FILE
-        self.skipped: list[tuple[int, str]] = []  # (line number, reason) of unreadable lines, last read
+        self.rerun = rerun  # recorded in each row (RERUN_KEY): this run replaces finished rows on purpose
+        self.reruns: dict[str, str] = {}  # trial_id -> why this run reruns it (a stale recipe), recorded likewise
+        self.problems: list[LineProblem] = []  # lines that were not good rows, last read
+        self.skipped: list[tuple[int, str]] = []  # the same as (line number, reason)
         self._checked_tail = False
         self._reported: set[tuple[int, str]] = set()
 
@@ -132,12 +157,22 @@ class ResultsStore:
         if row.get("status") != "ok" and isinstance(row.get("traceback"), str) and row["traceback"]:
             text = row["traceback"].encode("utf-8")
             row["traceback_file"] = self._write_file(TRACEBACKS_DIR, f"{row['trial_id']}.txt", lambda fh: fh.write(text))
+        if self.rerun or row["trial_id"] in self.reruns:
+            row[RERUN_KEY] = self.rerun or self.reruns[row["trial_id"]]
         try:
-            line = json.dumps(row, default=_json_default, ensure_ascii=False) + "\n"
+            # Sealed as a reader will see it (numpy scalars now floats), so the checksum reads back equal.
+            row = seal(json.loads(json.dumps(row, default=_json_default, ensure_ascii=False)))
         except (TypeError, ValueError) as exc:
             raise IconBenchError(f"result row of trial {row['trial_id']} is not JSON-serialisable: {exc}") from exc
-        self._append_line(line.encode("utf-8"))
-        return json.loads(line)  # the row exactly as a reader will see it (numpy scalars now floats)
+        self._append_line((json.dumps(row, ensure_ascii=False) + "\n").encode("utf-8"))
+        return row
+
+    def append_line(self, raw: bytes) -> None:
+        """Append one already checked line as it is (`icon-bench store merge`), raising StoreError on failure."""
+        try:
+            self._append_line(raw.rstrip(b"\n") + b"\n")
+        except OSError as exc:
+            raise _store_error(exc, self.directory, "write") from None
 
     def _append_line(self, data: bytes) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -152,11 +187,16 @@ class ResultsStore:
                         fh.seek(size - 1)
                         if fh.read(1) != b"\n":
                             os.write(fd, b"\n")
-            written = os.write(fd, data)
-            if written != len(data):  # only on a full disk; the reader will skip the torn line
-                raise StoreError(f"{self.path}: short write ({written} of {len(data)} bytes); disk full?")
-            if self.fsync:
-                os.fsync(fd)
+            before, written = os.fstat(fd).st_size, 0
+            try:
+                written = os.write(fd, data)
+                if written != len(data):  # only on a full disk
+                    raise StoreError(f"{self.path}: short write ({written} of {len(data)} bytes); disk full?")
+                if self.fsync:
+                    os.fsync(fd)
+            except (OSError, StoreError):
+                _cut_back(fd, before, before + written)
+                raise
         finally:
             os.close(fd)
 
@@ -187,40 +227,41 @@ class ResultsStore:
 
     # -- reading ----------------------------------------------------------------------------------
     def read(self) -> list[dict[str, Any]]:
-        """Every readable row in file order (reruns included); unreadable lines are skipped and reported."""
-        self.skipped = []
+        """Every good row in file order (reruns included); other lines are skipped and reported once."""
+        return [row for _, row in self._read_lines()]
+
+    def _read_lines(self) -> list[tuple[int, dict[str, Any]]]:
         try:
             data = self.path.read_bytes()
         except FileNotFoundError:
-            return []
+            data = b""
         except OSError as exc:
             raise _store_error(exc, self.directory, "read") from None
-        rows: list[dict[str, Any]] = []
-        lines = data.split(b"\n")
-        for number, raw in enumerate(lines, start=1):
-            if not raw.strip():
-                continue
-            torn_tail = number == len(lines)  # no newline after it: the write never finished
-            try:
-                row = json.loads(raw)
-                if not isinstance(row, dict) or "trial_id" not in row:
-                    raise ValueError("not a result row")
-            except ValueError as exc:
-                reason = "torn last line (interrupted write)" if torn_tail else f"unreadable line ({exc})"
-                self.skipped.append((number, reason))
-                if (number, reason) not in self._reported:  # say it once per store, not on every read
-                    self._reported.add((number, reason))
-                    warnings.warn(f"{self.path}:{number}: skipped {reason}", StoreWarning, stacklevel=3)
-                continue
-            rows.append(row)
-        return rows
+        result = parse_lines(data)
+        self._note(result.problems, reset=True)
+        return result.rows
+
+    def _note(self, problems: list[LineProblem], *, reset: bool = False) -> None:
+        if reset:
+            self.problems, self.skipped = [], []
+        for problem in problems:
+            self.problems.append(problem)
+            self.skipped.append((problem.line, problem.reason))
+            key = (problem.line, problem.reason)
+            if key not in self._reported:  # say it once per store, not on every read
+                self._reported.add(key)
+                warnings.warn(
+                    f"{self.path}:{problem.line}: skipped {problem.reason} (`icon-bench store repair "
+                    f"{self.directory}` moves it to {QUARANTINE_FILE})",
+                    StoreWarning,
+                    stacklevel=4,
+                )
 
     def rows(self) -> list[dict[str, Any]]:
-        """The latest row of each trial, in the order the trials first appeared."""
-        latest: dict[str, dict[str, Any]] = {}
-        for row in self.read():
-            latest[row["trial_id"]] = row
-        return list(latest.values())
+        """The row that counts for each trial (`store_lines.resolve`), in the order the trials first appeared."""
+        current, conflicts = resolve(self._read_lines())
+        self._note(conflicts)
+        return [row for _, row in current.values()]
 
     def done_ids(self) -> set[str]:
         """Trials whose latest row has status ok."""
@@ -244,3 +285,15 @@ class ResultsStore:
             return {}
         with np.load(self.directory / rel, allow_pickle=False) as npz:
             return {k: npz[k] for k in npz.files}
+
+
+def read_rows(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """The rows that count in results file `path` (any name), warning once per bad line.
+
+    The one reader of results files: `run` (through ResultsStore), `report`, `compare` and the
+    claims read rows through it, so they agree on which rows count.
+    """
+    path = Path(path)
+    store = ResultsStore(path.parent)
+    store.path = path
+    return store.rows()

@@ -272,6 +272,13 @@ def cmd_suite_schema(args: argparse.Namespace) -> int:
 
 def add_commands(subparsers: Any) -> None:
     """Register ``icon-bench suite-schema``."""
-    p = subparsers.add_parser("suite-schema", help="print the suite file reference (docs/suite.md) from the schema")
+    p = subparsers.add_parser(
+        "suite-schema",
+        help="print the suite file reference (docs/suite.md) from the schema",
+        description=(
+            "Print the reference of the suite YAML format (every key, its type, default and meaning, generated "
+            "from the schema and the registered plugins): the text of docs/suite.md. -o FILE writes it to FILE."
+        ),
+    )
     p.add_argument("-o", "--output", metavar="FILE", help="write it to FILE instead of printing it")
     p.set_defaults(func=cmd_suite_schema)

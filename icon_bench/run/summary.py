@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import sys
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from tabulate import tabulate
@@ -23,7 +26,7 @@ if TYPE_CHECKING:
     from icon_bench.run.store import ResultsStore
     from icon_bench.run.suite import Suite
 
-__all__ = ["print_failures", "print_plan", "print_summary"]
+__all__ = ["print_failures", "print_plan", "print_store_failure", "print_summary"]
 
 
 def _dataset_name(spec: Mapping[str, Any]) -> str:
@@ -137,3 +140,23 @@ def print_failures(rows: Sequence[Mapping[str, Any]], store: ResultsStore, out: 
         print(f"    traceback: {store.directory / where if where else '(none recorded: the trial did not raise)'}", file=out)
     if len(failed) > most:
         print(f"  ... and {len(failed) - most} more (each row's error and traceback are in {store.path})", file=out)
+
+
+def print_store_failure(summary: RunSummary, store: ResultsStore) -> None:
+    """The store refused a row: what stopped, where the refused rows are, and how to put them back."""
+    stored = len(summary.rows) - summary.rescued - len(summary.unsaved)
+    lines = [
+        f"icon-bench: error: {summary.store_error}",
+        f"  the sweep stopped: {stored} row(s) stored, {summary.not_run} cell(s) not run (a rerun runs them).",
+    ]
+    if summary.fallback and summary.rescued:
+        fallback = Path(summary.fallback)
+        lines += [
+            f"  the {summary.rescued} row(s) that finished since are saved in {fallback / 'results.jsonl'};",
+            "  once the store is writable, add them (with their artifacts and tracebacks) with:",
+            f"    icon-bench store merge {store.directory} {fallback}",
+        ]
+    if summary.unsaved:
+        lines.append(f"  {len(summary.unsaved)} row(s) could not be saved anywhere; here they are as JSON lines:")
+        lines += [json.dumps({k: v for k, v in r.items() if k != "artifacts"}, default=str) for r in summary.unsaved]
+    print("\n".join(lines), file=sys.stderr)

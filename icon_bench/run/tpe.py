@@ -130,7 +130,7 @@ def run_tpe_local(
             for index in range(len(rows), tune.budget):
                 trial = study.ask(dists)
                 item = item_for(conf, index, values_of(trial.params, tune), tune, epochs)
-                bar.start(item.spec)
+                bar.start(item.spec, values=item.info.get("values"))
                 if load_error is not None:
                     row = item.annotate(failed_row(item.spec, load_error), item.rungs[0])
                 else:

@@ -329,7 +329,7 @@ def run_search_local(
     asha: dict[str, Asha] = {}
     with search_run(len(items), progress, "search (local)", out) as (summary, bar):
         for item in items:
-            bar.start(item.spec)
+            bar.start(item.spec, values=item.info.get("values"))
             key, ds_spec = _dataset_key(item.spec, base)
             if key not in cache:
                 cache = {key: load_or_error(load_fn, ds_spec)}  # one dataset held at a time
