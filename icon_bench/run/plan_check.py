@@ -16,7 +16,7 @@ from icon_bench.run.suite import Suite, resolve_dataset_paths
 from icon_bench.run.suite_errors import _format_loc
 from icon_bench.run.yaml_lines import Loc
 
-__all__ = ["check_plan"]
+__all__ = ["check_plan", "download_notes"]
 
 #: Dataset options that name an input file (a folder option such as cache_dir may not exist yet).
 _FILE_KEYS = ("path", "test_path")
@@ -82,3 +82,34 @@ def check_plan(suite: Suite, executor: str, base: str | os.PathLike[str] | None 
         problems.append((_line(suite, ("resources", "gpus")), f"resources.gpus: {gpu}"))
     if problems:
         raise SuiteError("\n".join(f"{suite.source}:{line}: {msg}" for line, msg in sorted(set(problems))))
+
+
+def download_notes(suite: Suite) -> list[str]:
+    """One line per catalogued dataset (data/catalog.py) the suite reads that is not cached yet: what a run downloads.
+
+    Datasets given a `path:` read that copy and download nothing. Nothing here touches the network.
+    """
+    from icon_bench.data.catalog import CATALOG
+    from icon_bench.data.download import ENV_OFFLINE, data_root, human_size, mirror_urls, offline
+    from icon_bench.data.vision import cached
+
+    notes: dict[str, str] = {}
+    for _, spec in _datasets(suite):
+        entry = {"name": spec} if isinstance(spec, str) else spec if isinstance(spec, dict) else {}
+        name = entry.get("name")
+        if name not in CATALOG or entry.get("path") or name in notes or cached(name):
+            continue
+        info = CATALOG[name]
+        mirror = entry.get("mirror") if isinstance(entry.get("mirror"), str) else None
+        source = mirror_urls(name, info.files[0], mirror)[0].rsplit("/", 1)[0] + "/"
+        action = (
+            f"is not cached and {ENV_OFFLINE} is set: its trials will fail until it is "
+            f"(icon-bench datasets import {name} FILE_OR_FOLDER)"
+            if offline()
+            else "is not cached: the run will download"
+        )
+        notes[name] = (
+            f"data: {name} {action} {human_size(info.size)} ({len(info.files)} file(s), MD5-checked) "
+            f"from {source} into {data_root() / name}"
+        )
+    return list(notes.values())
