@@ -89,7 +89,7 @@ def test_cifar100_coarse_and_stl10_unlabeled(cache: Path, monkeypatch: pytest.Mo
 def test_images_stay_aligned_through_subset_and_val(cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     with serve() as server:
         _serve_dataset(monkeypatch, server, "cifar10")
-        data = load_dataset({"name": "cifar10", "subset": 20, "val_fraction": 0.25, "pca": 5})
+        data = load_dataset({"name": "cifar10", "subset": 20, "val_fraction": 0.25, "standardize": True})
     assert data.images["train"].dtype == np.uint8 and data.images["train"].ndim == 4
     for split in ("train", "val", "test"):
         assert len(data.images[split]) == len(getattr(data, f"y_{split}"))
