@@ -156,7 +156,7 @@ def run_suite(
     **executor_kwargs: Any,
 ) -> int:
     """Everything `icon-bench run` does; returns the exit status (see EXIT_CODES)."""
-    from icon_bench.run.plan_check import check_plan, download_notes
+    from icon_bench.run.plan_check import check_plan
     from icon_bench.run.store import ResultsStore
     from icon_bench.run.suite import Suite
     from icon_bench.run.suite_file import load_suite
@@ -167,9 +167,7 @@ def run_suite(
     _note_plugin_failures(out)
     kind = executor or suite.executor
     # Data files and GPUs, before a cell is expanded or run; relative paths are the suite root's.
-    check_plan(suite, kind, suite.root)
-    for note in download_notes(suite):
-        print(note, file=out)
+    check_plan(suite, kind, suite.root, out=out)
     results_dir = Path(results) if results is not None else suite.results_dir
     # Said first, so a user sees which rows a rerun would resume from (a suite's paths depend on its root).
     print(f"results: {results_dir.absolute()}", file=out)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, TextIO
 
 from icon_bench.errors import SuiteError
 from icon_bench.run.suite import Suite, resolve_dataset_paths
@@ -63,10 +63,13 @@ def _gpu_problem(suite: Suite, executor: str) -> str | None:
     return None
 
 
-def check_plan(suite: Suite, executor: str, base: str | os.PathLike[str] | None = None) -> None:
+def check_plan(
+    suite: Suite, executor: str, base: str | os.PathLike[str] | None = None, out: TextIO | None = None
+) -> None:
     """Raise SuiteError (file:line: key: message, one line each) for what cannot run here.
 
-    ``base`` is the folder relative dataset paths resolve against (what the executors use).
+    ``base`` is the folder relative dataset paths resolve against (what the executors use). With
+    ``out``, say there which datasets are not cached and what a run would download (`download_notes`).
     """
     problems: list[tuple[int, str]] = []
     for loc, spec in _datasets(suite):
@@ -82,6 +85,8 @@ def check_plan(suite: Suite, executor: str, base: str | os.PathLike[str] | None 
         problems.append((_line(suite, ("resources", "gpus")), f"resources.gpus: {gpu}"))
     if problems:
         raise SuiteError("\n".join(f"{suite.source}:{line}: {msg}" for line, msg in sorted(set(problems))))
+    for note in download_notes(suite) if out is not None else []:
+        print(note, file=out)
 
 
 def download_notes(suite: Suite) -> list[str]:
