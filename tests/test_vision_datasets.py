@@ -256,3 +256,12 @@ def test_mnist_from_the_shared_file_is_exact(mnist_cache: Path) -> None:
         np.testing.assert_array_equal(data.y_test.numpy(), z["y_test"])
     assert data.meta["channel_mean"] == pytest.approx([0.1307], abs=1e-4)  # the published MNIST mean
     assert data.meta["channel_std"] == pytest.approx([0.3081], abs=1e-4)
+
+
+def test_labels_ignore_where_the_files_came_from() -> None:
+    from icon_bench.data.options import dataset_label
+
+    assert dataset_label({"name": "cifar10", "path": "/data/tv", "mirror": "http://m/"}) == "cifar10"
+    assert dataset_label({"name": "cifar100", "coarse": True, "path": "/x", "pca": 50}) == "cifar100(coarse=true)-pca50"
+    assert dataset_label({"name": "mnist", "subset": 3000}) == "mnist-subset3000"
+    assert dataset_label({"name": "arrays", "path": "/d/mnist.npz"}) == "mnist"  # a file dataset keeps its stem

@@ -107,14 +107,12 @@ def download_notes(suite: Suite) -> list[str]:
         info = CATALOG[name]
         mirror = entry.get("mirror") if isinstance(entry.get("mirror"), str) else None
         source = mirror_urls(name, info.files[0], mirror)[0].rsplit("/", 1)[0] + "/"
-        action = (
-            f"is not cached and {ENV_OFFLINE} is set: its trials will fail until it is "
-            f"(icon-bench datasets import {name} FILE_OR_FOLDER)"
-            if offline()
-            else "is not cached: the run will download"
-        )
-        notes[name] = (
-            f"data: {name} {action} {human_size(info.size)} ({len(info.files)} file(s), MD5-checked) "
-            f"from {source} into {data_root() / name}"
-        )
+        what = f"{human_size(info.size)} ({len(info.files)} file(s), MD5-checked) from {source}"
+        if offline():
+            notes[name] = (
+                f"data: {name} is not cached and {ENV_OFFLINE} is set, so its trials will fail: put its {what} "
+                f"into {data_root() / name}, or run `icon-bench datasets import {name} FILE_OR_FOLDER`"
+            )
+        else:
+            notes[name] = f"data: {name} is not cached: the run will download {what} into {data_root() / name}"
     return list(notes.values())
