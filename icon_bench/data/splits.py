@@ -254,7 +254,12 @@ def _features(x: np.ndarray, where: str, what: str = "features") -> np.ndarray:
         raise DataError(f"{where}: {what} must be numeric, got dtype {x.dtype}")
     if x.ndim < 2:
         raise DataError(f"{where}: {what} need one row per sample and at least one column, got shape {x.shape}")
-    out = x.astype(np.float32) / 255.0 if x.dtype == np.uint8 else x.astype(np.float32)
+    if x.dtype == np.uint8:
+        # One float32 pass (the same values as astype then / 255.0); integers are always finite.
+        return np.divide(x, np.float32(255.0), dtype=np.float32)
+    out = x.astype(np.float32)
+    if x.dtype.kind in "iub":
+        return out
     bad = ~np.isfinite(out)
     if bad.any():
         row = int(np.flatnonzero(bad.reshape(len(out), -1).any(axis=1))[0])
