@@ -60,12 +60,12 @@ def test_imagefolder_reads_the_tree(cache: Path, tmp_path: Path) -> None:
     assert data.meta["channel_mean"] == pytest.approx((made["train"][0] / 255.0).mean(axis=(0, 2, 3)), abs=1e-6)
     # A class-list file keeps a subset (ImageNet-100 style), indexed in sorted order.
     (tmp_path / "keep.txt").write_text("zebra\napple\n")
-    sub = load_dataset({"name": "imagefolder", "path": str(root), "classes": str(tmp_path / "keep.txt"), "val_fraction": 0})
+    sub = load_dataset({"name": "imagefolder", "path": str(root), "class_file": str(tmp_path / "keep.txt"), "val_fraction": 0})
     assert sub.meta["classes"] == ["apple", "zebra"] and sub.num_classes == 2 and len(sub.y_train) == 8
     # A wrong class name says where, with a suggestion.
     (tmp_path / "bad.txt").write_text("apple\nzebr\n")
     with pytest.raises(DataError, match=r"bad.txt:2: class 'zebr' has no folder .*did you mean 'zebra'"):
-        load_dataset({"name": "imagefolder", "path": str(root), "classes": str(tmp_path / "bad.txt")})
+        load_dataset({"name": "imagefolder", "path": str(root), "class_file": str(tmp_path / "bad.txt")})
 
 
 def test_imagefolder_sizes(cache: Path, tmp_path: Path) -> None:

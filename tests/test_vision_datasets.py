@@ -265,3 +265,18 @@ def test_labels_ignore_where_the_files_came_from() -> None:
     assert dataset_label({"name": "cifar100", "coarse": True, "path": "/x", "pca": 50}) == "cifar100(coarse=true)-pca50"
     assert dataset_label({"name": "mnist", "subset": 3000}) == "mnist-subset3000"
     assert dataset_label({"name": "arrays", "path": "/d/mnist.npz"}) == "mnist"  # a file dataset keeps its stem
+
+
+def test_no_network_names_the_files_to_fetch(cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import socket
+
+    with socket.socket() as s:  # a port nothing listens on: the connection is refused, as without network
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    gen = MAKERS["cifar10"](np.random.default_rng(0))
+    monkeypatch.setitem(CATALOG, "cifar10", patched_info("cifar10", gen, f"http://127.0.0.1:{port}"))
+    with pytest.raises(DataError) as info:
+        load_dataset("cifar10")
+    text = str(info.value)
+    assert "cannot connect" in text and "put it at" in text and "icon-bench datasets import cifar10" in text
+    _cache_is_clean(cache, "cifar10")

@@ -116,7 +116,7 @@ class ImageFolderDataset(Dataset):
         if not root.is_dir():
             raise DataError(f"dataset 'imagefolder': path {root} is not a folder")
         train, test = self._splits(root)
-        class_file = Path(p["classes"]).expanduser() if p["classes"] else None
+        class_file = Path(p["class_file"]).expanduser() if p["class_file"] else None
         classes = _class_names(root, train, class_file)
         listing = {split: _files(root, split, classes) for split in (train, test)}
         # The cache key covers every file's name, size and modification time and the options: an
@@ -164,7 +164,7 @@ class ImageFolderDataset(Dataset):
 
 def imagefolder(
     path: str,
-    classes: str | None = None,
+    class_file: str | None = None,
     size: int | None = None,
     grey: bool = False,
     train_split: str = "train",
@@ -173,13 +173,13 @@ def imagefolder(
 ) -> Dataset:
     """Your images in an ImageNet-style tree `path`/<split>/<class>/<image> (PNG, JPEG, ...), read with Pillow.
 
-    Class indices follow the sorted class folder names of the train split; `classes` names a text
+    Class indices follow the sorted class folder names of the train split; `class_file` names a text
     file with one class folder per line to keep only those (ImageNet-100 style). The test split is
     `test_split`, else the folder `test`, else `val`. Images are converted to RGB (grey=True: one
     channel) and must share one size unless `size` resizes each to size x size. Decoded once into
     $ICON_BENCH_DATA/imagefolder/ (redone when a file changes); rows flat unless images=True.
     """
     return ImageFolderDataset(
-        path=path, classes=classes, size=size, grey=grey, train_split=train_split, test_split=test_split,
+        path=path, class_file=class_file, size=size, grey=grey, train_split=train_split, test_split=test_split,
         images=images,
     )

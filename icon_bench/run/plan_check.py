@@ -19,7 +19,7 @@ from icon_bench.run.yaml_lines import Loc
 __all__ = ["check_plan", "download_notes"]
 
 #: Dataset options that name an input file (a folder option such as cache_dir may not exist yet).
-_FILE_KEYS = ("path", "test_path")
+_FILE_KEYS = ("path", "test_path", "class_file")
 
 
 def _datasets(suite: Suite) -> Iterator[tuple[Loc, Any]]:
