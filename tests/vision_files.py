@@ -194,3 +194,25 @@ def write_tree(root: Path, files: dict[str, bytes]) -> None:
     for rel, data in files.items():
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         (root / rel).write_bytes(data)
+
+
+def tiny_copy(name: str, folder: Path, monkeypatch: Any) -> dict[str, Any]:
+    """Parameters that make dataset `name` read a small generated copy in `folder` (its catalogue entry patched)."""
+    monkeypatch.setenv("ICON_BENCH_DATA", str(folder / "cache"))
+    if name == "imagefolder":
+        from PIL import Image
+
+        rng = np.random.default_rng(0)
+        for split in ("train", "test"):
+            for label in ("a", "b"):
+                for i in range(3):
+                    path = folder / "tree" / split / label / f"{i}.png"
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    Image.fromarray(rng.integers(0, 256, (4, 4, 3), dtype=np.uint8)).save(path)
+        return {"path": str(folder / "tree")}
+    gen = MAKERS[name](np.random.default_rng(0))
+    # torchvision's layout: root/MNIST/raw/..., root/FashionMNIST/raw/...
+    write_tree(folder / "copy", {k.replace("MNIST/", "FashionMNIST/") if name == "fashion_mnist" else k: v
+                                 for k, v in gen.extracted.items()})
+    monkeypatch.setitem(CATALOG, name, patched_info(name, gen, "http://127.0.0.1:9"))
+    return {"path": str(folder / "copy")}
