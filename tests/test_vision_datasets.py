@@ -280,3 +280,36 @@ def test_no_network_names_the_files_to_fetch(cache: Path, monkeypatch: pytest.Mo
     text = str(info.value)
     assert "cannot connect" in text and "put it at" in text and "icon-bench datasets import cifar10" in text
     _cache_is_clean(cache, "cifar10")
+
+
+def test_concurrent_loads_decode_once(cache: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Two loaders at once (threads, each with its own lock handle, as two processes have): one decodes, one maps."""
+    import threading
+
+    from icon_bench.data import vision
+
+    gen = MAKERS["mnist"](np.random.default_rng(0))
+    write_tree(tmp_path / "copy", gen.files)
+    monkeypatch.setitem(CATALOG, "mnist", patched_info("mnist", gen, "http://127.0.0.1:9"))
+    calls = []
+    real = vision._decode
+
+    def slow_decode(*args, **kwargs):
+        calls.append(1)
+        time.sleep(0.5)  # long enough for the other loader to reach the lock
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(vision, "_decode", slow_decode)
+    results: list = []
+    threads = [threading.Thread(target=lambda: results.append(vision.load_images("mnist", path=str(tmp_path / "copy"))))
+               for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(calls) == 1 and len(results) == 2
+    for arrays, _ in results:
+        np.testing.assert_array_equal(arrays["x_train"][:, 0], gen.arrays["x_train"])
+    # flatten (the default) and pca work on the image rows as on any vectors.
+    data = load_dataset({"name": "mnist", "path": str(tmp_path / "copy"), "pca": 5, "val_fraction": 0})
+    assert data.x_train.shape == (30, 5) and "image_shape" not in data.meta
