@@ -104,7 +104,7 @@ def missing_files_message(dataset: str, folder: Path, files: Sequence[RemoteFile
         lines.append(f"    -> put it at {folder / f.name}")
     lines.append(
         f"then run again (or `icon-bench datasets import {dataset} FILE_OR_FOLDER`, or point the dataset's "
-        f"`path:` at a folder holding them); {ENV_OFFLINE}=0 and network access let it download them"
+        f"`path:` at a folder holding them); with network access and {ENV_OFFLINE} unset, it downloads them itself"
     )
     return "\n".join(lines)
 
