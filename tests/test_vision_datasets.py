@@ -313,3 +313,13 @@ def test_concurrent_loads_decode_once(cache: Path, monkeypatch: pytest.MonkeyPat
     # flatten (the default) and pca work on the image rows as on any vectors.
     data = load_dataset({"name": "mnist", "path": str(tmp_path / "copy"), "pca": 5, "val_fraction": 0})
     assert data.x_train.shape == (30, 5) and "image_shape" not in data.meta
+
+
+def test_a_corrupt_cached_archive_is_set_aside_and_fetched_again(cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with serve() as server:
+        gen = _serve_dataset(monkeypatch, server, "cifar10")
+        (cache / "cifar10").mkdir(parents=True)
+        (cache / "cifar10" / "cifar-10-python.tar.gz").write_bytes(b"not the archive")
+        _assert_matches(load_dataset({"name": "cifar10", "val_fraction": 0.0}), gen)
+    assert (cache / "cifar10" / "cifar-10-python.tar.gz.corrupt").read_bytes() == b"not the archive"
+    assert len(server.hits) == 1

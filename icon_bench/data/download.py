@@ -195,7 +195,9 @@ def ensure_files(
     for f in files:
         path = folder / f.name
         if path.is_file() and file_md5(path) != f.md5:
-            os.replace(path, path.with_name(path.name + ".corrupt"))
+            aside = path.with_name(path.name + ".corrupt")
+            os.replace(path, aside)
+            print(f"{path}: checksum mismatch (not the published file); moved aside to {aside.name}", file=sys.stderr)
         if not path.is_file():
             missing.append(f)
     if missing and offline():
