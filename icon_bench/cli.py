@@ -24,6 +24,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "icon_bench.report.commands",
     "icon_bench.report.references",
     "icon_bench.scaffold.command",
+    "icon_bench.data.commands",
 )
 
 

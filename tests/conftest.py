@@ -47,6 +47,34 @@ def _graph_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]
         os.environ["ICON_BENCH_CACHE"] = before
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _data_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Datasets of the tests go to a throwaway cache (ICON_BENCH_DATA), never ~/.cache; nothing downloads."""
+    saved = {k: os.environ.get(k) for k in ("ICON_BENCH_DATA", "ICON_BENCH_OFFLINE", "ICON_BENCH_MIRROR")}
+    root = tmp_path_factory.mktemp("icon-bench-data")
+    os.environ["ICON_BENCH_DATA"] = str(root)
+    os.environ["ICON_BENCH_OFFLINE"] = "1"  # a test that forgets to pre-fill the cache fails, not downloads
+    os.environ.pop("ICON_BENCH_MIRROR", None)
+    yield root
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
+@pytest.fixture(scope="session")
+def mnist_cache(_data_dir: Path) -> Path:
+    """The test cache with `mnist` pre-filled from ../shared/data/mnist.npz (`icon-bench datasets import`); skips without it."""
+    if not MNIST_PATH.exists():
+        pytest.skip(f"MNIST not found at {MNIST_PATH} (the shared/ folder beside the repository)")
+    from icon_bench.data.vision import cached, import_source
+
+    if not cached("mnist"):
+        import_source("mnist", MNIST_PATH)
+    return _data_dir
+
+
 @pytest.fixture(autouse=True)
 def _fresh_graph_memory() -> None:
     """Each test starts without graphs another test left in this process's cache."""

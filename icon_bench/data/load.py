@@ -7,13 +7,16 @@ import os
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import torch
 
 from icon_bench.data.builtin import blobs, breast_cancer, digits, iris, wine
 from icon_bench.data.files import arrays
 from icon_bench.data.graph import content_hash, global_knn
+from icon_bench.data.imagefolder import imagefolder
 from icon_bench.data.options import COMMON_OPTION_TYPES, COMMON_OPTIONS, dataset_label
 from icon_bench.data.splits import DataSplits, stratified_subset, val_indices
+from icon_bench.data.vision import cifar10, cifar100, fashion_mnist, mnist, stl10
 from icon_bench.errors import DataError, UnknownNameError, did_you_mean
 from icon_bench.hooks.specs import hookimpl
 
@@ -91,6 +94,8 @@ def load_dataset(spec: Any, cache_dir: str | os.PathLike[str] | None = None) -> 
     if not isinstance(data, DataSplits):
         raise DataError(f"dataset {name!r}: load() returned {type(data).__name__}, not DataSplits")
     data.meta = dict(data.meta)
+    if data.images is not None:
+        data.images = dict(data.images)  # load_dataset re-indexes it below; the dataset's dict stays as it was
     data.check()
     data.meta["dataset"] = {"name": name, "params": _jsonable(params)}
     data.meta["raw_content_hash"] = content_hash(data)
@@ -144,6 +149,8 @@ def _subset(data: DataSplits, options: dict[str, Any]) -> dict[str, Any]:
         idx = stratified_subset(y, int(subset), seed)
         setattr(data, f"x_{split}", x[idx].contiguous())
         setattr(data, f"y_{split}", y[idx].contiguous())
+        if data.images is not None and split in data.images:
+            data.images[split] = data.images[split][idx.numpy()]
     return {"step": "subset", "max_rows": int(subset), "seed": seed, "stratified": True}
 
 
@@ -155,11 +162,17 @@ def _protocol_splits(data: DataSplits, options: dict[str, Any]) -> dict[str, Any
         data.x_train = torch.cat([data.x_train, data.x_test]).contiguous()
         data.y_train = torch.cat([data.y_train, data.y_test]).contiguous()
         data.x_test, data.y_test = data.x_train, data.y_train
+        if data.images is not None:
+            both = np.concatenate([data.images["train"], data.images["test"]])
+            data.images.update(train=both, test=both)
         data.meta["val_split"] = {"n_val": 0}
         return {"step": "transductive", "rows": len(data.y_train), "fit_on": "all rows", "scored_on": "all rows"}
     train, val = val_indices(data.y_train, fraction, seed, f"dataset {data.name!r}")
     data.x_val, data.y_val = data.x_train[val].contiguous(), data.y_train[val].contiguous()
     data.x_train, data.y_train = data.x_train[train].contiguous(), data.y_train[train].contiguous()
+    if data.images is not None:
+        raw = data.images["train"]
+        data.images.update(train=raw[train.numpy()], val=raw[val.numpy()])
     data.meta["val_split"] = {"fraction": fraction, "seed": seed, "stratified": True, "n_val": len(val)}
     return {"step": "val_split", "fraction": fraction, "seed": seed, "stratified": True, "n_val": len(val)}
 
@@ -194,3 +207,9 @@ def register_datasets(register: Callable[..., None]) -> None:
     register("breast_cancer", breast_cancer)
     register("blobs", blobs)
     register("arrays", arrays)
+    register("mnist", mnist)
+    register("fashion_mnist", fashion_mnist)
+    register("cifar10", cifar10)
+    register("cifar100", cifar100)
+    register("stl10", stl10)
+    register("imagefolder", imagefolder)

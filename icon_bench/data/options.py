@@ -60,8 +60,9 @@ def dataset_label(spec: Mapping[str, Any] | str | None, data_meta: Mapping[str, 
     `spec` is the trial's dataset entry; `data_meta` the loaded `DataSplits.meta` (None or {} when
     the data never loaded). Without a label: the registered name, or for a dataset read from a
     file (a `path` parameter) the file's stem plus 6 hex characters of the raw content hash
-    (which also covers the keys or columns read from it); other parameters as `name(k=v, ...)`;
-    then a suffix per content-changing option: `subset2000` (`subset2000s1` with subset_seed 1),
+    (which also covers the keys or columns read from it); other parameters as `name(k=v, ...)` (a
+    downloadable dataset's `path` and `mirror` are left out: they only say where its verified files
+    came from); then a suffix per content-changing option: `subset2000` (`subset2000s1` with subset_seed 1),
     `std`, `pca50`, joined with "-".
     """
     entry: dict[str, Any] = {"name": spec} if isinstance(spec, str) else dict(spec or {})
@@ -69,6 +70,10 @@ def dataset_label(spec: Mapping[str, Any] | str | None, data_meta: Mapping[str, 
         return str(entry["label"])
     meta = data_meta or {}
     params = {k: v for k, v in entry.items() if k != "name" and k not in COMMON_OPTIONS}
+    if ("path" in params or "mirror" in params) and _downloadable(entry.get("name")):
+        # Where a checksum-verified copy was read from does not change what it holds.
+        params.pop("path", None)
+        params.pop("mirror", None)
     path = params.pop("path", None)
     if path is not None:
         base = PurePath(str(path)).stem or str(entry.get("name"))
@@ -87,6 +92,12 @@ def dataset_label(spec: Mapping[str, Any] | str | None, data_meta: Mapping[str, 
     if entry.get("pca") is not None:
         parts.append(f"pca{int(entry['pca'])}")
     return "-".join(parts)
+
+
+def _downloadable(name: Any) -> bool:
+    from icon_bench.data.catalog import CATALOG
+
+    return isinstance(name, str) and name in CATALOG
 
 
 def _params_text(params: Mapping[str, Any]) -> str:

@@ -36,6 +36,10 @@ class DataSplits:
     knn_train: Tensor | None = None  # (n_train, k) int64 global kNN graph, when asked for
     x_val: Tensor | None = None  # (n_val, ...) rows carved from train; empty when there is none
     y_val: Tensor | None = None
+    #: Image datasets (data/vision.py, data/imagefolder.py): the raw uint8 images (n, c, h, w) of each
+    #: split, row for row with x_train / x_val / x_test (load_dataset keeps them aligned through
+    #: subset and the val split; "unlabeled" where a dataset has such images). None for other data.
+    images: dict[str, np.ndarray] | None = None
 
     def __post_init__(self) -> None:
         # Datasets written before protocol 2 (and plugins) build train/test only: val is then empty.
@@ -84,7 +88,14 @@ class DataSplits:
                 "a val trial needs one: give the dataset val_fraction > 0"
             )
         meta = {**self.meta, "scored_split": "val"}
-        return dataclasses.replace(self, x_test=self.x_val, y_test=self.y_val, x_val=None, y_val=None, meta=meta)
+        images = self.images
+        if images is not None:
+            images = {k: v for k, v in images.items() if k not in ("test", "val")}
+            if "val" in self.images:
+                images["test"] = self.images["val"]
+        return dataclasses.replace(
+            self, x_test=self.x_val, y_test=self.y_val, x_val=None, y_val=None, meta=meta, images=images
+        )
 
     def check(self) -> None:
         """Raise DataError when the splits break the contract (shapes, dtypes, label range, finite values)."""
@@ -243,7 +254,12 @@ def _features(x: np.ndarray, where: str, what: str = "features") -> np.ndarray:
         raise DataError(f"{where}: {what} must be numeric, got dtype {x.dtype}")
     if x.ndim < 2:
         raise DataError(f"{where}: {what} need one row per sample and at least one column, got shape {x.shape}")
-    out = x.astype(np.float32) / 255.0 if x.dtype == np.uint8 else x.astype(np.float32)
+    if x.dtype == np.uint8:
+        # One float32 pass (the same values as astype then / 255.0); integers are always finite.
+        return np.divide(x, np.float32(255.0), dtype=np.float32)
+    out = x.astype(np.float32)
+    if x.dtype.kind in "iub":
+        return out
     bad = ~np.isfinite(out)
     if bad.any():
         row = int(np.flatnonzero(bad.reshape(len(out), -1).any(axis=1))[0])

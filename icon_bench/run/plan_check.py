@@ -9,17 +9,17 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, TextIO
 
 from icon_bench.errors import SuiteError
 from icon_bench.run.suite import Suite, resolve_dataset_paths
 from icon_bench.run.suite_errors import _format_loc
 from icon_bench.run.yaml_lines import Loc
 
-__all__ = ["check_plan"]
+__all__ = ["check_plan", "download_notes"]
 
 #: Dataset options that name an input file (a folder option such as cache_dir may not exist yet).
-_FILE_KEYS = ("path", "test_path")
+_FILE_KEYS = ("path", "test_path", "class_file")
 
 
 def _datasets(suite: Suite) -> Iterator[tuple[Loc, Any]]:
@@ -63,10 +63,13 @@ def _gpu_problem(suite: Suite, executor: str) -> str | None:
     return None
 
 
-def check_plan(suite: Suite, executor: str, base: str | os.PathLike[str] | None = None) -> None:
+def check_plan(
+    suite: Suite, executor: str, base: str | os.PathLike[str] | None = None, out: TextIO | None = None
+) -> None:
     """Raise SuiteError (file:line: key: message, one line each) for what cannot run here.
 
-    ``base`` is the folder relative dataset paths resolve against (what the executors use).
+    ``base`` is the folder relative dataset paths resolve against (what the executors use). With
+    ``out``, say there which datasets are not cached and what a run would download (`download_notes`).
     """
     problems: list[tuple[int, str]] = []
     for loc, spec in _datasets(suite):
@@ -82,3 +85,34 @@ def check_plan(suite: Suite, executor: str, base: str | os.PathLike[str] | None 
         problems.append((_line(suite, ("resources", "gpus")), f"resources.gpus: {gpu}"))
     if problems:
         raise SuiteError("\n".join(f"{suite.source}:{line}: {msg}" for line, msg in sorted(set(problems))))
+    for note in download_notes(suite) if out is not None else []:
+        print(note, file=out)
+
+
+def download_notes(suite: Suite) -> list[str]:
+    """One line per catalogued dataset (data/catalog.py) the suite reads that is not cached yet: what a run downloads.
+
+    Datasets given a `path:` read that copy and download nothing. Nothing here touches the network.
+    """
+    from icon_bench.data.catalog import CATALOG
+    from icon_bench.data.download import ENV_OFFLINE, data_root, human_size, mirror_urls, offline
+    from icon_bench.data.vision import cached
+
+    notes: dict[str, str] = {}
+    for _, spec in _datasets(suite):
+        entry = {"name": spec} if isinstance(spec, str) else spec if isinstance(spec, dict) else {}
+        name = entry.get("name")
+        if name not in CATALOG or entry.get("path") or name in notes or cached(name):
+            continue
+        info = CATALOG[name]
+        mirror = entry.get("mirror") if isinstance(entry.get("mirror"), str) else None
+        source = mirror_urls(name, info.files[0], mirror)[0].rsplit("/", 1)[0] + "/"
+        what = f"{human_size(info.size)} ({len(info.files)} file(s), MD5-checked) from {source}"
+        if offline():
+            notes[name] = (
+                f"data: {name} is not cached and {ENV_OFFLINE} is set, so its trials will fail: put its {what} "
+                f"into {data_root() / name}, or run `icon-bench datasets import {name} FILE_OR_FOLDER`"
+            )
+        else:
+            notes[name] = f"data: {name} is not cached: the run will download {what} into {data_root() / name}"
+    return list(notes.values())
