@@ -22,6 +22,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "icon_bench"
 LAYERS: dict[str, int] = {
     "icon_bench._version": 0,
     "icon_bench.errors": 0,
+    "icon_bench.extras": 0,
     "icon_bench.terminal": 0,
     "icon_bench.hooks": 0,
     "icon_bench.data": 1,
@@ -30,6 +31,7 @@ LAYERS: dict[str, int] = {
     "icon_bench.train": 4,
     "icon_bench.run": 5,
     "icon_bench.report": 6,
+    "icon_bench.track": 6,
     "icon_bench.testing": 7,
     "icon_bench.scaffold": 7,
     "icon_bench.runner": 7,

@@ -242,6 +242,10 @@ def run_tpe_ray(
     from ray import tune as rt
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search import ConcurrencyLimiter
+
+    from icon_bench.extras import require
+
+    require("optuna", "tpe")  # Ray's OptunaSearch needs it; say which extra brings it
     from ray.tune.search.optuna import OptunaSearch
 
     from icon_bench.run.tpe import distributions, replay

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
 
 from icon_bench.run.ids import canonical_json, normalize_spec, trial_id
 from icon_bench.run.limits import MAX_CELLS
+from icon_bench.run.tracking import Track
 from icon_bench.run.tune import Tune
 from icon_bench.run.yaml_lines import Loc
 
@@ -152,6 +153,11 @@ class Suite(BaseModel):
         description="search each cell's hyperparameters with the same budget on val, then score the selection "
         "once on test; see Tuning in docs/architecture.md. null: every cell at its defaults",
         examples=[{"budget": 8, "space": {"lr": {"loguniform": [1.0e-4, 1.0e-2]}}}],
+    )
+    track: Track | None = Field(
+        None,
+        description="log every trial to an experiment tracker while the suite runs; see Track. null: rows only",
+        examples=[{"mlflow": {"tracking_uri": "http://127.0.0.1:5000"}}],
     )
 
     _source: str = PrivateAttr(default="<suite>")

@@ -46,6 +46,7 @@ MISTAKES: list[tuple[str, str]] = [
     ("model parameter", _BASE + "  model.hiden: 128\n"),
     ("dataset option", "name: demo\ndatasets: [{name: digits, subset: 1e12}]\ngrid: {method: [pmi]}\n"),
     ("resources", _BASE + "resources: {cpus: 0, gpus: 2.5}\n"),
+    ("tracker key", _BASE + "track:\n  mlflow: {tracking_url: http://127.0.0.1:5000}\n"),
     ("seed", _BASE + "  seed: [0, -1]\n"),
     ("huge grid", _BASE + "seeds: 1000000000\n"),
     ("alias bomb", "name: demo\na: &a [x, x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a, *a]\n"
@@ -194,6 +195,7 @@ def _mistake_rows() -> list[list[str]]:
 def render() -> str:
     """docs/suite.md as it should be now."""
     from icon_bench.run.suite import Resources, Suite
+    from icon_bench.run.tracking import MlflowTrack, Track
     from icon_bench.run.tune import Scheduler, Tune
 
     out = [
@@ -223,6 +225,15 @@ def render() -> str:
         "### Tune scheduler",
         "",
         *_table(["key", "type", "default", "meaning", "example"], _model_rows(Scheduler)),
+        "## Track",
+        "",
+        "The `track:` block logs each trial as it finishes (`icon-bench export mlflow RESULTS` logs stored rows",
+        "the same way); a logging failure is warned about once and never stops the sweep.",
+        "",
+        *_table(["key", "type", "default", "meaning", "example"], _model_rows(Track)),
+        "### Track mlflow",
+        "",
+        *_table(["key", "type", "default", "meaning", "example"], _model_rows(MlflowTrack)),
         "## Grid keys",
         "",
         "The same keys make up an `include` entry (one or more cells; a list value is an axis of its own) and an",

@@ -8,6 +8,7 @@ from typing import Any
 from icon_bench.errors import SuiteError, did_you_mean, invalid_value
 from icon_bench.run.suite import Resources, Suite
 from icon_bench.run.synonyms import SYNONYMS
+from icon_bench.run.tracking import MlflowTrack, Track
 from icon_bench.run.tune import Scheduler, Tune
 from icon_bench.run.yaml_lines import Loc
 
@@ -22,6 +23,8 @@ class _Errors:
         ("resources",): list(Resources.model_fields),
         ("tune",): list(Tune.model_fields),
         ("tune", "scheduler"): list(Scheduler.model_fields),
+        ("track",): list(Track.model_fields),
+        ("track", "mlflow"): list(MlflowTrack.model_fields),
     }
 
     def __init__(self, source: str, lines: dict[Loc, int]) -> None:

@@ -296,6 +296,11 @@ def _check(suite: Suite, errors: _Errors) -> None:
         _check_name(errors, ("evaluate", i), "metric", metric)
     if suite.tune is not None:
         _check_tune(suite, errors)
+    if suite.track is not None and suite.track.mlflow is not None:
+        from icon_bench.extras import available, missing_message
+
+        if not available("mlflow"):
+            errors.add(("track", "mlflow"), missing_message("track.mlflow", "mlflow"))
     for key in suite.settings:
         if key in AXES:
             errors.add(("settings", key), f"{key!r} is a grid axis, not a trainer setting; move it under grid")
@@ -332,10 +337,10 @@ def _check_tune(suite: Suite, errors: _Errors) -> None:
         elif size != tune.budget:
             errors.add(("tune", "budget"), f"a grid over this space has {size} points; set budget: {size}")
     if tune.algorithm == "tpe":
-        from icon_bench.run.tpe import available
+        from icon_bench.extras import available, missing_message
 
-        if not available():
-            errors.add(("tune", "algorithm"), "tpe needs Optuna: pip install optuna (or use random)")
+        if not available("optuna"):
+            errors.add(("tune", "algorithm"), missing_message("tpe", "optuna") + " (or use random)")
         for p in params:
             if p.kind == "choice" and not all(v is None or isinstance(v, (bool, int, float, str)) for v in p.values):
                 errors.add(("tune", "space", p.key), "tpe takes choices of numbers, strings or booleans only")

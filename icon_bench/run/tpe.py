@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from icon_bench import extras
 from icon_bench.run.execution import (
     LoadFn,
     RunSummary,
@@ -31,17 +32,13 @@ __all__ = ["available", "distributions", "replay", "run_tpe_local"]
 
 
 def available() -> bool:
-    """Whether Optuna is installed (``pip install optuna``)."""
-    try:
-        import optuna  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    """Whether Optuna is installed (the `tune` extra)."""
+    return extras.available("optuna")
 
 
 def distributions(params: Sequence[Param]) -> dict[str, Any]:
     """Optuna distributions named x0, x1, ... (Ray Tune splits config keys at dots and slashes)."""
-    import optuna.distributions as od
+    od = extras.require("optuna.distributions", "tpe")
 
     out: dict[str, Any] = {}
     for i, p in enumerate(params):
@@ -56,7 +53,7 @@ def distributions(params: Sequence[Param]) -> dict[str, Any]:
 
 def sampler(tune: Tune, cell_seed: int) -> Any:
     """TPE seeded by (tune.seed, cell seed); random start for a third of the budget (at least 2 trials)."""
-    import optuna
+    optuna = extras.require("optuna", "tpe")
 
     seed = int(np.random.SeedSequence([int(tune.seed), int(cell_seed)]).generate_state(1)[0])
     return optuna.samplers.TPESampler(seed=seed, n_startup_trials=max(2, tune.budget // 3))
@@ -74,7 +71,7 @@ def replay(tune: Tune, conf: Configuration, rows: Sequence[Mapping[str, Any]], h
     Asking again gives each stored candidate (same sampler seed, same values told before it); a
     stored trial that does not match (another Optuna version drew it) is added as it was instead.
     """
-    import optuna
+    optuna = extras.require("optuna", "tpe")
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     dists = distributions(tune.params())
@@ -116,7 +113,7 @@ def run_tpe_local(
     out: Any = None,
 ) -> RunSummary:
     """Each (configuration, its stored search rows, rungs' max epochs): ask, run, tell until the budget is spent."""
-    import optuna
+    optuna = extras.require("optuna", "tpe")
 
     total = sum(tune.budget - len(rows) for _, rows, _ in pending)
     base = os.fspath(base) if base is not None else os.getcwd()
