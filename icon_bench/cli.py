@@ -23,6 +23,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "icon_bench.run.suite_doc",
     "icon_bench.report.commands",
     "icon_bench.report.references",
+    "icon_bench.track.commands",
     "icon_bench.scaffold.command",
     "icon_bench.data.commands",
 )

@@ -200,6 +200,10 @@ def run_suite(
         return EXIT_OK
     run_id = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
     store = ResultsStore(results_dir, suite=suite.name, run_id=run_id, rerun="--force" if force else None)  # marks reruns
+    if suite.track is not None and not dry_run:
+        from icon_bench.track.hook import tracked_store
+
+        store = tracked_store(store, suite, out)  # every row stored also goes to the suite's tracker
     choose = {"force": force, "retry_failed": retry_failed, "limit": limit}
     try:
         if suite.tune is not None:

@@ -1,0 +1,1 @@
+"""Experiment trackers: result rows logged to MLflow while a suite runs (`track:`) or afterwards (`icon-bench export`)."""

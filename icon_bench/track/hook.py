@@ -1,0 +1,90 @@
+"""The in-run hook: the results store of a suite with `track:` also logs each row it stores; a logging failure never stops the sweep."""
+
+from __future__ import annotations
+
+import sys
+import weakref
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, TextIO
+
+from icon_bench.run.store import ResultsStore
+
+if TYPE_CHECKING:
+    from icon_bench.run.suite import Suite
+    from icon_bench.track.mlflow_log import MlflowLog
+
+__all__ = ["TrackedStore", "tracked_store"]
+
+
+class _Tracker:
+    """An MlflowLog that, after its first failure, says so once and logs nothing more (each try could wait
+    minutes on a dead server); `icon-bench export mlflow` logs what was missed later."""
+
+    def __init__(self, make: Any, results_dir: Any, out: TextIO) -> None:
+        self.out, self.results_dir = out, results_dir
+        self.log: MlflowLog | None = None
+        self.failed = False
+        self._guard(lambda: setattr(self, "log", make()))
+        if self.log is not None:
+            log = self.log
+            self._guard(lambda: log.client.update_run(log.parent_id, status="RUNNING"))
+            print(f"mlflow: logging trials to {log.describe()}", file=out, flush=True)
+
+    def _guard(self, action: Any) -> None:
+        try:
+            action()
+        except Exception as exc:  # noqa: BLE001 - any failure of the tracker: the rows are safe in the store
+            if not self.failed:
+                first = (str(exc).splitlines() or [""])[0][:300]
+                print(f"warning: mlflow logging failed ({type(exc).__name__}: {first}); the suite goes on without "
+                      f"it; log the rows later with: icon-bench export mlflow {self.results_dir}",
+                      file=sys.stderr, flush=True)
+            self.failed, self.log = True, None
+
+    def row(self, row: Mapping[str, Any], store_dir: Any) -> None:
+        if self.log is not None:
+            log = self.log
+            self._guard(lambda: log.log_row(row, store_dir))
+
+    def close(self) -> None:
+        if self.log is not None:
+            log = self.log
+            self._guard(log.finish)
+
+
+class TrackedStore(ResultsStore):
+    """The run's results store; every row it stores also goes to the suite's tracker."""
+
+    def __init__(self, store: ResultsStore, tracker: _Tracker) -> None:
+        self.__dict__.update(store.__dict__)
+        self._tracker = tracker
+        # The parent run ends when the run lets go of its store (or at exit): the runner needs no hook for it.
+        weakref.finalize(self, tracker.close)
+
+    def append(self, row: Mapping[str, Any]) -> dict[str, Any]:
+        stored = super().append(row)
+        self._tracker.row(stored, self.directory)
+        return stored
+
+    def __getstate__(self) -> dict[str, Any]:
+        # A copy sent to another process stores rows without logging them (the tracker stays here).
+        return {k: v for k, v in self.__dict__.items() if k != "_tracker"}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._tracker = _Tracker(lambda: None, self.directory, sys.stderr)
+
+
+def tracked_store(store: ResultsStore, suite: Suite, out: TextIO) -> ResultsStore:
+    """`store` as is, or, when the suite has a `track:` block, a store that also logs to it."""
+    track = suite.track.mlflow if suite.track is not None else None
+    if track is None:
+        return store
+
+    def make() -> MlflowLog:
+        from icon_bench.track.mlflow_log import MlflowLog
+
+        return MlflowLog(track.tracking_uri, track.experiment or suite.name, suite=suite.name,
+                         results_dir=store.directory)
+
+    return TrackedStore(store, _Tracker(make, store.directory, out))
