@@ -300,7 +300,7 @@ def _check(suite: Suite, errors: _Errors) -> None:
         from icon_bench.extras import available, missing_message
 
         if not available("mlflow"):
-            errors.add(("track", "mlflow"), missing_message("track.mlflow", "mlflow"))
+            errors.add(("track", "mlflow"), missing_message("MLflow logging", "mlflow"))
     for key in suite.settings:
         if key in AXES:
             errors.add(("settings", key), f"{key!r} is a grid axis, not a trainer setting; move it under grid")
