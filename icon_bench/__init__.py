@@ -21,6 +21,7 @@ __all__ = [
     "hookimpl",
     "kernel",
     "load_registry",
+    "load_results",
     "method",
     "metric",
     "model",
@@ -63,4 +64,8 @@ def __getattr__(name: str) -> Any:
         from icon_bench.loss.objective import ICon
 
         return ICon
+    if name == "load_results":  # pandas, likewise
+        from icon_bench.report.notebook import load_results
+
+        return load_results
     raise AttributeError(f"module 'icon_bench' has no attribute {name!r}")

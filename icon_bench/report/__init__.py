@@ -16,6 +16,7 @@ __all__ = [
     "flatten_spec",
     "load_claims",
     "load_references",
+    "load_results",
     "load_rows",
     "normalise_rows",
     "paired_comparisons",
@@ -33,6 +34,7 @@ _HOMES: dict[str, tuple[str, ...]] = {
     "icon_bench.report.claims": ("Claim", "load_claims"),
     "icon_bench.report.commands": ("write_report",),
     "icon_bench.report.model": ("TASKS", "Report", "Section"),
+    "icon_bench.report.notebook": ("load_results",),
     "icon_bench.report.references": ("Reference", "load_references"),
     "icon_bench.report.rows": ("flatten_spec", "load_rows", "normalise_rows", "results_file"),
 }

@@ -1,0 +1,55 @@
+"""`icon_bench.load_results(PATH)`: the rows the reports are built from, as one pandas DataFrame for a notebook."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from icon_bench.errors import DataError
+from icon_bench.report.build import aggregate
+from icon_bench.report.rows import flatten_spec, load_rows, normalise_rows, results_file, without_search
+
+__all__ = ["load_results"]
+
+_REPORT_ROWS = ("results.parquet", "results.json")
+
+
+def _read(path: Path) -> pd.DataFrame:
+    """Raw rows from a results folder, its results.jsonl, a report folder or its results.parquet / results.json."""
+    if path.is_dir() and not (path / "results.jsonl").is_file():
+        found = [path / name for name in _REPORT_ROWS if (path / name).is_file()]
+        if not found:
+            raise DataError(f"no results.jsonl, results.parquet or results.json in {path}")
+        path = found[0]
+    if path.suffix == ".parquet":
+        return pd.read_parquet(path)
+    if path.name == "results.json":  # a report's rows when parquet could not hold them
+        return pd.read_json(path, orient="records", dtype=False)
+    return load_rows(results_file(path))
+
+
+def load_results(path: str | Path, *, search: bool = False) -> pd.DataFrame:
+    """The rows of a results folder (or its results.jsonl, or a report folder's results.parquet) as a DataFrame.
+
+    One row per trial (its latest row; duplicates dropped as the reports drop them), with the columns
+    the reports use: ``status``, ``method``, ``divergence``, ``dataset`` (its label), ``seed``,
+    ``split``, ``protocol_version``, ``kind`` (defaults or tuned), ``label`` (the configuration's name in
+    the tables), one float column ``metrics.<name>`` per metric, and the spec flattened into
+    ``spec.<key>`` columns (``spec.p.debias``, ``spec.settings.epochs``). Tuning's search trials
+    (scored on val) are left out, as in the reports, unless `search` is true.
+    """
+    df = normalise_rows(_read(Path(path)))
+    if not search:
+        df = without_search(df)
+    # The configuration's label, as the tables name it (the label tells configurations of a method apart).
+    agg = aggregate(df, resamples=0)
+    labels = {} if agg.empty else {
+        (r.protocol_version, r.dataset, r.config_id): r.label for r in agg.itertuples()
+    }
+    df["label"] = [labels.get((v, d, c), m) for v, d, c, m in
+                   zip(df["protocol_version"], df["dataset"], df["config_id"], df["method"])]
+    flat = pd.DataFrame([{f"spec.{k}": v for k, v in flatten_spec(s or {}).items()} for s in df["spec"]],
+                        index=df.index)
+    df = pd.concat([df.drop(columns=[c for c in flat.columns if c in df.columns]), flat], axis=1)
+    return df.reset_index(drop=True)
