@@ -200,10 +200,7 @@ def run_suite(
         return EXIT_OK
     run_id = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
     store = ResultsStore(results_dir, suite=suite.name, run_id=run_id, rerun="--force" if force else None)  # marks reruns
-    if suite.track is not None and not dry_run:
-        from icon_bench.track.hook import tracked_store
-
-        store = tracked_store(store, suite, out)  # every row stored also goes to the suite's tracker
+    store = _tracked(store, suite, out, dry_run)
     choose = {"force": force, "retry_failed": retry_failed, "limit": limit}
     try:
         if suite.tune is not None:
@@ -236,6 +233,15 @@ def run_suite(
     if summary is None:
         return EXIT_OK
     return _finish(suite, summary, store, out, report=report, report_dir=report_dir)
+
+
+def _tracked(store: ResultsStore, suite: Suite, out: TextIO, dry_run: bool) -> ResultsStore:
+    """The store, or with a `track:` block in the suite one that also logs every row it stores (track/hook.py)."""
+    if suite.track is None or dry_run:
+        return store
+    from icon_bench.track.hook import tracked_store
+
+    return tracked_store(store, suite, out)
 
 
 def _finish(

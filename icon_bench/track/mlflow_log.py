@@ -59,8 +59,12 @@ def _number(value: Any) -> float | None:
 
 
 def fingerprint(row: Mapping[str, Any]) -> str:
-    """What identifies one stored row of a trial (the same row read back gives the same text)."""
-    return hashlib.sha256(json.dumps(row, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    """What tells one stored row of a trial from another: the run that stored it and when (the store sets both)."""
+    keys = ("trial_id", "run_id", "stored_at", "status", "finished_at")
+    if not row.get("stored_at"):  # a row from before the store stamped them: all of it
+        keys = tuple(sorted(row))
+    picked = {k: row.get(k) for k in keys}
+    return hashlib.sha256(json.dumps(picked, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def row_params(row: Mapping[str, Any]) -> dict[str, str]:
@@ -108,6 +112,7 @@ def _run_name(row: Mapping[str, Any]) -> str:
         parts.append(f"search {tune.get('index')}")
     elif tune.get("role") == "final":
         parts.append("tuned")
+    parts.append(str(row.get("trial_id", ""))[:8])  # cells that differ only in an override stay apart
     return " · ".join(str(p) for p in parts if p is not None)
 
 
@@ -147,9 +152,9 @@ class MlflowLog:
 
     def _parent(self) -> str:
         """The suite's parent run for this results folder: found by its tags, else made."""
-        query = f"tags.`{TAG_KIND}` = 'suite' and tags.`{TAG_SUITE}` = '{self.suite}'"
-        for run in self._runs(query):
-            if run.data.tags.get(TAG_RESULTS) == str(self.results_dir):
+        for run in self._runs(f"tags.`{TAG_KIND}` = 'suite'"):  # compared here: names need no quoting
+            tags = run.data.tags
+            if tags.get(TAG_SUITE) == self.suite and tags.get(TAG_RESULTS) == str(self.results_dir):
                 return str(run.info.run_id)
         tags = {TAG_KIND: "suite", TAG_SUITE: self.suite, TAG_RESULTS: str(self.results_dir)}
         return str(self.client.create_run(self.experiment_id, tags=tags, run_name=self.suite).info.run_id)
@@ -162,7 +167,7 @@ class MlflowLog:
             return False
         if previous is not None:  # a newer row of the trial (or a run cut short): it replaces the old run
             self.client.delete_run(previous[0])
-        from mlflow.entities import Metric, Param, RunTag
+        from mlflow.entities import Metric, Param
 
         tags = {PARENT_RUN_ID: self.parent_id, TAG_KIND: "trial", TAG_TRIAL: tid, **row_tags(row)}
         run_id = self.client.create_run(self.experiment_id, start_time=_ms(row.get("started_at")), tags=tags,
