@@ -258,7 +258,7 @@ def test_a_tracker_that_fails_never_stops_the_sweep(tmp_path: Path, fake_method:
     err = capsys.readouterr().err
     assert err.count("warning: mlflow logging failed") == 1
     assert "ConnectionError: the tracking server went away" in err
-    assert f"icon-bench export mlflow {tmp_path / 'res'}" in err
+    assert f"icon-bench export mlflow {tmp_path / 'res'} --tracking-uri {store_uri} --experiment tracked" in err
     assert len(calls) == 1  # given up after the first failure: a dead server is not waited on for every trial
 
     # A tracker that cannot even start (nothing listens there): warned once, the sweep runs.
@@ -285,3 +285,16 @@ def test_without_mlflow_a_track_block_and_export_name_the_extra(tmp_path: Path, 
     assert cli.main(["export", "mlflow", str(tmp_path / "res")]) == 2
     assert capsys.readouterr().err.strip() == (
         "icon-bench: error: MLflow logging needs mlflow: pip install 'icon-bench[mlflow]'")
+
+
+def test_relative_tracking_files_are_relative_to_the_suite_root() -> None:
+    from icon_bench.track.hook import suite_uri
+
+    root = Path("/project")
+    assert suite_uri("sqlite:///mlflow.db", root) == "sqlite:////project/mlflow.db"
+    assert suite_uri("sqlite:////abs/m.db", root) == "sqlite:////abs/m.db"
+    assert suite_uri("./mlruns", root) == "/project/mlruns"
+    assert suite_uri("/abs/mlruns", root) == "/abs/mlruns"
+    assert suite_uri("http://127.0.0.1:5000", root) == "http://127.0.0.1:5000"
+    assert suite_uri("databricks", root) == "databricks"  # a URI without a scheme's slashes stays as written
+    assert suite_uri(None, root) is None

@@ -14,8 +14,8 @@ class MlflowTrack(BaseModel):
     tracking_uri: str | None = Field(
         None,
         min_length=1,
-        description="an MLflow tracking URI (http://host:5000, sqlite:///mlflow.db, ...); null: MLFLOW_TRACKING_URI, "
-        "else MLflow's default",
+        description="an MLflow tracking URI (http://host:5000, sqlite:///mlflow.db, ...; a relative SQLite file or "
+        "./folder is relative to the suite's project root); null: MLFLOW_TRACKING_URI, else MLflow's default",
         examples=["http://127.0.0.1:5000"],
     )
     experiment: str | None = Field(

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import shlex
 import sys
 import weakref
 from collections.abc import Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from icon_bench.run.store import ResultsStore
@@ -20,8 +23,8 @@ class _Tracker:
     """An MlflowLog that, after its first failure, says so once and logs nothing more (each try could wait
     minutes on a dead server); `icon-bench export mlflow` logs what was missed later."""
 
-    def __init__(self, make: Any, results_dir: Any, out: TextIO) -> None:
-        self.out, self.results_dir = out, results_dir
+    def __init__(self, make: Any, catch_up: str, out: TextIO) -> None:
+        self.out, self.catch_up = out, catch_up
         self.log: MlflowLog | None = None
         self.failed = False
         self._guard(lambda: setattr(self, "log", make()))
@@ -37,7 +40,7 @@ class _Tracker:
             if not self.failed:
                 first = (str(exc).splitlines() or [""])[0][:300]
                 print(f"warning: mlflow logging failed ({type(exc).__name__}: {first}); the suite goes on without "
-                      f"it; log the rows later with: icon-bench export mlflow {self.results_dir}",
+                      f"it; log the rows later with: {self.catch_up}",
                       file=sys.stderr, flush=True)
             self.failed, self.log = True, None
 
@@ -72,7 +75,19 @@ class TrackedStore(ResultsStore):
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
-        self._tracker = _Tracker(lambda: None, self.directory, sys.stderr)
+        self._tracker = _Tracker(lambda: None, "", sys.stderr)
+
+
+def suite_uri(uri: str | None, root: Path) -> str | None:
+    """A tracking URI as a suite means it: a relative SQLite file or folder is relative to the suite's root."""
+    if uri is None or uri.startswith("sqlite:////"):  # None, or an absolute SQLite file
+        return uri
+    if uri.startswith("sqlite:///"):
+        return "sqlite:///" + os.fspath(root / uri[len("sqlite:///"):])
+    # A relative folder (MLflow's file store) written as a path; a bare word may be a URI ("databricks").
+    if ":" not in uri and "/" in uri and not os.path.isabs(os.path.expanduser(uri)):
+        return os.fspath(root / uri)
+    return uri
 
 
 def tracked_store(store: ResultsStore, suite: Suite, out: TextIO) -> ResultsStore:
@@ -84,7 +99,11 @@ def tracked_store(store: ResultsStore, suite: Suite, out: TextIO) -> ResultsStor
     def make() -> MlflowLog:
         from icon_bench.track.mlflow_log import MlflowLog
 
-        return MlflowLog(track.tracking_uri, track.experiment or suite.name, suite=suite.name,
+        return MlflowLog(uri, track.experiment or suite.name, suite=suite.name,
                          results_dir=store.directory)
 
-    return TrackedStore(store, _Tracker(make, store.directory, out))
+    uri = suite_uri(track.tracking_uri, suite.root.absolute())
+    catch_up = ["icon-bench", "export", "mlflow", str(store.directory)]
+    catch_up += ["--tracking-uri", uri] if uri else []
+    catch_up += ["--experiment", track.experiment or suite.name]
+    return TrackedStore(store, _Tracker(make, shlex.join(catch_up), out))
