@@ -6,27 +6,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from icon_bench.errors import DataError
 from icon_bench.report.build import aggregate
-from icon_bench.report.rows import flatten_spec, load_rows, normalise_rows, results_file, without_search
+from icon_bench.report.rows import flatten_spec, load_rows, normalise_rows, without_search
 
 __all__ = ["load_results"]
-
-_REPORT_ROWS = ("results.parquet", "results.json")
-
-
-def _read(path: Path) -> pd.DataFrame:
-    """Raw rows from a results folder, its results.jsonl, a report folder or its results.parquet / results.json."""
-    if path.is_dir() and not (path / "results.jsonl").is_file():
-        found = [path / name for name in _REPORT_ROWS if (path / name).is_file()]
-        if not found:
-            raise DataError(f"no results.jsonl, results.parquet or results.json in {path}")
-        path = found[0]
-    if path.suffix == ".parquet":
-        return pd.read_parquet(path)
-    if path.name == "results.json":  # a report's rows when parquet could not hold them
-        return pd.read_json(path, orient="records", dtype=False)
-    return load_rows(results_file(path))
 
 
 def load_results(path: str | Path, *, search: bool = False) -> pd.DataFrame:
@@ -39,11 +22,11 @@ def load_results(path: str | Path, *, search: bool = False) -> pd.DataFrame:
     ``spec.<key>`` columns (``spec.p.debias``, ``spec.settings.epochs``). Tuning's search trials
     (scored on val) are left out, as in the reports, unless `search` is true.
     """
-    df = normalise_rows(_read(Path(path)))
+    df = normalise_rows(load_rows(path))
     if not search:
         df = without_search(df)
     # The configuration's label, as the tables name it (the label tells configurations of a method apart).
-    agg = aggregate(df, resamples=0)
+    agg = aggregate(df)
     labels = {} if agg.empty else {
         (r.protocol_version, r.dataset, r.config_id): r.label for r in agg.itertuples()
     }

@@ -35,8 +35,10 @@ def export_mlflow(
     out = out or sys.stdout
     path = results_file(results)
     store = ResultsStore(path.parent)
-    rows = store.rows() if path.name == "results.jsonl" else []
-    if path.name != "results.jsonl" or not rows:
+    if path.suffix == ".parquet":  # a report's rows keep neither the tracebacks nor the store's stamps
+        raise DataError(f"{path}: give the results folder the report was made from (its results.jsonl)")
+    rows = store.rows()
+    if not rows:
         raise DataError(f"{path} holds no result rows")
     by_suite: dict[str, list[Mapping[str, Any]]] = {}
     for row in rows:
