@@ -199,8 +199,7 @@ def run_suite(
         )
         return EXIT_OK
     run_id = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
-    store = ResultsStore(results_dir, suite=suite.name, run_id=run_id, rerun="--force" if force else None)  # marks reruns
-    store = _tracked(store, suite, out, dry_run)
+    store = _tracked(ResultsStore(results_dir, suite=suite.name, run_id=run_id, rerun="--force" if force else None), suite, out, dry_run)
     choose = {"force": force, "retry_failed": retry_failed, "limit": limit}
     try:
         if suite.tune is not None:

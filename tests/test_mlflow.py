@@ -75,8 +75,9 @@ def _runs(client: MlflowClient, experiment: str) -> tuple[Any, dict[str, Any]]:
     parents = [r for r in runs if r.data.tags.get("icon_bench.kind") == "suite"]
     assert len(parents) == 1
     children = [r for r in runs if r.data.tags.get("icon_bench.kind") == "trial"]
+    keys = [r.data.tags["icon_bench.row_key"] for r in children]
+    assert len(set(keys)) == len(keys), "a row was logged twice"
     by_trial = {r.data.tags["icon_bench.trial_id"]: r for r in children}
-    assert len(by_trial) == len(children), "a trial was logged twice"
     return parents[0], by_trial
 
 
@@ -132,13 +133,25 @@ def test_export_to_a_file_store_is_idempotent(tmp_path: Path, fake_method: None,
     # A newer row of a trial (a retried failure that now passed) replaces its run; the others stay.
     failed = next(r for r in ResultsStore(results).rows() if r["status"] == "failed")
     passed = history_trial({**failed["spec"], "settings": {}})
-    ResultsStore(results, suite="tracked").append({**passed, "trial_id": failed["trial_id"], "spec": failed["spec"]})
+    retried = {**passed, "trial_id": failed["trial_id"], "spec": failed["spec"], "protocol": failed["protocol"]}
+    ResultsStore(results, suite="tracked").append(retried)
     assert cli.main(argv) == 0
     assert "1 trial(s) logged, 2 already there" in capsys.readouterr().out
     _, third = _runs(client, "exp")
     assert third[failed["trial_id"]].info.status == "FINISHED"
     assert third[failed["trial_id"]].info.run_id != by_trial[failed["trial_id"]].info.run_id
     assert client.get_run(by_trial[failed["trial_id"]].info.run_id).info.lifecycle_stage == "deleted"
+
+    # The same trial measured under another protocol version is a row of its own, so a run of its own;
+    # exporting again still logs nothing twice.
+    ResultsStore(results, suite="tracked").append({**retried, "protocol": {"version": "1"}})
+    assert cli.main(argv) == 0
+    assert "1 trial(s) logged, 3 already there" in capsys.readouterr().out
+    assert cli.main(argv) == 0
+    assert "0 trial(s) logged, 4 already there" in capsys.readouterr().out
+    runs = client.search_runs([client.get_experiment_by_name("exp").experiment_id], "tags.`icon_bench.kind` = 'trial'")
+    assert sorted(r.data.tags["icon_bench.row_key"] for r in runs if r.data.tags["icon_bench.trial_id"] == failed["trial_id"]) \
+        == [f"{failed['trial_id']}/1", f"{failed['trial_id']}/{failed['protocol']['version']}"]
 
 
 TUNED = """

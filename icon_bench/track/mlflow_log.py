@@ -27,6 +27,8 @@ TAG_KIND = "icon_bench.kind"  # "suite" (the parent) or "trial"
 TAG_SUITE = "icon_bench.suite"
 TAG_RESULTS = "icon_bench.results"
 TAG_TRIAL = "icon_bench.trial_id"
+#: What a run is keyed by: the trial id and its protocol version (the store keeps a row per both).
+TAG_KEY = "icon_bench.row_key"
 #: Set last, once everything else of the run is logged: a run cut short has none and is redone.
 TAG_ROW = "icon_bench.row"
 PARENT_RUN_ID = "mlflow.parentRunId"
@@ -56,6 +58,12 @@ def _number(value: Any) -> float | None:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
     return float(value)
+
+
+def row_key(row: Mapping[str, Any]) -> str:
+    """``<trial id>/<protocol version>``: a trial measured under two protocol versions is two runs, as two rows."""
+    protocol = row.get("protocol")
+    return f"{row['trial_id']}/{protocol.get('version', '') if isinstance(protocol, Mapping) else ''}"
 
 
 def fingerprint(row: Mapping[str, Any]) -> str:
@@ -134,12 +142,12 @@ class MlflowLog:
             self.client.restore_experiment(found.experiment_id)
         self.experiment_id = found.experiment_id if found is not None else self.client.create_experiment(experiment)
         self.parent_id = self._parent()
-        #: trial id -> (run id, fingerprint of the row it holds; None for a run cut short)
+        #: row key -> (run id, fingerprint of the row it holds; None for a run cut short)
         self.logged: dict[str, tuple[str, str | None]] = {}
         for run in self._runs(f"tags.`{PARENT_RUN_ID}` = '{self.parent_id}'"):
-            tid = run.data.tags.get(TAG_TRIAL)
-            if tid:
-                self.logged[tid] = (run.info.run_id, run.data.tags.get(TAG_ROW))
+            key = run.data.tags.get(TAG_KEY)
+            if key:
+                self.logged[key] = (run.info.run_id, run.data.tags.get(TAG_ROW))
 
     def _runs(self, query: str) -> Iterator[Any]:
         token = None
@@ -161,18 +169,18 @@ class MlflowLog:
 
     def log_row(self, row: Mapping[str, Any], store_dir: str | Path | None = None) -> bool:
         """Log one stored row as a nested run; False when this very row is already logged."""
-        tid, mark = str(row["trial_id"]), fingerprint(row)
-        previous = self.logged.get(tid)
+        tid, key, mark = str(row["trial_id"]), row_key(row), fingerprint(row)
+        previous = self.logged.get(key)
         if previous is not None and previous[1] == mark:
             return False
         if previous is not None:  # a newer row of the trial (or a run cut short): it replaces the old run
             self.client.delete_run(previous[0])
         from mlflow.entities import Metric, Param
 
-        tags = {PARENT_RUN_ID: self.parent_id, TAG_KIND: "trial", TAG_TRIAL: tid, **row_tags(row)}
+        tags = {PARENT_RUN_ID: self.parent_id, TAG_KIND: "trial", TAG_TRIAL: tid, TAG_KEY: key, **row_tags(row)}
         run_id = self.client.create_run(self.experiment_id, start_time=_ms(row.get("started_at")), tags=tags,
                                         run_name=_run_name(row)).info.run_id
-        self.logged[tid] = (run_id, None)
+        self.logged[key] = (run_id, None)
         stamp = _ms(row.get("finished_at")) or 0
         metrics = [Metric(k, v, stamp, s) for k, v, s in row_metrics(row)]
         params = [Param(k, v) for k, v in row_params(row).items()]
@@ -184,7 +192,7 @@ class MlflowLog:
         self.client.set_tag(run_id, TAG_ROW, mark)
         ok = row.get("status") in ("ok", "search")
         self.client.set_terminated(run_id, "FINISHED" if ok else "FAILED", end_time=_ms(row.get("finished_at")))
-        self.logged[tid] = (run_id, mark)
+        self.logged[key] = (run_id, mark)
         return True
 
     def _log_traceback(self, run_id: str, row: Mapping[str, Any], store_dir: str | Path | None) -> None:
