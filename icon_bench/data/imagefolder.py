@@ -14,6 +14,7 @@ from icon_bench.data.decoded import DecodedCache, channel_stats
 from icon_bench.data.download import data_root
 from icon_bench.data.splits import Dataset, DataSplits, _make_splits
 from icon_bench.errors import DataError, did_you_mean
+from icon_bench.extras import require
 
 __all__ = ["ImageFolderDataset", "imagefolder"]
 
@@ -21,11 +22,8 @@ EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff",
 
 
 def _pil() -> Any:
-    try:
-        from PIL import Image
-    except ImportError:  # pragma: no cover - matplotlib installs Pillow
-        raise DataError("imagefolder reads images with Pillow: pip install 'icon-bench[vision]'") from None
-    return Image
+    # matplotlib installs Pillow, so this error is rare: "imagefolder needs Pillow: pip install 'icon-bench[vision]'"
+    return require("PIL.Image", "imagefolder")
 
 
 def _class_names(root: Path, split: str, class_file: Path | None) -> list[str]:
