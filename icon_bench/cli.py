@@ -26,6 +26,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "icon_bench.track.commands",
     "icon_bench.scaffold.command",
     "icon_bench.data.commands",
+    "icon_bench.features.command",
 )
 
 

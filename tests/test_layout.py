@@ -26,6 +26,8 @@ LAYERS: dict[str, int] = {
     "icon_bench.terminal": 0,
     "icon_bench.hooks": 0,
     "icon_bench.data": 1,
+    "icon_bench.features": 1,  # backbones, embedding and caches need torch and the data layer only
+    "icon_bench.features.command": 7,  # the embed commands (Ray executor from run/)
     "icon_bench.loss": 2,
     "icon_bench.evaluation": 3,
     "icon_bench.train": 4,

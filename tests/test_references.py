@@ -50,7 +50,7 @@ def _shipped() -> dict[tuple[str, str, str | None, str], float]:
 
 def test_shipped_figures_are_the_papers_and_name_their_sources() -> None:
     got = _shipped()
-    keys = ["imagenet1k-dino-vits14", "imagenet1k-dino-vitb14", "imagenet1k-dino-vitl14"]
+    keys = ["imagenet1k-dinov2-vits14", "imagenet1k-dinov2-vitb14", "imagenet1k-dinov2-vitl14"]
     expected = {
         ("kmeans", None): [51.84, 52.26, 53.36],
         ("debiased_infonce_clustering", "kl"): [57.8, 64.75, 67.52],
@@ -138,7 +138,7 @@ def test_references_command_lists_and_filters(capsys: pytest.CaptureFixture[str]
     assert main(["references", "--key", "cifar10-resnet50"]) == 0
     out = capsys.readouterr().out
     assert "90.84" in out and "arXiv 2509.04734" in out and "imagenet1k" not in out
-    assert main(["references", "--json", "--key", "imagenet1k-dino-vitb14"]) == 0
+    assert main(["references", "--json", "--key", "imagenet1k-dinov2-vitb14"]) == 0
     entries = json.loads(capsys.readouterr().out)
     assert {e["value"] for e in entries if e["method"] == "debiased_infonce_clustering"} == {64.75}
     assert main(["references", "--key", "cifar10-resnet5"]) == 2

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["Augmenter", "augmenter_for"]
+__all__ = ["Augmenter", "StoredViews", "augmenter_for"]
 
 _CROPS = ("resized", "pad", "none")
 
@@ -201,3 +201,38 @@ def augmenter_for(meta: dict, x_shape: Sequence[int], **overrides: Any) -> Augme
         params["flip"] = 0.5  # natural colour images are mirror-symmetric; digits are not
     params.update(overrides)
     return Augmenter(**params)
+
+
+class StoredViews:
+    """Views drawn from stored ones: each row's view is one of its K augmented views embedded ahead of
+    time (a feature cache's ``views_train``, (n, K, d)), picked uniformly per row and call.
+
+    Called as ``(x, generator, index=rows)``: rows at or beyond n (points that have no stored views,
+    e.g. test rows appended for a lookup model) keep their own features.
+    """
+
+    takes_index = True
+
+    def __init__(self, views: Tensor) -> None:
+        if views.dim() != 3:
+            raise ValueError(f"StoredViews: views must be (n, K, d), got shape {tuple(views.shape)}")
+        self.views = views
+
+    def settings(self) -> dict[str, Any]:
+        return {"stored_views": int(self.views.shape[1])}
+
+    def __repr__(self) -> str:
+        return f"StoredViews(n={self.views.shape[0]}, K={self.views.shape[1]})"
+
+    @torch.no_grad()
+    def __call__(self, x: Tensor, generator: torch.Generator | None = None, *, index: Tensor) -> Tensor:
+        n, k = self.views.shape[:2]
+        rows = index.reshape(-1).cpu()
+        pick = torch.randint(0, k, (len(rows),), generator=generator, device=generator.device if generator else "cpu")
+        has = rows < n
+        out = x.clone()
+        if bool(has.any()):
+            # Gathered on the host where the (memory-mapped) views live, then moved to the batch's device.
+            got = self.views[rows[has], pick.cpu()[has]].to(x.device, x.dtype)
+            out[has.to(x.device)] = got
+        return out

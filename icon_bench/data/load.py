@@ -147,6 +147,8 @@ def _subset(data: DataSplits, options: dict[str, Any]) -> dict[str, Any]:
     for split in ("train", "test"):
         x, y = getattr(data, f"x_{split}"), getattr(data, f"y_{split}")
         idx = stratified_subset(y, int(subset), seed)
+        if split == "train":
+            _follow_train_rows(data, idx)
         setattr(data, f"x_{split}", x[idx].contiguous())
         setattr(data, f"y_{split}", y[idx].contiguous())
         if data.images is not None and split in data.images:
@@ -159,6 +161,7 @@ def _protocol_splits(data: DataSplits, options: dict[str, Any]) -> dict[str, Any
     fraction, seed = float(options["val_fraction"]), int(options["val_seed"])
     data.meta.update(val_fraction=fraction, val_seed=seed, transductive=bool(options["transductive"]))
     if options["transductive"]:
+        _follow_train_rows(data, None)
         data.x_train = torch.cat([data.x_train, data.x_test]).contiguous()
         data.y_train = torch.cat([data.y_train, data.y_test]).contiguous()
         data.x_test, data.y_test = data.x_train, data.y_train
@@ -168,6 +171,7 @@ def _protocol_splits(data: DataSplits, options: dict[str, Any]) -> dict[str, Any
         data.meta["val_split"] = {"n_val": 0}
         return {"step": "transductive", "rows": len(data.y_train), "fit_on": "all rows", "scored_on": "all rows"}
     train, val = val_indices(data.y_train, fraction, seed, f"dataset {data.name!r}")
+    _follow_train_rows(data, train)
     data.x_val, data.y_val = data.x_train[val].contiguous(), data.y_train[val].contiguous()
     data.x_train, data.y_train = data.x_train[train].contiguous(), data.y_train[train].contiguous()
     if data.images is not None:
@@ -175,6 +179,23 @@ def _protocol_splits(data: DataSplits, options: dict[str, Any]) -> dict[str, Any
         data.images.update(train=raw[train.numpy()], val=raw[val.numpy()])
     data.meta["val_split"] = {"fraction": fraction, "seed": seed, "stratified": True, "n_val": len(val)}
     return {"step": "val_split", "fraction": fraction, "seed": seed, "stratified": True, "n_val": len(val)}
+
+
+def _follow_train_rows(data: DataSplits, idx: torch.Tensor | None) -> None:
+    """Keep what a dataset brings per train row (stored views, its kNN graph) in step when the train rows
+    become `idx` (None: rows are added). Views follow the rows; a graph over other rows cannot (its
+    neighbours may be gone), so it is dropped and meta says why; an unchanged row set keeps it."""
+    if data.views_train is not None:
+        data.views_train = None if idx is None else data.views_train[idx]
+    if data.knn_train is None:
+        return
+    if idx is not None and len(idx) == len(data.knn_train) and bool((idx == torch.arange(len(idx))).all()):
+        return
+    data.knn_train = None
+    data.meta["knn_graph"] = {
+        **data.meta.get("knn_graph", {}),
+        "dropped": "the train rows changed (subset, val_fraction or transductive); set val_fraction: 0 to keep it",
+    }
 
 
 def _knn(data: DataSplits, options: dict[str, Any], cache_dir: str | os.PathLike[str] | None) -> dict[str, Any]:
@@ -185,6 +206,12 @@ def _knn(data: DataSplits, options: dict[str, Any], cache_dir: str | os.PathLike
             f"dataset {data.meta['dataset']['name']!r}: knn_metric must be 'cosine' or 'euclidean', got {metric!r}"
             + (f"; did you mean {hint[0]!r}?" if hint else "")
         )
+    given = data.knn_train
+    if given is not None and metric == data.meta.get("knn_graph", {}).get("metric") and k <= given.shape[1]:
+        # The dataset's own graph (a feature cache's): its first k columns are the k nearest.
+        data.knn_train = given[:, :k].contiguous()
+        data.meta.update(knn_cache="dataset")
+        return {"step": "knn", "k": k, "metric": metric, "cache": "dataset"}
     # The same cache as the graph a method builds: one graph per content, k and metric.
     data.knn_train, source, key = global_knn([data.x_train], k, metric, cache_dir=cache_dir)
     data.meta.update(knn_key=key, knn_cache=source)

@@ -63,7 +63,8 @@ def dataset_label(spec: Mapping[str, Any] | str | None, data_meta: Mapping[str, 
     (which also covers the keys or columns read from it); other parameters as `name(k=v, ...)` (a
     downloadable dataset's `path` and `mirror` are left out: they only say where its verified files
     came from); then a suffix per content-changing option: `subset2000` (`subset2000s1` with subset_seed 1),
-    `std`, `pca50`, joined with "-".
+    `std`, `pca50`, joined with "-". Data that names itself (meta `report_label`, a feature cache's
+    label from its manifest) uses that name in place of the file's.
     """
     entry: dict[str, Any] = {"name": spec} if isinstance(spec, str) else dict(spec or {})
     if entry.get("label"):
@@ -75,7 +76,9 @@ def dataset_label(spec: Mapping[str, Any] | str | None, data_meta: Mapping[str, 
         params.pop("path", None)
         params.pop("mirror", None)
     path = params.pop("path", None)
-    if path is not None:
+    if meta.get("report_label"):  # the data names itself (a feature cache: imagenet1k-dinov2-vitb14)
+        base = str(meta["report_label"])
+    elif path is not None:
         base = PurePath(str(path)).stem or str(entry.get("name"))
         digest = meta.get("raw_content_hash")
         # The content hash says which keys or columns were read; without it (the file never

@@ -40,6 +40,7 @@ class DataSplits:
     #: split, row for row with x_train / x_val / x_test (load_dataset keeps them aligned through
     #: subset and the val split; "unlabeled" where a dataset has such images). None for other data.
     images: dict[str, np.ndarray] | None = None
+    views_train: Tensor | None = None  # (n_train, K, d) stored augmented views of the train rows (feature caches)
 
     def __post_init__(self) -> None:
         # Datasets written before protocol 2 (and plugins) build train/test only: val is then empty.
@@ -127,6 +128,11 @@ class DataSplits:
             self.knn_train.dtype != torch.int64 or self.knn_train.shape[0] != len(self.x_train)
         ):
             raise DataError(f"{where}: knn_train must be (n_train, k) int64")
+        if self.views_train is not None and (
+            self.views_train.dim() != 3 or self.views_train.shape[0] != len(self.x_train)
+            or self.views_train.shape[2:] != self.x_train.shape[1:]
+        ):
+            raise DataError(f"{where}: views_train must be (n_train, views, d) like x_train's rows")
 
 
 def _as_tensor(array: np.ndarray) -> Tensor:

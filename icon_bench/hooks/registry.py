@@ -26,6 +26,8 @@ BUILTIN_MODULES: tuple[str, ...] = (
     "icon_bench.evaluation.evaluator",
     "icon_bench.report.references",
     "icon_bench.report.claims",
+    "icon_bench.features.backbones",
+    "icon_bench.features.dataset",
 )
 BUILTIN_SOURCE = "icon-bench"
 
@@ -54,7 +56,7 @@ class Param:
 
 @dataclasses.dataclass(frozen=True)
 class Component:
-    """A registered kernel, divergence, method, dataset, model, metric or reference set."""
+    """A registered kernel, divergence, method, dataset, model, metric, reference set, claim set or backbone."""
 
     kind: str
     name: str

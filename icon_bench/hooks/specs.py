@@ -66,6 +66,11 @@ def register_claims(register: Register) -> None:
     """Register claim sets: zero-argument factories returning a list of ``icon_bench.report.Claim`` (or dicts of its fields)."""
 
 
+@hookspec
+def register_backbones(register: Register) -> None:
+    """Register backbones: factories returning an ``icon_bench.features.Backbone`` (a frozen image encoder with its preprocessing)."""
+
+
 # kind (singular, as users name it) -> hook name
 KINDS: dict[str, str] = {
     "kernel": "register_kernels",
@@ -76,4 +81,5 @@ KINDS: dict[str, str] = {
     "metric": "register_metrics",
     "reference": "register_references",
     "claim": "register_claims",
+    "backbone": "register_backbones",
 }

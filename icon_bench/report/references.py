@@ -160,7 +160,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         "an entry beside a measured table when the table's dataset label equals the entry's key: give the "
         "suite's dataset entry `label: <key>`.",
     )
-    p.add_argument("--key", help="only entries for this dataset key (e.g. imagenet1k-dino-vitb14)")
+    p.add_argument("--key", help="only entries for this dataset key (e.g. imagenet1k-dinov2-vitb14)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.add_argument("--sources", action="store_true", help="also print each set's source notes")
     p.set_defaults(func=cmd_references)

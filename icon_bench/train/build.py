@@ -88,6 +88,10 @@ def _make_augment(kind: Any, data: DataSplits, views: int) -> Any:
     if kind in (True, "auto"):
         if views <= 1:
             return None
+        if getattr(data, "views_train", None) is not None:
+            from icon_bench.data.augment import StoredViews
+
+            return StoredViews(data.views_train)  # a feature cache's views of each train row
         return augmenter_for(data.meta, data.x_train.shape[1:])
     if isinstance(kind, Mapping):
         return augmenter_for(data.meta, data.x_train.shape[1:], **dict(kind))
@@ -164,7 +168,8 @@ def graph(
     t0 = time.perf_counter()
     if data.knn_train is not None and not transductive:
         step = next((s for s in (data.meta or {}).get("preprocessing", ()) if s.get("step") == "knn"), {})
-        info = {"k": int(data.knn_train.shape[1]), "metric": step.get("metric"), "source": "dataset"}
+        metric = step.get("metric") or (data.meta or {}).get("knn_graph", {}).get("metric")
+        info = {"k": int(data.knn_train.shape[1]), "metric": metric, "source": "dataset"}
         return data.knn_train.long(), {**info, "seconds": time.perf_counter() - t0}
     k = int(recipe.options.get("graph_k", 10))
     parts = [data.x_train, data.x_val, data.x_test] if transductive else [data.x_train]

@@ -159,7 +159,9 @@ def make_batch(
     x = data.x[on_device]
     if settings.views > 1 or augment is not None:
         aug_gen = generator if augment_generator is None else augment_generator
-        views = [augment(x, aug_gen) if augment is not None else x for _ in range(settings.views)]
+        # An augmentation that reads stored views (StoredViews) needs the rows' dataset indices.
+        extra = {"index": on_device} if getattr(augment, "takes_index", False) else {}
+        views = [augment(x, aug_gen, **extra) if augment is not None else x for _ in range(settings.views)]
         x = torch.cat(views)
         rows = rows.repeat(settings.views)
         on_device = on_device.repeat(settings.views)
