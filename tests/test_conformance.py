@@ -32,6 +32,7 @@ EXAMPLE_PARAMS: dict[tuple[str, str], dict[str, Any]] = {
     ("kernel", "propagate"): {"kernel": {"name": "knn", "k": 2}, "steps": 2},
     ("kernel", "mix"): {"kernels": ["augmentation", {"name": "knn", "k": 2}]},
     ("model", "lookup"): {"num_points": 10},
+    ("backbone", "torchhub"): {"model": "tiny_vit", "repo": str(Path(__file__).parent / "fixtures" / "hub"), "source": "local"},
 }
 EXAMPLE_OPTIONS: dict[tuple[str, str], dict[str, Any]] = {
     ("model", "lookup"): {"example_input": torch.arange(4)},  # a table lookup takes dataset indices
@@ -59,6 +60,18 @@ def test_every_builtin_passes_the_kit(kind: str, name: str, tmp_path: Path, monk
         rng = np.random.default_rng(0)
         np.savez(path, x=rng.normal(size=(40, 5)).astype("float32"), y=np.arange(40) % 4)
         params = {"path": str(path)}
+    if (kind, name) == ("dataset", "features"):
+        from icon_bench.features.importers import import_turtle
+
+        rng = np.random.default_rng(0)
+        (tmp_path / "reps").mkdir()
+        for split, n in (("train", 30), ("val", 10)):
+            np.save(tmp_path / "reps" / f"tiny_{split}.npy", rng.normal(size=(n, 5)).astype("float32"))
+            np.save(tmp_path / "reps" / f"tiny_{split}_y.npy", np.arange(n) % 3)
+            (tmp_path / "reps" / f"tiny_{split}_y.npy").rename(tmp_path / f"tiny_{split}.npy")
+        params = {"path": str(import_turtle(tmp_path / "reps", tmp_path / "cache", dataset="tiny", labels=str(tmp_path), knn=3))}
+    if kind == "backbone" and name in ("timm", "open_clip"):
+        pytest.importorskip(name, reason=f"the {name} backbone needs the optional {name} package (icon-bench[vision])")
     supplied = {"in_shape", "out_dim"} if kind == "model" else set()
     missing = [p.name for p in comp.params if p.required and p.type != "**" and p.name not in {*params, *supplied}]
     assert not missing, f"add example values for {kind} {name!r}'s required {missing} to EXAMPLE_PARAMS"

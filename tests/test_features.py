@@ -271,3 +271,21 @@ def test_embed_on_a_local_ray_cluster_equals_the_local_run(images: dict, tmp_pat
     local = _embed(images, tmp_path / "local", views=1)
     for name in ("features_train", "features_test", "views_train", "knn_train"):
         assert np.array_equal(np.load(on_ray / f"{name}.npy"), np.load(local / f"{name}.npy")), name
+
+
+def test_check_backbone_passes_the_fixture_and_catches_a_trainable_or_shape_changing_one() -> None:
+    from icon_bench import testing
+
+    good = torchhub("tiny_vit", repo=str(HUB), source="local")
+    testing.check_backbone(good)
+
+    class Trainable(Backbone):
+        def load(self, device="cpu"):
+            return torch.nn.Linear(3, 2).eval()
+
+    bad = Trainable("t", "t", lambda: None, good.preprocess)
+    with pytest.raises(testing.ConformanceError, match="frozen model"):
+        testing.check_backbone(bad)
+    keeps_size = Backbone("k", "k", good._loader, lambda x: x.float())  # grey stays 1 channel, sizes vary
+    with pytest.raises(testing.ConformanceError, match="preprocessing"):
+        testing.check_backbone(keeps_size)

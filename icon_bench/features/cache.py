@@ -52,7 +52,7 @@ def _describe_file(path: Path) -> dict[str, Any]:
 
 def write_manifest(folder: Path, identity: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
     """Hash every .npy in `folder` and write manifest.json (atomically, last); returns the manifest."""
-    from icon_bench import __version__
+    from icon_bench._version import __version__
 
     files = {p.name: _describe_file(p) for p in sorted(folder.glob("*.npy"))}
     manifest = {

@@ -282,7 +282,7 @@ def embed_dataset(
         del model
         from icon_bench.features.distributed import embed_on_ray
 
-        embed_on_ray(job, todo, batch_size=batch_size, workers=workers, progress=progress)
+        embed_on_ray(job, todo, run=run_shards, batch_size=batch_size, workers=workers, progress=progress)
     elif executor == "local":
         run_shards(job, model, todo, device=dev, batch_size=batch_size, workers=workers, progress=progress)
     else:

@@ -24,7 +24,7 @@ __all__ = ["KINDS", "ScaffoldError", "add_commands", "create_plugin", "validate_
 
 
 #: Kinds a skeleton can be generated for (models and metrics are rarer; docs/plugins.md shows them).
-KINDS: tuple[str, ...] = ("kernel", "divergence", "method", "dataset")
+KINDS: tuple[str, ...] = ("kernel", "divergence", "method", "dataset", "backbone")
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
 

@@ -1,6 +1,6 @@
 """The files of a generated plugin package, one template per file and kind (placeholders, no braces).
 
-Reason: long (about 400 lines) because it is the text of five files for each of four kinds; code and
+Reason: long (about 470 lines) because it is the text of five files for each of five kinds; code and
 its template read best side by side, so they are not split further.
 """
 
@@ -11,6 +11,7 @@ _HOOKS = {
     "divergence": "register_divergences",
     "method": "register_methods",
     "dataset": "register_datasets",
+    "backbone": "register_backbones",
 }
 
 # Placeholders: __NAME__ (component and plugin), __DIST__ (distribution), __PKG__ (import package),
@@ -282,6 +283,41 @@ _COMPONENT = {
             """Noisy concentric rings in 2-D, one class per ring (radius 1, 2, ...)."""
             return __CLASS__(n_samples=n_samples, rings=rings, noise=noise, seed=seed, test_size=test_size)
     ''',
+    "backbone": '''
+        """The __NAME__ backbone: colour histograms of image tiles under a fixed random projection (no weights to download)."""
+
+        from __future__ import annotations
+
+        import torch
+        from torch import Tensor, nn
+
+        from icon_bench.features import Backbone, ImagePreprocess
+
+
+        class __CLASS__(nn.Module):
+            """Average-pools each channel to `grid` x `grid` tiles, then a seeded random projection to `dim` features."""
+
+            def __init__(self, grid: int, dim: int, seed: int) -> None:
+                super().__init__()
+                gen = torch.Generator().manual_seed(seed)
+                self.pool = nn.AdaptiveAvgPool2d(grid)
+                self.register_buffer("projection", torch.randn(3 * grid * grid, dim, generator=gen) / (3 * grid * grid) ** 0.5)
+
+            def forward(self, x: Tensor) -> Tensor:
+                return self.pool(x).flatten(1) @ self.projection
+
+
+        def __NAME__(size: int = 64, grid: int = 4, dim: int = 32, seed: int = 0) -> Backbone:
+            """Tile colour means of the image resized to `size` (bicubic, centre crop), projected to `dim` features."""
+            return Backbone(
+                "__NAME__",
+                f"__NAME__-g{grid}-d{dim}",
+                lambda: __CLASS__(grid, dim, seed),
+                ImagePreprocess(resize=size, crop=size),
+                ref=f"seed{seed}",
+                tag=f"__NAME__-d{dim}",
+            )
+    ''',
 }
 
 _README = """
@@ -335,6 +371,14 @@ _README_KIND = {
         data = load_dataset({"name": "__NAME__", "rings": 4, "standardize": True})
         ```
         or in a suite: `datasets: [{name: __NAME__, rings: 4}]`.
+    """,
+    "backbone": """
+        ## Use
+
+        ```bash
+        icon-bench embed cifar10 --backbone __NAME__ --set backbone.dim=64 -o features/cifar10-__NAME__
+        ```
+        then in a suite: `datasets: [{name: features, path: features/cifar10-__NAME__, val_fraction: 0}]`.
     """,
 }
 
@@ -400,5 +444,18 @@ _TEST_KIND = {
             for x, y in ((data.x_train, data.y_train), (data.x_test, data.y_test)):
                 assert torch.allclose(x.norm(dim=1), (y + 1).float(), atol=0.1)
             assert set(data.y_test.tolist()) == {0, 1, 2, 3}
+    """,
+    "backbone": """
+
+        def test_a_flat_image_gives_the_projection_of_its_colour() -> None:
+            backbone = __NAME__(size=32, grid=2, dim=8)
+            model = backbone.load("cpu")
+            images = torch.zeros(2, 3, 40, 50, dtype=torch.uint8)
+            images[1] += 255
+            x = backbone.preprocess(images)
+            assert x.shape == (2, 3, 32, 32)
+            z = model(x)
+            expected = x[:, :, 0, 0].repeat_interleave(4, dim=1) @ model.projection  # every tile holds the pixel
+            assert torch.allclose(z, expected, atol=1e-4)
     """,
 }

@@ -1,7 +1,8 @@
-"""The conformance kit: checks every kernel, divergence, method, dataset, model, metric, reference set and claim set must pass."""
+"""The conformance kit: checks every kernel, divergence, method, dataset, model, metric, reference set, claim set and backbone must pass."""
 
 from __future__ import annotations
 
+from icon_bench.testing.backbone import check_backbone
 from icon_bench.testing.common import ConformanceError
 from icon_bench.testing.fixtures import make_batch, make_data
 from icon_bench.testing.loss import check_divergence, check_kernel
@@ -18,6 +19,7 @@ from icon_bench.testing.plugin import check, check_plugin, components
 __all__ = [
     "ConformanceError",
     "check",
+    "check_backbone",
     "check_claim",
     "check_dataset",
     "check_divergence",

@@ -8,6 +8,7 @@ from typing import Any
 
 from icon_bench.hooks import specs as hookspecs
 from icon_bench.hooks.registry import Registry, get_registry
+from icon_bench.testing.backbone import check_backbone
 from icon_bench.testing.common import ConformanceError
 from icon_bench.testing.loss import check_divergence, check_kernel
 from icon_bench.testing.pipeline import (
@@ -34,6 +35,7 @@ _CHECKS: dict[str, Callable[..., Any]] = {
     "metric": check_metric,
     "reference": check_reference,
     "claim": check_claim,
+    "backbone": check_backbone,
 }
 
 
