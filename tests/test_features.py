@@ -287,5 +287,5 @@ def test_check_backbone_passes_the_fixture_and_catches_a_trainable_or_shape_chan
     with pytest.raises(testing.ConformanceError, match="frozen model"):
         testing.check_backbone(bad)
     keeps_size = Backbone("k", "k", good._loader, lambda x: x.float())  # grey stays 1 channel, sizes vary
-    with pytest.raises(testing.ConformanceError, match="preprocessing"):
+    with pytest.raises(testing.ConformanceError, match="features"):
         testing.check_backbone(keeps_size)

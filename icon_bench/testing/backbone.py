@@ -56,8 +56,11 @@ def check_backbone(
         if not isinstance(x, torch.Tensor) or not x.is_floating_point() or x.dim() != 4 or x.shape[:2] != (2, 3):
             raise _fail(label, "preprocessing", f"{channels}-channel images gave {getattr(x, 'shape', x)}, not (2, 3, S, S)")
         shapes.add(tuple(x.shape))
-        with torch.no_grad():
-            z, again = model(x), model(x)
+        try:
+            with torch.no_grad():
+                z, again = model(x), model(x)
+        except Exception as exc:
+            raise _fail(label, "features", f"the model fails on its own preprocessing's output {tuple(x.shape)}: {exc}") from exc
         if z.dim() != 2 or len(z) != 2 or not bool(torch.isfinite(z).all()):
             raise _fail(label, "features", f"model gave {tuple(z.shape)} (finite: {bool(torch.isfinite(z).all())}), not finite (B, D)")
         if not torch.equal(z, again):
