@@ -185,7 +185,7 @@ def run_suite(
     _note_plugin_failures(out)
     kind = _executor_kind(executor, suite.executor, address, out)
     # Data files and GPUs, before a cell is expanded or run; relative paths are the suite root's.
-    check_plan(suite, kind, suite.root, out=out)
+    check_plan(suite, kind, suite.root, out=out, dry_run=dry_run)
     results_dir = Path(results) if results is not None else suite.results_dir
     # Said first, so a user sees which rows a rerun would resume from (a suite's paths depend on its root).
     print(f"results: {results_dir.absolute()}", file=out)

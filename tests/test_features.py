@@ -289,3 +289,24 @@ def test_check_backbone_passes_the_fixture_and_catches_a_trainable_or_shape_chan
     keeps_size = Backbone("k", "k", good._loader, lambda x: x.float())  # grey stays 1 channel, sizes vary
     with pytest.raises(testing.ConformanceError, match="features"):
         testing.check_backbone(keeps_size)
+
+
+@pytest.mark.parametrize("suite", ["imagenet_clustering", "cifar_clustering"])
+def test_feature_suites_dry_run_says_what_is_missing_and_how_to_make_it(suite: str, tmp_path: Path) -> None:
+    import io
+    import shutil
+
+    from icon_bench.runner import run_suite
+
+    # A copy outside the repository: its feature folders are surely missing there.
+    (tmp_path / "suites").mkdir()
+    (tmp_path / "pyproject.toml").write_text("[project]\nname = 'x'\n")
+    shutil.copy(Path(__file__).parents[1] / "suites" / f"{suite}.yaml", tmp_path / "suites")
+    out = io.StringIO()
+    assert run_suite(tmp_path / "suites" / f"{suite}.yaml", dry_run=True, out=out) == 0
+    text = out.getvalue()
+    assert text.count("no such file") == (3 if suite.startswith("imagenet") else 6)
+    assert "make it with: icon-bench embed" in text and "--backbone dinov2_vitb14" in text
+    assert "to run" in text  # the plan is still shown
+    with pytest.raises(Exception, match="no such file"):
+        run_suite(tmp_path / "suites" / f"{suite}.yaml", out=io.StringIO(), report=False)

@@ -29,11 +29,16 @@ class FeaturesDataset(Dataset):
 
     name = "features"
 
-    def __init__(self, path: str, verify: bool, graph: bool, views: bool) -> None:
-        self.path, self.verify, self.graph, self.views = path, verify, graph, views
+    def __init__(self, path: str, verify: bool, graph: bool, views: bool, embed: str | None = None) -> None:
+        self.path, self.verify, self.graph, self.views, self.embed = path, verify, graph, views, embed
 
     def load(self) -> DataSplits:
-        manifest, arrays = read_cache(self.path, verify=self.verify)
+        try:
+            manifest, arrays = read_cache(self.path, verify=self.verify)
+        except DataError as exc:
+            if self.embed and not os.path.isdir(os.path.expanduser(self.path)):
+                raise DataError(f"{exc}; this suite makes it with: {self.embed}") from None
+            raise
         where = f"dataset 'features' ({self.path})"
         test = "test" if "features_test" in arrays else "val"
         for stem in ("features_train", "labels_train", f"features_{test}", f"labels_{test}"):
@@ -68,16 +73,17 @@ class FeaturesDataset(Dataset):
         )
 
 
-def features(path: str, verify: bool = True, graph: bool = True, views: bool = True) -> Dataset:
+def features(path: str, verify: bool = True, graph: bool = True, views: bool = True, embed: str | None = None) -> Dataset:
     """Frozen features from a cache folder made by `icon-bench embed` (or imported from TEMI / TURTLE).
 
     Features are memory-mapped (float32 without a copy; float16 widened once); the cached cosine
     kNN graph (graph=True) serves methods that need one and `settings.neighbors`; the stored
     augmented views (views=True) are what `augment: auto` draws views from. The folder is checked
     against its manifest's sha256 on load (verify=False checks sizes only). Reports call it by the
-    manifest's label, e.g. imagenet1k-dinov2-vitb14.
+    manifest's label, e.g. imagenet1k-dinov2-vitb14. `embed` is the command that makes the folder:
+    `icon-bench run --dry-run` shows it when the folder is missing, and a load of a missing folder says it.
     """
-    return FeaturesDataset(path=os.fspath(path), verify=verify, graph=graph, views=views)
+    return FeaturesDataset(path=os.fspath(path), verify=verify, graph=graph, views=views, embed=embed)
 
 
 @hookimpl

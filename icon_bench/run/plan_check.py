@@ -8,6 +8,7 @@ executor may be overridden on the command line.
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterator
 from typing import Any, TextIO
 
@@ -64,14 +65,18 @@ def _gpu_problem(suite: Suite, executor: str) -> str | None:
 
 
 def check_plan(
-    suite: Suite, executor: str, base: str | os.PathLike[str] | None = None, out: TextIO | None = None
+    suite: Suite, executor: str, base: str | os.PathLike[str] | None = None, out: TextIO | None = None, *, dry_run: bool = False
 ) -> None:
     """Raise SuiteError (file:line: key: message, one line each) for what cannot run here.
 
     ``base`` is the folder relative dataset paths resolve against (what the executors use). With
-    ``out``, say there which datasets are not cached and what a run would download (`download_notes`).
+    ``out``, say there which datasets are not cached and what a run would download (`download_notes`). With
+    ``dry_run`` missing data files are written to ``out`` as "missing" notes (with the command that
+    makes a feature folder, a `features` entry's `embed`) and nothing is raised for them: a dry run
+    shows the plan on a machine that does not have the data yet.
     """
     problems: list[tuple[int, str]] = []
+    missing: list[tuple[int, str]] = []
     for loc, spec in _datasets(suite):
         if not isinstance(spec, dict):
             continue
@@ -79,7 +84,13 @@ def check_plan(
         for key in _FILE_KEYS:
             value = resolved.get(key)
             if isinstance(value, str) and "://" not in value and not os.path.exists(value):
-                problems.append((_line(suite, (*loc, key)), f"{_format_loc((*loc, key))}: no such file: {value}"))
+                found = (_line(suite, (*loc, key)), f"{_format_loc((*loc, key))}: no such file: {value}")
+                (missing if dry_run else problems).append(found)
+                if dry_run and spec.get("name") == "features":
+                    how = spec.get("embed") or "`icon-bench embed DATASET --backbone NAME -o FOLDER` (README, Frozen features)"
+                    missing.append((found[0], f"  make it with: {how}"))
+    for line, msg in missing:
+        print(f"missing ({suite.source}:{line}): {msg}" if not msg.startswith("  ") else msg, file=out or sys.stdout)
     gpu = _gpu_problem(suite, executor)
     if gpu:
         problems.append((_line(suite, ("resources", "gpus")), f"resources.gpus: {gpu}"))
