@@ -4,7 +4,8 @@
 #      bf16 products, a training run),
 #   2. I-Con's clustering step at 4,096 and 16,384 rows (paper formula, dense, structured; bf16 head),
 #   3. pmi's step under kl/tv/js/hellinger (and with p and q debiased),
-#   4. one epoch over 1.28 M x 768 synthetic embeddings (ImageNet with a frozen DINO ViT-B, in size).
+#   4. one epoch over 1.28 M x 768 synthetic embeddings (ImageNet with a frozen DINO ViT-B, in size),
+#   5. embed throughput: a randomly initialised ViT-B/14 at 224 px in bf16, the model alone and `icon-bench embed`.
 # Figures go to stdout and to $OUT/gpu_check.log when OUT is set.
 #
 #   bash benchmarks/gpu_check.sh                 # on a CUDA machine
@@ -25,11 +26,13 @@ if [ "$device" = cuda ]; then
   run python benchmarks/bench_pmi_step.py --device cuda --anchors 4096 --clusters 100 --repeats 10
   run python benchmarks/bench_pmi_step.py --device cuda --anchors 2048 --clusters 100 --repeats 5 --debias 0.6
   run python benchmarks/bench_epoch.py --device cuda --rows 1280000 --dim 768 --classes 1000
+  run python benchmarks/bench_embed.py --device cuda --batch 256 --reps 10 --images 8192 --workers 8
 else
   ICON_BENCH_TEST_DEVICE=cpu run python -m pytest -q -p no:cacheprovider tests/test_gpu.py
   run python benchmarks/bench_icon_step.py --device cpu --rows 512 1024 --dim 64 --clusters 100 --reps 1
   run python benchmarks/bench_pmi_step.py --device cpu --anchors 256 --repeats 2
   run python benchmarks/bench_pmi_step.py --device cpu --anchors 128 --repeats 1 --debias 0.6
   run python benchmarks/bench_epoch.py --device cpu --rows 20000 --dim 64 --classes 20
+  run python benchmarks/bench_embed.py --device cpu --dim 64 --depth 1 --batch 16 --reps 2 --images 48 --workers 2
 fi
 echo "gpu_check: done ($device); log in $log"
