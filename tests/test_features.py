@@ -310,3 +310,41 @@ def test_feature_suites_dry_run_says_what_is_missing_and_how_to_make_it(suite: s
     assert "to run" in text  # the plan is still shown
     with pytest.raises(Exception, match="no such file"):
         run_suite(tmp_path / "suites" / f"{suite}.yaml", out=io.StringIO(), report=False)
+
+
+def test_timm_and_open_clip_backbones_take_their_models_preprocessing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The adapters against stand-in modules (the real packages need torchvision): data config and transform
+    settings become the preprocessing, open_clip's encode_image the forward."""
+    import types
+
+    from icon_bench.features.backbones import open_clip, timm
+
+    net = torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
+    fake_timm = types.SimpleNamespace(
+        __version__="9.9",
+        create_model=lambda name, pretrained, num_classes: net,
+        data=types.SimpleNamespace(resolve_data_config=lambda args, model: {
+            "input_size": (3, 192, 192), "crop_pct": 0.875, "interpolation": "bilinear",
+            "mean": (0.5, 0.5, 0.5), "std": (0.25, 0.25, 0.25)}),
+    )
+    monkeypatch.setitem(sys.modules, "timm", fake_timm)
+    b = timm("vit_small_patch14_dinov2")
+    pre = b.describe()["preprocessing"]
+    assert (pre["resize"], pre["crop"], pre["interpolation"], pre["mean"]) == (219, 192, "bilinear", [0.5] * 3)
+    assert b.describe()["ref"] == "9.9" and b.load()(b.preprocess(torch.zeros(1, 3, 50, 50, dtype=torch.uint8))).shape == (1, 3)
+
+    class Clip(torch.nn.Module):
+        visual = types.SimpleNamespace(image_size=160)
+
+        def encode_image(self, x: torch.Tensor) -> torch.Tensor:
+            return x.mean((2, 3)) * 2
+
+    fake_clip = types.SimpleNamespace(
+        create_model_and_transforms=lambda model, pretrained: (Clip(), None, None),
+        get_model_preprocess_cfg=lambda m: {"size": 160, "mean": (0.4, 0.4, 0.4), "std": (0.3, 0.3, 0.3)},
+    )
+    monkeypatch.setitem(sys.modules, "open_clip", fake_clip)
+    c = open_clip("ViT-B-16", "laion2b_s34b_b88k")
+    x = c.preprocess(torch.full((1, 3, 20, 30), 255, dtype=torch.uint8))
+    assert x.shape == (1, 3, 160, 160) and c.tag == "clip-vit-b-16-laion2b_s34b_b88k"
+    assert torch.allclose(c.load()(x), torch.full((1, 3), 2 * (1 - 0.4) / 0.3), atol=1e-4)

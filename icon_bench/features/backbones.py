@@ -56,6 +56,7 @@ class Backbone:
         self.plugin, self.model, self.repo, self.ref = plugin, model, repo, ref
         self.tag = tag or model.replace("_", "-").replace("/", "-").lower()
         self._loader, self.preprocess, self.forward = loader, preprocess, forward
+        self.params: dict[str, Any] = {}  # the factory's parameters, recorded by embed in the manifest
 
     def describe(self) -> dict[str, Any]:
         settings = getattr(self.preprocess, "settings", None)

@@ -45,7 +45,9 @@ class EmbedJob:
     knn: int = 50
     shard_size: int = 4096
     seed: int = 0
-    scales: dict[str, float] = field(default_factory=dict)
+    scales: dict[str, float] = field(default_factory=dict)  # split -> what takes its pixels to 0..255
+    view_augment: Any = None  # ViewAugment
+    default_out: bool = False  # out is the cache root until the weights are weighed (then <label>-<key>)
 
     @property
     def key(self) -> str:
@@ -53,7 +55,8 @@ class EmbedJob:
 
     @property
     def partial(self) -> Path:
-        return self.out / f".partial-{self.key[:12]}"
+        # The shard size names the folder too: shard i covers other rows under another size.
+        return self.out / f".partial-{self.key[:12]}-s{self.shard_size}"
 
     def shards(self) -> list[tuple[str, int, int, int]]:
         """(split, shard number, first row, end row) of every shard."""
@@ -127,7 +130,7 @@ def plan_job(
     if not hasattr(backbone, "load"):
         bname, bparams = split_spec(backbone)
         backbone = get_registry().create("backbone", bname, **bparams)
-        backbone.params = bparams
+        backbone.params = dict(bparams)
     raw, label, ds_identity = _raw_splits(dataset)
     splits = {}
     for split in ("train", "val", "test"):
@@ -144,19 +147,18 @@ def plan_job(
         content_sha256=_content_sha256([a for pair in splits.values() for a in pair]),
     )
     identity = {
-        "backbone": {**backbone.describe(), "params": getattr(backbone, "params", {})},
+        "backbone": {**backbone.describe(), "params": getattr(backbone, "params", {})},  # a plugin's own class may lack it
         "dataset": ds_identity,
         "views": {"count": views, "augment": aug.settings(), "seed": seed, "chunk": VIEW_CHUNK} if views else None,
         "dtype": dtype,
         "knn": {"k": knn, "metric": "cosine"} if knn else None,
     }
     label = f"{name or label}-{backbone.tag}"
-    job = EmbedJob(splits, backbone, identity, Path("."), label, int(raw.num_classes), views, dtype, knn, shard_size, seed)
-    job.view_augment = aug  # type: ignore[attr-defined]
-    job.scales = {s: pixel_scale(x) for s, (x, _) in splits.items()}
-    job.out = Path(out).expanduser() if out else cache_root() / "features"  # + <label>-<key> once weighed
-    job.default_out = out is None  # type: ignore[attr-defined]
-    return job
+    return EmbedJob(
+        splits, backbone, identity, Path(out).expanduser() if out else cache_root() / "features", label,
+        int(raw.num_classes), views, dtype, knn, shard_size, seed,
+        scales={s: pixel_scale(x) for s, (x, _) in splits.items()}, view_augment=aug, default_out=out is None,
+    )
 
 
 def weigh(job: EmbedJob, model: torch.nn.Module) -> None:
@@ -164,9 +166,9 @@ def weigh(job: EmbedJob, model: torch.nn.Module) -> None:
     from icon_bench.features.backbones import weights_checksum
 
     job.identity["backbone"]["weights_sha256"] = weights_checksum(model)
-    if getattr(job, "default_out", False):
+    if job.default_out:
         job.out = job.out / f"{job.label}-{job.key[:12]}"
-        job.default_out = False  # type: ignore[attr-defined]
+        job.default_out = False
 
 
 def _batches(job: EmbedJob, split: str, start: int, end: int, batch: int) -> Iterator[tuple[int, int]]:
@@ -183,7 +185,7 @@ def _load_batch(job: EmbedJob, split: str, a: int, b: int, views: int) -> tuple[
         parts = []
         for c in range(a, b, VIEW_CHUNK):
             g = torch.Generator().manual_seed(_seed(job.seed, split, c, v))
-            parts.append(job.view_augment(x[c - a : min(b, c + VIEW_CHUNK) - a], g))  # type: ignore[attr-defined]
+            parts.append(job.view_augment(x[c - a : min(b, c + VIEW_CHUNK) - a], g))
         out_views.append(pre(torch.cat(parts)))
     return pre(x), out_views
 
@@ -199,13 +201,12 @@ def _save(path: Path, array: np.ndarray) -> None:
 
 
 def embed_shard(job: EmbedJob, model: torch.nn.Module, shard: tuple[str, int, int, int], *, device: torch.device,
-                batch_size: int, pool: ThreadPoolExecutor, tick: Callable[[int], None]) -> None:
+                batch_size: int, pool: ThreadPoolExecutor, ahead: int, tick: Callable[[int], None]) -> None:
     """Embed one shard's rows (and views) and write them; no grad, bf16 autocast on CUDA, loading in `pool`."""
     split, i, start, end = shard
     views = job.views_of(split)
     np_dtype = np.dtype(job.dtype)
     feats, view_feats = [], []
-    ahead = max(2, 2 * pool._max_workers)  # bounded prefetch: memory stays a few batches
     spans = list(_batches(job, split, start, end, batch_size))
     futures = [pool.submit(_load_batch, job, split, a, b, views) for a, b in spans[:ahead]]
     for n, (a, b) in enumerate(spans):
@@ -307,7 +308,9 @@ def run_shards(job: EmbedJob, model: torch.nn.Module, shards: list[tuple[str, in
                file=sys.stderr, **bar_size())
     with ThreadPoolExecutor(max(1, workers)) as pool, bar:
         for shard in shards:
-            embed_shard(job, model, shard, device=device, batch_size=batch_size, pool=pool, tick=tick or bar.update)
+            # Bounded prefetch: two batches per loading thread in flight, so memory stays a few batches.
+            embed_shard(job, model, shard, device=device, batch_size=batch_size, pool=pool,
+                        ahead=2 * max(1, workers), tick=tick or bar.update)
 
 
 def _say(progress: bool, text: str) -> None:
