@@ -275,10 +275,7 @@ def test_results_and_data_paths_resolve_against_the_suite_root_not_the_cwd(
     )
     monkeypatch.chdir(tmp_path)
     with pytest.raises(SuiteError, match=re.escape(f"no such file: {project / 'data' / 'x.npz'}")):
-        run_suite(path, out=io.StringIO(), report=False)  # the plan-time check looks under the root too
-    said = io.StringIO()
-    assert run_suite(path, dry_run=True, out=said) == 0  # a dry run says what is missing and shows the plan
-    assert f"no such file: {project / 'data' / 'x.npz'}" in said.getvalue() and "missing (" in said.getvalue()
+        run_suite(path, dry_run=True, out=io.StringIO())  # the plan-time check looks under the root too
     (project / "data").mkdir()
     (project / "data" / "x.npz").write_bytes(b"")
     seen: list[str] = []

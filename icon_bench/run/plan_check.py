@@ -70,13 +70,13 @@ def check_plan(
     """Raise SuiteError (file:line: key: message, one line each) for what cannot run here.
 
     ``base`` is the folder relative dataset paths resolve against (what the executors use). With
-    ``out``, say there which datasets are not cached and what a run would download (`download_notes`). With
-    ``dry_run`` missing data files are written to ``out`` as "missing" notes (with the command that
-    makes a feature folder, a `features` entry's `embed`) and nothing is raised for them: a dry run
-    shows the plan on a machine that does not have the data yet.
+    ``out``, say there which datasets are not cached and what a run would download (`download_notes`).
+    With ``dry_run`` a missing feature folder (a `features` entry's `path`) is a "missing" note on
+    ``out`` with the command that makes it (the entry's `embed`), not an error: a dry run shows the
+    plan of a feature suite on a machine that has not embedded yet. Other missing files stay errors.
     """
     problems: list[tuple[int, str]] = []
-    missing: list[tuple[int, str]] = []
+    missing: list[str] = []
     for loc, spec in _datasets(suite):
         if not isinstance(spec, dict):
             continue
@@ -84,20 +84,20 @@ def check_plan(
         for key in _FILE_KEYS:
             value = resolved.get(key)
             if isinstance(value, str) and "://" not in value and not os.path.exists(value):
-                found = (_line(suite, (*loc, key)), f"{_format_loc((*loc, key))}: no such file: {value}")
-                (missing if dry_run else problems).append(found)
+                line, msg = _line(suite, (*loc, key)), f"{_format_loc((*loc, key))}: no such file: {value}"
+                # A feature folder is made by a command the suite can name: a dry run says which.
                 if dry_run and spec.get("name") == "features":
                     how = spec.get("embed") or "`icon-bench embed DATASET --backbone NAME -o FOLDER` (README, Frozen features)"
-                    missing.append((found[0], f"  make it with: {how}"))
-    for line, msg in missing:
-        print(f"missing ({suite.source}:{line}): {msg}" if not msg.startswith("  ") else msg, file=out or sys.stdout)
+                    missing += [f"missing ({suite.source}:{line}): {msg}", f"  make it with: {how}"]
+                else:
+                    problems.append((line, msg))
     gpu = _gpu_problem(suite, executor)
     if gpu:
         problems.append((_line(suite, ("resources", "gpus")), f"resources.gpus: {gpu}"))
     if problems:
         raise SuiteError("\n".join(f"{suite.source}:{line}: {msg}" for line, msg in sorted(set(problems))))
-    for note in download_notes(suite) if out is not None else []:
-        print(note, file=out)
+    for note in [*missing, *(download_notes(suite) if out is not None else [])]:
+        print(note, file=out or sys.stdout)
 
 
 def download_notes(suite: Suite) -> list[str]:
