@@ -133,8 +133,11 @@ def plan_job(
         backbone.params = dict(bparams)
     raw, label, ds_identity = _raw_splits(dataset)
     splits = {}
+    # Image datasets keep their raw uint8 pixels beside the float rows (DataSplits.images): embed those.
+    raw_images = getattr(raw, "images", None) or {}
     for split in ("train", "val", "test"):
         x, y = getattr(raw, f"x_{split}", None), getattr(raw, f"y_{split}", None)
+        x = raw_images.get(split, x) if y is not None and len(raw_images.get(split, ())) == len(y) else x
         if x is not None and len(x):
             images = as_images(x, raw.meta.get("image_shape"), f"dataset {ds_identity['name']!r} ({split})")
             splits[split] = (images, np.asarray(y, dtype=np.int64))

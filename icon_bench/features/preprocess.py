@@ -158,6 +158,7 @@ def pixel_scale(x: np.ndarray | Tensor) -> float:
 
 def to_uint8_range(batch: np.ndarray | Tensor, scale: float) -> Tensor:
     """A batch of images as float32 in [0, 255] (`scale` from `pixel_scale` of its split)."""
-    t = torch.from_numpy(np.ascontiguousarray(batch)) if isinstance(batch, np.ndarray) else batch
+    # A copy of the batch's rows (the split may be a read-only memory map); it becomes float anyway.
+    t = torch.from_numpy(np.array(batch)) if isinstance(batch, np.ndarray) else batch
     t = t.float()
     return t * scale if scale != 1.0 else t
