@@ -348,3 +348,12 @@ def test_timm_and_open_clip_backbones_take_their_models_preprocessing(monkeypatc
     x = c.preprocess(torch.full((1, 3, 20, 30), 255, dtype=torch.uint8))
     assert x.shape == (1, 3, 160, 160) and c.tag == "clip-vit-b-16-laion2b_s34b_b88k"
     assert torch.allclose(c.load()(x), torch.full((1, 3), 2 * (1 - 0.4) / 0.3), atol=1e-4)
+
+
+def test_a_backbone_that_cannot_load_says_what_and_from_where(tmp_path: Path) -> None:
+    b = torchhub("no_such_model", repo=str(HUB), source="local")
+    with pytest.raises(DataError, match=r"cannot load 'no_such_model' from .*hub@local"):
+        b.load()
+    assert cli.main(["embed", "digits", "--set", "dataset.images=true", "--backbone", "torchhub", "--set",
+                     f"backbone.repo={tmp_path}", "--set", "backbone.source=local", "--set", "backbone.model=x",
+                     "-o", str(tmp_path / "o"), "--no-progress"]) == 2

@@ -71,7 +71,14 @@ class Backbone:
 
     def load(self, device: str | torch.device = "cpu") -> nn.Module:
         """The model on `device`, in eval mode, with gradients off (a frozen encoder)."""
-        module = self._loader()
+        try:
+            module = self._loader()
+        except (OSError, RuntimeError, ValueError, ImportError) as exc:  # offline, a bad ref, a missing hubconf entry
+            where = f" from {self.repo}" + (f"@{self.ref}" if self.ref else "") if self.repo else ""
+            raise DataError(
+                f"backbone {self.plugin!r}: cannot load {self.model!r}{where} ({type(exc).__name__}: {exc}); "
+                "torch.hub needs the network the first time, then reads $TORCH_HOME (~/.cache/torch/hub)"
+            ) from None
         if self.forward:  # e.g. open_clip's encode_image: wrap so module(x) gives the features
             module = _Method(module, self.forward)
         module = module.to(device).eval()
