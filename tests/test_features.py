@@ -116,6 +116,8 @@ def test_same_manifest_reuses_and_a_changed_preprocessing_never_collides(
     stamp = (first / "manifest.json").stat().st_mtime_ns
     again = embed_dataset(images, TINY, batch_size=16, workers=1, knn=3, progress=False)
     assert again == first and (first / "manifest.json").stat().st_mtime_ns == stamp  # reused, not rewritten
+    named = embed_dataset(images, TINY, first, knn=3, name="pictures", progress=False)  # a new name only relabels
+    assert named == first and verify_cache(first)["label"] == "pictures-tiny-vit"
     other = embed_dataset(images, {**TINY, "crop": 224, "resize": 240}, batch_size=8, knn=3, progress=False)
     assert other != first and other.parent == first.parent
     assert json.loads((other / "manifest.json").read_text())["key"] != json.loads((first / "manifest.json").read_text())["key"]

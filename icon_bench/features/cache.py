@@ -19,7 +19,7 @@ import numpy as np
 
 from icon_bench.errors import DataError
 
-__all__ = ["FORMAT", "FORMAT_VERSION", "cache_key", "file_sha256", "read_cache", "verify_cache", "write_manifest"]
+__all__ = ["FORMAT", "FORMAT_VERSION", "cache_key", "file_sha256", "read_cache", "relabel", "verify_cache", "write_manifest"]
 
 FORMAT = "icon-bench-features"
 #: Part of every key: raise it when the layout or what a cache holds changes, so old caches never
@@ -69,6 +69,15 @@ def write_manifest(folder: Path, identity: Mapping[str, Any], extra: Mapping[str
     tmp.write_text(json.dumps(manifest, indent=2, sort_keys=False) + "\n")
     os.replace(tmp, folder / MANIFEST)
     return manifest
+
+
+def relabel(folder: Path, label: str) -> None:
+    """Give a cache another report label (outside the identity, so its key and files stay as they are)."""
+    manifest = json.loads((folder / MANIFEST).read_text())
+    manifest["label"] = label
+    tmp = folder / f".{MANIFEST}.{os.getpid()}.tmp"
+    tmp.write_text(json.dumps(manifest, indent=2) + "\n")
+    os.replace(tmp, folder / MANIFEST)
 
 
 def read_manifest(folder: str | os.PathLike[str]) -> dict[str, Any]:

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from icon_bench.errors import DataError
-from icon_bench.features.cache import cache_key, read_manifest, verify_cache, write_manifest
+from icon_bench.features.cache import cache_key, read_manifest, relabel, verify_cache
 from icon_bench.features.preprocess import ViewAugment, as_images, pixel_scale, to_uint8_range
 
 __all__ = ["EmbedJob", "embed_dataset", "plan_job"]
@@ -275,7 +275,10 @@ def embed_dataset(
     dev = torch.device("cuda" if torch.cuda.is_available() else "cpu") if device in (None, "auto") else torch.device(device)
     model = job.backbone.load(dev)
     weigh(job, model)
-    if _existing(job) is not None:
+    existing = _existing(job)
+    if existing is not None:
+        if existing.get("label") != job.label:  # a name is not content: relabel, never re-embed
+            relabel(job.out, job.label)
         _say(progress, f"embed: {job.out} already holds these features (key {job.key}); reused")
         return job.out
     todo = [s for s in job.shards() if not job.shard_path(s[0], s[1]).is_file()]
