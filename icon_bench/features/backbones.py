@@ -152,9 +152,10 @@ def torchhub(
 def _optional(module: str, backbone: str) -> Any:
     try:
         return importlib.import_module(module)
-    except ImportError as exc:
+    except Exception as exc:  # not installed, or installed with a torchvision that does not match torch
         raise DataError(
-            f"backbone {backbone!r} needs the {module} package ({exc}); install it with: pip install 'icon-bench[vision]'"
+            f"backbone {backbone!r} needs the {module} package ({type(exc).__name__}: {exc}); "
+            "install it with: pip install 'icon-bench[vision]'"
         ) from None
 
 
