@@ -17,7 +17,7 @@ import torch
 
 from icon_bench import cli
 from icon_bench.data import knn_graph, load_dataset
-from icon_bench.errors import DataError
+from icon_bench.errors import DataError, IconBenchError
 from icon_bench.features.backbones import Backbone, torchhub, weights_checksum
 from icon_bench.features.cache import verify_cache
 from icon_bench.features.embed import embed_dataset
@@ -54,7 +54,7 @@ def test_register_backbones_builtins_and_missing_extras() -> None:
         try:
             __import__(name)
         except Exception:
-            with pytest.raises(DataError, match=r"icon-bench\[vision\]"):
+            with pytest.raises(IconBenchError, match=r"backbone '\w+' needs .*icon-bench\[vision\]"):
                 reg.create("backbone", name)
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import importlib
 from collections.abc import Callable
 from typing import Any
 
@@ -150,13 +149,9 @@ def torchhub(
 
 
 def _optional(module: str, backbone: str) -> Any:
-    try:
-        return importlib.import_module(module)
-    except Exception as exc:  # not installed, or installed with a torchvision that does not match torch
-        raise DataError(
-            f"backbone {backbone!r} needs the {module} package ({type(exc).__name__}: {exc}); "
-            "install it with: pip install 'icon-bench[vision]'"
-        ) from None
+    from icon_bench.extras import require
+
+    return require(module, f"backbone {backbone!r}")  # one line naming icon-bench[vision] when absent
 
 
 def timm(model: str = "vit_base_patch16_224.augreg_in21k", pretrained: bool = True) -> Backbone:
