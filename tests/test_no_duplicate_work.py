@@ -37,6 +37,9 @@ def test_the_knn_graph_is_computed_once_for_two_trials_of_a_suite(
     calls = []
     real = graph_mod.knn_graph
     monkeypatch.setattr(graph_mod, "knn_graph", lambda *a, **kw: calls.append(a[1:3]) or real(*a, **kw))
+    # Its own graph caches: another test of this worker may have cached the same graph already.
+    monkeypatch.setenv("ICON_BENCH_CACHE", str(tmp_path / "graph-cache"))
+    graph_mod.clear_graph_cache()
     path = _suite(
         tmp_path,
         """
