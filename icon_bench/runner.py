@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from icon_bench.errors import StoreError
 from icon_bench.run.interrupts import EXIT_INTERRUPTED, EXIT_TERMINATED, interrupted, stops_on_sigterm
-from icon_bench.run.limits import MAX_CELLS
+from icon_bench.run.limits import MAX_CELLS, apply_limits, limits_environment, memory_size
 from icon_bench.run.lock import RunLocked, holder, is_locked, results_lock
 from icon_bench.run.summary import print_failures, print_plan, print_store_failure, print_summary
 
@@ -77,6 +77,20 @@ def add_commands(subparsers: Any) -> None:
         help=f"refuse a suite of more than N cells, counted from its axes before expanding (default {MAX_CELLS})",
     )
     p.add_argument(
+        "--max-memory",
+        type=memory_size,
+        metavar="SIZE",
+        help="memory a trial may use, e.g. 64G (default: this machine's); a trial estimated above it, or a data "
+        "file whose arrays are larger, is refused before the run",
+    )
+    p.add_argument(
+        "--timeout",
+        type=float,
+        metavar="SECONDS",
+        help="stop a trial running longer than this and store it as failed with status timeout "
+        "(default: the suite's `timeout`, else 86400)",
+    )
+    p.add_argument(
         "--wait",
         action="store_true",
         help="if another run is writing the same results, wait for it to end, then run what is still to do",
@@ -98,6 +112,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         limit=args.limit,
         max_cells=args.max_cells,
         wait=args.wait,
+        max_memory=args.max_memory,
+        timeout=args.timeout,
     )
 
 
@@ -153,7 +169,24 @@ def _write_report(results_dir: Path, out_dir: Path, out: TextIO) -> int:
 
 
 @stops_on_sigterm
-def run_suite(
+def run_suite(suite: str | os.PathLike[str] | Suite, **options: Any) -> int:
+    """Everything `icon-bench run` does (options: see _run_suite); returns the exit status (see EXIT_CODES;
+    SIGTERM ends it as Ctrl-C does)."""
+    with limits_environment():  # the run's memory and time limits, restored afterwards
+        return _run_suite(suite, **options)
+
+
+def _before_planning(suite: Suite, kind: str, results_dir: Path | None, max_memory: int | None, timeout: float | None,
+                     out: TextIO, dry_run: bool) -> None:
+    """The run's limits (read where trials run), then data files, memory, GPUs and (given for a dry run,
+    which writes nothing; a run checks its store itself) the results folder; relative paths are the suite root's."""
+    from icon_bench.run.plan_check import check_plan
+
+    apply_limits(max_memory, timeout if timeout is not None else suite.timeout)
+    check_plan(suite, kind, suite.root, out=out, dry_run=dry_run, max_memory=max_memory, results=results_dir)
+
+
+def _run_suite(
     suite: str | os.PathLike[str] | Suite,
     *,
     dry_run: bool = False,
@@ -167,14 +200,15 @@ def run_suite(
     limit: int | None = None,
     max_cells: int = MAX_CELLS,
     wait: bool = False,
+    max_memory: int | None = None,  # bytes a trial may use (None: this machine's memory)
+    timeout: float | None = None,  # seconds a trial may run (None: the suite's, else a day)
     trial_fn: TrialFn | None = None,
     load_fn: LoadFn | None = None,
     progress: bool = True,
     out: TextIO | None = None,
     **executor_kwargs: Any,
 ) -> int:
-    """Everything `icon-bench run` does; returns the exit status (see EXIT_CODES; SIGTERM ends it as Ctrl-C does)."""
-    from icon_bench.run.plan_check import check_plan
+    """What run_suite does, within its environment."""
     from icon_bench.run.store import ResultsStore
     from icon_bench.run.suite import Suite
     from icon_bench.run.suite_file import load_suite
@@ -184,9 +218,8 @@ def run_suite(
         suite = load_suite(suite, max_cells=max_cells)
     _note_plugin_failures(out)
     kind = _executor_kind(executor, suite.executor, address, out)
-    # Data files and GPUs, before a cell is expanded or run; relative paths are the suite root's.
-    check_plan(suite, kind, suite.root, out=out, dry_run=dry_run)
     results_dir = Path(results) if results is not None else suite.results_dir
+    _before_planning(suite, kind, results_dir if dry_run else None, max_memory, timeout, out, dry_run)
     # Said first, so a user sees which rows a rerun would resume from (a suite's paths depend on its root).
     print(f"results: {results_dir.absolute()}", file=out)
     count, product = suite.cell_count()

@@ -13,6 +13,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from ray_trials import fake_load, fake_trial, kill_after_rows
 
@@ -277,7 +278,8 @@ def test_results_and_data_paths_resolve_against_the_suite_root_not_the_cwd(
     with pytest.raises(SuiteError, match=re.escape(f"no such file: {project / 'data' / 'x.npz'}")):
         run_suite(path, dry_run=True, out=io.StringIO())  # the plan-time check looks under the root too
     (project / "data").mkdir()
-    (project / "data" / "x.npz").write_bytes(b"")
+    # A real (tiny) file: the plan reads its header (keys, sizes, classes) before any trial.
+    np.savez(project / "data" / "x.npz", x=np.zeros((6, 2), np.float32), y=np.arange(6) % 2)
     seen: list[str] = []
 
     def load(ds: dict) -> dict:

@@ -79,9 +79,9 @@ def _by_role(results: Path) -> tuple[list[dict], list[dict]]:
         ("  budget: 0\n  space: {lr: [1]}\n", 1, "greater than or equal to 1"),
         ("  budget: 3\n  space: {lr: [1, 2]}\n  algorithm: grid\n", 1, "has 2 points; set budget: 2"),
         ("  budget: 3\n  space: {lr: {uniform: [1, 2]}}\n  algorithm: grid\n", 3, "lists of values only"),
-        ("  budget: 3\n  space: {lr: [1, 2]}\n  algoritm: random\n", 3, "did you mean 'algorithm'"),
-        ("  budget: 3\n  space: {lr: [1, 2]}\n  scheduler: {name: asha, grace_epoch: 2}\n", 3, "did you mean 'grace_epochs'"),
-        ("  budget: 3\n  space: {lr: [1, 2]}\n  metric: hungarain\n", 3, "did you mean 'hungarian'"),
+        ("  budget: 2\n  space: {lr: [1, 2]}\n  algoritm: random\n", 3, "did you mean 'algorithm'"),
+        ("  budget: 2\n  space: {lr: [1, 2]}\n  scheduler: {name: asha, grace_epoch: 2}\n", 3, "did you mean 'grace_epochs'"),
+        ("  budget: 2\n  space: {lr: [1, 2]}\n  metric: hungarain\n", 3, "did you mean 'hungarian'"),
         ("  budget: 3\n  space: {}\n", 2, "empty search space"),
     ],
 )

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from icon_bench.data.headers import check_array_bytes
 from icon_bench.data.splits import Dataset, DataSplits, _make_splits
 from icon_bench.errors import DataError, did_you_mean
 
@@ -103,36 +104,19 @@ class ArraysDataset(Dataset):
         )
 
     def _keyed(self, path: Path, test_path: Path | None) -> tuple[Any, ...]:
-        p = self.params
         arrays = _load_keyed(path)
-        fkey = _pick_key(arrays, p["features"], _FEATURE_KEYS, path, "features")
-        lkey = _pick_key(arrays, p["labels"], _LABEL_KEYS, path, "labels")
-        keys = {"features": fkey, "labels": lkey}
-        x, y = arrays[fkey], arrays[lkey]
+        tarrays = None
         if test_path is not None:
             _require_file(test_path)
             if test_path.suffix.lower() not in _KEY_FORMATS:
                 raise DataError(f"{test_path}: test_path must be one of {', '.join(_KEY_FORMATS)}")
             tarrays = _load_keyed(test_path)
-            tf = _pick_key(tarrays, p["test_features"] or fkey, (), test_path, "test_features")
-            tl = _pick_key(tarrays, p["test_labels"] or lkey, (), test_path, "test_labels")
-            keys.update(test_path=str(test_path), test_features=tf, test_labels=tl)
-            return x, y, tarrays[tf], tarrays[tl], keys
-        if p["test_features"] is None:
-            if p["test_labels"] is not None:
-                raise DataError(f"{path}: test_labels given without test_features")
-            # A file that ships its own split (x_train/y_train beside x_test/y_test, as MNIST
-            # does) is read with it: a benchmark should score on the official test images.
-            if (fkey, lkey) == ("x_train", "y_train") and {"x_test", "y_test"} <= set(arrays):
-                keys.update(test_features="x_test", test_labels="y_test")
-                return x, y, arrays["x_test"], arrays["y_test"], keys
+        keys = keyed_names(self.params, path, list(arrays), list(tarrays) if tarrays is not None else None)
+        x, y = arrays[keys["features"]], arrays[keys["labels"]]
+        if "test_features" not in keys:
             return x, y, None, None, keys
-        tf = _pick_key(arrays, p["test_features"], (), path, "test_features")
-        if p["test_labels"] is None:
-            raise DataError(f"{path}: test_features={tf!r} given without test_labels")
-        tl = _pick_key(arrays, p["test_labels"], (), path, "test_labels")
-        keys.update(test_features=tf, test_labels=tl)
-        return x, y, arrays[tf], arrays[tl], keys
+        source = tarrays if tarrays is not None else arrays
+        return x, y, source[keys["test_features"]], source[keys["test_labels"]], keys
 
     def _table(self, path: Path, test_path: Path | None) -> tuple[Any, ...]:
         p = self.params
@@ -208,6 +192,60 @@ def arrays(
     )
 
 
+def keyed_names(
+    params: Mapping[str, Any], path: Path, names: Sequence[str], test_names: Sequence[str] | None = None
+) -> dict[str, Any]:
+    """Which keys of a keyed file (.npz, .pt, .safetensors) hold features, labels and test arrays.
+
+    From the names alone, so a plan reads them from the file's header and the loader agrees.
+    `test_names` are the keys of `test_path`'s file, when given. Without test keys given, the
+    file's own split is read when its test arrays are named as the train ones with "train" turned
+    into "test" (x_train/y_train -> x_test/y_test, train_x -> test_x); another key with "test" in its
+    name is an ambiguity, refused, rather than a test split silently dropped.
+    """
+    p = params
+    fkey = _pick_key(names, p.get("features"), _FEATURE_KEYS, path, "features")
+    lkey = _pick_key(names, p.get("labels"), _LABEL_KEYS, path, "labels")
+    keys: dict[str, Any] = {"features": fkey, "labels": lkey}
+    tf_given, tl_given = p.get("test_features"), p.get("test_labels")
+    if test_names is not None:
+        test_path = p.get("test_path")
+        tf = _pick_key(test_names, tf_given or fkey, (), Path(str(test_path)), "test_features")
+        tl = _pick_key(test_names, tl_given or lkey, (), Path(str(test_path)), "test_labels")
+        keys.update(test_path=str(test_path), test_features=tf, test_labels=tl)
+        return keys
+    if tf_given is None:
+        if tl_given is not None:
+            raise DataError(f"{path}: test_labels given without test_features")
+        # A file that ships its own split (MNIST's x_train/y_train beside x_test/y_test) is read
+        # with it: a benchmark should score on the official test rows.
+        pair = (_as_test(fkey), _as_test(lkey))
+        if None not in pair and set(pair) <= set(names):
+            keys.update(test_features=pair[0], test_labels=pair[1])
+            return keys
+        others = [n for n in names if "test" in n.lower()]
+        if others:
+            # Else a test split would be drawn from the train rows and those arrays silently dropped.
+            raise DataError(
+                f"{path}: holds {', '.join(map(repr, others))} beside features {fkey!r} and labels {lkey!r}; "
+                "set test_features and test_labels to score on them (or rename them)"
+            )
+        return keys
+    if tl_given is None:
+        raise DataError(f"{path}: test_features={tf_given!r} given without test_labels")
+    keys["test_features"] = _pick_key(names, tf_given, (), path, "test_features")
+    keys["test_labels"] = _pick_key(names, tl_given, (), path, "test_labels")
+    return keys
+
+
+def _as_test(key: str) -> str | None:
+    """The test array's name for a train array's name: "train" -> "test" (any case), None without "train"."""
+    for train, test in (("train", "test"), ("TRAIN", "TEST"), ("Train", "Test")):
+        if train in key:
+            return key.replace(train, test)
+    return None
+
+
 def _require_file(path: Path) -> None:
     if not path.exists():
         raise DataError(f"{path}: file not found")
@@ -221,6 +259,7 @@ def _resolve(base: Path, name: str) -> Path:
 
 
 def _load_npy(path: Path) -> np.ndarray:
+    check_array_bytes(path)  # the header's size, before numpy allocates it
     try:
         return np.load(path, allow_pickle=False)
     except Exception as exc:  # numpy raises several types for a corrupt file
@@ -230,6 +269,8 @@ def _load_npy(path: Path) -> np.ndarray:
 def _load_keyed(path: Path) -> dict[str, np.ndarray]:
     """A name -> array mapping from .npz, .pt or .safetensors, without running pickled code."""
     suffix = path.suffix.lower()
+    if suffix == ".npz":
+        check_array_bytes(path)  # the headers' sizes, before anything is inflated
     try:
         if suffix == ".npz":
             with np.load(path, allow_pickle=False) as z:
@@ -260,7 +301,8 @@ def _pick_key(
     param: str,
     what: str = "key",
 ) -> str:
-    keys = [str(k) for k in (container.columns if hasattr(container, "columns") else container.keys())]
+    names = container.columns if hasattr(container, "columns") else container
+    keys = [str(k) for k in (names.keys() if hasattr(names, "keys") else names)]
     if given is not None:
         if given in keys:
             return given

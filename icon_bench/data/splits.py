@@ -244,6 +244,10 @@ def _encode_labels(
     values = np.unique(np.concatenate([y_train, y_test]))
     if len(values) == 0:
         raise DataError(f"{where}: no labels")
+    if len(values) == 1:
+        # One class makes every clustering "perfect" (hungarian, NMI, ARI all 1.000) and every probe trivial.
+        raise DataError(f"{where}: every label is {values[0]}: a single class, which every method scores 1.000 on; "
+                        "a benchmark needs at least two classes")
     if values[0] == 0 and values[-1] == len(values) - 1:
         return y_train, y_test, len(values), None
     return (

@@ -15,12 +15,13 @@ from typing import Any, Protocol
 
 from icon_bench.data.options import dataset_label
 from icon_bench.errors import StoreError
+from icon_bench.run.deadline import TIMEOUT_STATUS, TrialTimeout, deadline
 from icon_bench.run.ids import canonical_json, config_id, trial_id
 from icon_bench.run.progress import OK_STATUSES, Progress
 from icon_bench.run.store import ResultsStore
 from icon_bench.run.suite import resolve_dataset_paths
 
-__all__ = ["Executor", "RunSummary", "failed_row", "run_one"]
+__all__ = ["TIMEOUT_ENV", "Executor", "RunSummary", "failed_row", "run_one", "timeout_row", "trial_timeout"]
 
 
 TrialFn = Callable[..., dict]
@@ -113,6 +114,30 @@ def failed_row(spec: Mapping[str, Any], error: str, tb: str | None = None, start
     }
 
 
+#: The time limit of this run's trials in seconds (`icon-bench run` sets it from --timeout or the
+#: suite's `timeout:`): read where a trial runs, so the search paths and the Ray workers of a cluster
+#: this run started (which inherit its environment) apply it without passing it along.
+TIMEOUT_ENV = "ICON_BENCH_TIMEOUT"  # also named in run/limits.py, which sets it
+
+
+def trial_timeout() -> float:
+    """Seconds a trial may run: $ICON_BENCH_TIMEOUT, else DEFAULT_TIMEOUT (a day)."""
+    from icon_bench.run.limits import DEFAULT_TIMEOUT
+
+    try:
+        value = float(os.environ.get(TIMEOUT_ENV, ""))
+    except ValueError:
+        return float(DEFAULT_TIMEOUT)
+    return value if value > 0 else float(DEFAULT_TIMEOUT)
+
+
+def timeout_row(spec: Mapping[str, Any], error: str, started_at: str | None = None) -> dict[str, Any]:
+    """The row of a trial stopped by its time limit: failed, with status "timeout" (--retry-failed reruns it)."""
+    row = failed_row(spec, error, None, started_at)
+    row["status"] = TIMEOUT_STATUS
+    return row
+
+
 @contextlib.contextmanager
 def _torch_threads(threads: int | None) -> Iterator[None]:
     """Run with `threads` torch CPU threads (the suite's `cpus`), restoring the previous count."""
@@ -135,18 +160,30 @@ def threads_for(cpus: float) -> int:
 
 
 def run_one(
-    spec: Mapping[str, Any], data: Any, trial_fn: TrialFn | None = None, threads: int | None = None
+    spec: Mapping[str, Any],
+    data: Any,
+    trial_fn: TrialFn | None = None,
+    threads: int | None = None,
+    timeout: float | None = None,
 ) -> dict[str, Any]:
-    """Run one trial; an exception becomes a failed row (error + traceback) instead of propagating."""
+    """Run one trial; an exception becomes a failed row (error + traceback) instead of propagating.
+
+    A trial still running after `timeout` seconds is stopped (run/deadline.py) and becomes a failed
+    row with status "timeout".
+    """
     started = _now()
     t0 = time.perf_counter()
     try:
         fn = trial_fn or _default_trial_fn()
-        with _torch_threads(threads):
+        with _torch_threads(threads), deadline(timeout if timeout is not None else trial_timeout()):
             row = fn(dict(spec), data)
         if not isinstance(row, Mapping):
             raise TypeError(f"the trial function returned {type(row).__name__}, not a result row (dict)")
         row = dict(row)
+    except TrialTimeout as exc:
+        row = timeout_row(spec, str(exc), started)
+        row["timings"] = {"total_s": time.perf_counter() - t0}
+        return row
     except Exception as exc:  # KeyboardInterrupt / SystemExit still stop the run
         row = failed_row(spec, f"{type(exc).__name__}: {exc}", traceback.format_exc(), started)
         row["timings"] = {"total_s": time.perf_counter() - t0}

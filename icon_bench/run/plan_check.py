@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Iterator
-from typing import Any, TextIO
+from pathlib import Path
+from typing import TextIO
 
 from icon_bench.errors import SuiteError
+from icon_bench.run.load_checks import dataset_entries
 from icon_bench.run.suite import Suite, resolve_dataset_paths
 from icon_bench.run.suite_errors import _format_loc
 from icon_bench.run.yaml_lines import Loc
@@ -23,22 +24,17 @@ __all__ = ["check_plan", "download_notes"]
 _FILE_KEYS = ("path", "test_path", "class_file")
 
 
-def _datasets(suite: Suite) -> Iterator[tuple[Loc, Any]]:
-    """Every dataset spec written in the suite, with where it is written."""
-    if "dataset" in suite.grid:
-        values = suite.grid["dataset"]
-        if isinstance(values, list):
-            yield from ((("grid", "dataset", i), v) for i, v in enumerate(values))
-        else:
-            yield ("grid", "dataset"), values
-    for i, value in enumerate(suite.datasets or []):
-        yield ("datasets", i), value
-    for i, entry in enumerate(suite.include):
-        values = entry.get("dataset")
-        if isinstance(values, list):
-            yield from ((("include", i, "dataset", j), v) for j, v in enumerate(values))
-        elif values is not None:
-            yield ("include", i, "dataset"), values
+def _not_writable(folder: Path) -> str | None:
+    """Why rows could not be written under `folder` (its nearest existing parent decides), or None."""
+    probe = folder.absolute()
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if probe.exists() and not probe.is_dir():
+        return f"{folder}: {probe} is not a folder"
+    if probe.exists() and not os.access(probe, os.W_OK | os.X_OK):
+        what = "cannot be written" if probe == folder.absolute() else f"cannot be created ({probe} is not writable)"
+        return f"{folder}: {what}; give another folder with --results DIR"
+    return None
 
 
 def _line(suite: Suite, loc: Loc) -> int:
@@ -65,7 +61,8 @@ def _gpu_problem(suite: Suite, executor: str) -> str | None:
 
 
 def check_plan(
-    suite: Suite, executor: str, base: str | os.PathLike[str] | None = None, out: TextIO | None = None, *, dry_run: bool = False
+    suite: Suite, executor: str, base: str | os.PathLike[str] | None = None, out: TextIO | None = None, *,
+    dry_run: bool = False, max_memory: int | None = None, results: str | os.PathLike[str] | None = None,
 ) -> None:
     """Raise SuiteError (file:line: key: message, one line each) for what cannot run here.
 
@@ -74,10 +71,22 @@ def check_plan(
     With ``dry_run`` a missing feature folder (a `features` entry's `path`) is a "missing" note on
     ``out`` with the command that makes it (the entry's `embed`), not an error: a dry run shows the
     plan of a feature suite on a machine that has not embedded yet. Other missing files stay errors.
+    ``max_memory`` is the bytes a trial may take (None: this machine's memory, or $ICON_BENCH_MAX_MEMORY);
+    ``results`` the results folder, checked writable (or creatable) without creating it.
     """
+    from icon_bench.data.headers import memory_limit
+    from icon_bench.run.data_check import check_cells_memory, check_data_files
+
+    limit = max_memory if max_memory is not None else memory_limit()
     problems: list[tuple[int, str]] = []
     missing: list[str] = []
-    for loc, spec in _datasets(suite):
+    found, shapes = check_data_files(suite, base, limit)
+    if not found:
+        found = check_cells_memory(suite, shapes, limit)
+    problems.extend((_line(suite, loc), f"{_format_loc(loc)}: {message}") for loc, message in found)
+    if results is not None and (why := _not_writable(Path(results))):
+        problems.append((_line(suite, ("results",)) if suite.results else 1, f"results: {why}"))
+    for loc, spec in dataset_entries(suite):
         if not isinstance(spec, dict):
             continue
         resolved = resolve_dataset_paths(spec, base)
@@ -110,7 +119,7 @@ def download_notes(suite: Suite) -> list[str]:
     from icon_bench.data.vision import cached
 
     notes: dict[str, str] = {}
-    for _, spec in _datasets(suite):
+    for _, spec in dataset_entries(suite):
         entry = {"name": spec} if isinstance(spec, str) else spec if isinstance(spec, dict) else {}
         name = entry.get("name")
         if name not in CATALOG or entry.get("path") or name in notes or cached(name):

@@ -182,8 +182,16 @@ def ray_session(
                 raise ClusterError(f"could not join the Ray cluster at {address}: {what}") from exc
         else:
             stack.enter_context(loopback_only())
-            ray.init(log_to_driver=log_to_driver, **_local_kwargs(num_cpus, num_gpus, dashboard))
+            # address="local": always a new cluster of this run's own. Without it ray.init joins
+            # whatever cluster the `ray_current_cluster` file in Ray's temporary folder names (one
+            # another tool, or a crashed run, left behind) instead of starting one.
+            ray.init(address="local", log_to_driver=log_to_driver, **_local_kwargs(num_cpus, num_gpus, dashboard))
         try:
             yield True
         finally:
-            ray.shutdown()
+            try:
+                ray.shutdown()
+            except Exception as exc:  # a cluster whose node died: the run's rows are stored; say it and go on
+                import sys
+
+                print(f"icon-bench: note: Ray did not shut down cleanly ({type(exc).__name__}: {exc})", file=sys.stderr)

@@ -6,7 +6,7 @@ import math
 import os
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TextIO
 
 from icon_bench.errors import IconBenchError
@@ -21,6 +21,8 @@ from icon_bench.run.execution import (
     failed_row,
     run_one,
     threads_for,
+    timeout_row,
+    trial_timeout,
 )
 from icon_bench.run.interrupts import reclaim_sigterm
 from icon_bench.run.progress import Progress
@@ -68,11 +70,13 @@ def _ray_load(load_fn: LoadFn | None, ds_spec: dict[str, Any]) -> Any:
     return (load_fn or _default_load_fn())(ds_spec)
 
 
-def _ray_trial(trial_fn: TrialFn | None, spec: dict[str, Any], data: Any, threads: int | None = None) -> dict[str, Any]:
+def _ray_trial(
+    trial_fn: TrialFn | None, spec: dict[str, Any], data: Any, threads: int | None = None, timeout: float | None = None
+) -> dict[str, Any]:
     # `data` arrives resolved: Ray fetches the dataset object from the store because its ref is a
     # top-level argument of this task.
     _import_trial_stack()
-    row = run_one(spec, data, trial_fn, threads)
+    row = run_one(spec, data, trial_fn, threads, timeout)
     # The worker's priority: timings of trials starved by a niced worker can be told apart.
     row.setdefault("nice", os.nice(0))
     _release_cuda_cache()
@@ -86,14 +90,47 @@ def _release_cuda_cache() -> None:
         torch.cuda.empty_cache()
 
 
-def _cancel(refs: Sequence[Any]) -> None:
+def _cancel(refs: Sequence[Any], force: bool = False) -> None:
     import ray
 
     for ref in refs:
         try:
-            ray.cancel(ref)
+            ray.cancel(ref, force=force)
         except Exception:  # already finished or gone: nothing to cancel
             pass
+
+
+class _Overdue:
+    """Trials past their time limit plus a grace period, as the driver sees them (a backstop to run/deadline.py).
+
+    Ray starts tasks in submission order, so a task is taken to start when it is among the first
+    `capacity` unfinished ones; the grace covers that guess and a worker's start.
+    """
+
+    GRACE_S = 60.0
+
+    def __init__(self, timeout: float, capacity: int) -> None:
+        self.timeout, self.capacity = timeout, max(1, capacity)
+        self.since: dict[Any, float] = {}
+
+    def check(self, pending: Sequence[Any]) -> list[Any]:
+        now = time.monotonic()
+        for ref in pending[: self.capacity]:
+            self.since.setdefault(ref, now)
+        return [ref for ref in pending[: self.capacity] if now - self.since[ref] > self.timeout + self.GRACE_S]
+
+    def stop(self, pending: list[Any], by_ref: dict[Any, Mapping[str, Any]], record: Callable[[dict[str, Any]], None]) -> None:
+        """Kill the overdue trials' workers, take them out of `pending` and record them as timed out.
+
+        Past its limit plus the grace, a trial is stuck in a C call its own deadline (run/deadline.py)
+        cannot break.
+        """
+        message = (f"timed out after {self.timeout:g} s and did not stop within {self.GRACE_S:g} s more; "
+                   "its Ray worker was killed")
+        for ref in self.check(pending):
+            _cancel([ref], force=True)
+            pending.remove(ref)
+            record(timeout_row(by_ref.pop(ref), message))
 
 
 class RayExecutor:
@@ -188,6 +225,7 @@ class RayExecutor:
         pending: list[Any] = []
         try:
             capacity = self._capacity()
+            timeout = trial_timeout()  # this run's limit, passed along: a joined cluster's workers lack our environment
             # Resolved here, on the driver: a worker on another machine has another working directory.
             base = os.fspath(self.base) if self.base is not None else os.getcwd()
             # max_calls=0: a worker runs any number of trials, so each pays the trial stack's imports
@@ -208,20 +246,29 @@ class RayExecutor:
                 key, ds_spec = _dataset_key(spec, base)
                 if key not in data_refs:
                     data_refs[key] = load_task.remote(load_fn_ref, ds_spec)
-                ref = trial_task.remote(trial_fn_ref, dict(spec), data_refs[key], threads_for(self.cpus))
+                ref = trial_task.remote(trial_fn_ref, dict(spec), data_refs[key], threads_for(self.cpus), timeout)
                 by_ref[ref] = spec
                 pending.append(ref)
             # Pending tasks pin their arguments, so the driver can let go of the dataset refs now:
             # each dataset is freed from the object store once its last trial is done.
             data_refs.clear()
             progress = Progress(len(specs), enabled=self.progress, out=self.out)
+            overdue = _Overdue(timeout, capacity)
             while pending:
                 # Ray starts tasks in submission order, so the oldest unfinished one is running.
                 progress.start(by_ref[pending[0]], running=min(capacity, len(pending)))
-                ready, pending = ray.wait(pending, num_returns=1, timeout=self.poll_s)
-                if ready and pending:
-                    more, pending = ray.wait(pending, num_returns=len(pending), timeout=0)
-                    ready += more
+                try:
+                    ready, pending = ray.wait(pending, num_returns=1, timeout=self.poll_s)
+                    if ready and pending:
+                        more, pending = ray.wait(pending, num_returns=len(pending), timeout=0)
+                        ready += more
+                except (RayError, ConnectionError, OSError) as exc:
+                    # The cluster itself is gone (its node died with its agents): every trial still
+                    # pending is recorded failed, and the run goes on to its summary and report.
+                    self._lost(pending, by_ref, exc, store, summary, progress)
+                    pending = []
+                    break
+                overdue.stop(pending, by_ref, lambda row: _record(store, row, summary, progress))
                 for ref in ready:
                     spec = by_ref.pop(ref)
                     try:
@@ -240,6 +287,15 @@ class RayExecutor:
         finally:
             if progress is not None:
                 progress.close()
+
+    def _lost(self, pending: Sequence[Any], by_ref: dict[Any, Mapping[str, Any]], exc: BaseException,
+              store: ResultsStore, summary: RunSummary, progress: Progress) -> None:
+        print(f"icon-bench: the Ray cluster was lost ({type(exc).__name__}: {exc}); "
+              f"{len(pending)} unfinished trial(s) recorded as failed (--retry-failed reruns them)",
+              file=sys.stderr, flush=True)
+        for ref in pending:
+            row = failed_row(by_ref.pop(ref), f"the Ray cluster was lost before the trial finished: {type(exc).__name__}: {exc}")
+            _record(store, row, summary, progress)
 
     def _check_priority(self, row: Mapping[str, Any]) -> None:
         """Warn once when trials run at a lower priority than this driver (a cluster at Ray's nice 15)."""

@@ -117,7 +117,12 @@ def run_tuned(
             print(f"no selection: {row['error']} ({row['method']}, seed {row['seed']})", file=out)
     to_run = specs + plan.defaults
     if not to_run:
-        print(f"nothing left to run: every selected configuration is done; rows in {store.path}", file=out)
+        selected = sum(1 for r in rows.values() if r.get("status") == "ok" and r.get("tune") and r.get("split") != "val")
+        if empty and not selected:
+            print(f"nothing selected: no configuration's search gave a value to select on ({len(empty)} without a "
+                  f"selection; their search rows say why); rows in {store.path}", file=out)
+        else:
+            print(f"nothing left to run: every selected configuration is done; rows in {store.path}", file=out)
         return TunedRun(finished=True, failed=len(empty))
     print(f"running {len(specs)} selected configuration(s) on test"
           + (f" and {len(plan.defaults)} at defaults" if plan.defaults else ""), file=out, flush=True)

@@ -72,6 +72,13 @@ def check_type(annotation: Any, value: Any) -> str | None:
         adapter.validate_python(value)
     except ValidationError as exc:
         return invalid_value(exc.errors()[0])
+    if isinstance(value, bool):
+        # Pydantic's lax mode reads true as 1 for a number (`epochs: true` ran one epoch and stored True):
+        # a boolean passes only where the type takes one as it is.
+        try:
+            adapter.validate_python(value, strict=True)
+        except ValidationError:
+            return f"expected a number, got the boolean {str(value).lower()}"
     return None
 
 
@@ -142,7 +149,10 @@ class SpecChecker:
             meant = SETTING_SYNONYMS.get(key)
             hint = f"did you mean {meant!r}?" if meant else _hint(key, list(declared))
             return f"not a setting of method {method!r}; {hint}"
-        return check_type(declared[key], value)
+        problem = check_type(declared[key], value)
+        if problem is None and key == "augment" and isinstance(value, Mapping):
+            return _augment_problem(value)
+        return problem
 
     def _settings(self, method: Any) -> dict[str, Any] | None:
         types = getattr(self.recipe(method), "setting_types", None)
@@ -264,6 +274,23 @@ class SpecChecker:
     def _required(self, kind: str, name: Any) -> list[tuple[str, Any]]:
         comp = self.component(kind, name)
         return [(p.name, p.type) for p in (comp.params if comp else ()) if p.required and p.type != "**"]
+
+
+def _augment_problem(params: Mapping[str, Any]) -> str | None:
+    """An `augment:` mapping's keys and values against the Augmenter's parameters and its own range checks."""
+    from icon_bench.data.augment import Augmenter
+
+    declared = {name: p.annotation for name, p in inspect.signature(Augmenter, eval_str=True).parameters.items()}
+    for key, value in params.items():
+        if key not in declared:
+            return f"unknown augment parameter {key!r}; {_hint(str(key), sorted(declared))}"
+        if problem := check_type(declared[key], value):
+            return f"augment.{key}: {problem}"
+    try:
+        Augmenter(**params)
+    except (TypeError, ValueError) as exc:
+        return str(exc)
+    return None
 
 
 # ---------------------------------------------------------------------------------------------

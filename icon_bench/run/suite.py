@@ -11,12 +11,12 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
+from pydantic import ConfigDict, Field, PrivateAttr, field_validator
 
 from icon_bench.run.ids import canonical_json, normalize_spec, trial_id
-from icon_bench.run.limits import MAX_CELLS
+from icon_bench.run.limits import DEFAULT_TIMEOUT, MAX_CELLS
 from icon_bench.run.tracking import Track
-from icon_bench.run.tune import Tune
+from icon_bench.run.tune import NumbersNotBooleans, Tune
 from icon_bench.run.yaml_lines import Loc
 
 __all__ = ["AXES", "MAX_CELLS", "Resources", "Suite", "resolve_dataset_paths"]
@@ -61,7 +61,7 @@ def resolve_dataset_paths(dataset: Mapping[str, Any], base: str | os.PathLike[st
 # MAX_CELLS (run/limits.py, re-exported here) bounds the cells a suite may expand to.
 
 
-class Resources(BaseModel):
+class Resources(NumbersNotBooleans):
     """What one trial asks of the executor: CPUs and (fractional) GPUs."""
 
     model_config = ConfigDict(extra="forbid")
@@ -85,7 +85,7 @@ class Resources(BaseModel):
         return value
 
 
-class Suite(BaseModel):
+class Suite(NumbersNotBooleans):
     """A validated suite file; :meth:`trials` expands it into trial specs."""
 
     model_config = ConfigDict(extra="forbid")
@@ -147,6 +147,14 @@ class Suite(BaseModel):
         description="store a trial whose loss diverged or whose output collapsed (one cluster) as failed, "
         "not as ok with `warnings`",
         examples=[True],
+    )
+    timeout: float | None = Field(
+        None,
+        gt=0,
+        allow_inf_nan=False,
+        description=f"seconds a trial may run before it is stopped and stored as failed with status timeout "
+        f"(the sweep goes on); null: {DEFAULT_TIMEOUT} (a day); `--timeout` overrides",
+        examples=[3600],
     )
     tune: Tune | None = Field(
         None,

@@ -53,6 +53,13 @@ MISTAKES: list[tuple[str, str]] = [
      "c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b, *b]\nd: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c, *c]\n"
      "e: &e [*d, *d, *d, *d, *d, *d, *d, *d, *d, *d]\ngrid: {method: *e}\n"),
     ("non-ASCII look-alike", "name: demo\ndatasets: [digits]\ngrid:\n  method: [\u0440mi]\n"),
+    ("boolean for a number", _BASE + "settings: {epochs: true}\n"),
+    ("evaluate a metric a method cannot produce", _BASE + "evaluate: [knn]\n"),
+    ("tuning without validation rows",
+     "name: demo\ndatasets: [{name: digits, transductive: true}]\ngrid: {method: [pmi]}\n"
+     "tune: {budget: 2, space: {lr: [0.001, 0.01]}}\n"),
+    ("random search budget above the lists' grid",
+     "name: demo\ndatasets: [digits]\ngrid: {method: [pmi]}\ntune: {budget: 5, space: {lr: [0.001, 0.01]}}\n"),
     ("missing data file (at plan time)",
      "name: demo\ndatasets:\n  - {name: arrays, path: data/x.npz}\ngrid: {method: [pmi]}\n"),
 ]
@@ -146,6 +153,9 @@ _TRANSFORMS = [
 
 
 def _limits() -> list[list[str]]:
+    from icon_bench.data.headers import BOMB_BYTES, BOMB_RATIO
+    from icon_bench.run.limits import DEFAULT_TIMEOUT
+    from icon_bench.run.memory import MAX_ROW_PASSES
     from icon_bench.run.suite import MAX_CELLS
     from icon_bench.run.suite_file import MAX_SEED
     from icon_bench.run.yaml_lines import MAX_DEPTH, MAX_SUITE_BYTES, MAX_VALUES
@@ -157,6 +167,18 @@ def _limits() -> list[list[str]]:
         ["cells", str(MAX_CELLS), "counted from the axes before expanding; `icon-bench run --max-cells N` raises it "
          "(the load-time checks then walk the first cells, the rest are checked as they run)"],
         ["seed", f"0..{MAX_SEED}", "what numpy and scikit-learn accept"],
+        ["search trials (cells x `tune.budget`)", str(MAX_CELLS), "`--max-cells N` raises it too"],
+        ["`tune.budget` of a random search over lists only", "the lists' grid size",
+         "values are drawn without replacement, so no candidate runs twice"],
+        ["memory per trial (plan time)", "this machine's (cgroup) memory",
+         "estimated: data as float32 x 3, model parameters x 4 (built on torch's meta device), a batch's "
+         f"kernel matrices; `icon-bench run --max-memory SIZE` sets it"],
+        [".npy / .npz arrays (plan time and load)", "the memory per trial",
+         "sizes read from the headers before loading; a compressed member inflating more than "
+         f"{BOMB_RATIO}:1 to over {BOMB_BYTES >> 20} MiB is a decompression bomb, loaded only under `--max-memory`"],
+        ["epochs x rows per trial (rows known from a file's header)", f"{MAX_ROW_PASSES:.0e}", ""],
+        ["time per trial", f"`timeout`, else {DEFAULT_TIMEOUT} s",
+         "`--timeout S` overrides; a trial past it is stopped and stored as failed with status `timeout`"],
     ]
 
 
@@ -206,9 +228,10 @@ def render() -> str:
         "",
         "A suite is a YAML file (read with `yaml.safe_load` rules, no tags) naming a grid of trials. It is checked",
         "when it is loaded: every key, name and value against the schema below and the components' declared",
-        "parameters, each mistake reported as `file:line: key: message`, all of them at once. Data files and GPUs",
-        "are checked when the plan is made (`icon-bench run SUITE --dry-run` shows both). Example:",
-        "`suites/clustering.yaml`.",
+        "parameters, each mistake reported as `file:line: key: message`, all of them at once. Data files (their",
+        "headers: sizes, keys, test arrays, `pca` against the features, one class), each trial's memory estimate,",
+        "GPUs and the results folder's writability are checked when the plan is made (`icon-bench run SUITE",
+        "--dry-run` shows them all). Example: `suites/clustering.yaml`.",
         "",
         "## Top-level keys",
         "",

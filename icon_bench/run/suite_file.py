@@ -7,6 +7,7 @@ The checks (grid, include, exclude, settings, the tune block) add to one error c
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from icon_bench.errors import SuiteError, UnknownNameError, did_you_mean
+from icon_bench.run.load_checks import check_evaluate, check_tune_space, check_tuned_data
 from icon_bench.run.spec_check import SpecChecker, check_cells
 from icon_bench.run.suite import AXES, DOTTED, MAX_CELLS, Suite
 from icon_bench.run.suite_errors import (
@@ -37,6 +39,10 @@ def load_suite(path: str | os.PathLike[str], *, max_cells: int = MAX_CELLS) -> S
     """Read and validate a suite file; every error names the file, the line and the key."""
     source = os.fspath(path)
     try:
+        # A FIFO, a device or a folder is refused before it is opened (reading a FIFO blocks until
+        # some other process writes to it; /dev/zero never ends).
+        if not stat.S_ISREG(os.stat(source).st_mode):
+            raise SuiteError(f"{source}: not a regular file; a suite is a YAML file")
         with open(source, "rb") as fh:
             raw = fh.read(MAX_SUITE_BYTES + 1)  # never more than the bound, whatever the file holds
     except FileNotFoundError:
@@ -97,6 +103,14 @@ def parse_suite(text: str, source: str = "<suite>", *, max_cells: int = MAX_CELL
         errors.add(
             ("grid",),
             f"{count} cells ({product}), over the limit of {max_cells}; shrink an axis or pass --max-cells {count}",
+        )
+        errors.raise_if_any()
+    if suite.tune is not None and count * suite.tune.budget > max_cells:
+        # Every search trial is planned (and a dry run lists them): bounded like the cells.
+        errors.add(
+            ("tune", "budget"),
+            f"{count} cells x budget {suite.tune.budget} = {count * suite.tune.budget} search trials, over the "
+            f"limit of {max_cells}; lower the budget or pass --max-cells {count * suite.tune.budget}",
         )
         errors.raise_if_any()
     check_cells(suite, errors)
@@ -294,8 +308,10 @@ def _check(suite: Suite, errors: _Errors) -> None:
                 )
     for i, metric in enumerate(suite.evaluate or []):
         _check_name(errors, ("evaluate", i), "metric", metric)
+    check_evaluate(suite, errors)
     if suite.tune is not None:
         _check_tune(suite, errors)
+        check_tuned_data(suite, errors)
     if suite.track is not None and suite.track.mlflow is not None:
         from icon_bench.extras import available, missing_message
 
@@ -330,12 +346,19 @@ def _check_tune(suite: Suite, errors: _Errors) -> None:
             params.append(parse_param(key, value))
         except ValueError as exc:
             errors.add(loc, str(exc))
+    check_tune_space(suite, errors, params)
     if tune.algorithm == "grid" and len(params) == len(tune.space):
         size = grid_size(params)
         if size is None:
             errors.add(("tune", "algorithm"), "grid search takes lists of values only; use random for ranges")
         elif size != tune.budget:
             errors.add(("tune", "budget"), f"a grid over this space has {size} points; set budget: {size}")
+    elif tune.algorithm == "random" and params and len(params) == len(tune.space):
+        size = grid_size(params)
+        if size is not None and tune.budget > size:
+            # Drawn without replacement: more trials than points would run one candidate twice.
+            errors.add(("tune", "budget"), f"this space of lists has {size} points, fewer than the budget; "
+                       f"set budget: {size} (every point once) or add values")
     if tune.algorithm == "tpe":
         from icon_bench.extras import available, missing_message
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, ValidationInfo, field_validator
 
 from icon_bench.run.ids import canonical_json, config_id, normalize_spec
 
@@ -53,7 +53,25 @@ _NOT_TUNABLE = ("method", "dataset", "divergence", "seed", "evaluate", "split")
 _DISTRIBUTIONS = ("uniform", "loguniform", "randint", "choice")
 
 
-class Scheduler(BaseModel):
+class NumbersNotBooleans(BaseModel):
+    """A suite block whose number fields refuse `true` / `false` (pydantic's lax mode reads them as 1 / 0).
+
+    `seeds: true`, `resources: {cpus: true}` or `tune: {budget: true}` loaded as 1 without a word.
+    """
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_booleans(cls, value: Any, info: ValidationInfo) -> Any:
+        if isinstance(value, bool) and info.field_name is not None:
+            annotation = cls.model_fields[info.field_name].annotation
+            try:
+                TypeAdapter(annotation).validate_python(value, strict=True)
+            except ValidationError:
+                raise ValueError("expected a number, not a boolean") from None
+        return value
+
+
+class Scheduler(NumbersNotBooleans):
     """Early stopping of search trials: ASHA over epochs (rungs at grace_epochs * reduction_factor^k)."""
 
     model_config = ConfigDict(extra="forbid")
@@ -63,7 +81,7 @@ class Scheduler(BaseModel):
                                   examples=[3])
 
 
-class Tune(BaseModel):
+class Tune(NumbersNotBooleans):
     """The `tune:` block of a suite (validated further, with line numbers, in suite_file)."""
 
     model_config = ConfigDict(extra="forbid")
@@ -75,7 +93,8 @@ class Tune(BaseModel):
         examples=[{"lr": {"loguniform": [1.0e-4, 1.0e-2]}, "p.debias": [0.0, 0.3, 0.6]}],
     )
     algorithm: Literal["random", "grid", "tpe"] = Field(
-        "random", description="random (drawn from the seed), grid (lists only; budget = its size), tpe (Optuna)",
+        "random", description="random (drawn from the seed; list values without replacement), grid (lists only; "
+        "budget = its size), tpe (Optuna)",
         examples=["tpe"],
     )
     scheduler: Scheduler | None = Field(None, description="early stopping of search trials; see Tune scheduler",
@@ -187,14 +206,56 @@ def candidates(tune: Tune, cell_seed: int) -> list[dict[str, Any]]:
 
     Random search draws from numpy's generator seeded by (tune.seed, cell_seed) only, so every
     configuration at one seed sees the same candidates (an equal, paired search) and local and Ray
-    run the same ones. Grid takes the product of the choice lists, in the order written.
+    run the same ones; the lists' values are drawn without replacement (no candidate repeats one
+    before the lists' grid is used up, and a space of lists only never repeats: its budget is at
+    most the grid's size, checked at load). Grid takes the product of the choice lists, in the order written.
     """
     params = tune.params()
     if tune.algorithm == "grid":
         points = itertools.product(*(p.values for p in params))
         return [{p.key: copy.deepcopy(v) for p, v in zip(params, point)} for point in points][: tune.budget]
     rng = np.random.default_rng([int(tune.seed), int(cell_seed)])
-    return [{p.key: p.sample(rng) for p in params} for _ in range(tune.budget)]
+    lists = [p for p in params if p.kind == "choice"]
+    points = _distinct_points(rng, [len(p.values) for p in lists], tune.budget)
+    out = []
+    for point in points:
+        # The lists' values without replacement (a point of their grid at most once per pass over
+        # it), the ranges drawn as before: the same trial never runs twice in one search.
+        values = {p.key: copy.deepcopy(p.values[i]) for p, i in zip(lists, point)}
+        out.append({p.key: values[p.key] if p.kind == "choice" else p.sample(rng) for p in params})
+    return out
+
+
+def _distinct_points(rng: np.random.Generator, sizes: Sequence[int], count: int) -> list[tuple[int, ...]]:
+    """`count` index tuples into a grid of `sizes`, each drawn without replacement until the grid is used up.
+
+    Mixed-radix numbers in range(prod(sizes)): a grid no larger than the draws is permuted whole
+    (then again, when ranges beside the lists make more draws meaningful); a larger one is sampled
+    by rejection, which stays cheap because the load-time checks keep `count` small.
+    """
+    total = math.prod(sizes)
+    numbers: list[int] = []
+    while len(numbers) < count:
+        left = count - len(numbers)
+        if total <= 4 * left:
+            numbers.extend(int(i) for i in rng.permutation(total)[:left])
+            continue
+        seen: set[int] = set()
+        while len(seen) < left:
+            # Python integers: a grid of lists can have more points than an int64 holds.
+            n = int(rng.integers(1 << 62)) * (1 << 62) + int(rng.integers(1 << 62))
+            n %= total
+            if n not in seen:
+                seen.add(n)
+                numbers.append(n)
+    points = []
+    for n in numbers:
+        point = []
+        for size in reversed(sizes):
+            n, i = divmod(n, size)
+            point.append(i)
+        points.append(tuple(reversed(point)))
+    return points
 
 
 def with_values(spec: Mapping[str, Any], values: Mapping[str, Any]) -> dict[str, Any]:

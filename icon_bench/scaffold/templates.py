@@ -120,6 +120,14 @@ _COMPONENT = {
 
             name = "__NAME__"
             bound = 1.0  # (p - q)^2 / (p + q) <= p + q, which sums to 2
+            # The generator f(t) = (t - 1)^2 / (t + 1) / 2 at t = 0: with `pointwise`, ICon's structured
+            # paths sum over p's support only (docs/plugins.md, "Structured hooks"); the kit checks both.
+            f0 = 0.5
+
+            def pointwise(self, log_p: Tensor, log_q: Tensor) -> Tensor:
+                """q f(p / q) = (p - q)^2 / (p + q) / 2 where p > 0 (q may be 0)."""
+                p, q = log_p.exp(), log_q.exp()
+                return 0.5 * (p - q) ** 2 / (p + q)
 
             def rows(self, log_p: Tensor, log_q: Tensor) -> Tensor:
                 p, q = log_p.exp(), log_q.exp()

@@ -15,9 +15,11 @@ from icon_bench.testing.pipeline import (
     check_reference,
 )
 from icon_bench.testing.plugin import check, check_plugin, components
+from icon_bench.testing.structured import DensePathNotice
 
 __all__ = [
     "ConformanceError",
+    "DensePathNotice",
     "check",
     "check_backbone",
     "check_claim",

@@ -12,6 +12,7 @@ import torch
 from icon_bench.hooks.registry import Registry
 from icon_bench.testing.common import _build, _builder, _devices, _fail
 from icon_bench.testing.fixtures import make_batch
+from icon_bench.testing.structured import check_divergence_hooks, notice_dense_kernel
 
 __all__ = ["check_divergence", "check_kernel"]
 
@@ -60,6 +61,8 @@ def check_kernel(
         reference = _kernel_forward(where, kernel, base, key, torch.float32, check_grad=True)
         _check_log_probs(where, reference, kernel, n=base[key].shape[0], tol=_TOL_F32)
         _check_fast_paths(where, kernel, base, key, reference)
+        if key == keys[-1]:
+            notice_dense_kernel(label, kernel)
 
         again = _kernel_forward(where, _build(label, build, seed), base, key, torch.float32, check_grad=False)
         if again.shape != reference.shape or not torch.equal(again, reference):
@@ -216,7 +219,8 @@ def check_divergence(
     as augmentation gives) and near-disjoint rows; gradients w.r.t. log q are finite everywhere and
     w.r.t. log p wherever p > 0; values stay within ``bound`` (default: the divergence's ``bound``
     attribute, if any); float32 agrees with float64 where p and q share support, and CUDA (when
-    available) with CPU.
+    available) with CPU; its structured hooks (`pointwise` + `f0`, `term_q` / `term_dq`) agree with
+    its dense `rows` (testing/structured.py), and without them a DensePathNotice says it trains dense.
     """
     label, build = _builder("divergence", spec_or_divergence, params, registry)
     from icon_bench.loss.divergences import Divergence
@@ -268,6 +272,7 @@ def check_divergence(
             if err > 1e-3 * max(1.0, exact.abs().max().item()):
                 raise _fail(label, "float32 matches float64", f"on {what}: differ by {err:.3g}")
         _check_divergence_devices(label, build, seed, devices, lp, lq, out, what)
+    check_divergence_hooks(label, div, cases)
 
 
 def _call_divergence(div: Any, label: str, lp: torch.Tensor, lq: torch.Tensor, what: str) -> torch.Tensor:
