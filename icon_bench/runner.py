@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from icon_bench.errors import StoreError
 from icon_bench.run.interrupts import EXIT_INTERRUPTED, EXIT_TERMINATED, interrupted, stops_on_sigterm
-from icon_bench.run.limits import MAX_CELLS, apply_limits, limits_environment, memory_size
+from icon_bench.run.limits import MAX_CELLS, limits_environment, memory_size
 from icon_bench.run.lock import RunLocked, holder, is_locked, results_lock
 from icon_bench.run.summary import print_failures, print_plan, print_store_failure, print_summary
 
@@ -176,16 +176,6 @@ def run_suite(suite: str | os.PathLike[str] | Suite, **options: Any) -> int:
         return _run_suite(suite, **options)
 
 
-def _before_planning(suite: Suite, kind: str, results_dir: Path | None, max_memory: int | None, timeout: float | None,
-                     out: TextIO, dry_run: bool) -> None:
-    """The run's limits (read where trials run), then data files, memory, GPUs and (given for a dry run,
-    which writes nothing; a run checks its store itself) the results folder; relative paths are the suite root's."""
-    from icon_bench.run.plan_check import check_plan
-
-    apply_limits(max_memory, timeout if timeout is not None else suite.timeout)
-    check_plan(suite, kind, suite.root, out=out, dry_run=dry_run, max_memory=max_memory, results=results_dir)
-
-
 def _run_suite(
     suite: str | os.PathLike[str] | Suite,
     *,
@@ -209,6 +199,7 @@ def _run_suite(
     **executor_kwargs: Any,
 ) -> int:
     """What run_suite does, within its environment."""
+    from icon_bench.run.plan_check import check_run
     from icon_bench.run.store import ResultsStore
     from icon_bench.run.suite import Suite
     from icon_bench.run.suite_file import load_suite
@@ -219,7 +210,7 @@ def _run_suite(
     _note_plugin_failures(out)
     kind = _executor_kind(executor, suite.executor, address, out)
     results_dir = Path(results) if results is not None else suite.results_dir
-    _before_planning(suite, kind, results_dir if dry_run else None, max_memory, timeout, out, dry_run)
+    check_run(suite, kind, results_dir if dry_run else None, max_memory, timeout, out, dry_run)  # limits, data, GPUs
     # Said first, so a user sees which rows a rerun would resume from (a suite's paths depend on its root).
     print(f"results: {results_dir.absolute()}", file=out)
     count, product = suite.cell_count()

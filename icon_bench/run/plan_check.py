@@ -18,7 +18,7 @@ from icon_bench.run.suite import Suite, resolve_dataset_paths
 from icon_bench.run.suite_errors import _format_loc
 from icon_bench.run.yaml_lines import Loc
 
-__all__ = ["check_plan", "download_notes"]
+__all__ = ["check_plan", "check_run", "download_notes"]
 
 #: Dataset options that name an input file (a folder option such as cache_dir may not exist yet).
 _FILE_KEYS = ("path", "test_path", "class_file")
@@ -107,6 +107,19 @@ def check_plan(
         raise SuiteError("\n".join(f"{suite.source}:{line}: {msg}" for line, msg in sorted(set(problems))))
     for note in [*missing, *(download_notes(suite) if out is not None else [])]:
         print(note, file=out or sys.stdout)
+
+
+def check_run(
+    suite: Suite, kind: str, results_dir: Path | None, max_memory: int | None, timeout: float | None, out: TextIO,
+    dry_run: bool,
+) -> None:
+    """What `icon-bench run` does before planning: the run's limits where its trials read them (memory
+    bound, time limit: the flag's, else the suite's), then check_plan against the suite's root (with
+    `results_dir` for a dry run, which writes nothing; a run checks its store itself)."""
+    from icon_bench.run.limits import apply_limits
+
+    apply_limits(max_memory, timeout if timeout is not None else suite.timeout)
+    check_plan(suite, kind, suite.root, out=out, dry_run=dry_run, max_memory=max_memory, results=results_dir)
 
 
 def download_notes(suite: Suite) -> list[str]:
