@@ -303,3 +303,15 @@ def test_a_tuned_run_with_nothing_selected_does_not_say_it_is_done(tmp_path: Pat
     text = out.getvalue()
     assert "every selected configuration is done" not in text
     assert "no selection" in text or "nothing selected" in text
+
+
+def test_a_file_with_x_y_and_x_test_y_test_uses_its_own_test_split(tmp_path: Path) -> None:
+    from icon_bench.data.files import arrays
+
+    rng = np.random.default_rng(1)
+    path = tmp_path / "plain.npz"
+    np.savez(path, x=rng.normal(size=(60, 3)), y=np.arange(60) % 3, x_test=rng.normal(size=(21, 3)),
+             y_test=np.arange(21) % 3)
+    data = arrays(str(path)).load()
+    assert (len(data.x_train) + len(data.x_val), len(data.x_test)) == (60, 21)
+    assert data.meta["keys"]["test_features"] == "x_test"

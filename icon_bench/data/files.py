@@ -200,7 +200,7 @@ def keyed_names(
     From the names alone, so a plan reads them from the file's header and the loader agrees.
     `test_names` are the keys of `test_path`'s file, when given. Without test keys given, the
     file's own split is read when its test arrays are named as the train ones with "train" turned
-    into "test" (x_train/y_train -> x_test/y_test, train_x -> test_x); another key with "test" in its
+    into "test" (x_train/y_train -> x_test/y_test, train_x -> test_x, x/y -> x_test/y_test); another key with "test" in its
     name is an ambiguity, refused, rather than a test split silently dropped.
     """
     p = params
@@ -239,11 +239,11 @@ def keyed_names(
 
 
 def _as_test(key: str) -> str | None:
-    """The test array's name for a train array's name: "train" -> "test" (any case), None without "train"."""
+    """The test array's name for a train array's name: "train" -> "test" (any case); "x" -> "x_test"."""
     for train, test in (("train", "test"), ("TRAIN", "TEST"), ("Train", "Test")):
         if train in key:
             return key.replace(train, test)
-    return None
+    return f"{key}_test" if key in ("x", "y", "X", "Y") else None
 
 
 def _require_file(path: Path) -> None:
