@@ -52,4 +52,5 @@ def write_all(folder: Path = DATA) -> None:
     x = rng.normal(size=(100, 4)).astype(np.float32)
     np.savez_compressed(folder / "small.npz", x=x, y=np.arange(100) % 2)
     np.savez_compressed(folder / "one_class.npz", x=x[:50], y=np.zeros(50, dtype=np.int64))
-    np.savez_compressed(folder / "ambiguous.npz", x=x[:60], y=np.arange(60) % 2, x_test=x[60:], y_test=np.arange(40) % 2)
+    np.savez_compressed(folder / "ambiguous.npz", x=x[:60], y=np.arange(60) % 2, test_inputs=x[60:],
+                        test_targets=np.arange(40) % 2)  # test arrays not named after the train ones
