@@ -12,7 +12,7 @@ import torch
 
 from icon_bench.data.builtin import blobs, breast_cancer, digits, iris, wine
 from icon_bench.data.files import arrays
-from icon_bench.data.graph import content_hash, global_knn
+from icon_bench.data.graph import content_hash, global_knn, graph_record
 from icon_bench.data.imagefolder import imagefolder
 from icon_bench.data.options import COMMON_OPTION_TYPES, COMMON_OPTIONS, dataset_label
 from icon_bench.data.splits import DataSplits, rows_per_chunk, stratified_subset, val_indices
@@ -229,7 +229,7 @@ def _knn(data: DataSplits, options: dict[str, Any], cache_dir: str | os.PathLike
     # The same cache as the graph a method builds: one graph per content, k and metric.
     data.knn_train, source, key = global_knn([data.x_train], k, metric, cache_dir=cache_dir)
     data.meta.update(knn_key=key, knn_cache=source)
-    return {"step": "knn", "k": k, "metric": metric, "cache": source}
+    return {"step": "knn", "k": k, "metric": metric, "cache": source, "search": graph_record(key, cache_dir)}
 
 
 def _jsonable(value: Any) -> Any:
