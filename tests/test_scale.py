@@ -200,3 +200,19 @@ def test_nan_in_features_is_reported_by_row() -> None:
     x[8, 2] = np.inf
     with pytest.raises(DataError, match=r"2 NaN/inf values \(first in row 7\)"):
         _features(x, "f.npy")
+
+
+def test_pca_in_chunks_equals_the_float64_reference(monkeypatch) -> None:
+    from icon_bench.data import load as load_mod
+
+    monkeypatch.setattr(load_mod, "rows_per_chunk", lambda x: 100)  # several chunks on digits
+    raw = load_dataset({"name": "digits", "val_fraction": 0.1})
+    got = load_dataset({"name": "digits", "val_fraction": 0.1, "pca": 5})
+    x = raw.x_train.double()
+    mean = x.mean(0)
+    evals, evecs = torch.linalg.eigh((x - mean).T @ (x - mean) / (len(x) - 1))
+    comps = evecs[:, torch.argsort(evals, descending=True)[:5]]
+    comps = comps * torch.sign(comps.gather(0, comps.abs().argmax(0, keepdim=True)))
+    for split in ("train", "val", "test"):
+        ref = ((getattr(raw, f"x_{split}").double() - mean) @ comps).float()
+        torch.testing.assert_close(getattr(got, f"x_{split}"), ref, rtol=1e-5, atol=1e-4)

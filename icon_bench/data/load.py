@@ -58,20 +58,28 @@ def _pca(data: DataSplits, n_components: int) -> dict[str, Any]:
     n, d = data.x_train.shape
     if not 1 <= n_components <= min(n, d):
         raise DataError(f"dataset {data.name!r}: pca={n_components} must be in 1..{min(n, d)}")
-    x = data.x_train.double()
-    mean = x.mean(0)
-    xc = x - mean
+    x = data.x_train
+    step = rows_per_chunk(x)
+    # Mean and covariance summed in float64 a chunk of rows at a time: no float64 copy of the features.
+    mean = sum((x[a : a + step].double().sum(0) for a in range(0, n, step)), torch.zeros(d, dtype=torch.float64)) / n
+    cov = torch.zeros(d, d, dtype=torch.float64)
+    for a in range(0, n, step):
+        xc = x[a : a + step].double() - mean
+        cov += xc.T @ xc
     # Eigenvectors of the d x d covariance: cheap for tall data, exact like a full SVD.
-    evals, evecs = torch.linalg.eigh(xc.T @ xc / max(n - 1, 1))
+    evals, evecs = torch.linalg.eigh(cov / max(n - 1, 1))
     order = torch.argsort(evals, descending=True)[:n_components]
     comps = evecs[:, order]
     # Fix each component's sign (largest loading positive) so results do not depend on the LAPACK build.
     signs = torch.sign(comps.gather(0, comps.abs().argmax(0, keepdim=True)))
     comps = comps * signs
     explained = float(evals[order].sum() / evals.clamp_min(0).sum())
-    data.x_train = (xc @ comps).float()
-    for split in ("val", "test"):
-        setattr(data, f"x_{split}", ((getattr(data, f"x_{split}").double() - mean) @ comps).float())
+    for split in ("train", "val", "test"):
+        rows = getattr(data, f"x_{split}")
+        out = rows.new_empty((len(rows), n_components))
+        for a in range(0, len(rows), step):
+            out[a : a + step] = ((rows[a : a + step].double() - mean) @ comps).float()
+        setattr(data, f"x_{split}", out)
     data.meta.pop("image_shape", None)
     return {"step": "pca", "n_components": n_components, "fit_on": "train", "explained_variance": explained}
 
