@@ -113,14 +113,18 @@ def test_sparse_propagation_equals_the_dense_walk(steps) -> None:
     torch.testing.assert_close(dense.exp(), ref.to(dense.dtype), rtol=1e-6, atol=1e-9)
 
 
-def test_the_head_is_chosen_before_embedding_and_only_it_embeds() -> None:
+def test_the_head_is_chosen_before_embedding_and_only_it_embeds(tmp_path, monkeypatch) -> None:
     from icon_bench.train.heads import MultiHead, OneHead
     from icon_bench.train.learn import run
     from icon_bench.train.recipes import get_recipe
     from icon_bench.train.trainer import embed
 
     data = load_dataset({"name": "digits", "subset": 150})
-    out = run(get_recipe("pmi"), data, seed=0, overrides={"settings": {"epochs": 1, "heads": 3, "batch_size": 128}})
+    monkeypatch.setenv("ICON_BENCH_CACHE", str(tmp_path))  # its graph stays out of the session's cache
+    try:
+        out = run(get_recipe("pmi"), data, seed=0, overrides={"settings": {"epochs": 1, "heads": 3, "batch_size": 128}})
+    finally:
+        clear_graph_cache()  # tests that count graph computations expect a fresh cache
     losses = out.info["head_losses"]
     assert out.info["selected_head"] == int(np.argmin(losses))
     assert out.train_embeddings.shape[1] == data.num_classes  # one head's clusters, not three heads'
