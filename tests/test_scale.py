@@ -162,7 +162,7 @@ def test_without_faiss_the_graph_is_exact_with_a_notice(tmp_path, monkeypatch) -
     monkeypatch.setattr(graph_mod, "APPROX_ROWS", 50)
     clear_graph_cache()
     x = torch.randn(200, 8, generator=torch.Generator().manual_seed(2))
-    with pytest.warns(UserWarning, match="faiss is not installed"):
+    with pytest.warns(UserWarning, match=r"the approximate one needs faiss-cpu: pip install 'icon-bench\[ann\]'"):
         graph, _, key = global_knn([x], 5, "cosine", cache_dir=tmp_path)
     assert not key.endswith("-ann") and graph_record(key)["method"] == "exact"
     assert torch.equal(graph, knn_graph(x, 5, "cosine"))
