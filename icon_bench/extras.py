@@ -16,6 +16,7 @@ EXTRAS: dict[str, tuple[str, str]] = {
     "timm": ("vision", "timm"),
     "open_clip": ("vision", "open_clip_torch"),
     "PIL": ("vision", "Pillow"),
+    "faiss": ("ann", "faiss-cpu"),
 }
 
 

@@ -258,10 +258,18 @@ def _resolve(base: Path, name: str) -> Path:
     return p if p.is_absolute() else base.parent / p
 
 
+#: .npy files from this size on are memory-mapped (copy-on-write) rather than read.
+MMAP_BYTES = 1 << 28
+
+
 def _load_npy(path: Path) -> np.ndarray:
     check_array_bytes(path)  # the header's size, before numpy allocates it
     try:
-        return np.load(path, allow_pickle=False)
+        # A big file is mapped: float32 features are read from the page cache as used, never copied
+        # into private memory unless written (a .npz cannot be mapped: use .npy at scale). Small
+        # files are read whole, so rewriting one while a loaded copy is in use changes nothing.
+        mode = "c" if path.stat().st_size >= MMAP_BYTES else None
+        return np.load(path, allow_pickle=False, mmap_mode=mode)
     except Exception as exc:  # numpy raises several types for a corrupt file
         raise DataError(f"{path}: cannot read as .npy ({exc})") from None
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import hashlib
+import json
 import math
 import os
 import threading
@@ -11,15 +12,27 @@ import warnings
 import weakref
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from icon_bench import extras
+from icon_bench.data import ann
 from icon_bench.data.splits import DataSplits
 from icon_bench.errors import DataError
 
-__all__ = ["cache_root", "clear_graph_cache", "content_hash", "global_knn", "graph_key", "knn_graph", "tensor_digest"]
+__all__ = [
+    "cache_root",
+    "clear_graph_cache",
+    "content_hash",
+    "global_knn",
+    "graph_key",
+    "graph_record",
+    "knn_graph",
+    "tensor_digest",
+]
 
 
 ENV_CACHE = "ICON_BENCH_CACHE"
@@ -28,11 +41,16 @@ METRICS = ("cosine", "euclidean")
 #: beats a big one (60k x 50 MNIST: 64-row chunks 4.7 CPU s, 1024-row chunks 7.8 CPU s); a GPU
 #: wants big blocks to fill the device.
 CHUNK_BYTES = {"cpu": 16 << 20, "cuda": 1 << 30}
+#: The fewest rows a chunk holds however wide the rows (64 x 1.28 M scores: 330 MB).
+MIN_CHUNK_ROWS = 64
 #: Graphs the in-process cache keeps (least recently used dropped first); one per dataset and k.
 MEMORY_GRAPHS = 8
 #: Part of every cache key: raise it when the graph a content gets changes (2: equidistant
 #: neighbours by index), so graphs cached by an older rule are never read back as current.
 GRAPH_VERSION = 2
+#: Above this many rows a CPU graph is approximate (icon_bench.data.ann) when faiss is installed:
+#: the exact search is O(n^2 d), some 14 CPU hours at 1.28 M x 768.
+APPROX_ROWS = 200_000
 
 
 def cache_root(cache_dir: str | os.PathLike[str] | None = None) -> Path:
@@ -84,12 +102,12 @@ def content_hash(data: DataSplits) -> str:
     return hashlib.sha256("".join(parts).encode()).hexdigest()[:16]
 
 
-def graph_key(parts: Sequence[Tensor], k: int, metric: str) -> str:
-    """The cache key of the graph over the rows of ``parts`` stacked in order: content, metric, k and
-    the graph rule's version."""
+def graph_key(parts: Sequence[Tensor], k: int, metric: str, approximate: bool = False) -> str:
+    """The cache key of the graph over the rows of ``parts`` stacked in order: content, metric, k,
+    the graph rule's version, and "-ann" for an approximate graph (never read back as an exact one)."""
     digests = [tensor_digest(p) for p in parts]
     content = digests[0] if len(digests) == 1 else hashlib.sha256("".join(digests).encode()).hexdigest()
-    return f"{content[:24]}-{metric}-k{k}-v{GRAPH_VERSION}"
+    return f"{content[:24]}-{metric}-k{k}-v{GRAPH_VERSION}" + ("-ann" if approximate else "")
 
 
 # -- exact chunked search -------------------------------------------------------------------------
@@ -121,32 +139,28 @@ def knn_graph(
     n = len(x)
     _check(n, k, metric)
     dev = torch.device(device) if device is not None else x.device
-    x = x.reshape(n, -1).to(dev, torch.float32)
-    if metric == "cosine":
-        x = torch.nn.functional.normalize(x, dim=1)
+    x = _unit_rows(x.reshape(n, -1).to(dev, torch.float32), metric)  # the one copy (cosine only)
     group = max(1, round(math.sqrt(n / k)))
     groups = -(-n // group)
     if groups < k:
         group, groups = 1, n
     width = groups * group
-    # Score = larger is nearer. One product gives it: cosine x_i . x_j, euclidean 2 x_i . x_j -
-    # |x_j|^2 (-|x_j - x_i|^2 up to the row's own |x_i|^2, which cannot change a row's order).
-    cols = torch.zeros(width, x.shape[1] + 1, device=dev)
-    cols[:n, :-1] = x if metric == "cosine" else 2 * x
-    if metric == "euclidean":
-        cols[:n, -1] = -(x * x).sum(1)
-    rows_all = torch.cat([x, torch.ones(n, 1, device=dev)], dim=1)
-    cols_t = cols.T
-    chunk = chunk_size or max(1, min(n, CHUNK_BYTES.get(dev.type, CHUNK_BYTES["cpu"]) // (4 * width)))
+    # Score = larger is nearer: cosine x_i . x_j, euclidean 2 x_i . x_j - |x_j|^2 (-|x_j - x_i|^2
+    # up to the row's own |x_i|^2, which cannot change a row's order). The product is written
+    # straight into the buffer; nothing else of size n x d is allocated.
+    sq = None if metric == "cosine" else _row_norms_sq(x)
+    chunk = chunk_size or chunk_rows(n, width, dev)
     buf = torch.empty(chunk, width, device=dev)
+    buf[:, n:] = -math.inf  # padding columns: the product never writes them
     offsets = torch.arange(group, device=dev)
     diag = torch.arange(chunk, device=dev) * (width + 1)
     out = torch.empty(n, k, dtype=torch.int64, device=dev)
     for start in range(0, n, chunk):
         m = min(chunk, n - start)
         score = buf[:m]
-        torch.mm(rows_all[start : start + m], cols_t, out=score)
-        score[:, n:] = -math.inf  # padding columns
+        product = torch.mm(x[start : start + m], x.T, out=score[:, :n])
+        if sq is not None:
+            product.mul_(2.0).sub_(sq)
         score.view(-1)[diag[:m] + start] = -math.inf  # self
         top_groups = _first_k_best(score.view(m, groups, group).amax(2), k)
         cand = (top_groups.unsqueeze(2) * group + offsets).reshape(m, k * group)  # ascending columns
@@ -155,6 +169,28 @@ def knn_graph(
         order = score.gather(1, picked).sort(dim=1, descending=True, stable=True).indices
         out[start : start + m] = picked.gather(1, order)
     return out
+
+
+def chunk_rows(n: int, width: int, device: torch.device) -> int:
+    """Rows per chunk of scores: CHUNK_BYTES of them, but never fewer than MIN_CHUNK_ROWS (at a
+    million rows the budget alone gives a few rows per chunk, 8x slower than 256-row chunks)."""
+    budget = CHUNK_BYTES.get(device.type, CHUNK_BYTES["cpu"]) // (4 * width)
+    return max(1, min(n, max(budget, MIN_CHUNK_ROWS)))
+
+
+def _unit_rows(x: Tensor, metric: str) -> Tensor:
+    """Rows scaled to unit length for cosine (a new tensor, in chunks), x itself for euclidean."""
+    if metric != "cosine":
+        return x
+    out = torch.empty_like(x)
+    for a in range(0, len(x), 1 << 14):
+        out[a : a + (1 << 14)] = torch.nn.functional.normalize(x[a : a + (1 << 14)], dim=1)
+    return out
+
+
+def _row_norms_sq(x: Tensor) -> Tensor:
+    """|x_i|^2 per row, a chunk of rows at a time (no n x d temporary)."""
+    return torch.cat([(x[a : a + (1 << 14)] ** 2).sum(1) for a in range(0, len(x), 1 << 14)])
 
 
 def _first_k_best(values: Tensor, k: int) -> Tensor:
@@ -206,6 +242,20 @@ def _write_disk(path: Path, graph: Tensor) -> None:
         warnings.warn(f"kNN graph cache: cannot write {path}: {exc}", stacklevel=3)
 
 
+def use_approximate(n: int, device: str | torch.device | None, approximate: bool | None) -> bool:
+    """Whether a graph over n rows is searched approximately: as asked, else on the CPU above
+    APPROX_ROWS rows; without faiss, exact with a notice."""
+    want = approximate if approximate is not None else (n > APPROX_ROWS and torch.device(device or "cpu").type == "cpu")
+    if want and not ann.available():
+        warnings.warn(
+            f"kNN graph over {n:,} rows: the exact O(n^2) search runs; the approximate one"
+            + extras.missing_message("", "faiss"),
+            stacklevel=3,
+        )
+        return False
+    return bool(want)
+
+
 def global_knn(
     parts: Sequence[Tensor],
     k: int,
@@ -213,17 +263,21 @@ def global_knn(
     *,
     device: str | torch.device | None = None,
     cache_dir: str | os.PathLike[str] | None = None,
+    approximate: bool | None = None,
 ) -> tuple[Tensor, str, str]:
     """The kNN graph over the rows of ``parts`` stacked in order, from the cheapest place that has it.
 
     Returns (graph (n, k) int64 on the CPU, where it came from: "memory", "disk" or "computed",
     its cache key). One cache serves every trial and the dataset option: in this process a dict
     keyed by content, k and metric (so local trials and a Ray worker's trials share it), and
-    `cache_root(cache_dir)`/knn/<key>.npy across processes. A miss computes on ``device``.
+    `cache_root(cache_dir)`/knn/<key>.npy across processes. A miss computes on ``device``: exact,
+    or approximate (:func:`use_approximate`; ``approximate`` forces either), whose recall against
+    exact search on a sample :func:`graph_record` gives back (also stored beside the graph).
     """
     n = sum(len(p) for p in parts)
     _check(n, k, metric)
-    key = graph_key(parts, k, metric)
+    approx = use_approximate(n, device, approximate)
+    key = graph_key(parts, k, metric, approximate=approx)
     path = cache_root(cache_dir) / "knn" / f"{key}.npy"
     with _lock:
         graph = _memory.get(key)
@@ -235,13 +289,54 @@ def global_knn(
         source = "disk"
     if graph is None:
         x = parts[0] if len(parts) == 1 else torch.cat([p.reshape(len(p), -1) for p in parts])
-        graph = knn_graph(x, k, metric, device=device).cpu()
+        if approx:
+            graph, record = _approximate(x, k, metric)
+        else:
+            graph, record = knn_graph(x, k, metric, device=device).cpu(), {"method": "exact"}
+        _records[key] = record
         source = "computed"
     if source != "disk" and not path.is_file():
         _write_disk(path, graph)  # other processes (and this cache_dir) get it too
+        _write_record(path, _records.get(key))
     with _lock:
         _memory[key] = graph
         _memory.move_to_end(key)
         while len(_memory) > MEMORY_GRAPHS:
             _memory.popitem(last=False)
     return graph, source, key
+
+
+def _approximate(x: Tensor, k: int, metric: str) -> tuple[Tensor, dict[str, Any]]:
+    from tqdm.auto import tqdm
+
+    with tqdm(total=2 * len(x), desc="kNN graph (approximate)", unit="row", disable=None) as bar:
+
+        def progress(_stage: str, done: int, n: int) -> None:
+            bar.n = done + (n if _stage == "search" else 0)
+            bar.refresh()
+
+        return ann.approximate_knn(x, k, metric, progress=progress)
+
+
+_records: dict[str, dict[str, Any]] = {}
+
+
+def _write_record(path: Path, record: dict[str, Any] | None) -> None:
+    if record is None:
+        return
+    try:
+        path.with_suffix(".json").write_text(json.dumps(record, sort_keys=True))
+    except OSError:  # the graph itself is what matters; its record is a courtesy
+        pass
+
+
+def graph_record(key: str, cache_dir: str | os.PathLike[str] | None = None) -> dict[str, Any]:
+    """How the graph under ``key`` was searched: {"method": "exact"} or the approximate index's
+    record (its recall@k against exact search on a sample, parameters, timings)."""
+    if key in _records:
+        return dict(_records[key])
+    side = cache_root(cache_dir) / "knn" / f"{key}.json"
+    try:
+        return dict(json.loads(side.read_text()))
+    except (OSError, ValueError):
+        return {"method": "approximate" if key.endswith("-ann") else "exact"}

@@ -12,10 +12,10 @@ import torch
 
 from icon_bench.data.builtin import blobs, breast_cancer, digits, iris, wine
 from icon_bench.data.files import arrays
-from icon_bench.data.graph import content_hash, global_knn
+from icon_bench.data.graph import content_hash, global_knn, graph_record
 from icon_bench.data.imagefolder import imagefolder
 from icon_bench.data.options import COMMON_OPTION_TYPES, COMMON_OPTIONS, dataset_label
-from icon_bench.data.splits import DataSplits, stratified_subset, val_indices
+from icon_bench.data.splits import DataSplits, rows_per_chunk, stratified_subset, val_indices
 from icon_bench.data.vision import cifar10, cifar100, fashion_mnist, mnist, stl10
 from icon_bench.errors import DataError, UnknownNameError, did_you_mean
 from icon_bench.hooks.specs import hookimpl
@@ -24,15 +24,28 @@ __all__ = ["COMMON_OPTIONS", "COMMON_OPTION_TYPES", "dataset_label", "load_datas
 
 
 def _standardize(data: DataSplits) -> dict[str, Any]:
-    # Per feature (per pixel for images), fitted on train; constant features keep scale 1.
+    # Per feature (per pixel for images), fitted on train; constant features keep scale 1. Mean and
+    # variance are summed in float64 over chunks of rows (no float64 copy of the features).
     n = len(data.x_train)
-    flat = data.x_train.reshape(n, -1).double()
-    mean, std = flat.mean(0), flat.std(0, unbiased=False)
+    flat = data.x_train.reshape(n, -1)
+    step = rows_per_chunk(flat)
+    total = torch.zeros(flat.shape[1], dtype=torch.float64)
+    for a in range(0, n, step):
+        total += flat[a : a + step].double().sum(0)
+    mean = total / max(n, 1)
+    sq = torch.zeros_like(total)
+    for a in range(0, n, step):
+        sq += ((flat[a : a + step].double() - mean) ** 2).sum(0)
+    std = (sq / max(n, 1)).sqrt()
     std = torch.where(std > 1e-12, std, torch.ones_like(std))
     shape = data.x_train.shape[1:]
     mean_f, std_f = mean.float().reshape(shape), std.float().reshape(shape)
     for split in ("train", "val", "test"):
-        setattr(data, f"x_{split}", (getattr(data, f"x_{split}") - mean_f) / std_f)
+        x = getattr(data, f"x_{split}")
+        out = torch.empty_like(x)
+        for a in range(0, len(x), step):
+            torch.div(x[a : a + step] - mean_f, std_f, out=out[a : a + step])
+        setattr(data, f"x_{split}", out)
     return {"step": "standardize", "fit_on": "train"}
 
 
@@ -45,20 +58,28 @@ def _pca(data: DataSplits, n_components: int) -> dict[str, Any]:
     n, d = data.x_train.shape
     if not 1 <= n_components <= min(n, d):
         raise DataError(f"dataset {data.name!r}: pca={n_components} must be in 1..{min(n, d)}")
-    x = data.x_train.double()
-    mean = x.mean(0)
-    xc = x - mean
+    x = data.x_train
+    step = rows_per_chunk(x)
+    # Mean and covariance summed in float64 a chunk of rows at a time: no float64 copy of the features.
+    mean = sum((x[a : a + step].double().sum(0) for a in range(0, n, step)), torch.zeros(d, dtype=torch.float64)) / n
+    cov = torch.zeros(d, d, dtype=torch.float64)
+    for a in range(0, n, step):
+        xc = x[a : a + step].double() - mean
+        cov += xc.T @ xc
     # Eigenvectors of the d x d covariance: cheap for tall data, exact like a full SVD.
-    evals, evecs = torch.linalg.eigh(xc.T @ xc / max(n - 1, 1))
+    evals, evecs = torch.linalg.eigh(cov / max(n - 1, 1))
     order = torch.argsort(evals, descending=True)[:n_components]
     comps = evecs[:, order]
     # Fix each component's sign (largest loading positive) so results do not depend on the LAPACK build.
     signs = torch.sign(comps.gather(0, comps.abs().argmax(0, keepdim=True)))
     comps = comps * signs
     explained = float(evals[order].sum() / evals.clamp_min(0).sum())
-    data.x_train = (xc @ comps).float()
-    for split in ("val", "test"):
-        setattr(data, f"x_{split}", ((getattr(data, f"x_{split}").double() - mean) @ comps).float())
+    for split in ("train", "val", "test"):
+        rows = getattr(data, f"x_{split}")
+        out = rows.new_empty((len(rows), n_components))
+        for a in range(0, len(rows), step):
+            out[a : a + step] = ((rows[a : a + step].double() - mean) @ comps).float()
+        setattr(data, f"x_{split}", out)
     data.meta.pop("image_shape", None)
     return {"step": "pca", "n_components": n_components, "fit_on": "train", "explained_variance": explained}
 
@@ -172,8 +193,9 @@ def _protocol_splits(data: DataSplits, options: dict[str, Any]) -> dict[str, Any
         return {"step": "transductive", "rows": len(data.y_train), "fit_on": "all rows", "scored_on": "all rows"}
     train, val = val_indices(data.y_train, fraction, seed, f"dataset {data.name!r}")
     _follow_train_rows(data, train)
-    data.x_val, data.y_val = data.x_train[val].contiguous(), data.y_train[val].contiguous()
-    data.x_train, data.y_train = data.x_train[train].contiguous(), data.y_train[train].contiguous()
+    if len(val):  # without val rows every row trains: keep the tensors (a copy of all features would be waste)
+        data.x_val, data.y_val = data.x_train[val].contiguous(), data.y_train[val].contiguous()
+        data.x_train, data.y_train = data.x_train[train].contiguous(), data.y_train[train].contiguous()
     if data.images is not None:
         raw = data.images["train"]
         data.images.update(train=raw[train.numpy()], val=raw[val.numpy()])
@@ -215,7 +237,7 @@ def _knn(data: DataSplits, options: dict[str, Any], cache_dir: str | os.PathLike
     # The same cache as the graph a method builds: one graph per content, k and metric.
     data.knn_train, source, key = global_knn([data.x_train], k, metric, cache_dir=cache_dir)
     data.meta.update(knn_key=key, knn_cache=source)
-    return {"step": "knn", "k": k, "metric": metric, "cache": source}
+    return {"step": "knn", "k": k, "metric": metric, "cache": source, "search": graph_record(key, cache_dir)}
 
 
 def _jsonable(value: Any) -> Any:

@@ -115,7 +115,7 @@ class DataSplits:
                 raise DataError(f"{where}: x_{split} has {len(x)} rows but y_{split} has {len(y)}")
             if len(y) and (int(y.min()) < 0 or int(y.max()) >= self.num_classes):
                 raise DataError(f"{where}: y_{split} must lie in 0..{self.num_classes - 1}")
-            if not bool(torch.isfinite(x).all()):
+            if not all_finite(x):
                 raise DataError(f"{where}: x_{split} holds NaN or inf values")
         for split in ("val", "test"):
             other = getattr(self, f"x_{split}")
@@ -267,14 +267,31 @@ def _features(x: np.ndarray, where: str, what: str = "features") -> np.ndarray:
     if x.dtype == np.uint8:
         # One float32 pass (the same values as astype then / 255.0); integers are always finite.
         return np.divide(x, np.float32(255.0), dtype=np.float32)
-    out = x.astype(np.float32)
     if x.dtype.kind in "iub":
-        return out
-    bad = ~np.isfinite(out)
-    if bad.any():
-        row = int(np.flatnonzero(bad.reshape(len(out), -1).any(axis=1))[0])
-        raise DataError(f"{where}: {what} hold {int(bad.sum())} NaN/inf values (first in row {row})")
+        return x.astype(np.float32)
+    # Float32 input (a memory-mapped .npy included) is used as it is: no second copy of the features.
+    out = x.astype(np.float32, copy=False)
+    flat = out.reshape(len(out), -1)
+    step = rows_per_chunk(flat)
+    for start in range(0, len(flat), step):
+        bad = ~np.isfinite(flat[start : start + step])
+        if bad.any():
+            row = start + int(np.flatnonzero(bad.any(axis=1))[0])
+            count = int(sum(int((~np.isfinite(flat[a : a + step])).sum()) for a in range(start, len(flat), step)))
+            raise DataError(f"{where}: {what} hold {count} NaN/inf values (first in row {row})")
     return out
+
+
+def rows_per_chunk(x: Any, budget: int = 1 << 24) -> int:
+    """Rows of a 2-D array or tensor per chunk of about ``budget`` elements (temporaries stay small)."""
+    return max(1, budget // max(1, int(np.prod(x.shape[1:]))))
+
+
+def all_finite(x: Tensor) -> bool:
+    """Whether every value of x is finite, checked in chunks of rows (no full-size bool mask)."""
+    flat = x.reshape(len(x), -1) if len(x) else x
+    step = rows_per_chunk(flat)
+    return all(bool(torch.isfinite(flat[a : a + step]).all()) for a in range(0, len(flat), step))
 
 
 def _as_images(x: np.ndarray, where: str) -> np.ndarray:

@@ -8,6 +8,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from icon_bench.loss.entries import entry_dots
 from icon_bench.loss.kernel import Kernel, KernelError, _positive
 from icon_bench.loss.structure import (
     NEG_INF,
@@ -77,7 +78,8 @@ class Cluster(Kernel):
 
     def log_prob_at(self, batch: Batch, key: str, cols: Tensor) -> Tensor:
         phi, d, z = self._parts(batch, key)
-        s = torch.einsum("...nc,...nkc->...nk", phi * d, _rows_at(phi, cols.clamp(min=0)))
+        # Only the listed entries, in chunks: never a (heads, N, K, C) block padded to the widest row.
+        s = entry_dots(phi * d, phi, cols)
         lq = s.clamp_min(self.floor(phi.dtype)).log() - z.log().unsqueeze(-1)
         return torch.where(cols >= 0, lq, NEG_INF)
 
@@ -98,17 +100,6 @@ class Cluster(Kernel):
             total = total - term.at(c1 * (phi * phi * d).sum(-1).clamp_min(floor) + add)
         lq_at = torch.where(cols >= 0, torch.log(c1.unsqueeze(-1) * t_at + add), NEG_INF)
         return total, lq_at
-
-
-def _rows_at(x: Tensor, cols: Tensor) -> Tensor:
-    """x[..., cols, :] for x (..., N, C) and cols (N, K): (..., N, K, C), by one index_select
-    (whose backward is an index_add, several times cheaper than advanced indexing's)."""
-    n, k = cols.shape
-    lead = x.shape[:-2]
-    flat = x.reshape(-1, x.shape[-1])
-    offsets = torch.arange(flat.shape[0] // max(n, 1), device=x.device)[:, None] * n
-    picked = flat.index_select(0, (offsets + cols.reshape(1, -1)).reshape(-1))
-    return picked.reshape(*lead, n, k, x.shape[-1])
 
 
 class Prototype(Kernel):

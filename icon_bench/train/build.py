@@ -163,7 +163,7 @@ def graph(
     Returns the graph and what the row records of it: k, metric, where it came from (dataset,
     memory, disk or computed) and the seconds it took here. A miss computes on ``device``.
     """
-    from icon_bench.data.graph import global_knn
+    from icon_bench.data.graph import global_knn, graph_record
 
     t0 = time.perf_counter()
     if data.knn_train is not None and not transductive:
@@ -178,5 +178,6 @@ def graph(
     if k >= n:
         raise TrialError(f"graph_k={k} needs more than {n} training points")
     metric = str(recipe.options.get("graph_metric", "euclidean"))
-    knn, source, _ = global_knn(parts, k, metric, device=device)
-    return knn, {"k": k, "metric": metric, "source": source, "seconds": time.perf_counter() - t0}
+    knn, source, key = global_knn(parts, k, metric, device=device)
+    record = {"k": k, "metric": metric, "source": source, "seconds": time.perf_counter() - t0}
+    return knn, {**record, "search": graph_record(key)}

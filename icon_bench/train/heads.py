@@ -98,6 +98,18 @@ class MultiHead(nn.Module):
         return (total / count).cpu()
 
 
+class OneHead(nn.Module):
+    """One head's slice of a multi-head model's output (what is embedded once the head is chosen)."""
+
+    def __init__(self, model: nn.Module, heads: MultiHead, head: int) -> None:
+        super().__init__()
+        self.model, self.heads, self.index = model, heads, int(head)
+        self.takes = getattr(model, "takes", "inputs")
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.heads.head(self.model(x), self.index)
+
+
 class FullBatchCache(Kernel):
     """A p kernel on fixed inputs evaluated once: with full batches (a permutation of all points each
     step) later steps read the cached matrix permuted, instead of re-running e.g. perplexity calibration.

@@ -11,7 +11,7 @@ from torch import Tensor, nn
 
 from icon_bench.errors import TrialError
 from icon_bench.train.build import Method, _make_augment, _needs_graph, graph
-from icon_bench.train.heads import MultiHead
+from icon_bench.train.heads import MultiHead, OneHead
 
 if TYPE_CHECKING:
     from icon_bench.data.splits import DataSplits
@@ -134,24 +134,27 @@ def _embed(
     from icon_bench.train.trainer import embed
 
     n_train, n_val = data.x_train.shape[0], data.x_val.shape[0]
+    info: dict[str, Any] = {}
+    model = final
+    if isinstance(loss_fn, MultiHead):
+        # The head is chosen on batches drawn from the training data (as before), then only it
+        # embeds every row: rows x clusters floats, not rows x heads x clusters.
+        head_losses = loss_fn.evaluate_heads(final, train_data, settings, seed=seed, augment=augment)
+        best = int(torch.argmin(head_losses))
+        model = OneHead(final, loss_fn, best)
+        info = {"heads": heads, "selected_head": best, "head_losses": head_losses.tolist()}
     if transductive:
-        z = embed(final, train_data.x, torch.arange(x_all.shape[0], device=dev))
+        z = embed(model, train_data.x, torch.arange(x_all.shape[0], device=dev))
         out = {"train": z[:n_train], "val": z[n_train : n_train + n_val], "test": z[n_train + n_val :]}
     else:
-        out = {"train": embed(final, train_data.x, torch.arange(n_train, device=dev))}
+        out = {"train": embed(model, train_data.x, torch.arange(n_train, device=dev))}
         for split in ("val", "test"):
             x = getattr(data, f"x_{split}")
             if data.meta.get("transductive") and split == "test":
                 out[split] = out["train"]  # the test split is the train rows: embed them once
                 continue
             x = x.float().to(dev)
-            out[split] = embed(final, x, torch.arange(x.shape[0], device=dev)) if len(x) else _empty(out["train"])
-    info: dict[str, Any] = {}
-    if isinstance(loss_fn, MultiHead):
-        head_losses = loss_fn.evaluate_heads(final, train_data, settings, seed=seed, augment=augment)
-        best = int(torch.argmin(head_losses))
-        out = {k: loss_fn.head(v, best) for k, v in out.items()}
-        info = {"heads": heads, "selected_head": best, "head_losses": head_losses.tolist()}
+            out[split] = embed(model, x, torch.arange(x.shape[0], device=dev)) if len(x) else _empty(out["train"])
     return {**out, "info": info}
 
 

@@ -176,16 +176,19 @@ def make_batch(
 def embed(model: nn.Module, x: Tensor, index: Tensor, *, batch_size: int = 4096, amp: bool = True) -> Tensor:
     """The model's output for every row, in chunks, fp32, without gradients."""
     takes_index = getattr(model, "takes", "inputs") == "index"
-    outs = []
+    out: Tensor | None = None
     model.eval()
     with torch.no_grad():
         for start in range(0, index.numel(), batch_size):
             idx = index[start : start + batch_size]
             inp = idx if takes_index else x[start : start + batch_size]
             with _autocast(inp.device, amp):
-                out = model(inp)
-            outs.append(out.float())
-    return torch.cat(outs) if outs else torch.empty(0)
+                part = model(inp).float()
+            if out is None:
+                # Filled in place: one copy of the embeddings, not the batches plus their concatenation.
+                out = part.new_empty((index.numel(), *part.shape[1:]))
+            out[start : start + part.shape[0]] = part
+    return out if out is not None else torch.empty(0)
 
 
 def fit(

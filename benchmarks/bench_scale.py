@@ -1,0 +1,233 @@
+"""ImageNet-sized frozen features on one machine: load, kNN graph, pmi / debiased clustering steps,
+evaluation and peak RSS, each in its own process, at 100 k, 400 k and 1.28 M rows.
+
+    python benchmarks/bench_scale.py                          # 100 k and 400 k train rows
+    python benchmarks/bench_scale.py --sizes 1281167 --steps 3
+    python benchmarks/bench_scale.py --sizes 100000 --paths load,graph_exact,graph_approx
+
+Features are synthetic, 768-d float32 in 1,000 classes (a class centre, one of 8 modes per class,
+a 16-d latent and isotropic noise: every row's 10 nearest neighbours are of its class, and the
+neighbourhoods have a low intrinsic dimension, as real embeddings do), written
+once per size as .npy under --workdir (train rows, and --test rows of test) and loaded through the
+`arrays` dataset (memory-mapped). Each path runs in a fresh process, so its peak RSS is its own:
+
+- load: `load_dataset` (val_fraction 0.1: the train rows are copied once, the val rows carved out);
+- graph / graph_exact / graph_approx: the global kNN graph (k 10, euclidean, as pmi builds it);
+  auto is approximate above 200 k rows with faiss; graph_approx at a size where graph_exact also
+  ran gives the recall over every row, not only the sample;
+- pmi, pmi_debiased (p.debias 0.2), pmi_propagated (p.propagate 2), debiased_clustering: --steps
+  training steps (batch --batch anchors + 2 graph neighbours each, 10 heads, 1,000 clusters, the MLP
+  head) after loading and reading the graph from the cache; the epoch's time is the median step
+  times the steps of an epoch (a step's cost does not depend on the rows: the check is the step
+  time across sizes). "step RSS" is how much the peak RSS grew over the steps;
+- evaluate: the head chosen on 30 batches, then that head embeds every train and test row, and
+  hungarian / nmi / ari on the test clusters.
+
+CPU seconds are process CPU time (all threads); wall time on a shared machine is not comparable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+PATHS = ("load", "graph", "pmi", "pmi_debiased", "pmi_propagated", "debiased_clustering", "evaluate")
+METHODS = {
+    "pmi": ("pmi", {}),
+    "pmi_debiased": ("pmi", {"p": {"debias": 0.2}}),
+    "pmi_propagated": ("pmi", {"p": {"propagate": 2}}),
+    "debiased_clustering": ("debiased_infonce_clustering", {}),
+}
+
+
+def _rss_gb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
+def _cpu() -> float:
+    t = os.times()
+    return t.user + t.system
+
+
+def make_data(folder: Path, n: int, n_test: int, dim: int, classes: int, seed: int = 0) -> None:
+    """x_train.npy / y_train.npy / x_test.npy / y_test.npy, written in chunks (never all in memory)."""
+    if (folder / "done").is_file():
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((classes, dim), dtype=np.float32)
+    modes = 0.6 * rng.standard_normal((classes, 8, dim), dtype=np.float32)  # 8 modes per class
+    latent = rng.standard_normal((16, dim), dtype=np.float32) / 4
+    for split, rows in (("train", n), ("test", n_test)):
+        x = np.lib.format.open_memmap(folder / f"x_{split}.npy", mode="w+", dtype=np.float32, shape=(rows, dim))
+        y = rng.integers(0, classes, rows)
+        mode = rng.integers(0, 8, rows)
+        for a in range(0, rows, 50_000):
+            b = min(rows, a + 50_000)
+            z = rng.standard_normal((b - a, 16), dtype=np.float32)
+            noise = rng.standard_normal((b - a, dim), dtype=np.float32)
+            x[a:b] = centres[y[a:b]] + modes[y[a:b], mode[a:b]] + 0.5 * (z @ latent) + 0.25 * noise
+        x.flush()
+        del x
+        np.save(folder / f"y_{split}.npy", y)
+    (folder / "done").write_text("ok")
+
+
+def _load(folder: Path, knn: bool = False):
+    from icon_bench.data.load import load_dataset
+
+    spec = {"name": "arrays", "path": str(folder / "x_train.npy"), "labels": "y_train.npy",
+            "test_features": "x_test.npy", "test_labels": "y_test.npy"}
+    return load_dataset(spec)
+
+
+def child_load(folder: Path, args: argparse.Namespace) -> dict:
+    c0, w0 = _cpu(), time.perf_counter()
+    data = _load(folder)
+    return {"cpu_s": _cpu() - c0, "wall_s": time.perf_counter() - w0, "n_train": len(data.x_train),
+            "n_val": len(data.x_val), "n_test": len(data.x_test)}
+
+
+def child_graph(folder: Path, args: argparse.Namespace, approximate: bool | None) -> dict:
+    from icon_bench.data.graph import global_knn, graph_record
+
+    data = _load(folder)
+    c0, w0 = _cpu(), time.perf_counter()
+    graph, source, key = global_knn([data.x_train], 10, "euclidean", approximate=approximate)
+    out = {"cpu_s": _cpu() - c0, "wall_s": time.perf_counter() - w0, "source": source, **graph_record(key)}
+    exact_path = Path(os.environ["ICON_BENCH_CACHE"]) / "knn" / f"{key.removesuffix('-ann')}.npy"
+    if key.endswith("-ann") and exact_path.is_file():  # the exact graph ran at this size: recall over every row
+        from icon_bench.data.ann import recall_at_k
+
+        out["recall_all_rows"] = round(recall_at_k(graph, torch.from_numpy(np.load(exact_path))), 4)
+    return out
+
+
+def _setup(folder: Path, args: argparse.Namespace, which: str):
+    from icon_bench.train.build import _make_augment
+    from icon_bench.train.learn import _loss, _train_data
+    from icon_bench.train.recipes import get_recipe
+    from icon_bench.train.trainer import TrainSettings
+
+    data = _load(folder)
+    name, spec = METHODS[which]
+    recipe = get_recipe(name).with_overrides({**spec, "settings": {"batch_size": args.batch}})
+    settings = TrainSettings.from_dict(recipe.settings)
+    dev = torch.device("cpu")
+    train_data, x_all, _ = _train_data(data, recipe, settings, False, dev)
+    heads = int(recipe.options.get("heads", 1))
+    model = recipe.build_model(data, n_rows=x_all.shape[0], init_rows=x_all, heads=heads)
+    loss_fn = _loss(recipe, data, heads, dev)
+    augment = _make_augment(recipe.options.get("augment"), data, settings.views)
+    return data, recipe, settings, train_data, model, loss_fn, augment, heads
+
+
+def child_steps(folder: Path, args: argparse.Namespace, which: str) -> dict:
+    from icon_bench.train.trainer import make_batch
+
+    _, _, settings, train_data, model, loss_fn, augment, _ = _setup(folder, args, which)
+    opt = torch.optim.Adam(list(model.parameters()) + list(loss_fn.parameters()), lr=1e-3)
+    g = torch.Generator().manual_seed(0)
+    n = train_data.x.shape[0]
+    before = _rss_gb()
+    times = []
+    for _ in range(args.steps):
+        c0 = _cpu()
+        anchors = torch.randint(0, n, (settings.batch_size,), generator=g)
+        batch = make_batch(train_data, anchors, settings, g, augment)
+        batch["embeddings"] = model(batch["inputs"]).float()
+        loss = loss_fn(batch)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        times.append(_cpu() - c0)
+    step = statistics.median(times)
+    steps_per_epoch = -(-n // settings.batch_size)
+    return {"step_cpu_s": step, "epoch_cpu_s": step * steps_per_epoch, "steps_per_epoch": steps_per_epoch,
+            "batch_rows": int(batch["inputs"].shape[0]), "step_rss_gb": _rss_gb() - before, "loss": float(loss)}
+
+
+def child_evaluate(folder: Path, args: argparse.Namespace) -> dict:
+    from icon_bench.evaluation.evaluator import evaluate
+    from icon_bench.evaluation.metrics import MethodOutput
+    from icon_bench.train.learn import _embed
+
+    data, recipe, settings, train_data, model, loss_fn, augment, heads = _setup(folder, args, "pmi")
+    c0, w0 = _cpu(), time.perf_counter()
+    z = _embed(model, loss_fn, data, train_data, data.x_train, settings, 0, augment, False, torch.device("cpu"), heads)
+    info = z.pop("info")
+    embed_cpu = _cpu() - c0
+    out = MethodOutput(train_embeddings=z["train"], test_embeddings=z["test"], val_embeddings=z["val"],
+                       train_clusters=z["train"].argmax(1), test_clusters=z["test"].argmax(1),
+                       val_clusters=z["val"].argmax(1))
+    scores = evaluate(out, data, recipe.metrics)
+    return {"cpu_s": _cpu() - c0, "embed_cpu_s": embed_cpu, "wall_s": time.perf_counter() - w0,
+            "selected_head": info.get("selected_head"), "scores": {k: round(float(v), 4) for k, v in scores.items()
+                                                                    if isinstance(v, (int, float))}}
+
+
+def child(args: argparse.Namespace) -> None:
+    torch.set_num_threads(args.threads)
+    folder = Path(args.workdir) / f"n{args.child_size}"
+    path = args.child
+    if path == "load":
+        out = child_load(folder, args)
+    elif path.startswith("graph"):
+        out = child_graph(folder, args, {"graph": None, "graph_exact": False, "graph_approx": True}[path])
+    elif path == "evaluate":
+        out = child_evaluate(folder, args)
+    else:
+        out = child_steps(folder, args, path)
+    feature_gb = (folder / "x_train.npy").stat().st_size / 2**30 + (folder / "x_test.npy").stat().st_size / 2**30
+    out.update(peak_rss_gb=round(_rss_gb(), 2), feature_gb=round(feature_gb, 2), rss_over_features=round(_rss_gb() / feature_gb, 2))
+    print("RESULT " + json.dumps(out))
+
+
+def run_one(args: argparse.Namespace, size: int, path: str) -> dict:
+    cmd = [sys.executable, __file__, "--child", path, "--child-size", str(size), "--workdir", args.workdir,
+           "--steps", str(args.steps), "--batch", str(args.batch), "--threads", str(args.threads)]
+    env = {**os.environ, "ICON_BENCH_CACHE": str(Path(args.workdir) / "cache")}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
+    if line is None:
+        return {"error": (proc.stderr or proc.stdout).strip().splitlines()[-1:]}
+    return json.loads(line[len("RESULT "):])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sizes", default="100000,400000", help="train rows, comma-separated (1281167 = ImageNet)")
+    ap.add_argument("--test", type=int, default=50_000, help="test rows")
+    ap.add_argument("--paths", default=",".join(PATHS), help=f"comma-separated, of {PATHS} plus graph_exact, graph_approx")
+    ap.add_argument("--steps", type=int, default=3, help="training steps per method path (median taken)")
+    ap.add_argument("--batch", type=int, default=1024, help="anchors per batch")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--workdir", default="/tmp/icon-bench-scale")
+    ap.add_argument("--child", help=argparse.SUPPRESS)
+    ap.add_argument("--child-size", type=int, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        child(args)
+        return
+    for size in (int(s) for s in args.sizes.split(",")):
+        folder = Path(args.workdir) / f"n{size}"
+        print(f"== {size:,} train rows, {args.test:,} test rows, 768-d, 1,000 classes ({folder})", flush=True)
+        make_data(folder, size, args.test, 768, 1000)
+        for path in args.paths.split(","):
+            t = time.perf_counter()
+            res = run_one(args, size, path)
+            print(f"{path:22s} {json.dumps(res)}  [{time.perf_counter() - t:.0f} s wall]", flush=True)
+
+
+if __name__ == "__main__":
+    main()
