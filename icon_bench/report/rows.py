@@ -114,8 +114,9 @@ def normalise_rows(df: pd.DataFrame) -> pd.DataFrame:
                                      if not _is_missing_scalar(v)}) for r in df[cols].itertuples(index=False)]
     if "spec" not in df.columns:
         spec_cols = [c for c in df.columns if c.startswith("spec.")]
-        df["spec"] = [_unflatten({c[5:]: _int_if_whole(r[c]) for c in spec_cols if not _is_missing(r[c])})
-                      for _, r in df.iterrows()]
+        # Values as parquet holds them: an integer column with gaps reads back as floats (epochs 10.0);
+        # a float setting such as p.debias 0.0 must stay one, so labels match the rows' own.
+        df["spec"] = [_unflatten({c[5:]: r[c] for c in spec_cols if not _is_missing(r[c])}) for _, r in df.iterrows()]
     for col, default in (("suite", ""), ("status", "ok"), ("error", None), ("seed", None)):
         if col not in df.columns:
             df[col] = default
