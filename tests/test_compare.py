@@ -244,3 +244,22 @@ def test_k_means_as_the_baseline_pairs_every_other_method(tmp_path: Path, capsys
     assert list(table["n"]) == [3, 3, 3, 3]
     assert cli.main(["compare", str(results), "--baseline", "method=kmeans", "--metric", "hungarian"]) == 0
     assert "seeds to separate" in capsys.readouterr().out
+
+
+def test_a_regenerated_report_keeps_the_baseline_it_compared_against(tmp_path: Path) -> None:
+    store = tmp_path / "res"
+    store.mkdir()
+    rows = []
+    for debias, base in ((0.0, KL), (0.6, TV)):
+        for seed, value in enumerate(base):
+            row = _row("simclr", "kl", seed, value)
+            row["spec"]["p"] = {"debias": debias}
+            row["trial_id"] += f"-{debias}"
+            row["config_id"] += f"-{debias}"
+            rows.append(row)
+    (store / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "report"
+    assert cli.main(["report", str(store), "-o", str(out), "--no-plots", "--baseline", "p.debias=0"]) == 0
+    assert cli.main(["report", str(store), "-o", str(out), "--no-plots"]) == 0  # no --baseline: the same one
+    assert "## Paired comparisons against p.debias=0" in (out / "leaderboard.md").read_text()
+    assert set(pd.read_csv(out / "compare.csv")["against"]) == {"p.debias=0"}

@@ -106,8 +106,9 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         help="report folder (default: RESULTS/report; name reports/NAME to regenerate a committed report)",
     )
     p.add_argument("--no-plots", action="store_true", help="skip the matplotlib figures")
-    p.add_argument("--baseline", default="divergence=kl", metavar="KEY=VALUE",
-                   help="baseline of the paired comparisons (default divergence=kl)")
+    p.add_argument("--baseline", default=None, metavar="KEY=VALUE",
+                   help="baseline of the paired comparisons (default: the one the report folder's compare.csv "
+                        "used, else divergence=kl)")
     p.set_defaults(func=cmd_report)
 
     p = subparsers.add_parser(
@@ -147,6 +148,21 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_compare)
 
 
+def previous_baseline(report_dir: Path) -> str | None:
+    """The baseline an earlier report in `report_dir` compared against (its compare.csv's `against`), if any.
+
+    So regenerating a committed report keeps its comparisons (contrastive_quick pairs against p.debias=0).
+    """
+    import csv
+
+    path = report_dir / "compare.csv"
+    if not path.is_file():
+        return None
+    with path.open(encoding="utf-8", newline="") as fh:
+        first = next(csv.DictReader(fh), None)
+    return (first or {}).get("against") or None
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     """Handler of `icon-bench report`."""
     from icon_bench.report.rows import results_file  # pandas: only when a report is made
@@ -155,8 +171,9 @@ def cmd_report(args: argparse.Namespace) -> int:
     # Beside the rows by default (results folders are not tracked): only an explicit -o rewrites a
     # committed report such as reports/quickstart.
     out = args.output or results_file(args.results).parent / REPORT_DIR
+    baseline = args.baseline or previous_baseline(Path(out)) or "divergence=kl"
     try:
-        path = write_report(args.results, out, plots=not args.no_plots, baseline=args.baseline)
+        path = write_report(args.results, out, plots=not args.no_plots, baseline=baseline)
     except (IconBenchError, KeyboardInterrupt):
         raise  # bad input (exit 2) or Ctrl-C: the CLI says it
     except Exception as exc:  # the report itself broke: its own exit status, and nothing half-written

@@ -160,7 +160,7 @@ def paired_comparisons(rows: pd.DataFrame, baseline: str, *, metrics: list[str] 
                               "at_chance": ", ".join(side for side, c in (("configuration", cont), ("baseline", base))
                                                      if c.at_chance(m in lower))})
             out += [{**line, "verdict": line["verdict"] + (f" ({line['at_chance']} at chance level)"
-                                                           if line["at_chance"] else "")}
+                                                           if line["at_chance"] else ""), "against": baseline}
                     for line in family_lines(tests, m in lower)]
     return pd.DataFrame(out)
 
