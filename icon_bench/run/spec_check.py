@@ -72,13 +72,13 @@ def check_type(annotation: Any, value: Any) -> str | None:
         adapter.validate_python(value)
     except ValidationError as exc:
         return invalid_value(exc.errors()[0])
-    if isinstance(value, bool):
-        # Pydantic's lax mode reads true as 1 for a number (`epochs: true` ran one epoch and stored True):
-        # a boolean passes only where the type takes one as it is.
+    if isinstance(value, (bool, float)):
+        # Lax mode reads true as 1 and 500.0 as 500, but a trial gets the value as written: say it here.
         try:
             adapter.validate_python(value, strict=True)
         except ValidationError:
-            return f"expected a number, got the boolean {str(value).lower()}"
+            got = f"the boolean {str(value).lower()}" if isinstance(value, bool) else f"{value!r} (write {int(value)})"
+            return f"expected {'a number' if isinstance(value, bool) else 'an integer'}, got {got}"
     return None
 
 
