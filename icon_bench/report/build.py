@@ -27,7 +27,7 @@ from icon_bench.report.rows import (
     warning_kinds,
     without_search,
 )
-from icon_bench.report.stats import rank_bands
+from icon_bench.report.stats import not_above_chance, rank_bands
 
 
 def aggregate(rows_df: pd.DataFrame, *, lower: Iterable[str] | None = None) -> pd.DataFrame:
@@ -83,10 +83,7 @@ def aggregate(rows_df: pd.DataFrame, *, lower: Iterable[str] | None = None) -> p
 
 def _at_chance(rec: pd.Series, metric: str, lower_better: bool) -> bool:
     """Whether the mean is not beyond the rows' mean chance level (rows without one: never)."""
-    mean, chance = rec[f"{metric}_mean"], rec.get(f"{metric}_chance", math.nan)
-    if _is_missing(mean) or _is_missing(chance):
-        return False
-    return bool(mean >= chance if lower_better else mean <= chance)
+    return not_above_chance(rec[f"{metric}_mean"], rec.get(f"{metric}_chance", math.nan), lower_better)
 
 
 def _config_record(

@@ -20,8 +20,15 @@ from typing import Any
 import pandas as pd
 
 from icon_bench.report.model import METRIC_PREFIX
+from icon_bench.report.rows import (
+    CHANCE_PREFIX,
+    _is_missing,
+    _seed_key,
+    config_label,
+    flatten_spec,
+)
+from icon_bench.report.stats import not_above_chance
 from icon_bench.run.labels import component_label
-from icon_bench.report.rows import CHANCE_PREFIX, _is_missing, _seed_key, config_label, flatten_spec
 
 __all__ = ["TABLE_KEYS", "Config", "configuration", "configurations", "divergence_text", "key_value", "label_all",
            "pick_baseline"]
@@ -51,7 +58,7 @@ class Config:
         if not self.chance or not self.seeds:
             return False
         mean, level = sum(self.seeds.values()) / len(self.seeds), sum(self.chance.values()) / len(self.chance)
-        return mean >= level if lower_better else mean <= level
+        return not_above_chance(mean, level, lower_better)
 
 
 def divergence_text(rec: Mapping[str, Any]) -> str | None:

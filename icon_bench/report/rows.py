@@ -13,7 +13,13 @@ import pandas as pd
 
 from icon_bench.data.options import dataset_label
 from icon_bench.errors import DataError
-from icon_bench.report.model import _LABEL_SKIP, DEFAULTS, FRACTION_METRICS, LOWER_IS_BETTER_PARTS, METRIC_PREFIX
+from icon_bench.report.model import (
+    _LABEL_SKIP,
+    DEFAULTS,
+    FRACTION_METRICS,
+    LOWER_IS_BETTER_PARTS,
+    METRIC_PREFIX,
+)
 from icon_bench.run.labels import component_label
 
 #: Columns of each metric's label-permutation baseline (a row's ``chance``, evaluation/health.py).
@@ -111,7 +117,7 @@ def normalise_rows(df: pd.DataFrame) -> pd.DataFrame:
         cols = [c for c in df.columns if c.startswith(group + ".")]
         if group not in df.columns and cols:
             df[group] = [_unflatten({c[len(group) + 1:]: _int_if_whole(v) for c, v in zip(cols, r)
-                                     if not _is_missing_scalar(v)}) for r in df[cols].itertuples(index=False)]
+                                     if not _is_missing(v)}) for r in df[cols].itertuples(index=False)]
     if "spec" not in df.columns:
         spec_cols = [c for c in df.columns if c.startswith("spec.")]
         # Values as parquet holds them: an integer column with gaps reads back as floats (epochs 10.0);
@@ -155,10 +161,6 @@ def normalise_rows(df: pd.DataFrame) -> pd.DataFrame:
 
 #: A row's nested records that a flattened results.parquet holds as dotted columns.
 _NESTED = ("versions", "protocol", "data", "components", "info", "timings", "recipe", "peak_memory_mb")
-
-
-def _is_missing_scalar(value: Any) -> bool:
-    return value is None or (isinstance(value, float) and math.isnan(value))
 
 
 def _int_if_whole(value: Any) -> Any:

@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["ALPHA", "MAX_SEEDS", "MIN_PAIRS", "POWER", "detectable_difference", "holm", "paired_test",
+__all__ = ["ALPHA", "MAX_SEEDS", "MIN_PAIRS", "POWER", "detectable_difference", "holm", "not_above_chance", "paired_test",
            "power", "rank_bands", "seeds_needed"]
 
 ALPHA = 0.05
@@ -169,6 +169,13 @@ def rank_bands(values: Sequence[Mapping[Any, float]], lower_better: bool = False
         out[i] = {"rank": rank, "lo": min(rank, 1 + above[i]), "hi": max(rank, len(present) - below[i]),
                   "tied": (min(i, best), max(i, best)) not in separated, "n_min": min(shared_n) if shared_n else 0}
     return out
+
+
+def not_above_chance(mean: float, level: float, lower_better: bool = False) -> bool:
+    """Whether a mean is not beyond its label-permutation baseline (False when either is missing)."""
+    if _nan(mean) or _nan(level):
+        return False
+    return bool(mean >= level if lower_better else mean <= level)
 
 
 def _nan(value: Any) -> bool:

@@ -36,7 +36,7 @@ class TrainSettings:
     lr: PositiveFloat = 1e-3
     weight_decay: NonNegativeFloat = 0.0
     optimizer: Literal["adam", "adamw"] = "adam"
-    lr_step: Count = 10  # halve (lr_gamma) every lr_step epochs, DESIGN.md's schedule; 0 = constant
+    lr_step: Count = 10  # halve (lr_gamma) every lr_step epochs, I-Con's ImageNet schedule; 0 = constant
     lr_gamma: PositiveFloat = 0.5
     views: PositiveInt = 1  # augmented views per sample, concatenated and sharing batch["index"]
     neighbors: Count = 0  # global-kNN neighbours drawn into the batch per anchor
