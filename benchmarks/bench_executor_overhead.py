@@ -21,11 +21,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from icon_bench.run.executors import LocalExecutor
-from icon_bench.run.ray_cluster import ray_session
-from icon_bench.run.ray_executor import RayExecutor
-from icon_bench.run.store import ResultsStore
-from icon_bench.run.suite_file import parse_suite
+from icon_bench.run.execution.executors import LocalExecutor
+from icon_bench.run.execution.ray_cluster import ray_session
+from icon_bench.run.execution.ray_executor import RayExecutor
+from icon_bench.run.execution.store import ResultsStore
+from icon_bench.run.suite.reader import parse_suite
 
 
 def noop_load(ds_spec: dict[str, Any]) -> dict[str, Any]:

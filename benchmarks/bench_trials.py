@@ -108,7 +108,7 @@ class Meter:
 
 def one_trial(name: str, spec: dict[str, Any], data: Any) -> list[Any]:
     """Run one trial with a Meter installed; its row of the table."""
-    from icon_bench.run.trial import run_trial
+    from icon_bench.run.execution.trial import run_trial
 
     meter = Meter()
     uninstall = meter.install()

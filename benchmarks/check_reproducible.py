@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from icon_bench.report.rows import load_rows, without_search
-    from icon_bench.run.trial import run_trial
+    from icon_bench.run.execution.trial import run_trial
 
     torch.set_num_threads(1)
     rows = without_search(load_rows(args.results))

@@ -17,10 +17,10 @@ from icon_bench.errors import IconBenchError, did_you_mean
 #: `icon-bench --help` and every `COMMAND --help` start in a fraction of a second.
 COMMAND_MODULES: tuple[str, ...] = (
     "icon_bench.hooks.listing",
-    "icon_bench.run.trial",
+    "icon_bench.run.execution.trial",
     "icon_bench.runner",
-    "icon_bench.run.store_repair",
-    "icon_bench.run.suite_doc",
+    "icon_bench.run.execution.store_repair",
+    "icon_bench.run.suite.doc",
     "icon_bench.report.commands",
     "icon_bench.report.references",
     "icon_bench.track.commands",

@@ -14,15 +14,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from icon_bench.errors import StoreError
-from icon_bench.run.interrupts import EXIT_INTERRUPTED, EXIT_TERMINATED, interrupted, stops_on_sigterm
-from icon_bench.run.limits import MAX_CELLS, limits_environment, memory_size
-from icon_bench.run.lock import RunLocked, holder, is_locked, results_lock
-from icon_bench.run.summary import print_failures, print_plan, print_store_failure, print_summary
+from icon_bench.run.execution.interrupts import EXIT_INTERRUPTED, EXIT_TERMINATED, interrupted, stops_on_sigterm
+from icon_bench.run.suite.limits import MAX_CELLS, limits_environment, memory_size
+from icon_bench.run.execution.lock import RunLocked, holder, is_locked, results_lock
+from icon_bench.run.execution.summary import print_failures, print_plan, print_store_failure, print_summary
 
 if TYPE_CHECKING:  # the run machinery (pydantic, numpy, ...) loads when a run starts, not for --help
-    from icon_bench.run.execution import LoadFn, RunSummary, TrialFn
-    from icon_bench.run.store import ResultsStore
-    from icon_bench.run.suite import Suite
+    from icon_bench.run.execution.base import LoadFn, RunSummary, TrialFn
+    from icon_bench.run.execution.store import ResultsStore
+    from icon_bench.run.suite.model import Suite
 
 __all__ = ["add_commands", "cmd_run", "print_failures", "print_summary", "run_suite"]
 
@@ -118,8 +118,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _plan() -> Any:
-    """run/plan.py, imported when a plan is made (it loads the store and the suite schema)."""
-    from icon_bench.run import plan
+    """run/execution/plan.py, imported when a plan is made (it loads the store and the suite schema)."""
+    from icon_bench.run.execution import plan
 
     return plan
 
@@ -199,10 +199,10 @@ def _run_suite(
     **executor_kwargs: Any,
 ) -> int:
     """What run_suite does, within its environment."""
-    from icon_bench.run.plan_check import check_run
-    from icon_bench.run.store import ResultsStore
-    from icon_bench.run.suite import Suite
-    from icon_bench.run.suite_file import load_suite
+    from icon_bench.run.suite.plan_check import check_run
+    from icon_bench.run.execution.store import ResultsStore
+    from icon_bench.run.suite.model import Suite
+    from icon_bench.run.suite.reader import load_suite
 
     out = out or sys.stdout
     if not isinstance(suite, Suite):
@@ -288,7 +288,7 @@ def _finish(
 
 
 def _report(store: ResultsStore, out: TextIO, report_dir: str | os.PathLike[str] | None) -> int:
-    from icon_bench.run.store import REPORT_DIR
+    from icon_bench.run.execution.store import REPORT_DIR
 
     # Beside the rows (results/ is not tracked): a user's run never rewrites the committed example
     # reports under reports/, which only `icon-bench report RESULTS -o reports/NAME` regenerates.
@@ -298,8 +298,8 @@ def _report(store: ResultsStore, out: TextIO, report_dir: str | os.PathLike[str]
 
 def _run_tuned(suite: Suite, store: ResultsStore, choose: Mapping[str, Any], out: TextIO, *, dry_run: bool, wait: bool,
                report: bool, report_dir: str | os.PathLike[str] | None, **run: Any) -> int:
-    """A suite with a `tune:` block (run/search.py): its search on val, then each selection once on test."""
-    from icon_bench.run.search import run_tuned
+    """A suite with a `tune:` block (run/tuning/search.py): its search on val, then each selection once on test."""
+    from icon_bench.run.tuning.search import run_tuned
 
     def summarise(summary: RunSummary) -> None:
         print_summary(suite, summary, store, out)
@@ -358,10 +358,10 @@ def _plan_and_run(
     if not plan.to_run:
         print(f"nothing to run: {plan.done} of {len(plan.specs)} cells done; rows in {store.path}", file=out)
         return None
-    from icon_bench.run.executors import make_executor
+    from icon_bench.run.execution.executors import make_executor
 
     if suite.fail_on_warnings:
-        from icon_bench.run.trial import fail_on_warnings
+        from icon_bench.run.execution.trial import fail_on_warnings
 
         trial_fn = functools.partial(fail_on_warnings, trial_fn)
     runner = make_executor(
@@ -384,7 +384,7 @@ def _plan_and_run(
 
 def _repair(store: ResultsStore, out: TextIO) -> None:
     """Under the lock, before planning: bad lines of the store move to its quarantine file, named here."""
-    from icon_bench.run.store_repair import describe_repair, repair
+    from icon_bench.run.execution.store_repair import describe_repair, repair
 
     problems = repair(store.directory)
     if problems:

@@ -15,7 +15,7 @@ import numpy as np
 
 from icon_bench.hooks.registry import Registry, load_registry, set_registry
 from icon_bench.hooks.specs import hookimpl
-from icon_bench.run.ids import config_id, trial_id
+from icon_bench.run.suite.ids import config_id, trial_id
 
 
 def _row(spec: dict[str, Any], metrics: dict[str, float], **extra: Any) -> dict[str, Any]:

@@ -13,7 +13,7 @@ import yaml
 
 from icon_bench import cli
 from icon_bench.errors import SuiteError
-from icon_bench.run.suite_file import load_suite
+from icon_bench.run.suite.reader import load_suite
 from icon_bench.runner import run_suite
 
 CORPUS = Path(__file__).resolve().parent / "bad_suites"

@@ -19,7 +19,7 @@ from icon_bench.report.commands import write_report
 from icon_bench.report.compare import paired_comparisons, verdict
 from icon_bench.report.rows import load_rows
 from icon_bench.report.stats import paired_test
-from icon_bench.run.suite import Suite
+from icon_bench.run.suite.model import Suite
 from icon_bench.runner import run_suite
 
 # Five seeds; the seed effect (shared by both configurations of a seed) is far larger than the gap.

@@ -11,7 +11,7 @@ from icon_bench.evaluation.health import NEAR_COLLAPSE, chance_levels, near_coll
 from icon_bench.evaluation.metrics import MethodOutput
 from icon_bench.report.build import aggregate
 from icon_bench.report.formatting import AT_CHANCE
-from icon_bench.run.tune import resolution, select
+from icon_bench.run.tuning.candidates import resolution, select
 
 
 def _labels(n: int = 2310, classes: int = 10) -> torch.Tensor:

@@ -13,10 +13,10 @@ from icon_bench.data.options import dataset_label
 from icon_bench.errors import SuiteError
 from icon_bench.report.build import aggregate, build_report
 from icon_bench.report.rows import load_rows, normalise_rows
-from icon_bench.run.execution import failed_row
-from icon_bench.run.store import ResultsStore
-from icon_bench.run.suite_file import parse_suite
-from icon_bench.run.trial import run_trial
+from icon_bench.run.execution.base import failed_row
+from icon_bench.run.execution.store import ResultsStore
+from icon_bench.run.suite.reader import parse_suite
+from icon_bench.run.execution.trial import run_trial
 
 
 def _file(folder: Path, seed: int) -> str:

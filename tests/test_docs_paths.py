@@ -31,14 +31,14 @@ def _cited() -> list[tuple[str, str]]:
 
 def _exists(cited: str, where: str) -> bool:
     citing = REPO / where.split(":")[0]
-    bases = [REPO, citing.parent, REPO / "icon_bench"]  # docs/architecture.md names modules as run/store.py
+    bases = [REPO, citing.parent, REPO / "icon_bench"]  # docs/architecture.md names modules as run/execution/store.py
     return any((base / cited).exists() or (base / (cited + ".md")).exists() for base in bases)
 
 
 def test_the_pattern_finds_the_kinds_of_citation_it_checks() -> None:
-    line = "see shared/data/README, DESIGN.md section 2, docs/suite.md and run/store.py; not results/x/y.md"
+    line = "see shared/data/README, DESIGN.md section 2, docs/suite.md and run/execution/store.py; not results/x/y.md"
     assert [m.group(1) for m in PATH.finditer(line)] == [
-        "shared/data/README", "DESIGN.md", "docs/suite.md", "run/store.py", "results/x/y.md"
+        "shared/data/README", "DESIGN.md", "docs/suite.md", "run/execution/store.py", "results/x/y.md"
     ]
 
 

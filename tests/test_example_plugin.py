@@ -78,10 +78,10 @@ def test_the_plugins_own_test_suite_passes() -> None:
 
 
 def _runner_available() -> bool:
-    return all(importlib.util.find_spec(m) is not None for m in ("icon_bench.runner", "icon_bench.run.trial"))
+    return all(importlib.util.find_spec(m) is not None for m in ("icon_bench.runner", "icon_bench.run.execution.trial"))
 
 
-@pytest.mark.skipif(not _runner_available(), reason="icon_bench.runner / icon_bench.run.trial not written yet")
+@pytest.mark.skipif(not _runner_available(), reason="icon_bench.runner / icon_bench.run.execution.trial not written yet")
 def test_suite_with_the_renyi_divergence_records_the_plugin_in_its_rows(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

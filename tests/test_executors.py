@@ -19,10 +19,10 @@ import torch
 from ray_trials import dying_trial, fake_load, fake_trial, gpu_trial
 
 from icon_bench.errors import IconBenchError
-from icon_bench.run.executors import LocalExecutor
-from icon_bench.run.ids import trial_id
-from icon_bench.run.ray_executor import RayExecutor
-from icon_bench.run.store import ResultsStore
+from icon_bench.run.execution.executors import LocalExecutor
+from icon_bench.run.suite.ids import trial_id
+from icon_bench.run.execution.ray_executor import RayExecutor
+from icon_bench.run.execution.store import ResultsStore
 
 
 def _specs(n: int, dataset: Any = "toy", **settings: Any) -> list[dict[str, Any]]:
@@ -88,7 +88,7 @@ def ray_cluster() -> Iterator[None]:
     ray = pytest.importorskip("ray")
     from ray import cloudpickle
 
-    from icon_bench.run.ray_cluster import ray_session
+    from icon_bench.run.execution.ray_cluster import ray_session
 
     # Workers cannot import tests/ray_trials.py by name: ship the module's functions by value.
     cloudpickle.register_pickle_by_value(ray_trials)
@@ -248,7 +248,7 @@ def test_ray_ctrl_c_cancels_unfinished_and_keeps_finished_rows(ray_cluster: None
 def test_local_trials_run_with_the_suites_cpus_as_torch_threads(tmp_path: Path) -> None:
     import torch
 
-    from icon_bench.run.executors import make_executor
+    from icon_bench.run.execution.executors import make_executor
 
     before = torch.get_num_threads()
     torch.set_num_threads(2)

@@ -22,7 +22,7 @@ from icon_bench import cli
 from icon_bench.errors import IconBenchError
 from icon_bench.report import html as html_writer
 from icon_bench.report.commands import EXIT_REPORT, write_report
-from icon_bench.run.store import ResultsStore
+from icon_bench.run.execution.store import ResultsStore
 from icon_bench.runner import EXIT_CODES, EXIT_FAILED, run_suite
 
 TESTS = Path(__file__).resolve().parent
@@ -240,7 +240,7 @@ def test_a_mistyped_option_gets_did_you_mean(tmp_path: Path, capsys: pytest.Capt
 
 
 def test_the_bar_label_fits_80_columns_with_the_fields_that_tell_trials_apart() -> None:
-    from icon_bench.run.labels import bar_label
+    from icon_bench.run.execution.labels import bar_label
 
     spec = {"method": "debiased_infonce_clustering", "seed": 3, "divergence": {"name": "alpha", "a": 0.5},
             "dataset": {"name": "arrays", "path": "/data/some/very/long/folder/mnist_embeddings_dino.npz", "pca": 50}}

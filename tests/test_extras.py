@@ -44,8 +44,8 @@ def test_present_modules_import() -> None:
 
 
 def test_tpe_without_optuna_names_the_tune_extra(monkeypatch: pytest.MonkeyPatch) -> None:
-    from icon_bench.run import tpe
-    from icon_bench.run.tune import parse_param
+    from icon_bench.run.tuning import tpe
+    from icon_bench.run.suite.tune_block import parse_param
 
     for name in ("optuna", "optuna.distributions"):
         monkeypatch.setitem(sys.modules, name, None)

@@ -171,7 +171,7 @@ def test_embed_resumes_after_a_kill(images: dict, tmp_path: Path) -> None:
 
 def test_features_dataset_feeds_the_graph_and_the_stored_views(images: dict, tmp_path: Path) -> None:
     from icon_bench.data.augment import StoredViews
-    from icon_bench.run.trial import run_trial
+    from icon_bench.run.execution.trial import run_trial
     from icon_bench.train.build import _make_augment
 
     out = _embed(images, tmp_path / "c", views=3)

@@ -20,10 +20,11 @@ import pytest
 from bad_arrays import DATA, deflate_bomb, forged_header, write_all
 from icon_bench import cli
 from icon_bench.errors import SuiteError
-from icon_bench.run.deadline import TrialTimeout, deadline
-from icon_bench.run.store import ResultsStore
-from icon_bench.run.suite_file import load_suite
-from icon_bench.run.tune import Tune, candidates
+from icon_bench.run.execution.deadline import TrialTimeout, deadline
+from icon_bench.run.execution.store import ResultsStore
+from icon_bench.run.suite.reader import load_suite
+from icon_bench.run.suite.tune_block import Tune
+from icon_bench.run.tuning.candidates import candidates
 from icon_bench.runner import run_suite
 
 TESTS = Path(__file__).resolve().parent
@@ -260,8 +261,8 @@ def test_a_hung_trial_times_out_and_the_sweep_goes_on(tmp_path: Path, fake_metho
 
 
 def test_the_timeout_key_and_flag(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from icon_bench.run.execution import trial_timeout
-    from icon_bench.run.limits import DEFAULT_TIMEOUT
+    from icon_bench.run.execution.base import trial_timeout
+    from icon_bench.run.suite.limits import DEFAULT_TIMEOUT
 
     assert trial_timeout() == DEFAULT_TIMEOUT  # nothing set: a day
     suite = _write(tmp_path, "name: s\ndatasets: [digits]\ngrid: {method: [kmeans]}\ntimeout: 2.5\n")

@@ -21,7 +21,7 @@ import pytest
 from ray_trials import fake_load, fake_trial, tune_load, tune_trial
 
 from icon_bench import cli
-from icon_bench.run.store import ResultsStore
+from icon_bench.run.execution.store import ResultsStore
 from icon_bench.runner import run_suite
 
 mlflow = pytest.importorskip("mlflow", reason="mlflow is not installed (pip install -e '.[test]' brings it)")
@@ -288,7 +288,7 @@ def test_a_tracker_that_fails_never_stops_the_sweep(tmp_path: Path, fake_method:
 def test_without_mlflow_a_track_block_and_export_name_the_extra(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                                capsys: pytest.CaptureFixture[str]) -> None:
     from icon_bench.errors import SuiteError
-    from icon_bench.run.suite_file import load_suite
+    from icon_bench.run.suite.reader import load_suite
 
     for name in ("mlflow", "mlflow.tracking"):
         monkeypatch.setitem(sys.modules, name, None)  # as if not installed

@@ -15,8 +15,8 @@ from icon_bench.data import graph as graph_mod
 from icon_bench.data.load import load_dataset
 from icon_bench.report.build import aggregate, build_report
 from icon_bench.report.commands import write_report
-from icon_bench.run.plan import seed_independent
-from icon_bench.run.trial import run_trial
+from icon_bench.run.execution.plan import seed_independent
+from icon_bench.run.execution.trial import run_trial
 from icon_bench.runner import run_suite
 from icon_bench.train.recipes import get_recipe
 

@@ -14,8 +14,8 @@ from icon_bench.data.load import load_dataset
 from icon_bench.data.splits import val_indices
 from icon_bench.errors import DataError, SuiteError
 from icon_bench.evaluation.metrics import hungarian_accuracy
-from icon_bench.run.ids import config_id, normalize_spec, trial_id
-from icon_bench.run.trial import run_trial
+from icon_bench.run.suite.ids import config_id, normalize_spec, trial_id
+from icon_bench.run.execution.trial import run_trial
 
 
 @pytest.fixture

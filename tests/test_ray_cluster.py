@@ -19,7 +19,7 @@ import pytest
 from ray_procs import descendants, kill_scoped, listening
 
 from icon_bench.errors import ClusterError
-from icon_bench.run.ray_cluster import LOOPBACK_ENV, _is_auth_error, check_address, ray_session, split_address
+from icon_bench.run.execution.ray_cluster import LOOPBACK_ENV, _is_auth_error, check_address, ray_session, split_address
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_SUITE = "name: tiny\ndatasets: [iris]\nseeds: [0]\ngrid:\n  method: [kmeans]\nexecutor: ray\n"

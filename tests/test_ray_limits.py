@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 from ray_procs import descendants
 
-from icon_bench.run.ids import trial_id
-from icon_bench.run.store import ResultsStore
-from icon_bench.run.suite_file import load_suite
+from icon_bench.run.suite.ids import trial_id
+from icon_bench.run.execution.store import ResultsStore
+from icon_bench.run.suite.reader import load_suite
 
 pytest.importorskip("ray")
 pytestmark = pytest.mark.slow

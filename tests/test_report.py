@@ -308,7 +308,7 @@ def test_the_header_names_the_processor_the_rows_ran_on(tmp_path: Path) -> None:
 
 
 def test_a_row_records_the_processor() -> None:
-    from icon_bench.run.environment import versions
+    from icon_bench.run.execution.environment import versions
 
     info = versions()
     assert isinstance(info["cpu"], str) and info["cpu"]

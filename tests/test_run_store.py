@@ -18,9 +18,9 @@ import pytest
 from ray_trials import fake_load, fake_trial
 
 from icon_bench import cli
-from icon_bench.run.ids import trial_id
-from icon_bench.run.store import ResultsStore
-from icon_bench.run.suite_file import load_suite
+from icon_bench.run.suite.ids import trial_id
+from icon_bench.run.execution.store import ResultsStore
+from icon_bench.run.suite.reader import load_suite
 from icon_bench.runner import EXIT_LOCKED, EXIT_STORE, run_suite
 
 TESTS = Path(__file__).resolve().parent

@@ -20,9 +20,9 @@ from ray_trials import fake_load, fake_trial, kill_after_rows
 from icon_bench import cli
 from icon_bench.errors import SuiteError
 from icon_bench.hooks.registry import set_registry
-from icon_bench.run.ids import trial_id
-from icon_bench.run.store import ResultsStore
-from icon_bench.run.suite_file import load_suite
+from icon_bench.run.suite.ids import trial_id
+from icon_bench.run.execution.store import ResultsStore
+from icon_bench.run.suite.reader import load_suite
 from icon_bench.runner import run_suite
 
 TESTS = Path(__file__).resolve().parent
@@ -207,7 +207,7 @@ def test_interrupted_run_exits_130_and_keeps_rows(tmp_path: Path, fake_method: N
 
 
 def test_cells_done_under_other_recipe_defaults_run_again(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from icon_bench.run.trial import recipe_of
+    from icon_bench.run.execution.trial import recipe_of
 
     path = _suite(tmp_path, PLAN_SUITE)
     results = tmp_path / "res"
@@ -369,7 +369,7 @@ def test_search_rows_of_a_tuned_suite_are_not_listed_as_failures(tmp_path: Path)
 
 
 def test_a_failure_without_a_traceback_says_so(tmp_path: Path) -> None:
-    from icon_bench.run.execution import failed_row
+    from icon_bench.run.execution.base import failed_row
     from icon_bench.runner import print_failures
 
     store = ResultsStore(tmp_path)

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from icon_bench.run.store import ResultsStore, StoreWarning
+from icon_bench.run.execution.store import ResultsStore, StoreWarning
 
 
 def _row(tid: str, status: str = "ok", **extra: object) -> dict:

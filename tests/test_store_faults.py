@@ -18,9 +18,9 @@ from test_run_store import _suite
 
 from icon_bench import cli
 from icon_bench.report.rows import load_rows, normalise_rows
-from icon_bench.run.store import QUARANTINE_FILE, ResultsStore, StoreWarning, read_rows
-from icon_bench.run.store_lines import CHECKSUM_KEY, checksum
-from icon_bench.run.store_repair import merge, repair
+from icon_bench.run.execution.store import QUARANTINE_FILE, ResultsStore, StoreWarning, read_rows
+from icon_bench.run.execution.store_lines import CHECKSUM_KEY, checksum
+from icon_bench.run.execution.store_repair import merge, repair
 from icon_bench.runner import EXIT_STORE, run_suite
 
 pytestmark = pytest.mark.usefixtures("fake_method")  # every test here runs method "fake"
@@ -281,8 +281,8 @@ def test_a_force_run_replaces_finished_rows_and_records_it(tmp_path: Path) -> No
 
 
 def test_a_cell_whose_recipe_changed_reruns_and_its_new_row_counts(tmp_path: Path) -> None:
-    from icon_bench.run.suite_file import load_suite
-    from icon_bench.run.trial import recipe_of
+    from icon_bench.run.suite.reader import load_suite
+    from icon_bench.run.execution.trial import recipe_of
 
     path, results = _suite(tmp_path, "name: st\ndatasets: [digits]\ngrid:\n  method: [pmi]\n  seed: [0]\n"), tmp_path / "res"
     [spec] = load_suite(path).trials()

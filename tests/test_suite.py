@@ -10,9 +10,9 @@ import pytest
 
 from icon_bench.errors import SuiteError
 from icon_bench.hooks.registry import Registry, get_registry, set_registry
-from icon_bench.run.ids import config_id, trial_id
-from icon_bench.run.suite import resolve_dataset_paths
-from icon_bench.run.suite_file import load_suite, parse_suite
+from icon_bench.run.suite.ids import config_id, trial_id
+from icon_bench.run.suite.model import resolve_dataset_paths
+from icon_bench.run.suite.reader import load_suite, parse_suite
 
 REPO = Path(__file__).resolve().parents[1]
 

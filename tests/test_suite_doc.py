@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from icon_bench import cli
-from icon_bench.run.suite import Resources, Suite
-from icon_bench.run.suite_doc import MISTAKES, mistake_message, render
+from icon_bench.run.suite.model import Resources, Suite
+from icon_bench.run.suite.doc import MISTAKES, mistake_message, render
 from icon_bench.train.recipe import setting_types
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "suite.md"

@@ -10,7 +10,7 @@ import torch
 
 from icon_bench.cli import main
 from icon_bench.errors import TrialError, UnknownNameError
-from icon_bench.run.trial import config_id, normalize_spec, parse_set, recipe_of, run_trial, trial_id
+from icon_bench.run.execution.trial import config_id, normalize_spec, parse_set, recipe_of, run_trial, trial_id
 
 TINY = {"name": "blobs", "n_samples": 120, "n_features": 4, "centers": 3, "seed": 0}
 

@@ -16,9 +16,10 @@ import ray_trials
 from ray_trials import kill_after_rows, split_target, tune_load, tune_trial
 
 from icon_bench.errors import SuiteError
-from icon_bench.run.store import ResultsStore
-from icon_bench.run.suite_file import load_suite, parse_suite
-from icon_bench.run.tune import Asha, Scheduler, candidates, milestones, rungs
+from icon_bench.run.execution.store import ResultsStore
+from icon_bench.run.suite.reader import load_suite, parse_suite
+from icon_bench.run.suite.tune_block import Scheduler
+from icon_bench.run.tuning.candidates import Asha, candidates, milestones, rungs
 from icon_bench.runner import run_suite
 
 TESTS = Path(__file__).resolve().parent
@@ -268,7 +269,7 @@ def ray_cluster():
     ray = pytest.importorskip("ray")
     from ray import cloudpickle
 
-    from icon_bench.run.ray_cluster import ray_session
+    from icon_bench.run.execution.ray_cluster import ray_session
 
     cloudpickle.register_pickle_by_value(ray_trials)  # workers cannot import tests/ray_trials.py by name
     try:

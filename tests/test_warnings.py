@@ -17,8 +17,8 @@ from ray_trials import fake_load, fake_trial
 from icon_bench.evaluation.health import LOSS_RISE_MARGIN, collapse_warnings, loss_warnings
 from icon_bench.evaluation.metrics import MethodOutput
 from icon_bench.report.commands import write_report
-from icon_bench.run.store import ResultsStore
-from icon_bench.run.trial import run_trial
+from icon_bench.run.execution.store import ResultsStore
+from icon_bench.run.execution.trial import run_trial
 from icon_bench.runner import run_suite
 
 _spec = importlib.util.spec_from_file_location(

@@ -17,7 +17,7 @@ __all__ = ["MEMORY_ENV", "ArrayHeader", "check_array_bytes", "machine_memory", "
 
 #: The memory a trial may use, in bytes, when a run raised or lowered it (`icon-bench run --max-memory`):
 #: set in the environment so that the loaders in this process and in the Ray workers it starts see it.
-MEMORY_ENV = "ICON_BENCH_MAX_MEMORY"  # also named in run/limits.py, which sets it
+MEMORY_ENV = "ICON_BENCH_MAX_MEMORY"  # also named in run/suite/limits.py, which sets it
 
 
 @dataclass(frozen=True)

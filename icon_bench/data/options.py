@@ -31,7 +31,7 @@ COMMON_OPTIONS: dict[str, Any] = {
     "label": None,
 }
 
-#: Their types and ranges, checked when a suite is loaded (run/spec_check.py). A subset caps rows:
+#: Their types and ranges, checked when a suite is loaded (run/suite/spec_check.py). A subset caps rows:
 #: beyond 2**31 it can only be a slip (1e12 is not a row count any data set here reaches).
 COMMON_OPTION_TYPES: dict[str, Any] = {
     "subset": Annotated[int, Field(ge=1, le=2**31 - 1)] | None,

@@ -26,7 +26,7 @@ def _constraints(extras: Iterable[Any]) -> str:
 def type_text(annotation: Any) -> str:
     """A declared type as a reader writes it: `int >= 0 | null`, `'adam' | 'adamw'`, `list of string`.
 
-    Shared by docs/suite.md (run/suite_doc.py) and the method defaults `icon-bench plugins` shows
+    Shared by docs/suite.md (run/suite/doc.py) and the method defaults `icon-bench plugins` shows
     (train/recipe.py, train/baselines.py).
     """
     origin, args = typing.get_origin(annotation), typing.get_args(annotation)

@@ -166,7 +166,7 @@ def previous_baseline(report_dir: Path) -> str | None:
 def cmd_report(args: argparse.Namespace) -> int:
     """Handler of `icon-bench report`."""
     from icon_bench.report.rows import results_file  # pandas: only when a report is made
-    from icon_bench.run.store import REPORT_DIR
+    from icon_bench.run.execution.store import REPORT_DIR
 
     # Beside the rows by default (results folders are not tracked): only an explicit -o rewrites a
     # committed report such as reports/quickstart.

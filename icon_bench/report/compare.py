@@ -39,7 +39,7 @@ from icon_bench.report.stats import (
     paired_test,
     seeds_needed,
 )
-from icon_bench.run.labels import component_label
+from icon_bench.run.execution.labels import component_label
 
 __all__ = ["CORRECTION_NOTE", "HEADERS", "NOTE", "PLAN_HEADERS", "cmd_compare", "family_lines", "paired_comparisons", "parse_baseline",
            "verdict"]

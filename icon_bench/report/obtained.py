@@ -24,7 +24,7 @@ def _tuning_lines(report: Report) -> list[tuple[str, str]]:
 
 
 def _resolution_lines(report: Report) -> list[tuple[str, str]]:
-    """A caveat when the val split could not tell the selected candidate from others (run/tune.py:resolution)."""
+    """A caveat when the val split could not tell the selected candidate from others (run/tuning/candidates.py:resolution)."""
     finals = [t for t in report.rows.get("tune", []) if isinstance(t, Mapping) and t.get("role") == "final"
               and not t.get("untuned")]
     unresolved = [t["unresolved"] for t in finals if isinstance(t.get("unresolved"), Mapping)]

@@ -28,7 +28,7 @@ from icon_bench.report.rows import (
     flatten_spec,
 )
 from icon_bench.report.stats import not_above_chance
-from icon_bench.run.labels import component_label
+from icon_bench.run.execution.labels import component_label
 
 __all__ = ["TABLE_KEYS", "Config", "configuration", "configurations", "divergence_text", "key_value", "label_all",
            "pick_baseline"]

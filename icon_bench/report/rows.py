@@ -20,7 +20,7 @@ from icon_bench.report.model import (
     LOWER_IS_BETTER_PARTS,
     METRIC_PREFIX,
 )
-from icon_bench.run.labels import component_label
+from icon_bench.run.execution.labels import component_label
 
 #: Columns of each metric's label-permutation baseline (a row's ``chance``, evaluation/health.py).
 CHANCE_PREFIX = "chance."
@@ -49,7 +49,7 @@ def load_rows(results: str | Path) -> pd.DataFrame:
     torn, non-UTF-8 and wrong-schema lines skipped with a warning, one row per trial); a report's
     results.parquet (or results.json) is read as written.
     """
-    from icon_bench.run.store import read_rows
+    from icon_bench.run.execution.store import read_rows
 
     path = results_file(results)
     if path.suffix.lower() == ".parquet":

@@ -29,7 +29,7 @@ def export_mlflow(
 
     from icon_bench.errors import DataError
     from icon_bench.report.rows import results_file
-    from icon_bench.run.store import ResultsStore
+    from icon_bench.run.execution.store import ResultsStore
     from icon_bench.track.mlflow_log import MlflowLog
 
     out = out or sys.stdout

@@ -10,10 +10,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-from icon_bench.run.store import ResultsStore
+from icon_bench.run.execution.store import ResultsStore
 
 if TYPE_CHECKING:
-    from icon_bench.run.suite import Suite
+    from icon_bench.run.suite.model import Suite
     from icon_bench.track.mlflow_log import MlflowLog
 
 __all__ = ["TrackedStore", "tracked_store"]

@@ -20,7 +20,7 @@ Augment = Callable[[Tensor, torch.Generator], Tensor]
 
 
 #: Value types with their ranges, shared by the settings below and the method options (train/recipe.py):
-#: pydantic reads the bounds, so a suite is checked against them when it is loaded (run/spec_check.py).
+#: pydantic reads the bounds, so a suite is checked against them when it is loaded (run/suite/spec_check.py).
 Count = Annotated[int, Field(ge=0)]
 PositiveInt = Annotated[int, Field(ge=1)]
 PositiveFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]

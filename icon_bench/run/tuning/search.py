@@ -7,11 +7,11 @@ import functools
 from collections.abc import Callable
 from typing import Any, TextIO
 
-from icon_bench.run.execution import LoadFn, RunSummary, TrialFn
-from icon_bench.run.ray_tune import run_search_ray, run_tpe_ray
-from icon_bench.run.store import ResultsStore
-from icon_bench.run.tpe import run_tpe_local
-from icon_bench.run.tuning import TunePlan, metric_higher, run_search_local
+from icon_bench.run.execution.base import LoadFn, RunSummary, TrialFn
+from icon_bench.run.tuning.ray_tune import run_search_ray, run_tpe_ray
+from icon_bench.run.execution.store import ResultsStore
+from icon_bench.run.tuning.tpe import run_tpe_local
+from icon_bench.run.tuning.plan import TunePlan, metric_higher, run_search_local
 
 __all__ = ["TunedRun", "run_search", "run_tuned"]
 
@@ -81,8 +81,8 @@ def run_tuned(
     a --limit that left search trials for later.
     Reason: the two phases and what ends each read best in order; each step is a call into tuning.py.
     """
-    from icon_bench.run.executors import make_executor
-    from icon_bench.run.tuning import FinalTrial, finals, plan_tuning
+    from icon_bench.run.execution.executors import make_executor
+    from icon_bench.run.tuning.plan import FinalTrial, finals, plan_tuning
 
     plan = plan_tuning(suite, store, force=force, retry_failed=retry_failed)
     todo = plan.n_to_search
@@ -91,7 +91,7 @@ def run_tuned(
     if dry_run:
         return TunedRun(finished=False)
     if suite.fail_on_warnings:
-        from icon_bench.run.trial import fail_on_warnings
+        from icon_bench.run.execution.trial import fail_on_warnings
 
         trial_fn = functools.partial(fail_on_warnings, trial_fn)
     runner = make_executor(kind, address=address, cpus=suite.resources.cpus, gpus=suite.resources.gpus,

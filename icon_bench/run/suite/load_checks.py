@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from icon_bench.run.spec_check import KEY_ONLY, Problems, SpecChecker, _cell_value_problem
-from icon_bench.run.suite import _axis_target
-from icon_bench.run.suite import Suite
-from icon_bench.run.yaml_lines import Loc
+from icon_bench.run.suite.spec_check import KEY_ONLY, Problems, SpecChecker, _cell_value_problem
+from icon_bench.run.suite.model import _axis_target
+from icon_bench.run.suite.model import Suite
+from icon_bench.run.suite.yaml_lines import Loc
 
 __all__ = ["check_evaluate", "check_tune_space", "check_tuned_data", "dataset_entries", "produced_fields"]
 

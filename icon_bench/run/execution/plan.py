@@ -7,9 +7,9 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from icon_bench.errors import IconBenchError
-from icon_bench.run.ids import trial_id
-from icon_bench.run.store import ResultsStore
-from icon_bench.run.suite import Suite
+from icon_bench.run.suite.ids import trial_id
+from icon_bench.run.execution.store import ResultsStore
+from icon_bench.run.suite.model import Suite
 
 __all__ = ["Plan", "make_plan", "one_cell_per_configuration", "one_seed_note", "seed_independent", "stale_note"]
 
@@ -65,7 +65,7 @@ def one_cell_per_configuration(
     its result, e.g. t-SNE) keeps only its first seed. Returns the cells and, per kept cell's
     trial_id, the other seeds it stands for; the row records seed_independent and the report n = 1.
     """
-    from icon_bench.run.ids import config_id
+    from icon_bench.run.suite.ids import config_id
 
     kept: list[dict[str, Any]] = []
     first: dict[str, str] = {}  # config_id -> trial_id of the cell that runs
@@ -95,7 +95,7 @@ def _stale_cells(
     plugin) changes a default, the stored number no longer measures the configuration its label
     names, so the cell runs again. Rows that recorded no recipe are trusted.
     """
-    from icon_bench.run.trial import recipe_of
+    from icon_bench.run.execution.trial import recipe_of
 
     stale: dict[str, str] = {}
     for spec, tid in zip(specs, ids):

@@ -6,11 +6,11 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from icon_bench.errors import SuiteError, did_you_mean, invalid_value
-from icon_bench.run.suite import Resources, Suite
-from icon_bench.run.synonyms import SYNONYMS
-from icon_bench.run.tracking import MlflowTrack, Track
-from icon_bench.run.tune import Scheduler, Tune
-from icon_bench.run.yaml_lines import Loc
+from icon_bench.run.suite.model import Resources, Suite
+from icon_bench.run.suite.synonyms import SYNONYMS
+from icon_bench.run.suite.tracking import MlflowTrack, Track
+from icon_bench.run.suite.tune_block import Scheduler, Tune
+from icon_bench.run.suite.yaml_lines import Loc
 
 _SYNONYM_SCOPE: dict[Loc, str] = {(): "top level", ("resources",): "resources"}
 

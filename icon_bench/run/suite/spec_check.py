@@ -1,6 +1,6 @@
 """Checking a trial spec's settings and component parameters against what the components declare, without data.
 
-A suite is checked with this when it is loaded (run/suite_file.py), so a wrong key or value is one
+A suite is checked with this when it is loaded (run/suite/reader.py), so a wrong key or value is one
 file:line: key error before anything runs, not the same TypeError in every cell. What is declared:
 a learned method's trainer settings and options (train/trainer.py, train/recipe.py) and a
 baseline's parameters (types with ranges); a kernel's, model's, divergence's and dataset's
@@ -19,9 +19,9 @@ from pydantic import TypeAdapter, ValidationError
 
 from icon_bench.errors import IconBenchError, did_you_mean, invalid_value
 from icon_bench.hooks.registry import Component, get_registry, split_spec
-from icon_bench.run.suite import AXES, MAX_CELLS, Suite, _axis_target
-from icon_bench.run.synonyms import SETTING_SYNONYMS
-from icon_bench.run.yaml_lines import Loc
+from icon_bench.run.suite.model import AXES, MAX_CELLS, Suite, _axis_target
+from icon_bench.run.suite.synonyms import SETTING_SYNONYMS
+from icon_bench.run.suite.yaml_lines import Loc
 
 __all__ = ["KEY_ONLY", "Problems", "SpecChecker", "check_cells", "check_type"]
 

@@ -1,6 +1,6 @@
 """Search trials on Ray Tune: one Tune trial per search trial, ASHA when the suite asks, rows stored as they finish.
 
-The candidates are drawn up front (run/tune.py), so Ray Tune runs the same search trials as the
+The candidates are drawn up front (run/tuning/candidates.py), so Ray Tune runs the same search trials as the
 local executor; its grid over candidate indices keeps that order. A driver-side callback appends
 each finished trial's row to the results store at once, so a killed run keeps every finished
 search trial. With ASHA, one Tuner per configuration and seed: the rule compares a trial only with
@@ -17,7 +17,7 @@ import tempfile
 from collections.abc import Sequence
 from typing import Any
 
-from icon_bench.run.execution import (
+from icon_bench.run.execution.base import (
     LoadFn,
     RunSummary,
     TrialFn,
@@ -27,13 +27,14 @@ from icon_bench.run.execution import (
     run_one,
     threads_for,
 )
-from icon_bench.run.interrupts import reclaim_sigterm
-from icon_bench.run.ray_cluster import ray_session
-from icon_bench.run.ray_executor import RayExecutor, _import_trial_stack, _ray_load
-from icon_bench.run.progress import Progress
-from icon_bench.run.store import ResultsStore
-from icon_bench.run.tune import Tune, higher_is_better, row_value
-from icon_bench.run.tuning import SEARCH, SearchItem, search_run
+from icon_bench.run.execution.interrupts import reclaim_sigterm
+from icon_bench.run.execution.ray_cluster import ray_session
+from icon_bench.run.execution.ray_executor import RayExecutor, _import_trial_stack, _ray_load
+from icon_bench.run.execution.progress import Progress
+from icon_bench.run.execution.store import ResultsStore
+from icon_bench.run.suite.tune_block import Tune
+from icon_bench.run.tuning.candidates import higher_is_better, row_value
+from icon_bench.run.tuning.plan import SEARCH, SearchItem, search_run
 
 __all__ = ["run_search_ray"]
 
@@ -70,8 +71,8 @@ def _trainable(config: dict[str, Any], items: Any, refs: dict[str, Any], trial_f
 
 def _tpe_item(config: dict[str, Any], context: Any) -> SearchItem:
     """A TPE trial's item from the values Optuna suggested; its index is set on the driver (trial order)."""
-    from icon_bench.run.tpe import values_of
-    from icon_bench.run.tuning import item_for
+    from icon_bench.run.tuning.tpe import values_of
+    from icon_bench.run.tuning.plan import item_for
 
     conf, tune_block, epochs, data_key = context
     item = item_for(conf, -1, values_of(config, tune_block), tune_block, epochs)
@@ -248,7 +249,7 @@ def run_tpe_ray(
     require("optuna", "tpe")  # Ray's OptunaSearch needs it; say which extra brings it
     from ray.tune.search.optuna import OptunaSearch
 
-    from icon_bench.run.tpe import distributions, replay
+    from icon_bench.run.tuning.tpe import distributions, replay
 
     executor = executor or RayExecutor(progress=progress)
     total = sum(tune.budget - len(rows) for _, rows, _ in pending)

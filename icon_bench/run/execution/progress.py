@@ -8,7 +8,7 @@ import threading
 from collections.abc import Mapping
 from typing import Any, TextIO
 
-from icon_bench.run.labels import bar_label, first_line, trial_label, tune_label
+from icon_bench.run.execution.labels import bar_label, first_line, trial_label, tune_label
 from icon_bench.terminal import bar_size
 
 __all__ = ["OK_STATUSES", "Progress"]

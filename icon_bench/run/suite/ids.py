@@ -15,7 +15,7 @@ __all__ = ["canonical_json", "config_id", "normalize_spec", "trial_id"]
 
 
 # ---------------------------------------------------------------------------------------------
-# Trial ids (the contract in docs/architecture.md; run/trial.py re-exports these)
+# Trial ids (the contract in docs/architecture.md; run/execution/trial.py re-exports these)
 # ---------------------------------------------------------------------------------------------
 def normalize_spec(spec: Mapping[str, Any]) -> dict[str, Any]:
     """The full, normalised form of a trial spec: every key present, names in one spelling.

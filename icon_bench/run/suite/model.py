@@ -13,11 +13,11 @@ from typing import Any, Literal
 
 from pydantic import ConfigDict, Field, PrivateAttr, field_validator
 
-from icon_bench.run.ids import canonical_json, normalize_spec, trial_id
-from icon_bench.run.limits import DEFAULT_TIMEOUT, MAX_CELLS
-from icon_bench.run.tracking import Track
-from icon_bench.run.tune import NumbersNotBooleans, Tune
-from icon_bench.run.yaml_lines import Loc
+from icon_bench.run.suite.ids import canonical_json, normalize_spec, trial_id
+from icon_bench.run.suite.limits import DEFAULT_TIMEOUT, MAX_CELLS
+from icon_bench.run.suite.tracking import Track
+from icon_bench.run.suite.tune_block import NumbersNotBooleans, Tune
+from icon_bench.run.suite.yaml_lines import Loc
 
 __all__ = ["AXES", "MAX_CELLS", "Resources", "Suite", "resolve_dataset_paths"]
 
@@ -56,9 +56,9 @@ def resolve_dataset_paths(dataset: Mapping[str, Any], base: str | os.PathLike[st
 
 
 # ---------------------------------------------------------------------------------------------
-# Schema (docs/suite.md is generated from these fields: run/suite_doc.py)
+# Schema (docs/suite.md is generated from these fields: run/suite/doc.py)
 # ---------------------------------------------------------------------------------------------
-# MAX_CELLS (run/limits.py, re-exported here) bounds the cells a suite may expand to.
+# MAX_CELLS (run/suite/limits.py, re-exported here) bounds the cells a suite may expand to.
 
 
 class Resources(NumbersNotBooleans):

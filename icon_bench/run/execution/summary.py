@@ -10,9 +10,9 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from tabulate import tabulate
 
-from icon_bench.run.ids import trial_id
-from icon_bench.run.progress import OK_STATUSES
-from icon_bench.run.labels import (
+from icon_bench.run.suite.ids import trial_id
+from icon_bench.run.execution.progress import OK_STATUSES
+from icon_bench.run.execution.labels import (
     component_label,
     divergence_label,
     first_line,
@@ -21,10 +21,10 @@ from icon_bench.run.labels import (
 )
 
 if TYPE_CHECKING:
-    from icon_bench.run.execution import RunSummary
-    from icon_bench.run.plan import Plan
-    from icon_bench.run.store import ResultsStore
-    from icon_bench.run.suite import Suite
+    from icon_bench.run.execution.base import RunSummary
+    from icon_bench.run.execution.plan import Plan
+    from icon_bench.run.execution.store import ResultsStore
+    from icon_bench.run.suite.model import Suite
 
 __all__ = ["print_failures", "print_plan", "print_store_failure", "print_summary"]
 
@@ -47,11 +47,11 @@ def print_plan(suite: Suite, plan: Plan, out: TextIO) -> None:
     rows = [[m, d, *c] for (m, d), c in table.items()]
     rows.append(["total", "", len(plan.specs), plan.done, plan.failed, len(plan.to_run)])
     if plan.stale:
-        from icon_bench.run.plan import stale_note
+        from icon_bench.run.execution.plan import stale_note
 
         print(stale_note(plan), file=out)
     if plan.one_seed:
-        from icon_bench.run.plan import one_seed_note
+        from icon_bench.run.execution.plan import one_seed_note
 
         print(one_seed_note(plan), file=out)
     print(

@@ -10,7 +10,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TextIO
 
 from icon_bench.errors import IconBenchError
-from icon_bench.run.execution import (
+from icon_bench.run.execution.base import (
     LoadFn,
     RunSummary,
     TrialFn,
@@ -24,10 +24,10 @@ from icon_bench.run.execution import (
     timeout_row,
     trial_timeout,
 )
-from icon_bench.run.interrupts import reclaim_sigterm
-from icon_bench.run.progress import Progress
-from icon_bench.run.ray_cluster import ray_session
-from icon_bench.run.store import ResultsStore
+from icon_bench.run.execution.interrupts import reclaim_sigterm
+from icon_bench.run.execution.progress import Progress
+from icon_bench.run.execution.ray_cluster import ray_session
+from icon_bench.run.execution.store import ResultsStore
 
 __all__ = ["RayExecutor"]
 
@@ -54,7 +54,7 @@ def _import_trial_stack(attempts: int = 3) -> None:
 
             import icon_bench.data.load  # noqa: F401
             import icon_bench.evaluation.evaluator  # noqa: F401
-            import icon_bench.run.trial  # noqa: F401
+            import icon_bench.run.execution.trial  # noqa: F401
             import icon_bench.train.learn  # noqa: F401
 
             return
@@ -101,7 +101,7 @@ def _cancel(refs: Sequence[Any], force: bool = False) -> None:
 
 
 class _Overdue:
-    """Trials past their time limit plus a grace period, as the driver sees them (a backstop to run/deadline.py).
+    """Trials past their time limit plus a grace period, as the driver sees them (a backstop to run/execution/deadline.py).
 
     Ray starts tasks in submission order, so a task is taken to start when it is among the first
     `capacity` unfinished ones; the grace covers that guess and a worker's start.
@@ -122,7 +122,7 @@ class _Overdue:
     def stop(self, pending: list[Any], by_ref: dict[Any, Mapping[str, Any]], record: Callable[[dict[str, Any]], None]) -> None:
         """Kill the overdue trials' workers, take them out of `pending` and record them as timed out.
 
-        Past its limit plus the grace, a trial is stuck in a C call its own deadline (run/deadline.py)
+        Past its limit plus the grace, a trial is stuck in a C call its own deadline (run/execution/deadline.py)
         cannot break.
         """
         message = (f"timed out after {self.timeout:g} s and did not stop within {self.GRACE_S:g} s more; "

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from icon_bench import extras
-from icon_bench.run.execution import (
+from icon_bench.run.execution.base import (
     LoadFn,
     RunSummary,
     TrialFn,
@@ -24,9 +24,10 @@ from icon_bench.run.execution import (
     _record,
     failed_row,
 )
-from icon_bench.run.store import ResultsStore
-from icon_bench.run.tune import Param, Tune, row_value
-from icon_bench.run.tuning import SEARCH, Configuration, _run_rungs, item_for, load_or_error, search_run
+from icon_bench.run.execution.store import ResultsStore
+from icon_bench.run.suite.tune_block import Param, Tune
+from icon_bench.run.tuning.candidates import row_value
+from icon_bench.run.tuning.plan import SEARCH, Configuration, _run_rungs, item_for, load_or_error, search_run
 
 __all__ = ["available", "distributions", "replay", "run_tpe_local"]
 

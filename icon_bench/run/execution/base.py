@@ -15,11 +15,11 @@ from typing import Any, Protocol
 
 from icon_bench.data.options import dataset_label
 from icon_bench.errors import StoreError
-from icon_bench.run.deadline import TIMEOUT_STATUS, TrialTimeout, deadline
-from icon_bench.run.ids import canonical_json, config_id, trial_id
-from icon_bench.run.progress import OK_STATUSES, Progress
-from icon_bench.run.store import ResultsStore
-from icon_bench.run.suite import resolve_dataset_paths
+from icon_bench.run.execution.deadline import TIMEOUT_STATUS, TrialTimeout, deadline
+from icon_bench.run.suite.ids import canonical_json, config_id, trial_id
+from icon_bench.run.execution.progress import OK_STATUSES, Progress
+from icon_bench.run.execution.store import ResultsStore
+from icon_bench.run.suite.model import resolve_dataset_paths
 
 __all__ = ["TIMEOUT_ENV", "Executor", "RunSummary", "failed_row", "run_one", "timeout_row", "trial_timeout"]
 
@@ -72,7 +72,7 @@ def _now() -> str:
 
 
 def _default_trial_fn() -> TrialFn:
-    from icon_bench.run.trial import run_trial  # lazy: the trial stack pulls in torch
+    from icon_bench.run.execution.trial import run_trial  # lazy: the trial stack pulls in torch
 
     return run_trial
 
@@ -89,7 +89,7 @@ def _name(value: Any) -> Any:
 
 def failed_row(spec: Mapping[str, Any], error: str, tb: str | None = None, started_at: str | None = None) -> dict[str, Any]:
     """A result row for a trial that did not produce one of its own (it raised, its worker died, ...)."""
-    from icon_bench.run.trial import protocol_of  # lazy: the trial stack pulls in torch
+    from icon_bench.run.execution.trial import protocol_of  # lazy: the trial stack pulls in torch
 
     spec = dict(spec)
     return {
@@ -117,12 +117,12 @@ def failed_row(spec: Mapping[str, Any], error: str, tb: str | None = None, start
 #: The time limit of this run's trials in seconds (`icon-bench run` sets it from --timeout or the
 #: suite's `timeout:`): read where a trial runs, so the search paths and the Ray workers of a cluster
 #: this run started (which inherit its environment) apply it without passing it along.
-TIMEOUT_ENV = "ICON_BENCH_TIMEOUT"  # also named in run/limits.py, which sets it
+TIMEOUT_ENV = "ICON_BENCH_TIMEOUT"  # also named in run/suite/limits.py, which sets it
 
 
 def trial_timeout() -> float:
     """Seconds a trial may run: $ICON_BENCH_TIMEOUT, else DEFAULT_TIMEOUT (a day)."""
-    from icon_bench.run.limits import DEFAULT_TIMEOUT
+    from icon_bench.run.suite.limits import DEFAULT_TIMEOUT
 
     try:
         value = float(os.environ.get(TIMEOUT_ENV, ""))
@@ -168,7 +168,7 @@ def run_one(
 ) -> dict[str, Any]:
     """Run one trial; an exception becomes a failed row (error + traceback) instead of propagating.
 
-    A trial still running after `timeout` seconds is stopped (run/deadline.py) and becomes a failed
+    A trial still running after `timeout` seconds is stopped (run/execution/deadline.py) and becomes a failed
     row with status "timeout".
     """
     started = _now()

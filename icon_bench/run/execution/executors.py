@@ -9,7 +9,7 @@ import traceback
 from collections.abc import Mapping, Sequence
 from typing import Any, TextIO
 
-from icon_bench.run.execution import (
+from icon_bench.run.execution.base import (
     LoadFn,
     RunSummary,
     TrialFn,
@@ -22,9 +22,9 @@ from icon_bench.run.execution import (
     run_one,
     threads_for,
 )
-from icon_bench.run.progress import Progress
-from icon_bench.run.ray_executor import RayExecutor
-from icon_bench.run.store import ResultsStore
+from icon_bench.run.execution.progress import Progress
+from icon_bench.run.execution.ray_executor import RayExecutor
+from icon_bench.run.execution.store import ResultsStore
 
 __all__ = ["LocalExecutor", "make_executor"]
 

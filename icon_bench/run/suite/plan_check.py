@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import TextIO
 
 from icon_bench.errors import SuiteError
-from icon_bench.run.load_checks import dataset_entries
-from icon_bench.run.suite import Suite, resolve_dataset_paths
-from icon_bench.run.suite_errors import _format_loc
-from icon_bench.run.yaml_lines import Loc
+from icon_bench.run.suite.load_checks import dataset_entries
+from icon_bench.run.suite.model import Suite, resolve_dataset_paths
+from icon_bench.run.suite.errors import _format_loc
+from icon_bench.run.suite.yaml_lines import Loc
 
 __all__ = ["check_plan", "check_run", "download_notes"]
 
@@ -75,7 +75,7 @@ def check_plan(
     ``results`` the results folder, checked writable (or creatable) without creating it.
     """
     from icon_bench.data.headers import memory_limit
-    from icon_bench.run.data_check import check_cells_memory, check_data_files
+    from icon_bench.run.suite.data_check import check_cells_memory, check_data_files
 
     limit = max_memory if max_memory is not None else memory_limit()
     problems: list[tuple[int, str]] = []
@@ -116,7 +116,7 @@ def check_run(
     """What `icon-bench run` does before planning: the run's limits where its trials read them (memory
     bound, time limit: the flag's, else the suite's), then check_plan against the suite's root (with
     `results_dir` for a dry run, which writes nothing; a run checks its store itself)."""
-    from icon_bench.run.limits import apply_limits
+    from icon_bench.run.suite.limits import apply_limits
 
     apply_limits(max_memory, timeout if timeout is not None else suite.timeout)
     check_plan(suite, kind, suite.root, out=out, dry_run=dry_run, max_memory=max_memory, results=results_dir)

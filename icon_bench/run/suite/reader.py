@@ -1,7 +1,7 @@
 """Reading a suite file: YAML -> validated `Suite`, with every error as file:line: key: message.
 
 The checks (grid, include, exclude, settings, the tune block) add to one error collector
-(run/suite_errors.py), which gives every message its line and its "did you mean".
+(run/suite/errors.py), which gives every message its line and its "did you mean".
 """
 
 from __future__ import annotations
@@ -15,17 +15,17 @@ from typing import Any
 from pydantic import ValidationError
 
 from icon_bench.errors import SuiteError, UnknownNameError, did_you_mean
-from icon_bench.run.load_checks import check_evaluate, check_tune_space, check_tuned_data
-from icon_bench.run.spec_check import SpecChecker, check_cells
-from icon_bench.run.suite import AXES, DOTTED, MAX_CELLS, Suite
-from icon_bench.run.suite_errors import (
+from icon_bench.run.suite.load_checks import check_evaluate, check_tune_space, check_tuned_data
+from icon_bench.run.suite.spec_check import SpecChecker, check_cells
+from icon_bench.run.suite.model import AXES, DOTTED, MAX_CELLS, Suite
+from icon_bench.run.suite.errors import (
     _Errors,
     _known_settings,
     _non_ascii,
 )
-from icon_bench.run.synonyms import SYNONYMS
-from icon_bench.run.tune import grid_size, parse_param, space_key_error
-from icon_bench.run.yaml_lines import MAX_SUITE_BYTES, Loc, _load_yaml
+from icon_bench.run.suite.synonyms import SYNONYMS
+from icon_bench.run.suite.tune_block import grid_size, parse_param, space_key_error
+from icon_bench.run.suite.yaml_lines import MAX_SUITE_BYTES, Loc, _load_yaml
 
 __all__ = ["ROOT_MARKERS", "load_suite", "parse_suite", "project_root"]
 

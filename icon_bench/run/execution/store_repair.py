@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from icon_bench.errors import DataError, StoreError
-from icon_bench.run.lock import results_lock
-from icon_bench.run.store_lines import (
+from icon_bench.run.execution.lock import results_lock
+from icon_bench.run.execution.store_lines import (
     CHECKSUM_KEY,
     FINISHED,
     QUARANTINE_FILE,
@@ -146,7 +146,7 @@ def merge(results: str | os.PathLike[str], other: str | os.PathLike[str]) -> Mer
     A row already in `results` is not repeated; a row for a trial finished in `results` is refused
     as a conflict unless it is a --force rerun; rows go in with their artifacts and tracebacks.
     """
-    from icon_bench.run.store import ResultsStore  # numpy: only when rows are merged
+    from icon_bench.run.execution.store import ResultsStore  # numpy: only when rows are merged
 
     target, source = _store_dir(results), _store_dir(other)
     if not (source / RESULTS_FILE).is_file():
@@ -213,7 +213,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
 
 def cmd_store(args: argparse.Namespace) -> int:
     """Handler of `icon-bench store repair|merge` (under the results folder's lock)."""
-    from icon_bench.run.lock import RunLocked
+    from icon_bench.run.execution.lock import RunLocked
 
     directory = _store_dir(args.results)
     if not directory.is_dir():

@@ -17,7 +17,7 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-from icon_bench.run.execution import (
+from icon_bench.run.execution.base import (
     LoadFn,
     RunSummary,
     TrialFn,
@@ -27,21 +27,12 @@ from icon_bench.run.execution import (
     failed_row,
     run_one,
 )
-from icon_bench.run.ids import config_id, trial_id
-from icon_bench.run.progress import Progress
-from icon_bench.run.store import ResultsStore
-from icon_bench.run.suite import Suite
-from icon_bench.run.tune import (
-    Asha,
-    Tune,
-    candidates,
-    final_spec,
-    resolution,
-    rungs,
-    search_spec,
-    select,
-    tuned_config_id,
-)
+from icon_bench.run.suite.ids import config_id, trial_id
+from icon_bench.run.execution.progress import Progress
+from icon_bench.run.execution.store import ResultsStore
+from icon_bench.run.suite.model import Suite
+from icon_bench.run.suite.tune_block import Tune
+from icon_bench.run.tuning.candidates import Asha, candidates, final_spec, resolution, rungs, search_spec, select, tuned_config_id
 
 __all__ = ["Configuration", "FinalTrial", "SearchItem", "TunePlan", "plan_tuning", "run_search_local"]
 
@@ -121,7 +112,7 @@ class TunePlan:
 
 def _metric(tune: Tune, spec: Mapping[str, Any]) -> str:
     """The selection metric: tune.metric, else the task default among the metrics the cell reports."""
-    from icon_bench.run.tune import default_metric
+    from icon_bench.run.tuning.candidates import default_metric
 
     if tune.metric:
         return tune.metric
@@ -159,7 +150,7 @@ def _untunable(cell: Mapping[str, Any], tune: Tune) -> str | None:
 
 def _max_epochs(spec: Mapping[str, Any]) -> int:
     """The epochs a cell trains for: its settings, else its method's recipe (for ASHA's rungs)."""
-    from icon_bench.run.trial import recipe_of
+    from icon_bench.run.execution.trial import recipe_of
 
     epochs = (spec.get("settings") or {}).get("epochs")
     if epochs is None:
@@ -369,7 +360,7 @@ def _run_rungs(
     item: SearchItem, data: Any, trial_fn: TrialFn | None, threads: int | None, tune: Tune, asha: dict[str, Asha]
 ) -> dict[str, Any]:
     """Train and score the item at each rung until ASHA stops it (one rung without a scheduler)."""
-    from icon_bench.run.tune import higher_is_better, row_value
+    from icon_bench.run.tuning.candidates import higher_is_better, row_value
 
     row: dict[str, Any] = {}
     for epochs in item.rungs:

@@ -12,8 +12,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from icon_bench.errors import IconBenchError, TrialError
-from icon_bench.run.environment import git_commit, peak_memory_mb, versions
-from icon_bench.run.ids import config_id, normalize_spec, trial_id
+from icon_bench.run.execution.environment import git_commit, peak_memory_mb, versions
+from icon_bench.run.suite.ids import config_id, normalize_spec, trial_id
 
 __all__ = ["add_commands", "config_id", "fail_on_warnings", "normalize_spec", "parse_set", "run_trial", "trial_id"]
 
@@ -95,7 +95,7 @@ def _run(spec: dict[str, Any], data: Any, row: dict[str, Any], dev: Any, progres
     from icon_bench.evaluation import evaluator as evaluation
     from icon_bench.evaluation.health import chance_levels, trial_warnings
     from icon_bench.hooks.registry import get_registry
-    from icon_bench.run.trial_data import (
+    from icon_bench.run.execution.trial_data import (
         check_transductive,
         data_summary,
         map_artifacts,
@@ -281,7 +281,7 @@ def cmd_trial(args: argparse.Namespace) -> int:
     else:
         from tabulate import tabulate
 
-        from icon_bench.run.labels import NONE
+        from icon_bench.run.execution.labels import NONE
 
         print(
             f"{row['method']} on {row['dataset_label']} (divergence {row['divergence'] or NONE}, seed {row['seed']}, "

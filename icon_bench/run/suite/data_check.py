@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from icon_bench.errors import DataError
-from icon_bench.run.load_checks import dataset_entries
-from icon_bench.run.memory import MAX_ROW_PASSES, estimate_trial, format_bytes, row_passes
-from icon_bench.run.suite import Suite, _axis_target, resolve_dataset_paths
-from icon_bench.run.yaml_lines import Loc
+from icon_bench.run.suite.load_checks import dataset_entries
+from icon_bench.run.suite.memory import MAX_ROW_PASSES, estimate_trial, format_bytes, row_passes
+from icon_bench.run.suite.model import Suite, _axis_target, resolve_dataset_paths
+from icon_bench.run.suite.yaml_lines import Loc
 
 __all__ = ["DataShape", "check_cells_memory", "check_data_files"]
 
@@ -86,7 +86,7 @@ def _classes(path: Path, key: str, loc: Loc, problems: list[Problem]) -> int | N
 
 def check_data_files(suite: Suite, base: str | os.PathLike[str] | None, limit: int) -> tuple[list[Problem], dict[str, DataShape]]:
     """Problems of the suite's data files (found ones only; a missing file is reported by check_plan) and their shapes."""
-    from icon_bench.run.ids import canonical_json
+    from icon_bench.run.suite.ids import canonical_json
 
     problems: list[Problem] = []
     shapes: dict[str, DataShape] = {}
@@ -120,7 +120,7 @@ def _blame(suite: Suite, origin: int | None, cell: Mapping[str, Any]) -> Loc:
 
 def check_cells_memory(suite: Suite, shapes: Mapping[str, DataShape], limit: int) -> list[Problem]:
     """Each distinct cell's estimated memory against `limit`, and its epochs x rows against MAX_ROW_PASSES."""
-    from icon_bench.run.ids import canonical_json
+    from icon_bench.run.suite.ids import canonical_json
 
     problems: list[Problem] = []
     seen: set[str] = set()

@@ -14,7 +14,7 @@ from typing import IO, Any
 import numpy as np
 
 from icon_bench.errors import IconBenchError, StoreError
-from icon_bench.run.store_lines import (
+from icon_bench.run.execution.store_lines import (
     QUARANTINE_FILE,
     RERUN_KEY,
     RESULTS_FILE,
@@ -143,7 +143,7 @@ class ResultsStore:
     def _append(self, row: Mapping[str, Any]) -> dict[str, Any]:
         row = dict(row)
         if not row.get("trial_id"):
-            from icon_bench.run.ids import trial_id
+            from icon_bench.run.suite.ids import trial_id
 
             if "spec" not in row:
                 raise IconBenchError("a result row needs 'trial_id' or 'spec'")

@@ -12,7 +12,7 @@ the limit is a watchdog in the same process:
 Both stop Python code, and code that returns to Python between C calls (a training loop: one torch op
 at a time). What neither can stop is one C call that never returns (a deadlock inside a library);
 under Ray the driver then cancels the task with its worker after a grace period
-(run/ray_executor.py), and locally the run cannot be freed without a process of its own.
+(run/execution/ray_executor.py), and locally the run cannot be freed without a process of its own.
 TrialTimeout derives from BaseException, so a trial's own `except Exception` does not swallow it.
 """
 
