@@ -20,6 +20,7 @@ from icon_bench.hooks import specs as hookspecs
 BUILTIN_MODULES: tuple[str, ...] = (
     "icon_bench.loss.kernels",
     "icon_bench.loss.divergences",
+    "icon_bench.loss.mixture",
     "icon_bench.train.models",
     "icon_bench.data.load",
     "icon_bench.train.recipes",

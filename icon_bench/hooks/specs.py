@@ -8,6 +8,9 @@ import pluggy
 
 PROJECT = "icon_bench"
 ENTRY_POINT_GROUP = "icon_bench"
+#: The tasks loss discovery searches, in the words components use to declare where they fit (a kernel's or a
+#: divergence's ``discovery`` attribute): clustering, representation learning, 2-D maps.
+DISCOVERY_TASKS: tuple[str, ...] = ("clustering", "representation", "2d")
 
 hookspec = pluggy.HookspecMarker(PROJECT)
 hookimpl = pluggy.HookimplMarker(PROJECT)

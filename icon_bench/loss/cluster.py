@@ -24,6 +24,8 @@ from icon_bench.loss.structure import (
 class Cluster(Kernel):
     """Cluster kernel sum_c phi_ic phi_jc / sum_k phi_kc with phi = softmax(cluster logits); self excluded."""
 
+    discovery = {"q": {"tasks": ("clustering",), "params": {}}}
+
     def __init__(self, include_self: bool = False) -> None:
         super().__init__()
         self.include_self = bool(include_self)

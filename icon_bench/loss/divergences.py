@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from icon_bench.errors import IconBenchError
-from icon_bench.hooks.specs import hookimpl
+from icon_bench.hooks.specs import DISCOVERY_TASKS, hookimpl
 
 NEG_INF = float("-inf")
 
@@ -42,6 +44,14 @@ class Divergence:
     #: share, ``D_i = sum_{j in supp p_i} q f(p / q) + f(0) (1 - sum_{j in supp p_i} q)`` exactly,
     #: and q is needed only at p's support (the sparse-support path). None: no such form.
     f0: float | None = None
+    #: Where loss discovery may use this divergence: {"tasks": [...], "params": {name: search range}}
+    #: (tasks among hooks.specs.DISCOVERY_TASKS; ranges as a suite's tune space writes them). None: never
+    #: drawn unless a suite's discover space names it with its ranges.
+    discovery: dict[str, Any] | None = None
+
+    def generator(self, t: np.ndarray) -> np.ndarray:
+        """The generator f of D = sum_j q_j f(p_j / q_j), at ratios t > 0 (numpy; for figures and checks)."""
+        raise NotImplementedError(f"divergence {self.name!r} does not state its generator f(t)")
 
     @property
     def has_pointwise(self) -> bool:
@@ -101,6 +111,10 @@ class KL(Divergence):
 
     name = "kl"
     f0 = 0.0
+    discovery = {"tasks": DISCOVERY_TASKS, "params": {}}
+
+    def generator(self, t: np.ndarray) -> np.ndarray:
+        return t * np.log(t)
 
     def rows(self, log_p: Tensor, log_q: Tensor) -> Tensor:
         return _kl_rows(log_p, log_q)
@@ -114,6 +128,9 @@ class ReverseKL(Divergence):
     """Reverse Kullback-Leibler KL(q || p) = sum q log(q / p) (mode seeking)."""
 
     name = "reverse_kl"  # f(t) = -log t: f(0) is infinite, so no sparse-support form
+
+    def generator(self, t: np.ndarray) -> np.ndarray:
+        return -np.log(t)
 
     def rows(self, log_p: Tensor, log_q: Tensor) -> Tensor:
         return _kl_rows(log_q, log_p)
@@ -130,6 +147,10 @@ class JS(Divergence):
     name = "js"
     bound = math.log(2.0)
     f0 = math.log(2.0) / 2.0
+    discovery = {"tasks": DISCOVERY_TASKS, "params": {}}
+
+    def generator(self, t: np.ndarray) -> np.ndarray:
+        return 0.5 * (t * np.log(t) - (1.0 + t) * np.log((1.0 + t) / 2.0))
 
     def pointwise(self, log_p: Tensor, log_q: Tensor) -> Tensor:
         mq = log_q > NEG_INF
@@ -170,6 +191,10 @@ class TV(Divergence):
     name = "tv"
     bound = 1.0
     f0 = 0.5
+    discovery = {"tasks": DISCOVERY_TASKS, "params": {}}
+
+    def generator(self, t: np.ndarray) -> np.ndarray:
+        return np.abs(t - 1.0) / 2.0
 
     def pointwise(self, log_p: Tensor, log_q: Tensor) -> Tensor:
         return 0.5 * (log_p.exp() - log_q.exp()).abs()
@@ -190,6 +215,10 @@ class Hellinger(Divergence):
     name = "hellinger"
     bound = 1.0
     f0 = 0.5
+    discovery = {"tasks": DISCOVERY_TASKS, "params": {}}
+
+    def generator(self, t: np.ndarray) -> np.ndarray:
+        return (np.sqrt(t) - 1.0) ** 2 / 2.0
 
     def pointwise(self, log_p: Tensor, log_q: Tensor) -> Tensor:
         return 0.5 * ((0.5 * log_p).exp() - (0.5 * log_q).exp()).pow(2)
@@ -210,6 +239,10 @@ class Chi2(Divergence):
 
     name = "chi2"
     f0 = 1.0
+    discovery = {"tasks": DISCOVERY_TASKS, "params": {}}
+
+    def generator(self, t: np.ndarray) -> np.ndarray:
+        return (t - 1.0) ** 2
 
     def pointwise(self, log_p: Tensor, log_q: Tensor) -> Tensor:
         lq = torch.where(log_q > NEG_INF, log_q, _log_tiny(log_q))
@@ -229,6 +262,8 @@ class Alpha(Divergence):
     """Amari alpha-divergence (1 - sum p^a q^(1-a)) / (a (1 - a)); KL(p || q) at a = 1, KL(q || p) at a = 0."""
 
     name = "alpha"
+    # a in (0, 1): a finite f(0) (the sparse-support form) and a bound; KL and reverse KL are the ends.
+    discovery = {"tasks": DISCOVERY_TASKS, "params": {"a": {"uniform": [0.05, 0.95]}}}
 
     def __init__(self, a: float = 0.5) -> None:
         a = float(a)
@@ -272,6 +307,12 @@ class Alpha(Divergence):
         term = torch.where(both, term, 0.0)
         return term.sum(-1) / (a * (1.0 - a))
 
+    def generator(self, t: np.ndarray) -> np.ndarray:
+        if self._end is not None:
+            return self._end.generator(t)
+        a = self.a
+        return (a * t + (1.0 - a) - t**a) / (a * (1.0 - a))
+
     def __repr__(self) -> str:
         return f"Alpha(a={self.a})"
 
@@ -298,6 +339,10 @@ class FDivergence(Divergence):
         self.name = name
         self.bound = bound
         self.f0 = _limit_at_zero(f) if f0 == "auto" else None if f0 is None else float(f0)
+
+    def generator(self, t: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return self.f(torch.as_tensor(t, dtype=torch.float64)).numpy()
 
     def pointwise(self, log_p: Tensor, log_q: Tensor) -> Tensor:
         return self.rows(log_p.unsqueeze(-1), log_q.unsqueeze(-1))  # rows of one entry each

@@ -129,6 +129,8 @@ class Label(Kernel):
 class Augmentation(Kernel):
     """Views of one sample as positives: 1[index_i == index_j, i != j]."""
 
+    discovery = {"p": {"tasks": ("representation",), "params": {}}}
+
     def __init__(self) -> None:
         super().__init__()
 
@@ -151,6 +153,8 @@ class Augmentation(Kernel):
 
 class KNN(Kernel):
     """1/k on the k nearest neighbours: in the batch (on batch[key]) or from a global graph (scope="graph")."""
+
+    discovery = {"p": {"tasks": ("clustering", "representation", "2d"), "params": {"k": {"randint": [3, 30]}}}}
 
     def __init__(self, k: int = 5, metric: str = "euclidean", scope: str = "batch") -> None:
         super().__init__()

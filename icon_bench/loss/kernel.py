@@ -49,6 +49,10 @@ class Kernel(nn.Module):
     include_self: bool = False
     #: True when the q-side forms accept embeddings with a leading heads dimension, (H, N, D).
     supports_heads: bool = False
+    #: Where loss discovery may use this kernel: side ("p" or "q") -> {"tasks": [...], "params": {name: range}}
+    #: (tasks among hooks.specs.DISCOVERY_TASKS; ranges written as a suite's tune space writes them). None:
+    #: never drawn unless a suite's discover space names it with its ranges.
+    discovery: dict[str, dict[str, Any]] | None = None
 
     @property
     def exclude_self(self) -> bool:

@@ -90,6 +90,11 @@ class _Pairwise(Kernel):
 class Gaussian(_Pairwise):
     """Gaussian affinities exp(-d_ij / (2 sigma^2)), d squared Euclidean or 1 - cos; optional t-SNE perplexity."""
 
+    discovery = {
+        "p": {"tasks": ("2d",), "params": {"perplexity": {"uniform": [5.0, 50.0]}}},
+        "q": {"tasks": ("2d", "representation"), "params": {"sigma": {"loguniform": [0.3, 3.0]}}},
+    }
+
     _name = "gaussian"
 
     def __init__(
@@ -159,6 +164,9 @@ class Gaussian(_Pairwise):
 class StudentT(_Pairwise):
     """Student-t affinities (1 + d_ij / (scale * dof))^(-(dof + 1) / 2); dof = 1 is t-SNE's 1 / (1 + d)."""
 
+    # Heavy tails: dof 1 is t-SNE's Cauchy kernel, large dof tends to the Gaussian.
+    discovery = {"q": {"tasks": ("2d", "representation"), "params": {"dof": {"loguniform": [0.5, 20.0]}}}}
+
     _name = "student_t"
 
     def __init__(
@@ -181,6 +189,8 @@ class StudentT(_Pairwise):
 
 class Cosine(_Pairwise):
     """InfoNCE softmax: proportional to exp(cos(z_i, z_j) / temperature)."""
+
+    discovery = {"q": {"tasks": ("representation",), "params": {"temperature": {"loguniform": [0.05, 1.0]}}}}
 
     _name = "cosine"
 

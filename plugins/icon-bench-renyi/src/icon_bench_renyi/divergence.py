@@ -26,6 +26,9 @@ class Renyi(Divergence):
 
     name = "renyi"
     bound = None  # unbounded for every alpha > 0: q can be as small as it likes where p is not
+    # Loss discovery may draw it for every task, its order between 1/2 and 2 (the same declaration the
+    # built-in divergences make; `icon-bench discover` reads it, never a list of names).
+    discovery = {"tasks": ("clustering", "representation", "2d"), "params": {"alpha": {"uniform": [0.5, 2.0]}}}
 
     def __init__(self, alpha: float = 2.0) -> None:
         alpha = float(alpha)
