@@ -226,7 +226,7 @@ def _run_suite(
     store = _tracked(ResultsStore(results_dir, suite=suite.name, run_id=run_id, rerun="--force" if force else None), suite, out, dry_run)
     choose = {"force": force, "retry_failed": retry_failed, "limit": limit}
     try:
-        if suite.tune is not None:
+        if suite.tune is not None or suite.discover is not None:
             run = dict(kind=kind, address=address, progress=progress, trial_fn=trial_fn, load_fn=load_fn, **executor_kwargs)
             return _run_tuned(suite, store, choose, out, dry_run=dry_run, wait=wait, report=report,
                               report_dir=report_dir, **run)
@@ -298,8 +298,12 @@ def _report(store: ResultsStore, out: TextIO, report_dir: str | os.PathLike[str]
 
 def _run_tuned(suite: Suite, store: ResultsStore, choose: Mapping[str, Any], out: TextIO, *, dry_run: bool, wait: bool,
                report: bool, report_dir: str | os.PathLike[str] | None, **run: Any) -> int:
-    """A suite with a `tune:` block (run/tuning/search.py): its search on val, then each selection once on test."""
-    from icon_bench.run.tuning.search import run_tuned
+    """A suite with a `tune:` block (run/tuning/search.py) or a `discover:` block (run/discovery/run.py): the search
+    on val, then each selection once on test."""
+    if suite.discover is not None:
+        from icon_bench.run.discovery.run import run_discover as run_tuned
+    else:
+        from icon_bench.run.tuning.search import run_tuned
 
     def summarise(summary: RunSummary) -> None:
         print_summary(suite, summary, store, out)

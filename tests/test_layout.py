@@ -35,6 +35,7 @@ LAYERS: dict[str, float] = {
     "icon_bench.run.suite": 5.0,  # the suite language and its load-time checks
     "icon_bench.run.execution": 5.1,  # trials, executors, the results store
     "icon_bench.run.tuning": 5.2,  # search on val, then test (builds on execution)
+    "icon_bench.run.discovery": 5.3,  # loss discovery, beside tuning (builds on it)
     "icon_bench.report": 6,
     "icon_bench.track": 6,
     "icon_bench.testing": 7,

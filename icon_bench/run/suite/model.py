@@ -16,6 +16,7 @@ from pydantic import ConfigDict, Field, PrivateAttr, field_validator
 from icon_bench.run.suite.ids import canonical_json, normalize_spec, trial_id
 from icon_bench.run.suite.limits import DEFAULT_TIMEOUT, MAX_CELLS
 from icon_bench.run.suite.tracking import Track
+from icon_bench.run.suite.discover_block import Discover
 from icon_bench.run.suite.tune_block import NumbersNotBooleans, Tune
 from icon_bench.run.suite.yaml_lines import Loc
 
@@ -161,6 +162,12 @@ class Suite(NumbersNotBooleans):
         description="search each cell's hyperparameters with the same budget on val, then score the selection "
         "once on test; see Tuning in docs/architecture.md. null: every cell at its defaults",
         examples=[{"budget": 8, "space": {"lr": {"loguniform": [1.0e-4, 1.0e-2]}}}],
+    )
+    discover: Discover | None = Field(
+        None,
+        description="search the space of losses (p, q, divergence, their parameters) for one task with the same "
+        "budget per dataset on val, then confirm the best on test at fresh seeds; see Discover",
+        examples=[{"task": "clustering", "budget": 30, "confirm": {"top": 3, "seeds": 5}}],
     )
     track: Track | None = Field(
         None,

@@ -115,7 +115,12 @@ def parse_suite(text: str, source: str = "<suite>", *, max_cells: int = MAX_CELL
         errors.raise_if_any()
     check_cells(suite, errors)
     errors.raise_if_any()
-    if next(suite.iter_cells(), None) is None:
+    if suite.discover is not None:
+        if len(suite.dataset_values()) * suite.discover.budget > max_cells:
+            errors.add(("discover", "budget"), f"over the limit of {max_cells} search trials; lower the budget or "
+                       f"pass --max-cells")
+            errors.raise_if_any()
+    elif next(suite.iter_cells(), None) is None:
         errors.add(("grid",), "the suite expands to no trials (everything excluded?)")
         errors.raise_if_any()
     return suite
@@ -276,7 +281,11 @@ def _check(suite: Suite, errors: _Errors) -> None:
     _check_dataset_entries(suite, errors)
     if not suite.dataset_values():
         errors.add(("datasets",) if suite.datasets is not None else (), "no dataset: add 'datasets' or grid.dataset")
-    if "method" not in grid and not suite.include:
+    if suite.discover is not None:
+        from icon_bench.run.suite.discover_check import check_discover
+
+        check_discover(suite, errors)
+    elif "method" not in grid and not suite.include:
         errors.add(("grid",), "no method: add grid.method (or cells with a method under 'include')")
     for key in grid if "method" not in grid else ():
         if key not in ("dataset", "seed"):  # those two are the include entries' defaults
