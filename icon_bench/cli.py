@@ -18,7 +18,7 @@ from icon_bench.errors import IconBenchError, did_you_mean
 COMMAND_MODULES: tuple[str, ...] = (
     "icon_bench.hooks.listing",
     "icon_bench.run.execution.trial",
-    "icon_bench.runner",
+    "icon_bench.run_cli",
     "icon_bench.run.execution.store_repair",
     "icon_bench.run.suite.doc",
     "icon_bench.report.commands",

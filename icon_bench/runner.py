@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import datetime as _dt
 import functools
 import importlib
@@ -15,7 +14,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from icon_bench.errors import StoreError
 from icon_bench.run.execution.interrupts import EXIT_INTERRUPTED, EXIT_TERMINATED, interrupted, stops_on_sigterm
-from icon_bench.run.suite.limits import MAX_CELLS, limits_environment, memory_size
+from icon_bench.run.suite.limits import MAX_CELLS, limits_environment
 from icon_bench.run.execution.lock import RunLocked, holder, is_locked, results_lock
 from icon_bench.run.execution.summary import print_failures, print_plan, print_store_failure, print_summary
 
@@ -24,7 +23,7 @@ if TYPE_CHECKING:  # the run machinery (pydantic, numpy, ...) loads when a run s
     from icon_bench.run.execution.store import ResultsStore
     from icon_bench.run.suite.model import Suite
 
-__all__ = ["add_commands", "cmd_run", "print_failures", "print_summary", "run_suite"]
+__all__ = ["EXIT_CODES", "print_failures", "print_summary", "run_suite"]
 
 EXIT_OK, EXIT_FAILED, EXIT_STORE, EXIT_LOCKED, EXIT_REPORT = 0, 1, 3, 4, 5
 #: `icon-bench run` exit statuses (2 is any other error: a bad suite, an unknown name, bad options).
@@ -37,84 +36,6 @@ EXIT_CODES: dict[int, str] = {
     EXIT_INTERRUPTED: "interrupted by Ctrl-C / SIGINT (finished rows are kept; rerun to resume)",
     EXIT_TERMINATED: "terminated by SIGTERM, handled as Ctrl-C (summary printed, finished rows kept)",
 }
-
-
-def add_commands(subparsers: Any) -> None:
-    """Add the `run` subcommand."""
-    p = subparsers.add_parser(
-        "run",
-        help="run every cell of a suite, skipping cells already done (resumable)",
-        description=(
-            "Run a suite's trials and append their rows to the results store. A rerun skips cells whose "
-            "latest row is ok and runs the rest (new and failed cells). Relative paths in the suite "
-            "(results, dataset paths) are relative to its project root: the nearest folder above the "
-            "suite file holding pyproject.toml or .git, else the suite file's folder; options on the "
-            "command line are relative to the current directory. Exit status: "
-            + "; ".join(f"{code} {what}" for code, what in EXIT_CODES.items())
-            + "; 2 any other error."
-        ),
-    )
-    p.add_argument("suite", metavar="SUITE", help="suite YAML file")
-    p.add_argument("--dry-run", action="store_true", help="print the plan (cells, done, to run) and exit")
-    p.add_argument("--executor", choices=["local", "ray"], help="override the suite's executor")
-    p.add_argument("--address", metavar="ADDR",
-                   help="Ray cluster address; implies --executor ray (default: start a local cluster)")
-    mode = p.add_mutually_exclusive_group()
-    mode.add_argument("--force", action="store_true", help="rerun every cell, done or not")
-    mode.add_argument("--retry-failed", action="store_true", help="rerun only the cells whose latest row failed")
-    p.add_argument("--results", metavar="DIR", help="results directory (default: the suite's `results`, else results/<name> under its root)")
-    p.add_argument("--no-report", action="store_true", help="do not write the report afterwards")
-    p.add_argument(
-        "--report-dir", metavar="DIR",
-        help="where the report goes (default: RESULTS/report, beside the rows and untracked like them)",
-    )
-    p.add_argument("--limit", type=int, metavar="N", help="run at most N of the cells that would run")
-    p.add_argument(
-        "--max-cells",
-        type=int,
-        default=MAX_CELLS,
-        metavar="N",
-        help=f"refuse a suite of more than N cells, counted from its axes before expanding (default {MAX_CELLS})",
-    )
-    p.add_argument(
-        "--max-memory",
-        type=memory_size,
-        metavar="SIZE",
-        help="memory a trial may use, e.g. 64G (default: this machine's); a trial estimated above it, or a data "
-        "file whose arrays are larger, is refused before the run",
-    )
-    p.add_argument(
-        "--timeout",
-        type=float,
-        metavar="SECONDS",
-        help="stop a trial running longer than this and store it as failed with status timeout "
-        "(default: the suite's `timeout`, else 86400)",
-    )
-    p.add_argument(
-        "--wait",
-        action="store_true",
-        help="if another run is writing the same results, wait for it to end, then run what is still to do",
-    )
-    p.set_defaults(func=cmd_run)
-
-
-def cmd_run(args: argparse.Namespace) -> int:
-    return run_suite(
-        args.suite,
-        dry_run=args.dry_run,
-        executor=args.executor,
-        address=args.address,
-        force=args.force,
-        retry_failed=args.retry_failed,
-        results=args.results,
-        report=not args.no_report,
-        report_dir=args.report_dir,
-        limit=args.limit,
-        max_cells=args.max_cells,
-        wait=args.wait,
-        max_memory=args.max_memory,
-        timeout=args.timeout,
-    )
 
 
 def _plan() -> Any:

@@ -41,6 +41,7 @@ LAYERS: dict[str, float] = {
     "icon_bench.testing": 7,
     "icon_bench.scaffold": 7,
     "icon_bench.runner": 7,
+    "icon_bench.run_cli": 7,
     "icon_bench.cli": 7,
     "icon_bench": 7,  # the root __init__: the public API
 }

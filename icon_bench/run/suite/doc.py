@@ -214,11 +214,27 @@ def _mistake_rows() -> list[list[str]]:
     return rows
 
 
+def _discover_section() -> list[str]:
+    from icon_bench.run.suite.discover_block import Confirm, Discover
+
+    return [
+        "## Discover",
+        "",
+        "The `discover:` block (docs/discovery.md): a TPE search over losses (p, q, divergence and their",
+        "parameters, from what each component declares for the task) with the same budget per dataset on val,",
+        "then the top candidates and the task's named methods on test at fresh seeds.",
+        "",
+        *_table(["key", "type", "default", "meaning", "example"], _model_rows(Discover)),
+        "### Discover confirm",
+        "",
+        *_table(["key", "type", "default", "meaning", "example"], _model_rows(Confirm)),
+    ]
+
+
 def render() -> str:
     """docs/suite.md as it should be now."""
     from icon_bench.run.suite.model import Resources, Suite
     from icon_bench.run.suite.tracking import MlflowTrack, Track
-    from icon_bench.run.suite.discover_block import Confirm, Discover
     from icon_bench.run.suite.tune_block import Scheduler, Tune
 
     out = [
@@ -249,16 +265,7 @@ def render() -> str:
         "### Tune scheduler",
         "",
         *_table(["key", "type", "default", "meaning", "example"], _model_rows(Scheduler)),
-        "## Discover",
-        "",
-        "The `discover:` block (docs/discovery.md): a TPE search over losses (p, q, divergence and their",
-        "parameters, from what each component declares for the task) with the same budget per dataset on val,",
-        "then the top candidates and the task's named methods on test at fresh seeds.",
-        "",
-        *_table(["key", "type", "default", "meaning", "example"], _model_rows(Discover)),
-        "### Discover confirm",
-        "",
-        *_table(["key", "type", "default", "meaning", "example"], _model_rows(Confirm)),
+        *_discover_section(),
         "## Track",
         "",
         "The `track:` block logs each trial as it finishes (`icon-bench export mlflow RESULTS` logs stored rows",
