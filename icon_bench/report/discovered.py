@@ -253,7 +253,12 @@ def _num(x: Any) -> str:
     x = float(x)
     if 0.01 <= abs(x) < 1000:
         return f"{x:.2f}"
-    mant, exp = f"{x:.1e}".split("e")
+    return _sci(x)
+
+
+def _sci(x: float) -> str:
+    """0.001 -> '1.0e-3' (learning rates read best as powers of ten)."""
+    mant, exp = f"{float(x):.1e}".split("e")
     return f"{mant}e{int(exp)}"
 
 
@@ -273,7 +278,7 @@ def formula(loss: Mapping[str, Any]) -> str:
     """'p = knn(k=12), q = debias(cluster, 0.20), D = alpha(a=0.40); lr 1.0e-3'."""
     text = (f"p = {component_text(loss.get('p'), _WRAPPERS)}, q = {component_text(loss.get('q'), _WRAPPERS)}, "
             f"D = {component_text(loss.get('divergence'))}")
-    return text + (f"; lr {_num(float(loss['lr']))}" if not _is_missing(loss.get("lr")) else "")
+    return text + (f"; lr {_sci(loss['lr'])}" if not _is_missing(loss.get("lr")) else "")
 
 
 def snippet(method: str, loss: Mapping[str, Any]) -> str:
