@@ -237,6 +237,8 @@ def test_report_writes_the_section_csv_and_figures(report_dir: Path) -> None:
     md = (report_dir / "leaderboard.md").read_text(encoding="utf-8")
     assert "## Discovered losses" in md and "found a loss better than pmi: icon-aaaa0001" in md
     assert "p = knn(k=12), q = debias(cluster, 0.20), D = alpha(a=0.40); lr 1.0e-3" in md
+    assert "each of the 12 search trials and the best so far over complete trials (2 pruned, marked" in md
+    assert "| val hungarian (×100)" in md and "| 69.0 " in md  # the val value as the tables show fractions
     with (report_dir / "discovered.csv").open(encoding="utf-8", newline="") as fh:
         lines = list(csv.DictReader(fh))
     assert {r["candidate"] for r in lines} == {"icon-aaaa0001", HOSTILE}

@@ -114,8 +114,10 @@ def write_files(report: Report, out: Path) -> None:
     disc.write_rows(report.discovery, out / disc.DISCOVERY_FILE)
 
 
-def _val(value: Any) -> str:
-    return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{float(value):.4g}"
+def _val(value: Any, frac: bool) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    return f"{float(value) * 100:.1f}" if frac else f"{float(value):.4g}"
 
 
 def pair_rows(study: Study, fractions: set[str]) -> list[list[str]]:
@@ -131,9 +133,16 @@ def pair_rows(study: Study, fractions: set[str]) -> list[list[str]]:
     return out
 
 
-def candidate_rows(study: Study) -> list[list[str]]:
+def candidate_headers(study: Study, fractions: set[str]) -> list[str]:
+    """`CANDIDATE_HEADERS` with the val column naming its metric."""
+    val = f"val {study.metric}" + (" (×100)" if study.metric in fractions else "")
+    return [val if h == "val" else h for h in CANDIDATE_HEADERS]
+
+
+def candidate_rows(study: Study, fractions: set[str]) -> list[list[str]]:
     """Cells of the candidates table (`CANDIDATE_HEADERS`)."""
-    return [["–" if c["rank"] is None else str(c["rank"]), c["name"], c["formula"], _val(c["val_value"]),
+    frac = study.metric in fractions
+    return [["–" if c["rank"] is None else str(c["rank"]), c["name"], c["formula"], _val(c["val_value"], frac),
              ", ".join(map(str, sorted({s for s in c["seeds"] if s is not None}, key=str))) or "none"]
             for c in study.candidates]
 
@@ -146,7 +155,9 @@ def importance_text(study: Study) -> list[tuple[str, str]] | str:
 
 
 def heading(study: Study) -> str:
-    return f"{study.task or 'task?'} · {study.dataset} (study {study.study}, searched on {study.metric} on val)"
+    """A study's title: task, dataset, study id, search size and metric."""
+    n = len(study.trials)
+    return f"{study.task or 'task?'} · {study.dataset} (study {study.study}: {n} search trials on val, {study.metric})"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -166,7 +177,8 @@ def markdown_lines(report: Report, md: Callable[[Any], str], table: Callable[...
         lines += [f"- **{md(v.metric)}**: {md(v.text)}" for v in s.verdicts] or ["- no confirmation rows yet"]
         lines += [""]
         if s.candidates:
-            lines += [table([[md(c) for c in r] for r in candidate_rows(s)], CANDIDATE_HEADERS), ""]
+            lines += [table([[md(c) for c in r] for r in candidate_rows(s, fractions)],
+                            [md(h) for h in candidate_headers(s, fractions)]), ""]
             for c in s.candidates:
                 lines += [f"`{md(c['name'])}` as a suite method:", "", "```yaml",
                           c["snippet"].replace("```", "` ` `"), "```", ""]
@@ -205,7 +217,7 @@ def html_section(report: Report, img: Callable[[Path, str], str]) -> str:
                   for v in s.verdicts] or ["<li>no confirmation rows yet</li>"]
         parts.append("</ul>")
         if s.candidates:
-            parts.append(_table(CANDIDATE_HEADERS, candidate_rows(s), "candidates"))
+            parts.append(_table(candidate_headers(s, fractions), candidate_rows(s, fractions), "candidates"))
             parts += [f'<details class="snippet"><summary>{_e(c["name"])} as a suite method</summary>'
                       f'<pre>{_e(c["snippet"])}</pre></details>' for c in s.candidates]
         if pair_rows(s, fractions):

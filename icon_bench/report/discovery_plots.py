@@ -95,7 +95,7 @@ def plot_history(trials: pd.DataFrame, path: Path, *, metric: str, higher_is_bet
         ax.step(trials["index"], best, where="post", color="tab:red", lw=1.8, label="best so far")
         finite = trials["value"][np.isfinite(trials["value"])]
         floor = float(finite.min()) if len(finite) else 0.0
-        for kind in dict.fromkeys(k for k in trials["pruned"] if k):
+        for kind in dict.fromkeys(k for k in trials["pruned"] if isinstance(k, str)):
             hit = trials[trials["pruned"] == kind]
             # A trial stopped without a value (diverged, failed) is drawn at the lowest value seen.
             y = [v if np.isfinite(v) else floor for v in hit["value"]]
@@ -106,7 +106,7 @@ def plot_history(trials: pd.DataFrame, path: Path, *, metric: str, higher_is_bet
         ax.set_title(title)
         ax.legend(fontsize=7, frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1.0))
         save(fig, path)
-    n_pruned = int(trials["pruned"].notna().sum())
+    n_pruned = sum(isinstance(k, str) for k in trials["pruned"])
     return (f"{title}: {metric} on val of each of the {len(trials)} search trials and the best so far over complete "
             f"trials ({n_pruned} pruned, marked; a pruned trial's value was read before its full epochs).")
 
