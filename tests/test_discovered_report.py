@@ -1,4 +1,4 @@
-"""The report's Discovered section: verdicts (paired by seed, Holm over candidates), formulas, history, importances, f(t), pages."""
+"""The report's Discovered section: verdicts (paired by seed, Holm over candidates), formulas, history, f(t), pages."""
 
 from __future__ import annotations
 
@@ -111,7 +111,7 @@ def test_clearly_better_candidate_is_found_with_its_interval() -> None:
 def test_equal_candidates_find_nothing_at_five_seeds() -> None:
     cands = {"icon-aaaa0001": (LOSS_A, {s: BASE[s] + e for s, e in zip(SEEDS, NOISE)}),
              "icon-bbbb0002": (LOSS_B, {s: BASE[s] - e for s, e in zip(SEEDS, NOISE)})}
-    v = _only(disc.verdict(_discovery(_confirmation(BASE, cands))))
+    v = _only(disc.verdict(_confirmation(BASE, cands)))  # rows as stored: dicts
     assert v.outcome == disc.NOTHING and v.text == "nothing found beats pmi at 5 seeds"
     assert {t.outcome for t in v.tests} == {"not separated"}
 
@@ -176,7 +176,8 @@ def test_search_history_best_so_far_skips_pruned_trials() -> None:
             best = max(best, v)
         expected.append(best)
     assert best_so_far(trials) == pytest.approx(expected)
-    assert best_so_far(trials, higher_is_better=False)[-1] == pytest.approx(min(v for i, v in enumerate(values) if i not in (3, 6)))
+    lowest = min(v for i, v in enumerate(values) if i not in (3, 6))
+    assert best_so_far(trials, higher_is_better=False)[-1] == pytest.approx(lowest)
 
 
 def test_importances_from_fanova_and_without_optuna(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -212,7 +213,7 @@ HOSTILE = "<script>alert('x')</script>"
 
 def _report_rows() -> list[dict]:
     better = {s: BASE[s] + 0.05 + e for s, e in zip(SEEDS, NOISE)}
-    hostile = {**LOSS_B, "q": {"name": f"<img src=x onerror=alert(1)>|`", "scale": 1.5}}
+    hostile = {**LOSS_B, "q": {"name": "<img src=x onerror=alert(1)>|`", "scale": 1.5}}
     same = {s: BASE[s] + e for s, e in zip(SEEDS, NOISE[::-1])}
     return _search_rows(12) + _confirmation(BASE, {"icon-aaaa0001": (LOSS_A, better),
                                                    HOSTILE: (hostile, same)})
@@ -285,3 +286,30 @@ def test_rows_without_discovery_leave_the_report_as_it_was(tmp_path: Path) -> No
     assert "Discovered" not in (out / "leaderboard.md").read_text() and 'id="discovered"' not in (out / "index.html").read_text()
     assert build_report(out).discovery.empty
     assert load_rows(out / "results.parquet").shape[0] == 5
+
+
+def test_one_family_per_baseline() -> None:
+    better_than_kmeans = {s: BASE[s] + e for s, e in zip(SEEDS, NOISE)}
+    rows = _confirmation(BASE, {"icon-aaaa0001": (LOSS_A, better_than_kmeans)})
+    rows += [_row(f"k{s}-kmeans", s, BASE[s] - 0.1 + e, {"role": "baseline", "study": STUDY, "task": "clustering",
+                                                          "method": "kmeans"}, method="kmeans")
+             for s, e in zip(SEEDS, NOISE[::-1])]
+    got = {v.baseline: v for v in disc.verdict(_discovery(rows))}
+    assert got["pmi"].text == "nothing found beats pmi at 5 seeds"
+    assert got["kmeans"].outcome == disc.BETTER and got["kmeans"].best.mean_diff == pytest.approx(0.1, abs=0.01)
+
+
+def test_mixture_generator_is_the_normalised_weighted_sum() -> None:
+    from icon_bench.report.discovery_plots import generator_values
+
+    t = np.linspace(0.1, 4.0, 9)
+    mixed = generator_values({"name": "mixture", "kl": 1.0, "tv": 3.0}, t)
+    assert mixed == pytest.approx(0.25 * t * np.log(t) + 0.75 * np.abs(t - 1) / 2)
+
+
+def test_search_only_rows_give_a_section_without_verdicts(tmp_path: Path) -> None:
+    out = write_report(_write(tmp_path / "results", _search_rows(8)), tmp_path / "report")
+    md = (out / "leaderboard.md").read_text(encoding="utf-8")
+    assert "## Discovered losses" in md and "- no confirmation rows yet" in md
+    assert [p.name.split("-")[1] for p in out.glob("discovered-*.png")] == ["history"]
+    assert (out / "discovered.csv").read_text(encoding="utf-8").count("\n") == 1  # the header alone

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from icon_bench.report.compare import format_diff
-from icon_bench.report.model import METRIC_PREFIX, TASKS
+from icon_bench.report.model import METRIC_PREFIX
 from icon_bench.report.rows import _get, _is_missing, _seed_key, normalise_rows
 from icon_bench.report.stats import ALPHA, MIN_PAIRS, holm, paired_test
 
@@ -134,10 +134,11 @@ def _study_metrics(rows: pd.DataFrame, searched: str | None) -> list[str]:
     return sorted(held, key=lambda m: m != searched)
 
 
-def verdict(discovery: pd.DataFrame, *, lower: Iterable[str] = (), fractions: Iterable[str] = (),
+def verdict(discovery: pd.DataFrame | list[dict], *, lower: Iterable[str] = (), fractions: Iterable[str] = (),
             alpha: float = ALPHA, metrics: Iterable[str] | None = None) -> list[Verdict]:
     """Each study's candidates against each of its baselines, per metric, paired by seed.
 
+    `discovery` is `discovery_rows` or result rows as stored (dicts or their frame).
     Candidate minus baseline on the seeds both have (`stats.paired_test`), the p-values Holm-adjusted
     over the study's candidates (one family per study x baseline x metric). `lower` names metrics
     where smaller is better (the searched metric follows its search rows' ``higher_is_better``);
@@ -145,6 +146,8 @@ def verdict(discovery: pd.DataFrame, *, lower: Iterable[str] = (), fractions: It
     are written x100 in the sentences, as the tables show them.
     """
     lower, fractions = set(lower), set(fractions)
+    if not isinstance(discovery, pd.DataFrame) or "role" not in discovery.columns:  # result rows as stored
+        discovery = discovery_rows(normalise_rows(pd.DataFrame(discovery)))
     out: list[Verdict] = []
     for study in dict.fromkeys(discovery["study"]):
         rows = discovery[discovery["study"] == study]
@@ -307,7 +310,3 @@ def candidates(discovery: pd.DataFrame, study: str) -> list[dict[str, Any]]:
         rec["seeds"].append(_seed_key(seed))
     return sorted(out.values(), key=lambda r: (r["rank"] is None, r["rank"] or 0, r["name"]))
 
-
-def task_metrics(task: str) -> tuple[str, ...]:
-    """The metrics a discovery task is judged on (report.model.TASKS; '2d' is dimensionality reduction)."""
-    return TASKS.get("dimensionality reduction" if task == "2d" else task, ())

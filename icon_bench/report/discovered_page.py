@@ -201,7 +201,8 @@ def _e(value: Any) -> str:
 def _table(headers: list[str], body: list[list[str]], cls: str) -> str:
     heads = "".join(f'<th scope="col" data-type="text" tabindex="0">{_e(h)}</th>' for h in headers)
     trs = "".join("<tr>" + "".join(f"<td>{_e(c)}</td>" for c in r) + "</tr>" for r in body)
-    return f'<div class="table-wrap"><table class="sortable {cls}"><thead><tr>{heads}</tr></thead><tbody>{trs}</tbody></table></div>'
+    return (f'<div class="table-wrap"><table class="sortable {cls}"><thead><tr>{heads}</tr></thead>'
+            f"<tbody>{trs}</tbody></table></div>")
 
 
 def html_section(report: Report, img: Callable[[Path, str], str]) -> str:

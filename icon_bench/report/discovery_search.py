@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -109,11 +108,3 @@ def _param(value: Any, dist: Any, optuna: Any) -> Any:
         return float(value)
     return _choice(value)
 
-
-def searched_values(trials: pd.DataFrame) -> list[str]:
-    """The searched parameter names, in first-seen order."""
-    names: dict[str, None] = {}
-    for values in trials["values"]:
-        if isinstance(values, Mapping):
-            names.update(dict.fromkeys(map(str, values)))
-    return list(names)
