@@ -313,3 +313,38 @@ def test_search_only_rows_give_a_section_without_verdicts(tmp_path: Path) -> Non
     assert "## Discovered losses" in md and "- no confirmation rows yet" in md
     assert [p.name.split("-")[1] for p in out.glob("discovered-*.png")] == ["history"]
     assert (out / "discovered.csv").read_text(encoding="utf-8").count("\n") == 1  # the header alone
+
+
+@pytest.mark.slow
+def test_section_in_headless_chromium(report_dir: Path, tmp_path: Path) -> None:
+    """The section renders in a real browser: no console errors, no script run from a hostile name, figures drawn."""
+    import importlib.util
+
+    chromium, driver_path = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
+    if importlib.util.find_spec("selenium") is None or not (chromium.exists() and driver_path.exists()):
+        pytest.skip("needs selenium, /usr/bin/chromium and /usr/bin/chromedriver")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(chromium)
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1300,1800"):
+        options.add_argument(arg)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(service=Service(str(driver_path)), options=options)
+    try:
+        driver.get((report_dir / "index.html").as_uri())
+        section = driver.find_element("css selector", "#discovered")
+        assert section.find_element("css selector", "li.verdict.better").text.startswith(
+            "hungarian: found a loss better than pmi: icon-aaaa0001")
+        assert HOSTILE in section.text  # shown as text
+        images = section.find_elements("css selector", "img")
+        assert len(images) == 2 and all(driver.execute_script("return arguments[0].naturalWidth", i) > 300 for i in images)
+        summary = section.find_elements("css selector", "details.snippet summary")[0]
+        summary.click()
+        assert "p: {name: knn, k: 12}" in section.find_elements("css selector", "details.snippet pre")[0].text
+        assert driver.get_log("browser") == []
+        assert driver.execute_script("return typeof window.alert === 'function' && !document.querySelector('img[src=x]')")
+    finally:
+        driver.quit()

@@ -49,7 +49,7 @@ def write_report(
         if plots:
             plotting.make_plots(report, tmp, kept_embeddings=kept)
             if report.discovered is not None:
-                discovered_page.make_figures(report.discovered, tmp)
+                discovered_page.make_figures(report.discovered, tmp, set(report.meta.get("fraction_metrics", [])))
         discovered_page.write_files(report, tmp)
         tables.write_rows(report, tmp)
         tables.write_csv(report, tmp / "leaderboard.csv")

@@ -75,7 +75,7 @@ def summarise(report: Report) -> Discovery | None:
     return Discovery(studies, verdicts)
 
 
-def make_figures(discovery: Discovery, out: Path) -> list[Path]:
+def make_figures(discovery: Discovery, out: Path, fractions: set[str] = frozenset()) -> list[Path]:
     """Each study's history figure and the generators figure (`discovered-*.png`); a failing figure is warned."""
     from icon_bench.report.discovery_plots import plot_generators, plot_history, stem
 
@@ -86,7 +86,8 @@ def make_figures(discovery: Discovery, out: Path) -> list[Path]:
         title = f"{s.task} · {s.dataset}"
         jobs.append((out / f"discovered-history-{stem(s.study)}.png",
                      lambda p, s=s, title=title: plot_history(s.trials, p, metric=s.metric,
-                                                             higher_is_better=s.higher_is_better, title=title), s.plots))
+                                                             higher_is_better=s.higher_is_better, title=title,
+                                                             scale=100.0 if s.metric in fractions else 1.0), s.plots))
     found = {disc.component_text(c["loss"]["divergence"]): c["loss"]["divergence"]
              for s in discovery.studies for c in s.candidates if c["loss"].get("divergence") is not None}
     holder: list[tuple[str, Path]] = []

@@ -83,10 +83,15 @@ def plot_generators(found: Mapping[str, Any], path: Path) -> str | None:
     return caption + (f" Not drawn (no generator): {', '.join(skipped)}." if skipped else "")
 
 
-def plot_history(trials: pd.DataFrame, path: Path, *, metric: str, higher_is_better: bool, title: str) -> str | None:
-    """The val value of each search trial and the best so far (complete trials only), pruned ones marked."""
+def plot_history(trials: pd.DataFrame, path: Path, *, metric: str, higher_is_better: bool, title: str,
+                 scale: float = 1.0) -> str | None:
+    """The val value of each search trial and the best so far (complete trials only), pruned ones marked.
+
+    Values are drawn x`scale` (100 for fraction metrics, as the tables show them).
+    """
     if trials.empty:
         return None
+    trials = trials.assign(value=trials["value"] * scale)
     best = best_so_far(trials, higher_is_better)
     with plt.rc_context(RC):
         fig, ax = plt.subplots(figsize=(6.0, 3.4))
@@ -102,13 +107,14 @@ def plot_history(trials: pd.DataFrame, path: Path, *, metric: str, higher_is_bet
             ax.plot(hit["index"], y, _MARKERS.get(kind, "d"), ms=5, color="0.45", mfc="none",
                     label=f"pruned: {kind} ({len(hit)})")
         ax.set_xlabel("trial (the order TPE proposed them)")
-        ax.set_ylabel(f"{metric} on val" + ("" if higher_is_better else " (lower is better)"))
+        ax.set_ylabel(f"{metric}{' (×100)' if scale == 100 else ''} on val" + ("" if higher_is_better else " (lower is better)"))
         ax.set_title(title)
         ax.legend(fontsize=7, frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1.0))
         save(fig, path)
     n_pruned = sum(isinstance(k, str) for k in trials["pruned"])
     return (f"{title}: {metric} on val of each of the {len(trials)} search trials and the best so far over complete "
-            f"trials ({n_pruned} pruned, marked; a pruned trial's value was read before its full epochs).")
+            f"trials ({n_pruned} pruned, marked; a pruned trial's value was read before its full epochs, and one "
+            "stopped without a value is drawn at the lowest value seen).")
 
 
 def stem(*parts: str) -> str:
