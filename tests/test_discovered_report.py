@@ -348,3 +348,10 @@ def test_section_in_headless_chromium(report_dir: Path, tmp_path: Path) -> None:
         assert driver.execute_script("return typeof window.alert === 'function' && !document.querySelector('img[src=x]')")
     finally:
         driver.quit()
+
+
+def test_confirmation_rows_alone_name_their_metric() -> None:
+    rows = [{**r, "discover": {**r["discover"], "metric": "hungarian"}} for r in _confirmation(BASE, {
+        "icon-aaaa0001": (LOSS_A, {s: BASE[s] + e for s, e in zip(SEEDS, NOISE)})})]
+    assert disc.study_metric(_discovery(rows), STUDY) == ("hungarian", None)
+    assert disc.study_metric(_discovery(_search_rows(3) + rows), STUDY) == ("hungarian", True)

@@ -107,8 +107,9 @@ def _plain(value: Any) -> Any:
 
 
 def study_metric(discovery: pd.DataFrame, study: str) -> tuple[str | None, bool | None]:
-    """The metric a study searched on and whether higher is better (from its search rows)."""
-    for d in discovery.loc[(discovery["study"] == study) & (discovery["role"] == "search"), "discover"]:
+    """The metric a study searched on and whether higher is better (its search rows', else its confirmation rows')."""
+    rows = discovery[discovery["study"] == study]
+    for d in sorted(rows["discover"], key=lambda d: d.get("role") != "search"):
         if d.get("metric"):
             hib = d.get("higher_is_better")
             return str(d["metric"]), None if hib is None else bool(hib)
