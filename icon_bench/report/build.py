@@ -9,6 +9,7 @@ from typing import Any
 
 import pandas as pd
 
+from icon_bench.report.discovered import load_discovery
 from icon_bench.report.model import DEFAULTS, METRIC_PREFIX, TASKS, Report, Section
 from icon_bench.report.references import Reference, load_references, matching
 from icon_bench.report.rows import (
@@ -206,7 +207,8 @@ def build_report(results: str | Path, *, references: list[Reference] | None = No
     meta["n_search"] = int((all_rows["tune_role"] == "search").sum())
     meta["fraction_metrics"] = fractions
     meta["lower_is_better"] = lower
-    return Report(rows, agg, sections, failed, configs, protocols, meta, path.parent, warned=warned)
+    discovery = load_discovery(path, all_rows)
+    return Report(rows, agg, sections, failed, configs, protocols, meta, path.parent, warned=warned, discovery=discovery)
 
 
 def _sections(

@@ -19,13 +19,13 @@ def write_report(
     results: str | Path, out_dir: str | Path, *, plots: bool = True,
     baseline: str = "divergence=kl",
 ) -> Path:
-    """Write leaderboard.md, leaderboard.csv, references.csv and compare.csv (when any), results.parquet (or
-    .json), plots and index.html; return out_dir.
+    """Write leaderboard.md, leaderboard.csv, references.csv, compare.csv and discovered.csv (when any),
+    results.parquet (or .json), plots and index.html; return out_dir.
 
     `baseline` is what the paired comparisons compare with; with no row pairing with it the
     report has no comparison section (and no compare.csv).
     """
-    from icon_bench.report import html, tables
+    from icon_bench.report import discovered_page, html, tables
     from icon_bench.report import plots as plotting
     from icon_bench.report.build import build_report
     from icon_bench.report.compare import paired_comparisons
@@ -34,6 +34,7 @@ def write_report(
     report = build_report(results)
     report.baseline = baseline
     report.comparisons = paired_comparisons(report.rows, baseline, primary_only=True)
+    report.discovered = discovered_page.summarise(report)
     out = Path(out_dir)
     out.parent.mkdir(parents=True, exist_ok=True)
     # Regenerated from its own rows (results.parquet), a report has no embeddings to draw: it keeps the
@@ -47,6 +48,9 @@ def write_report(
         os.chmod(tmp, 0o755)
         if plots:
             plotting.make_plots(report, tmp, kept_embeddings=kept)
+            if report.discovered is not None:
+                discovered_page.make_figures(report.discovered, tmp, set(report.meta.get("fraction_metrics", [])))
+        discovered_page.write_files(report, tmp)
         tables.write_rows(report, tmp)
         tables.write_csv(report, tmp / "leaderboard.csv")
         tables.write_references_csv(report, tmp / "references.csv")
@@ -62,8 +66,9 @@ def write_report(
 
 
 #: What a report writes; in an existing report folder these are replaced, any other file is kept.
-REPORT_FILES = ("metrics-*.png", "grid-*.png", "embedding-*.png", "loss-*.png", "gradnorm-*.png", "results.parquet",
-                "results.json", "compare.csv", "leaderboard.md", "leaderboard.csv", "references.csv", "index.html")
+REPORT_FILES = ("metrics-*.png", "grid-*.png", "embedding-*.png", "loss-*.png", "gradnorm-*.png", "discovered-*.png",
+                "results.parquet", "results.json", "compare.csv", "discovered.csv", "discovery.json", "leaderboard.md",
+                "leaderboard.csv", "references.csv", "index.html")
 
 
 def _swap_in(new: Path, out: Path) -> None:

@@ -9,6 +9,7 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from icon_bench.report import discovered_page
 from icon_bench.report.formatting import PUBLISHED, _anchor, _fractions, _lower, _missing
 from icon_bench.report.obtained import COMPARE_NOTE, comparison_groups, how_obtained
 from icon_bench.report.tables import (
@@ -179,6 +180,9 @@ def write_html(report: Report, path: str | Path) -> Path:
     if groups:
         nav.append('<li><a href="#compare">paired comparisons</a></li>')
         body.append(_comparison_section(report, groups))
+    if report.discovered is not None:
+        nav.append('<li><a href="#discovered">discovered losses</a></li>')
+        body.append(discovered_page.html_section(report, _img))
     # Not `title`: the page's <title> below is the suite's, whatever sections the page holds.
     for frame, sid, heading, detail in ((report.failed, "failed", "Failed trials", "error"),
                                         (report.warned, "warned", "Warnings", "warning")):

@@ -72,3 +72,7 @@ class Report:
 
     baseline: str | None = None  # what `comparisons` compares with, e.g. "divergence=kl"
     comparisons: pd.DataFrame | None = None  # report/compare.py:paired_comparisons on the table's first metric
+    # Loss discovery: its rows, search ones included (report/discovered.py:discovery_rows), and the
+    # Discovered section made from them (report/discovered_page.py:summarise; None without discovery)
+    discovery: pd.DataFrame | None = None
+    discovered: Any = None

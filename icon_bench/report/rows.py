@@ -384,7 +384,8 @@ def _tune_columns(df: pd.DataFrame) -> None:
         if cols else [{}] * len(df)
     tunes = [t if isinstance(t, Mapping) else (f or None) for t, f in zip(nested, flat)]
     df["tune"] = tunes
-    df["tune_role"] = [_get(t, "role") for t in tunes]
+    found = list(df["discover"]) if "discover" in df.columns else [None] * len(df)  # loss discovery's search: a search too
+    df["tune_role"] = [_get(t, "role") or ("search" if _get(d, "role") == "search" else None) for t, d in zip(tunes, found)]
     df["kind"] = [tuned_kind(t) if _get(t, "role") == "final" else DEFAULTS for t in tunes]
     if "run_spec" not in df.columns:  # normalising twice must not lose what ran
         df["run_spec"] = df["spec"]
@@ -395,5 +396,5 @@ def _tune_columns(df: pd.DataFrame) -> None:
 
 
 def without_search(df: pd.DataFrame) -> pd.DataFrame:
-    """Normalised rows less the search trials of tuned suites (val scores: they rank nothing)."""
+    """Normalised rows less the search trials of tuned suites and loss discovery (val scores: they rank nothing)."""
     return df[df["tune_role"] != "search"].reset_index(drop=True) if "tune_role" in df.columns else df

@@ -14,6 +14,7 @@ from urllib.parse import quote
 import pandas as pd
 from tabulate import tabulate
 
+from icon_bench.report import discovered_page
 from icon_bench.report.compare import HEADERS as COMPARE_HEADERS
 from icon_bench.report.formatting import (
     AT_CHANCE,
@@ -287,6 +288,8 @@ def write_markdown(report: Report, path: str | Path) -> Path:
             lines += [f"### {_md(title)}", ""]
             lines += [tabulate([[_md(c) for c in r] for r in body], headers=COMPARE_HEADERS, tablefmt="github",
                                disable_numparse=True), ""]
+    lines += discovered_page.markdown_lines(report, _md, lambda body, heads: tabulate(
+        body, headers=heads, tablefmt="github", disable_numparse=True))
     lines += _trial_section("Failed trials", report.failed, "error")
     lines += _trial_section("Warnings", report.warned, "warning")
     lines += ["## Configurations", ""]
