@@ -149,6 +149,8 @@ def test_a_search_stores_every_trial_on_val_and_confirms_the_top_on_fresh_seeds(
 def test_the_planted_winner_is_found_in_at_least_4_of_5_search_seeds(tmp_path: Path) -> None:
     # alpha with a near 0.7 beats every other loss by 0.15 (ray_trials.discover_trial); budget 16 of a space
     # of five divergences and a knn k. Each search seed is a separate study.
+    from icon_bench.report.discovered import BETTER, verdict
+
     found = 0
     for seed in range(5):
         path = _write(tmp_path, SUITE.replace("  seed: 0", f"  seed: {seed}"))
@@ -157,7 +159,11 @@ def test_the_planted_winner_is_found_in_at_least_4_of_5_search_seeds(tmp_path: P
         assert code == 0, out
         (study,) = plan_studies(load_suite(path))
         best = top_candidates(study, search_rows(_rows(results), study.study_id), 1)[0]
-        found += best["values"]["divergence"] == "alpha" and abs(best["values"]["divergence.a"] - 0.7) < 0.1
+        hit = best["values"]["divergence"] == "alpha" and abs(best["values"]["divergence.a"] - 0.7) < 0.1
+        found += hit
+        if hit:  # and the confirmation on fresh seeds calls it better than both named methods
+            verdicts = verdict(_rows(results), metrics=["hungarian"])
+            assert {v.baseline: v.outcome for v in verdicts} == {"pmi": BETTER, "kmeans": BETTER}, verdicts
     assert found >= 4, found
 
 
@@ -226,19 +232,66 @@ def test_asha_stops_poor_losses_early_and_records_why(tmp_path: Path) -> None:
     assert all(set(map(int, r["discover"]["rung_values"])) <= {1, 2, 4} for r in search)
 
 
-def test_null_check_confirmation_calls_equal_candidates_better_in_at_most_5_percent() -> None:
-    # K = 3 candidates drawn from the baseline's own distribution, 5 confirmation seeds, paired t + Holm over K.
-    from icon_bench.report.stats import holm, paired_test
+def null_rows(rng: np.random.Generator, k: int = 3, seeds: int = 5, sd: float = 0.02) -> list[dict]:
+    """Confirmation rows of one study where every candidate is the baseline's equal (drawn from one distribution)."""
+    rows = []
+    for seed in range(seeds):
+        for rank in range(1, k + 1):
+            rows.append({"trial_id": f"c{rank}-{seed}", "seed": 100 + seed, "dataset": "digits", "status": "ok",
+                         "method": "pmi", "metrics": {"hungarian": float(rng.normal(0.6, sd))},
+                         "discover": {"role": "candidate", "study": "s", "task": "clustering", "rank": rank,
+                                      "name": f"icon-{rank:08d}", "values": {"divergence": "kl"}, "metric": "hungarian"}})
+        rows.append({"trial_id": f"b-{seed}", "seed": 100 + seed, "dataset": "digits", "status": "ok", "method": "pmi",
+                     "metrics": {"hungarian": float(rng.normal(0.6, sd))},
+                     "discover": {"role": "baseline", "study": "s", "task": "clustering", "method": "pmi"}})
+    return rows
+
+
+def test_null_check_the_confirmation_calls_an_equal_candidate_better_in_at_most_5_percent() -> None:
+    """K = 3 candidates equal to the baseline, 5 fresh seeds: report.discovered.verdict over 400 simulated studies.
+
+    The rate of "found a loss better" is held at 5 % by Holm over the K candidates; the Monte Carlo
+    standard error at 400 runs is about 1.1 points, so the bound checked is 5 % + 2 standard errors.
+    benchmarks/bench_discovery.py runs 4,000 (docs/discovery.md gives its figure).
+    """
+    from icon_bench.report.discovered import BETTER, verdict
 
     rng = np.random.default_rng(0)
-    runs, false = 2000, 0
-    for _ in range(runs):
-        base = rng.normal(0.6, 0.02, 5)
-        p_values, means = [], []
-        for _ in range(3):
-            test = paired_test(rng.normal(0.6, 0.02, 5) - base)
-            p_values.append(test["p_value"])
-            means.append(test["mean_diff"])
-        false += any(p < 0.05 and m > 0 for p, m in zip(holm(p_values), means))
-    rate, error = false / runs, (0.05 * 0.95 / runs) ** 0.5
-    assert rate <= 0.05 + 2 * error, (rate, error)  # Monte Carlo error about 0.5 points at 2,000 runs
+    runs = 400
+    better = sum(verdict(null_rows(rng), metrics=["hungarian"])[0].outcome == BETTER for _ in range(runs))
+    rate, error = better / runs, (0.05 * 0.95 / runs) ** 0.5
+    assert rate <= 0.05 + 2 * error, (rate, error)
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    ray = pytest.importorskip("ray")
+    import ray_trials
+    from ray import cloudpickle
+
+    from icon_bench.run.execution.ray_cluster import ray_session
+
+    cloudpickle.register_pickle_by_value(ray_trials)  # workers cannot import tests/ray_trials.py by name
+    try:
+        with ray_session(num_cpus=2) as started:
+            assert started and ray.is_initialized()
+            yield
+    finally:
+        cloudpickle.unregister_pickle_by_value(ray_trials)
+
+
+@pytest.mark.slow
+def test_ray_tune_draws_the_points_the_in_process_search_draws_asha_included(ray_cluster: None, tmp_path: Path) -> None:
+    text = SUITE.replace("budget: 16", "budget: 6").replace("  seed: 0", "  seed: 0\n  scheduler: {grace_epochs: 1, "
+                                                                       "reduction_factor: 2}")
+    path = _write(tmp_path, text)
+    searches = {}
+    for name, executor in (("local", "local"), ("ray", "ray")):
+        code, out = _run(path, tmp_path / name, executor=executor)
+        assert code == 0, out
+        rows = sorted((r for r in _rows(tmp_path / name) if r["discover"]["role"] == "search"),
+                      key=lambda r: r["discover"]["index"])
+        searches[name] = [(r["trial_id"], r["discover"]["values"], r["discover"]["pruned"], r["discover"]["epochs"],
+                           r["metrics"]["hungarian"]) for r in rows]
+    assert len(searches["ray"]) == 6 and searches["ray"] == searches["local"]
+    assert any(pruned == "asha" for _, _, pruned, _, _ in searches["ray"])

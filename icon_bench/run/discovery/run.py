@@ -58,9 +58,9 @@ def run_discover(
 ) -> TunedRun:
     """Search each study to its budget (resumable), then run what the confirmation still lacks.
 
-    The search runs in this process under either executor (each TPE step depends on the values
-    told before it); `--executor ray` spreads the confirmation's trials. `limit` is not used: a
-    study's budget is what makes datasets comparable.
+    Under `--executor ray` the search runs on Ray Tune (run/discovery/ray_search.py) and the
+    confirmation's trials spread over the cluster; under `local` both run in this process. `limit`
+    is not used: a study's budget is what makes datasets comparable.
     """
     from icon_bench.run.execution.executors import make_executor
 
@@ -80,10 +80,13 @@ def run_discover(
     pending = [(s, stored[s.study_id]) for s in studies if len(stored[s.study_id]) < s.block.budget]
     if pending:
         if kind == "ray":
-            print("note: the discovery search runs in this process (each step waits for the last); "
-                  "Ray runs the confirmation", file=out)
-        summary = run_studies(suite, pending, store, trial_fn=trial_fn, load_fn=load_fn,
-                              threads=getattr(runner, "threads", None), progress=progress, base=suite.root, out=out)
+            from icon_bench.run.discovery.ray_search import run_studies_ray
+
+            summary = run_studies_ray(suite, pending, store, trial_fn=trial_fn, load_fn=load_fn, executor=runner,
+                                      progress=progress)
+        else:
+            summary = run_studies(suite, pending, store, trial_fn=trial_fn, load_fn=load_fn,
+                                  threads=getattr(runner, "threads", None), progress=progress, base=suite.root, out=out)
         summarise(summary)
         if summary.interrupted or summary.store_error:
             return TunedRun(finished=False, summary=summary)

@@ -18,7 +18,7 @@ import dataclasses
 import hashlib
 import os
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -126,11 +126,13 @@ def _tell(study: Any, trial: Any, row: Mapping[str, Any], metric: str, higher: b
     study.tell(trial, state=state)
 
 
-def replay(study_def: Study, rows: Sequence[Mapping[str, Any]], higher: bool) -> tuple[Any, dict[str, Asha]]:
-    """A study holding the stored rows (asked again in order), and the ASHA rule fed with their rung values."""
+def replay(study_def: Study, rows: Sequence[Mapping[str, Any]], higher: bool) -> tuple[Any, dict[str, Asha], Any]:
+    """(study, ASHA rule, storage): the stored rows asked again in order and told, the rule fed their rung values."""
     optuna = extras.require("optuna", "discover")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(sampler=_sampler(study_def.block, study_def.study_id), direction="maximize")
+    storage = optuna.storages.InMemoryStorage()
+    study = optuna.create_study(sampler=_sampler(study_def.block, study_def.study_id), direction="maximize",
+                                storage=storage, study_name=study_def.study_id)
     asha = _asha(study_def, higher)
     space = study_def.space
     for row in rows:
@@ -150,7 +152,7 @@ def replay(study_def: Study, rows: Sequence[Mapping[str, Any]], higher: bool) ->
         for epochs, v in sorted((int(e), v) for e, v in (row["discover"].get("rung_values") or {}).items()):
             if asha is not None and epochs < study_def.max_epochs:
                 asha.keep(epochs, v)
-    return study, {"rule": asha} if asha is not None else {}
+    return study, ({"rule": asha} if asha is not None else {}), storage
 
 
 def _asha(study_def: Study, higher: bool) -> Asha | None:
@@ -158,21 +160,34 @@ def _asha(study_def: Study, higher: bool) -> Asha | None:
     return Asha(study_def.max_epochs, block.scheduler, higher) if block.scheduler is not None else None
 
 
+def train_rungs(suite: Any, study_def: Study, values: Mapping[str, Any], data: Any, trial_fn: TrialFn | None,
+                threads: int | None) -> Iterator[tuple[int, dict[str, Any], dict[str, float | None]]]:
+    """(epochs, the trial's row, val values so far) at each ASHA rung, until the last, a failure or a divergence.
+
+    Each rung trains from the start for its epochs (as run/tuning does): simple, and the same under
+    both executors; whether a rung goes on is the caller's (ASHA in process, Ray Tune's scheduler on Ray).
+    """
+    block = study_def.block
+    steps = rungs(study_def.max_epochs, block.scheduler) if block.scheduler else [study_def.max_epochs]
+    rung_values: dict[str, float | None] = {}
+    for epochs in steps:
+        row = run_one(study_def.spec(suite, values, epochs), data, trial_fn, threads)
+        rung_values[str(epochs)] = row_value(row, study_def.metric) if row.get("status") == "ok" else None
+        yield epochs, row, dict(rung_values)
+        if row.get("status") != "ok" or pruned_reason(row, False):
+            return
+
+
 def run_trial_at_rungs(suite: Any, study_def: Study, index: int, values: Mapping[str, Any], data: Any,
                        trial_fn: TrialFn | None, threads: int | None, asha: Asha | None) -> dict[str, Any]:
     """Train the point at each rung until ASHA stops it; the last rung's row with its `discover` record."""
-    steps = rungs(study_def.max_epochs, study_def.block.scheduler) if study_def.block.scheduler else [study_def.max_epochs]
-    rung_values: dict[str, float | None] = {}
     row: dict[str, Any] = {}
+    rung_values: dict[str, float | None] = {}
     stopped = False
-    for epochs in steps:
-        spec = study_def.spec(suite, values, epochs)
-        row = run_one(spec, data, trial_fn, threads)
-        value = row_value(row, study_def.metric) if row.get("status") == "ok" else None
-        rung_values[str(epochs)] = value
-        if row.get("status") != "ok" or epochs == steps[-1] or pruned_reason(row, False):
-            break
-        if asha is not None and not asha.keep(epochs, value):
+    for epochs, row, rung_values in train_rungs(suite, study_def, values, data, trial_fn, threads):
+        value = rung_values[str(epochs)]
+        if epochs < study_def.max_epochs and asha is not None and value is not None and not pruned_reason(row, False) \
+                and not asha.keep(epochs, value):
             stopped = True
             break
     return annotate(row, study_def.spec(suite, values), study_def, index, values, rung_values, stopped)
@@ -216,7 +231,7 @@ def run_studies(
     with search_run(total, progress, "discover (local, tpe)", out) as (summary, bar):
         for study_def, rows in pending:
             higher = metric_higher(study_def.metric)
-            study, rule = replay(study_def, rows, higher)
+            study, rule, _ = replay(study_def, rows, higher)
             asha = rule.get("rule")
             data, load_error = load_or_error(load_fn, _dataset_key(suite.cell_to_spec(study_def.cell), base)[1])
             for index in range(len(rows), study_def.block.budget):

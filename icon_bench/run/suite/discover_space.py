@@ -153,6 +153,24 @@ class Space:
         out.update({p.key: values[p.key] for p in self.extra})
         return out
 
+    def optuna_names(self) -> list[str]:
+        """Every name a draw may use (the sides, each choice's parameters, the other keys)."""
+        names = [side for side, choices in self.sides.items() if len(choices) > 1]
+        names += [f"{side}.{c.name}.{p.key}" for side, choices in self.sides.items() for c in choices for p in c.params]
+        return names + [p.key for p in self.extra]
+
+    def values_of(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        """A point's flat values from Optuna's names (the inverse of optuna_params)."""
+        values: dict[str, Any] = {}
+        for side, choices in self.sides.items():
+            by_name = {c.name: c for c in choices}
+            name = params[side] if len(by_name) > 1 else next(iter(by_name))
+            values[side] = name
+            for param in by_name[name].params:
+                values[f"{side}.{param.key}"] = params[f"{side}.{name}.{param.key}"]
+        values.update({p.key: params[p.key] for p in self.extra})
+        return values
+
     def cell(self, values: Mapping[str, Any]) -> dict[str, Any]:
         """Grid-cell keys of a point (Suite.cell_to_spec reads them): p.name, p.k, divergence, lr, ..."""
         cell: dict[str, Any] = {"p.name": values["p"], "q.name": values["q"]}

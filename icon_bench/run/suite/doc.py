@@ -172,7 +172,7 @@ def _limits() -> list[list[str]]:
          "values are drawn without replacement, so no candidate runs twice"],
         ["memory per trial (plan time)", "this machine's (cgroup) memory",
          "estimated: data as float32 x 3, model parameters x 4 (built on torch's meta device), a batch's "
-         f"kernel matrices; `icon-bench run --max-memory SIZE` sets it"],
+         "kernel matrices; `icon-bench run --max-memory SIZE` sets it"],
         [".npy / .npz arrays (plan time and load)", "the memory per trial",
          "sizes read from the headers before loading; a compressed member inflating more than "
          f"{BOMB_RATIO}:1 to over {BOMB_BYTES >> 20} MiB is a decompression bomb, loaded only under `--max-memory`"],
