@@ -295,3 +295,37 @@ def test_ray_tune_draws_the_points_the_in_process_search_draws_asha_included(ray
                            r["metrics"]["hungarian"]) for r in rows]
     assert len(searches["ray"]) == 6 and searches["ray"] == searches["local"]
     assert any(pruned == "asha" for _, _, pruned, _, _ in searches["ray"])
+
+
+def test_the_conformance_kit_checks_discovery_declarations() -> None:
+    from icon_bench import testing
+    from icon_bench.hooks.registry import get_registry
+    from icon_bench.loss.divergences import Alpha
+
+    for kind in ("kernel", "divergence"):
+        for name in get_registry().components[kind]:
+            testing.check_discovery(kind, name)  # every built-in's declaration parses and builds at its ends
+
+    class Wrong(Alpha):
+        discovery = {"tasks": ["clustering"], "params": {"a": {"uniform": [0.05, 0.95]}, "b": [1, 2]}}
+
+    class OutOfRange(Alpha):
+        discovery = {"tasks": ["clustering"], "params": {"a": {"uniform": [0.5, float("nan")]}}}
+
+    class BadTask(Alpha):
+        discovery = {"tasks": ["clustring"], "params": {}}
+
+    from icon_bench.hooks.registry import Registry
+
+    from icon_bench.hooks.specs import hookimpl
+
+    for cls, message in ((Wrong, "'b' is not a parameter"), (OutOfRange, "two numbers"), (BadTask, "tasks must be")):
+        class Plugin:
+            @hookimpl
+            def register_divergences(self, register, cls=cls) -> None:
+                register("bad", cls)
+
+        reg = Registry()
+        assert reg.add_plugin(Plugin(), "bad-plugin", "bad-dist", "0").status == "ok"
+        with pytest.raises(testing.ConformanceError, match=message):
+            testing.check_discovery("divergence", "bad", registry=reg)

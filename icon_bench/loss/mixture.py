@@ -30,7 +30,8 @@ class Mixture(Divergence):
     """
 
     name = "mixture"
-    discovery = {"tasks": DISCOVERY_TASKS, "params": {g: {"uniform": [0.0, 1.0]} for g in PARTS}}
+    # Log-uniform weights reach near each corner (one part dominant) and never all zero.
+    discovery = {"tasks": DISCOVERY_TASKS, "params": {g: {"loguniform": [1.0e-3, 1.0]} for g in PARTS}}
 
     def __init__(self, kl: float | None = None, js: float | None = None, tv: float | None = None,
                  hellinger: float | None = None) -> None:

@@ -14,6 +14,7 @@ from icon_bench.testing.pipeline import (
     check_model,
     check_reference,
 )
+from icon_bench.testing.discovery import check_discovery
 from icon_bench.testing.plugin import check, check_plugin, components
 from icon_bench.testing.structured import DensePathNotice
 
@@ -24,6 +25,7 @@ __all__ = [
     "check_backbone",
     "check_claim",
     "check_dataset",
+    "check_discovery",
     "check_divergence",
     "check_kernel",
     "check_method",

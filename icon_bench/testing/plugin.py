@@ -45,7 +45,12 @@ def check(kind: str, spec: Any, **options: Any) -> Any:
         from icon_bench.errors import UnknownNameError
 
         raise UnknownNameError("component kind", kind, _CHECKS)
-    return _CHECKS[kind](spec, **options)
+    result = _CHECKS[kind](spec, **options)
+    if kind in ("kernel", "divergence") and isinstance(spec, str):
+        from icon_bench.testing.discovery import check_discovery
+
+        check_discovery(kind, spec, registry=options.get("registry"))  # what loss discovery may draw
+    return result
 
 
 def components(
