@@ -123,6 +123,13 @@ class KL(Divergence):
         lq = torch.where(log_q > NEG_INF, log_q, _log_tiny(log_q))
         return log_p.exp() * (log_p - lq)
 
+    # ICon's own KL paths never call these; a mixture with a KL part does (its fused debiased path).
+    def term_q(self, p: Tensor, q: Tensor) -> Tensor:
+        return torch.xlogy(p, p) - torch.log(q).mul_(p)
+
+    def term_dq(self, p: Tensor, q: Tensor) -> Tensor:
+        return q.reciprocal().mul_(p).neg_()
+
 
 class ReverseKL(Divergence):
     """Reverse Kullback-Leibler KL(q || p) = sum q log(q / p) (mode seeking)."""
