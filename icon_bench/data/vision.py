@@ -163,6 +163,7 @@ class ImageDataset(Dataset):
             test_size=0.2,
             split_seed=0,
             flatten=not p.get("images", False),
+            pixels=True,
         )
         images = {"train": np.asarray(arrays["x_train"]), "test": np.asarray(arrays["x_test"])}
         if p.get("unlabeled"):
