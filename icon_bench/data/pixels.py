@@ -38,7 +38,11 @@ class Pixels:
 
     def __call__(self, x: Tensor) -> Tensor:
         """float32 rows of the uint8 rows `x` (any leading shape), on x's device."""
-        out = self.table[x.long()]
+        if x.device.type == "cpu":
+            # The same float32 division in numpy (the table's own rule), a third of a gather's time.
+            out = torch.from_numpy(np.divide(x.numpy(), np.float32(255.0), dtype=np.float32))
+        else:
+            out = self.table[x.long()]
         if self.mean is not None and self.std is not None:
             out = torch.div(out - self.mean, self.std)
         return out
