@@ -125,6 +125,9 @@ def load_dataset(spec: Any, cache_dir: str | os.PathLike[str] | None = None) -> 
     if data.images is not None:
         data.images = dict(data.images)  # load_dataset re-indexes it below; the dataset's dict stays as it was
     data.check()
+    if options["transductive"] and data.meta.get("unlabelled_rows"):
+        raise DataError(f"dataset {name!r}: transductive scores every row, and {data.meta['unlabelled_rows']} train rows "
+                        "have no label (unlabeled: true); drop one of them")
     data.meta["dataset"] = {"name": name, "params": _jsonable(params)}
     data.meta["raw_content_hash"] = content_hash(data)
     applied: list[dict[str, Any]] = []

@@ -132,7 +132,9 @@ class DataSplits:
                 raise DataError(f"{where}: x_{split} must be (n, d) or (n, c, h, w), got {tuple(x.shape)}")
             if len(x) != len(y):
                 raise DataError(f"{where}: x_{split} has {len(x)} rows but y_{split} has {len(y)}")
-            if len(y) and (int(y.min()) < 0 or int(y.max()) >= self.num_classes):
+            # Train rows without a label (STL-10's unlabelled images) carry -1, and meta says how many.
+            low = -1 if split == "train" and self.meta.get("unlabelled_rows") else 0
+            if len(y) and (int(y.min()) < low or int(y.max()) >= self.num_classes):
                 raise DataError(f"{where}: y_{split} must lie in 0..{self.num_classes - 1}")
             if self.pixels is None and not all_finite(x):  # uint8 is always finite
                 raise DataError(f"{where}: x_{split} holds NaN or inf values")
@@ -230,7 +232,8 @@ def val_indices(y: Tensor, fraction: float, seed: int, where: str) -> tuple[Tens
     """(train, val) row indices (sorted, int64) of a stratified val split of `fraction` of the rows labelled `y`.
 
     Each class gives its share (largest remainder) but keeps at least one train row, so no class
-    disappears from training; the same `seed` always gives the same split.
+    disappears from training; the same `seed` always gives the same split. Rows labelled -1 (no
+    label) stay in train and do not count in `fraction`.
     """
     if not 0.0 <= fraction < 1.0:
         raise DataError(f"{where}: val_fraction must be in [0, 1), got {fraction}")
@@ -238,8 +241,10 @@ def val_indices(y: Tensor, fraction: float, seed: int, where: str) -> tuple[Tens
     if fraction == 0.0:
         return torch.arange(len(y_np)), torch.zeros(0, dtype=torch.int64)
     rng = np.random.default_rng(seed)
-    classes, counts = np.unique(y_np, return_counts=True)
-    take = np.minimum(_allocate(counts, round(fraction * len(y_np))), counts - 1)
+    # Rows without a label (-1) always train: val rows are scored, so they must have one.
+    labelled = y_np[y_np >= 0]
+    classes, counts = np.unique(labelled, return_counts=True)
+    take = np.minimum(_allocate(counts, round(fraction * len(labelled))), counts - 1)
     picks = [rng.permutation(np.flatnonzero(y_np == c))[:k] for c, k in zip(classes, take)]
     val = np.sort(np.concatenate(picks)) if picks else np.zeros(0, dtype=np.int64)
     if len(val) == 0:

@@ -85,6 +85,14 @@ def _needs_graph(recipe: Method) -> bool:
     return walk(recipe.p)
 
 
+def needs_labels(recipe: Any) -> bool:
+    """True when the recipe's p reads the labels (a label kernel, possibly inside mix): supcon, cross_entropy."""
+    p = getattr(recipe, "p", None)
+    if not p:
+        return False
+    return "label" in _kernel_names(p)
+
+
 def _make_augment(kind: Any, data: DataSplits, views: int) -> Any:
     """The batched view augmentation: None/"none" (off), "auto" (on when views > 1), or Augmenter parameters."""
     if kind in (None, False, "none"):

@@ -11,7 +11,7 @@ from torch import Tensor, nn
 
 from icon_bench.errors import TrialError
 from icon_bench.hooks.registry import split_spec
-from icon_bench.train.build import Method, _make_augment, _needs_graph, graph
+from icon_bench.train.build import Method, _make_augment, _needs_graph, graph, needs_labels
 from icon_bench.train.heads import MultiHead, OneHead
 
 if TYPE_CHECKING:
@@ -39,6 +39,12 @@ def run(
     )
 
     recipe = method.with_overrides(overrides)
+    unlabelled = data.meta.get("unlabelled_rows")
+    if unlabelled and needs_labels(recipe):
+        raise TrialError(
+            f"method {method.name!r} trains on labels, and {unlabelled} train rows of dataset {data.name!r} have none "
+            "(unlabeled: true); drop unlabeled or use a method that trains without labels (simclr, ...)"
+        )
     dev = resolve_device(device)
     settings = TrainSettings.from_dict(recipe.settings)
     seed_everything(seed)
