@@ -83,6 +83,12 @@ def test_pickling_and_val_as_test_keep_uint8(tmp_path: Path, monkeypatch: pytest
     back = pickle.loads(pickle.dumps(data))
     assert "_floats" not in back.__dict__ and back.stored("test").dtype == torch.uint8
     np.testing.assert_array_equal(back.x_test.numpy(), before.numpy())
+    # data.images views the rows: pickled once (not beside them), views of the rows again after.
+    pixels = sum(data.stored(s).numel() for s in ("train", "val", "test"))
+    assert len(pickle.dumps(data)) < 1.5 * pixels  # the rows, standardize's mean and std (float32 per feature)
+    for split in ("train", "val", "test"):
+        np.testing.assert_array_equal(back.images[split], data.images[split])
+        assert np.shares_memory(back.images[split], back.stored(split).numpy())
     val = data.val_as_test()
     assert val.stored("test") is data.stored("val") and "_floats" not in val.__dict__
     assert len(val.stored("val")) == 0 and val.stored("val").dtype == torch.uint8

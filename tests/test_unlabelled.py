@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +39,10 @@ def test_unlabelled_rows_train_and_never_score(stl) -> None:
     np.testing.assert_array_equal(data.images["train"][y == -1], stl.arrays["x_unlabeled"])
     np.testing.assert_array_equal(data.stored("train").numpy(), data.images["train"].reshape(27, -1))
     np.testing.assert_array_equal(data.images["unlabeled"], stl.arrays["x_unlabeled"])
+    assert np.shares_memory(data.images["unlabeled"], data.stored("train").numpy())  # the last rows, not a copy
+    back = pickle.loads(pickle.dumps(data))
+    np.testing.assert_array_equal(back.images["unlabeled"], stl.arrays["x_unlabeled"])
+    assert len(pickle.dumps(data)) < 1.2 * sum(data.stored(s).numel() for s in ("train", "val", "test"))
     # Without the option nothing changes: 20 labelled train rows, no -1.
     plain = load_dataset({"name": "stl10", "val_fraction": 0})
     assert len(plain.y_train) == 20 and int(plain.y_train.min()) >= 0 and "unlabelled_rows" not in plain.meta

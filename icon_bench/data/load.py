@@ -223,6 +223,9 @@ def _images_follow_rows(data: DataSplits) -> None:
     for split in ("train", "val", "test"):
         rows = data.stored(split)
         data.images[split] = rows.numpy().reshape(len(rows), *shape)
+    extra = int(data.meta.get("unlabelled_rows") or 0)
+    if extra and "unlabeled" in data.images and int((data.y_train[-extra:] < 0).sum()) == extra:
+        data.images["unlabeled"] = data.images["train"][-extra:]  # the last train rows: a view, not a copy
 
 
 def _follow_train_rows(data: DataSplits, idx: torch.Tensor | None) -> None:

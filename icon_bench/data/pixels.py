@@ -78,8 +78,8 @@ class StoredRows:
     gives the stored rows without converting. A write replaces the rows (and drops the converted copy).
     """
 
-    def __set_name__(self, owner: type, name: str) -> None:
-        self.name = name
+    def __init__(self, name: str) -> None:
+        self.name = name  # the instance attribute it stands for
 
     def __get__(self, obj: Any, owner: type | None = None) -> Any:
         if obj is None:
@@ -99,3 +99,34 @@ class StoredRows:
     def __set__(self, obj: Any, value: Any) -> None:
         obj.__dict__[self.name] = value
         obj.__dict__.get("_floats", {}).pop(self.name, None)
+
+
+def pack_images(images: dict[str, np.ndarray], stored: dict[str, Any]) -> dict[str, Any]:
+    """`DataSplits.images` for pickling: an entry that is a view of some split's stored uint8 rows becomes a
+    note (split, first row, rows, image shape), so Ray's object store holds those pixels once, not twice."""
+    packed: dict[str, Any] = {}
+    for key, array in images.items():
+        packed[key] = array
+        if not isinstance(array, np.ndarray) or not array.flags.c_contiguous or array.dtype != np.uint8:
+            continue
+        start = array.__array_interface__["data"][0]
+        for split, rows in stored.items():
+            if not isinstance(rows, Tensor) or rows.dtype != torch.uint8 or not rows.is_contiguous() or not len(rows):
+                continue
+            row_bytes = rows[0].numel()
+            offset = start - rows.data_ptr()
+            if 0 <= offset and offset % row_bytes == 0 and offset + array.nbytes <= rows.numel():
+                packed[key] = ("<rows>", split, offset // row_bytes, len(array), tuple(array.shape[1:]))
+                break
+    return packed
+
+
+def unpack_images(packed: dict[str, Any], stored: dict[str, Any]) -> dict[str, np.ndarray]:
+    """`pack_images` undone: each note becomes a view of the split's (unpickled) rows again."""
+    images = {}
+    for key, value in packed.items():
+        if isinstance(value, tuple) and value and value[0] == "<rows>":
+            _, split, first, count, shape = value
+            value = stored[split].numpy()[first : first + count].reshape(count, *shape)
+        images[key] = value
+    return images

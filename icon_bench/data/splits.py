@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from icon_bench.data.pixels import Pixels, StoredRows, rows_per_chunk
+from icon_bench.data.pixels import Pixels, StoredRows, pack_images, rows_per_chunk, unpack_images
 from icon_bench.errors import DataError
 
 __all__ = ["DataSplits", "Dataset", "Pixels", "rows_per_chunk", "stratified_subset", "val_indices"]
@@ -25,9 +25,8 @@ class DataSplits:
 
     A dataset's `load()` gives train and test; `load_dataset` carves val from train (protocol 2).
     Without a val split, `x_val` / `y_val` are empty: (0, *feature shape) and (0,).
-    Image datasets store their rows uint8 with `pixels` (data/pixels.py): `x_<split>` still reads
-    as float32 (converted once, on the first read), `stored(split)` gives the uint8 rows, and the
-    trainer converts them per batch.
+    Image rows are stored uint8 with `pixels` (data/pixels.py): `x_<split>` reads float32 (converted
+    once, on first read), `stored(split)` the uint8 rows, which the trainer converts per batch.
     """
 
     x_train: Tensor  # float32, (n, d) vectors or (n, c, h, w) images
@@ -45,8 +44,7 @@ class DataSplits:
     #: subset and the val split; "unlabeled" where a dataset has such images). None for other data.
     images: dict[str, np.ndarray] | None = None
     views_train: Tensor | None = None  # (n_train, K, d) stored augmented views of the train rows (feature caches)
-    #: uint8 rows' conversion to float32 (v / 255, standardised when asked); None: the rows are float32.
-    pixels: Pixels | None = None
+    pixels: Pixels | None = None  # uint8 rows' conversion to float32; None: the rows are float32
 
     def __post_init__(self) -> None:
         # Datasets written before protocol 2 (and plugins) build train/test only: val is then empty.
@@ -74,6 +72,8 @@ class DataSplits:
         for split in ("x", "y"):
             if self.__dict__.get(f"{split}_test") is self.__dict__.get(f"{split}_train"):
                 state[f"{split}_test"] = _SAME_AS_TRAIN
+        if self.images is not None and self.pixels is not None:  # images that view the rows: shipped once
+            state["images"] = pack_images(self.images, {s: self.stored(s) for s in ("train", "val", "test")})
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -81,6 +81,8 @@ class DataSplits:
         for split in ("x", "y"):
             if isinstance(state.get(f"{split}_test"), str) and state[f"{split}_test"] == _SAME_AS_TRAIN:
                 self.__dict__[f"{split}_test"] = self.__dict__[f"{split}_train"]
+        if self.__dict__.get("images") is not None and self.__dict__.get("pixels") is not None:
+            self.images = unpack_images(self.images, {s: self.stored(s) for s in ("train", "val", "test")})
 
     @property
     def image_shape(self) -> tuple[int, ...] | None:
@@ -111,7 +113,7 @@ class DataSplits:
         out = object.__new__(DataSplits)
         out.__dict__.update({k: v for k, v in self.__dict__.items() if k != "_floats"})
         out.x_test, out.y_test, out.meta, out.images = self.stored("val"), self.y_val, meta, images
-        out.x_val, out.y_val = None, None
+        out.x_val = out.y_val = None  # emptied by __post_init__
         out.__post_init__()
         return out
 
@@ -124,8 +126,7 @@ class DataSplits:
             if not isinstance(x, Tensor) or not isinstance(y, Tensor):
                 raise DataError(f"{where}: x_{split} and y_{split} must be torch tensors")
             if x.dtype != dtype:
-                raise DataError(f"{where}: x_{split} must be {dtype}" + (" (pixels)" if self.pixels else "")
-                                + f", got {x.dtype}")
+                raise DataError(f"{where}: x_{split} must be {dtype}{' (pixels)' if self.pixels else ''}, got {x.dtype}")
             if y.dtype != torch.int64 or y.dim() != 1:
                 raise DataError(f"{where}: y_{split} must be a 1-D int64 tensor, got {y.dtype} {tuple(y.shape)}")
             if x.dim() not in (2, 4):
@@ -158,8 +159,7 @@ class DataSplits:
 
 
 for _split in ("train", "val", "test"):  # set after @dataclass, which took their defaults and types
-    setattr(DataSplits, f"x_{_split}", StoredRows())
-    DataSplits.__dict__[f"x_{_split}"].__set_name__(DataSplits, f"x_{_split}")
+    setattr(DataSplits, f"x_{_split}", StoredRows(f"x_{_split}"))
 
 
 def _as_tensor(array: np.ndarray) -> Tensor:
