@@ -93,3 +93,24 @@ def test_pickling_and_val_as_test_keep_uint8(tmp_path: Path, monkeypatch: pytest
     assert val.stored("test") is data.stored("val") and "_floats" not in val.__dict__
     assert len(val.stored("val")) == 0 and val.stored("val").dtype == torch.uint8
     np.testing.assert_array_equal(val.x_test.numpy(), data.x_val.numpy())
+
+
+def test_uint8_rows_travel_out_of_band_as_ray_ships_them(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import warnings
+
+    data = load_dataset({"name": "cifar10", **tiny_copy("cifar10", tmp_path, monkeypatch), "images": True})
+    buffers: list[pickle.PickleBuffer] = []
+    blob = pickle.dumps(data, protocol=5, buffer_callback=buffers.append)
+    assert len(buffers) == 6  # x and y of the three splits; data.images goes as notes on x
+    frozen = []
+    for b in buffers:  # read-only, as Ray's object store hands them over
+        arr = np.frombuffer(b.raw(), dtype=np.uint8)
+        arr.flags.writeable = False
+        frozen.append(arr)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        back = pickle.loads(blob, buffers=frozen)
+        rows = back.x_train  # converted in the trial, from the shared uint8 buffer
+    assert back.stored("train").data_ptr() == frozen[0].ctypes.data
+    assert np.shares_memory(back.images["train"], frozen[0])
+    np.testing.assert_array_equal(rows.numpy(), data.x_train.numpy())
