@@ -103,3 +103,15 @@ def test_training_steps_do_not_sync_with_the_host(recipe: str) -> None:
     finally:
         torch.cuda.set_sync_debug_mode(0)
     assert torch.isfinite(value).item()
+
+
+def test_uint8_pixels_convert_on_the_device_as_on_the_cpu() -> None:
+    """The trainer converts image batches on the device (a table there): the same float32 values as the CPU's."""
+    from icon_bench.data.pixels import Pixels
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 256, (64, 3, 8, 8), generator=g, dtype=torch.uint8)
+    x[0, 0, 0, :] = torch.tensor([0, 1, 2, 127, 128, 253, 254, 255], dtype=torch.uint8)
+    mean, std = torch.rand(3, 8, 8, generator=g), torch.rand(3, 8, 8, generator=g) + 0.1
+    for pixels in (Pixels(), Pixels(mean=mean, std=std)):
+        assert torch.equal(pixels.to(DEVICE)(x.to(DEVICE)).cpu(), pixels(x))

@@ -79,6 +79,38 @@ def test_imagefolder_sizes(cache: Path, tmp_path: Path) -> None:
         load_dataset({"name": "imagefolder", "path": str(root), "test_split": "val"})
 
 
+def test_imagefolder_decodes_once_and_again_when_the_tree_changes(cache: Path, tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    from icon_bench.data import imagefolder
+
+    root = tmp_path / "tree"
+    made = _png_tree(root, np.random.default_rng(2), ["a", "b"], {"train": 3, "test": 2})
+    decoded: list[int] = []
+    real = imagefolder._decode
+
+    def counting(paths, *args, **kwargs):
+        decoded.append(len(paths))
+        return real(paths, *args, **kwargs)
+
+    monkeypatch.setattr(imagefolder, "_decode", counting)
+    spec = {"name": "imagefolder", "path": str(root), "val_fraction": 0, "images": True}
+    load_dataset(spec)
+    assert decoded == [6, 4]  # train and test, once
+    again = load_dataset(spec)
+    assert decoded == [6, 4]  # the second load maps the cached .npy
+    np.testing.assert_array_equal(again.images["train"], made["train"][0])
+    # Another size is another cache entry; so is an edited image (its size or mtime changes).
+    load_dataset({**spec, "size": 4})
+    assert decoded == [6, 4, 6, 4]
+    edited = np.zeros((8, 8, 3), np.uint8)
+    PIL.fromarray(edited).save(root / "train" / "b" / "001.png")
+    fresh = load_dataset(spec)
+    assert decoded == [6, 4, 6, 4, 6, 4]
+    np.testing.assert_array_equal(fresh.images["train"][4], edited.transpose(2, 0, 1))
+    load_dataset(spec)
+    assert len(decoded) == 6
+
+
 def _cli(*args: str, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
     code = main(list(args))
     captured = capsys.readouterr()

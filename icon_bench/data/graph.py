@@ -94,11 +94,16 @@ def tensor_digest(t: Tensor) -> str:
 
 
 def content_hash(data: DataSplits) -> str:
-    """sha256 (hex, 16 chars) over the splits' dtypes, shapes and bytes (val only when it has rows)."""
-    tensors = [data.x_train, data.y_train, data.x_test, data.y_test]
+    """sha256 (hex, 16 chars) over the splits' dtypes, shapes and bytes (val only when it has rows).
+
+    Rows stored uint8 (`data.pixels`) are hashed as stored, with what their conversion does.
+    """
+    tensors = [data.stored("train"), data.y_train, data.stored("test"), data.y_test]
     if data.y_val is not None and len(data.y_val):
-        tensors += [data.x_val, data.y_val]  # no val split: the hash is what it was before protocol 2
+        tensors += [data.stored("val"), data.y_val]  # no val split: the hash is what it was before protocol 2
     parts = [tensor_digest(t) for t in tensors]
+    if data.pixels is not None:
+        parts.append(data.pixels.describe())
     return hashlib.sha256("".join(parts).encode()).hexdigest()[:16]
 
 

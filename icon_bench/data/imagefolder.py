@@ -155,6 +155,7 @@ class ImageFolderDataset(Dataset):
             test_size=0.2,
             split_seed=0,
             flatten=not p["images"],
+            pixels=True,
         )
         data.images = {"train": np.asarray(arrays["x_train"]), "test": np.asarray(arrays["x_test"])}
         return data

@@ -15,7 +15,7 @@ from icon_bench.data.files import arrays
 from icon_bench.data.graph import content_hash, global_knn, graph_record
 from icon_bench.data.imagefolder import imagefolder
 from icon_bench.data.options import COMMON_OPTION_TYPES, COMMON_OPTIONS, dataset_label
-from icon_bench.data.splits import DataSplits, rows_per_chunk, stratified_subset, val_indices
+from icon_bench.data.splits import DataSplits, Pixels, rows_per_chunk, stratified_subset, val_indices
 from icon_bench.data.vision import cifar10, cifar100, fashion_mnist, mnist, stl10
 from icon_bench.errors import DataError, UnknownNameError, did_you_mean
 from icon_bench.hooks.specs import hookimpl
@@ -26,20 +26,26 @@ __all__ = ["COMMON_OPTIONS", "COMMON_OPTION_TYPES", "dataset_label", "load_datas
 def _standardize(data: DataSplits) -> dict[str, Any]:
     # Per feature (per pixel for images), fitted on train; constant features keep scale 1. Mean and
     # variance are summed in float64 over chunks of rows (no float64 copy of the features).
-    n = len(data.x_train)
-    flat = data.x_train.reshape(n, -1)
+    stored = data.stored("train")
+    n = len(stored)
+    flat = stored.reshape(n, -1)
     step = rows_per_chunk(flat)
+    rows = data.pixels if data.pixels is not None else (lambda x: x)  # uint8 rows: their float values
     total = torch.zeros(flat.shape[1], dtype=torch.float64)
     for a in range(0, n, step):
-        total += flat[a : a + step].double().sum(0)
+        total += rows(flat[a : a + step]).double().sum(0)
     mean = total / max(n, 1)
     sq = torch.zeros_like(total)
     for a in range(0, n, step):
-        sq += ((flat[a : a + step].double() - mean) ** 2).sum(0)
+        sq += ((rows(flat[a : a + step]).double() - mean) ** 2).sum(0)
     std = (sq / max(n, 1)).sqrt()
     std = torch.where(std > 1e-12, std, torch.ones_like(std))
-    shape = data.x_train.shape[1:]
+    shape = stored.shape[1:]
     mean_f, std_f = mean.float().reshape(shape), std.float().reshape(shape)
+    if data.pixels is not None:
+        # Rows stay uint8: the conversion now standardises too (the same float32 operations as below).
+        data.pixels = Pixels(mean=mean_f, std=std_f)
+        return {"step": "standardize", "fit_on": "train"}
     for split in ("train", "val", "test"):
         x = getattr(data, f"x_{split}")
         out = torch.empty_like(x)
@@ -50,12 +56,12 @@ def _standardize(data: DataSplits) -> dict[str, Any]:
 
 
 def _pca(data: DataSplits, n_components: int) -> dict[str, Any]:
-    if data.x_train.dim() != 2:
+    if data.stored("train").dim() != 2:
         raise DataError(
-            f"dataset {data.name!r}: pca needs vector features, got images {tuple(data.x_train.shape[1:])}; "
+            f"dataset {data.name!r}: pca needs vector features, got images {tuple(data.stored('train').shape[1:])}; "
             "load them flattened"
         )
-    n, d = data.x_train.shape
+    n, d = data.stored("train").shape
     if not 1 <= n_components <= min(n, d):
         raise DataError(f"dataset {data.name!r}: pca={n_components} must be in 1..{min(n, d)}")
     x = data.x_train
@@ -80,6 +86,7 @@ def _pca(data: DataSplits, n_components: int) -> dict[str, Any]:
         for a in range(0, len(rows), step):
             out[a : a + step] = ((rows[a : a + step].double() - mean) @ comps).float()
         setattr(data, f"x_{split}", out)
+    data.pixels = None  # the rows are PCA scores now, float32
     data.meta.pop("image_shape", None)
     return {"step": "pca", "n_components": n_components, "fit_on": "train", "explained_variance": explained}
 
@@ -118,26 +125,30 @@ def load_dataset(spec: Any, cache_dir: str | os.PathLike[str] | None = None) -> 
     if data.images is not None:
         data.images = dict(data.images)  # load_dataset re-indexes it below; the dataset's dict stays as it was
     data.check()
+    if options["transductive"] and data.meta.get("unlabelled_rows"):
+        raise DataError(f"dataset {name!r}: transductive scores every row, and {data.meta['unlabelled_rows']} train rows "
+                        "have no label (unlabeled: true); drop one of them")
     data.meta["dataset"] = {"name": name, "params": _jsonable(params)}
     data.meta["raw_content_hash"] = content_hash(data)
     applied: list[dict[str, Any]] = []
     if options["subset"] is not None:
         applied.append(_subset(data, options))
     applied.append(_protocol_splits(data, options))
+    _images_follow_rows(data)
     if options["standardize"]:
         applied.append(_standardize(data))
     if options["pca"] is not None:
         applied.append(_pca(data, int(options["pca"])))
     if options["transductive"]:
         # Standardize and pca wrote new tensors: test is the train rows again, not a copy of them.
-        data.x_test, data.y_test = data.x_train, data.y_train
+        data.x_test, data.y_test = data.stored("train"), data.y_train
     data.meta["content_hash"] = content_hash(data)
     if options["knn"] is not None:
         applied.append(_knn(data, options, cache_dir))
     data.meta["preprocessing"] = applied
     data.meta["options"] = _jsonable({k: v for k, v in options.items() if v != COMMON_OPTIONS[k]})
     data.meta["label"] = dataset_label(entry, data.meta)
-    data.meta.update(n_train=len(data.x_train), n_val=len(data.x_val), n_test=len(data.x_test))
+    data.meta.update(**{f"n_{split}": len(data.stored(split)) for split in ("train", "val", "test")})
     return data
 
 
@@ -166,13 +177,13 @@ def _subset(data: DataSplits, options: dict[str, Any]) -> dict[str, Any]:
         raise DataError(f"dataset {data.name!r}: subset must be a positive row count, got {subset}")
     seed = int(options["subset_seed"])
     for split in ("train", "test"):
-        x, y = getattr(data, f"x_{split}"), getattr(data, f"y_{split}")
+        x, y = data.stored(split), getattr(data, f"y_{split}")
         idx = stratified_subset(y, int(subset), seed)
         if split == "train":
             _follow_train_rows(data, idx)
         setattr(data, f"x_{split}", x[idx].contiguous())
         setattr(data, f"y_{split}", y[idx].contiguous())
-        if data.images is not None and split in data.images:
+        if data.images is not None and split in data.images and data.pixels is None:
             data.images[split] = data.images[split][idx.numpy()]
     return {"step": "subset", "max_rows": int(subset), "seed": seed, "stratified": True}
 
@@ -183,10 +194,10 @@ def _protocol_splits(data: DataSplits, options: dict[str, Any]) -> dict[str, Any
     data.meta.update(val_fraction=fraction, val_seed=seed, transductive=bool(options["transductive"]))
     if options["transductive"]:
         _follow_train_rows(data, None)
-        data.x_train = torch.cat([data.x_train, data.x_test]).contiguous()
+        data.x_train = torch.cat([data.stored("train"), data.stored("test")]).contiguous()
         data.y_train = torch.cat([data.y_train, data.y_test]).contiguous()
-        data.x_test, data.y_test = data.x_train, data.y_train
-        if data.images is not None:
+        data.x_test, data.y_test = data.stored("train"), data.y_train
+        if data.images is not None and data.pixels is None:
             both = np.concatenate([data.images["train"], data.images["test"]])
             data.images.update(train=both, test=both)
         data.meta["val_split"] = {"n_val": 0}
@@ -194,13 +205,27 @@ def _protocol_splits(data: DataSplits, options: dict[str, Any]) -> dict[str, Any
     train, val = val_indices(data.y_train, fraction, seed, f"dataset {data.name!r}")
     _follow_train_rows(data, train)
     if len(val):  # without val rows every row trains: keep the tensors (a copy of all features would be waste)
-        data.x_val, data.y_val = data.x_train[val].contiguous(), data.y_train[val].contiguous()
-        data.x_train, data.y_train = data.x_train[train].contiguous(), data.y_train[train].contiguous()
-    if data.images is not None:
+        x = data.stored("train")
+        data.x_val, data.y_val = x[val].contiguous(), data.y_train[val].contiguous()
+        data.x_train, data.y_train = x[train].contiguous(), data.y_train[train].contiguous()
+    if data.images is not None and data.pixels is None:
         raw = data.images["train"]
         data.images.update(train=raw[train.numpy()], val=raw[val.numpy()])
     data.meta["val_split"] = {"fraction": fraction, "seed": seed, "stratified": True, "n_val": len(val)}
     return {"step": "val_split", "fraction": fraction, "seed": seed, "stratified": True, "n_val": len(val)}
+
+
+def _images_follow_rows(data: DataSplits) -> None:
+    """`data.images` of uint8 rows: each split's rows themselves, seen as (n, c, h, w) (no second copy)."""
+    if data.images is None or data.pixels is None:
+        return
+    shape = data.image_shape
+    for split in ("train", "val", "test"):
+        rows = data.stored(split)
+        data.images[split] = rows.numpy().reshape(len(rows), *shape)
+    extra = int(data.meta.get("unlabelled_rows") or 0)
+    if extra and "unlabeled" in data.images and int((data.y_train[-extra:] < 0).sum()) == extra:
+        data.images["unlabeled"] = data.images["train"][-extra:]  # the last train rows: a view, not a copy
 
 
 def _follow_train_rows(data: DataSplits, idx: torch.Tensor | None) -> None:

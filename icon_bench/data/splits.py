@@ -11,9 +11,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from icon_bench.data.pixels import Pixels, StoredRows, pack_images, rows_per_chunk, unpack_images
 from icon_bench.errors import DataError
 
-__all__ = ["DataSplits", "Dataset", "stratified_subset", "val_indices"]
+__all__ = ["DataSplits", "Dataset", "Pixels", "rows_per_chunk", "stratified_subset", "val_indices"]
 
 _SAME_AS_TRAIN = "<the train tensor>"  # pickled in place of a test split that is the train split
 
@@ -24,6 +25,8 @@ class DataSplits:
 
     A dataset's `load()` gives train and test; `load_dataset` carves val from train (protocol 2).
     Without a val split, `x_val` / `y_val` are empty: (0, *feature shape) and (0,).
+    Image rows are stored uint8 with `pixels` (data/pixels.py): `x_<split>` reads float32 (converted
+    once, on first read), `stored(split)` the uint8 rows, which the trainer converts per batch.
     """
 
     x_train: Tensor  # float32, (n, d) vectors or (n, c, h, w) images
@@ -41,13 +44,19 @@ class DataSplits:
     #: subset and the val split; "unlabeled" where a dataset has such images). None for other data.
     images: dict[str, np.ndarray] | None = None
     views_train: Tensor | None = None  # (n_train, K, d) stored augmented views of the train rows (feature caches)
+    pixels: Pixels | None = None  # uint8 rows' conversion to float32; None: the rows are float32
 
     def __post_init__(self) -> None:
         # Datasets written before protocol 2 (and plugins) build train/test only: val is then empty.
-        if self.x_val is None and isinstance(self.x_train, Tensor):
-            self.x_val = self.x_train.new_empty((0, *self.x_train.shape[1:]))
+        train = self.stored("train")
+        if self.stored("val") is None and isinstance(train, Tensor):
+            self.x_val = train.new_empty((0, *train.shape[1:]))
         if self.y_val is None and isinstance(self.y_train, Tensor):
             self.y_val = self.y_train.new_empty((0,))
+
+    def stored(self, split: str) -> Any:
+        """The rows of `split` as stored: uint8 when the splits have `pixels` (no conversion), else x_<split>."""
+        return self.__dict__.get(f"x_{split}")
 
     # Pickled with numpy arrays in place of CPU tensors: Ray's object store hands a numpy array to
     # every trial on a node without a copy (a pickled tensor is copied into each trial), so one
@@ -57,11 +66,14 @@ class DataSplits:
         state = {
             k: v.numpy() if isinstance(v, Tensor) and v.device.type == "cpu" and not v.requires_grad else v
             for k, v in self.__dict__.items()
+            if k != "_floats"  # converted rows: the receiver converts again if it reads them
         }
         # Transductive data holds one tensor as both train and test: ship it once.
         for split in ("x", "y"):
             if self.__dict__.get(f"{split}_test") is self.__dict__.get(f"{split}_train"):
                 state[f"{split}_test"] = _SAME_AS_TRAIN
+        if self.images is not None and self.pixels is not None:  # images that view the rows: shipped once
+            state["images"] = pack_images(self.images, {s: self.stored(s) for s in ("train", "val", "test")})
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -69,12 +81,15 @@ class DataSplits:
         for split in ("x", "y"):
             if isinstance(state.get(f"{split}_test"), str) and state[f"{split}_test"] == _SAME_AS_TRAIN:
                 self.__dict__[f"{split}_test"] = self.__dict__[f"{split}_train"]
+        if self.__dict__.get("images") is not None and self.__dict__.get("pixels") is not None:
+            self.images = unpack_images(self.images, {s: self.stored(s) for s in ("train", "val", "test")})
 
     @property
     def image_shape(self) -> tuple[int, ...] | None:
         """(c, h, w) of one image: the tensor's own shape for images, meta's `image_shape` for flat ones."""
-        if self.x_train.dim() == 4:
-            return tuple(self.x_train.shape[1:])
+        train = self.stored("train")
+        if train.dim() == 4:
+            return tuple(train.shape[1:])
         shape = self.meta.get("image_shape")
         return tuple(shape) if shape else None
 
@@ -94,45 +109,57 @@ class DataSplits:
             images = {k: v for k, v in images.items() if k not in ("test", "val")}
             if "val" in self.images:
                 images["test"] = self.images["val"]
-        return dataclasses.replace(
-            self, x_test=self.x_val, y_test=self.y_val, x_val=None, y_val=None, meta=meta, images=images
-        )
+        # A copy of the stored fields (dataclasses.replace would read, so convert, every split).
+        out = object.__new__(DataSplits)
+        out.__dict__.update({k: v for k, v in self.__dict__.items() if k != "_floats"})
+        out.x_test, out.y_test, out.meta, out.images = self.stored("val"), self.y_val, meta, images
+        out.x_val = out.y_val = None  # emptied by __post_init__
+        out.__post_init__()
+        return out
 
     def check(self) -> None:
         """Raise DataError when the splits break the contract (shapes, dtypes, label range, finite values)."""
         where = f"dataset {self.name!r}"
+        dtype = torch.float32 if self.pixels is None else torch.uint8
         for split in ("train", "val", "test"):
-            x, y = getattr(self, f"x_{split}"), getattr(self, f"y_{split}")
+            x, y = self.stored(split), getattr(self, f"y_{split}")
             if not isinstance(x, Tensor) or not isinstance(y, Tensor):
                 raise DataError(f"{where}: x_{split} and y_{split} must be torch tensors")
-            if x.dtype != torch.float32:
-                raise DataError(f"{where}: x_{split} must be float32, got {x.dtype}")
+            if x.dtype != dtype:
+                raise DataError(f"{where}: x_{split} must be {dtype}{' (pixels)' if self.pixels else ''}, got {x.dtype}")
             if y.dtype != torch.int64 or y.dim() != 1:
                 raise DataError(f"{where}: y_{split} must be a 1-D int64 tensor, got {y.dtype} {tuple(y.shape)}")
             if x.dim() not in (2, 4):
                 raise DataError(f"{where}: x_{split} must be (n, d) or (n, c, h, w), got {tuple(x.shape)}")
             if len(x) != len(y):
                 raise DataError(f"{where}: x_{split} has {len(x)} rows but y_{split} has {len(y)}")
-            if len(y) and (int(y.min()) < 0 or int(y.max()) >= self.num_classes):
+            # Train rows without a label (STL-10's unlabelled images) carry -1, and meta says how many.
+            low = -1 if split == "train" and self.meta.get("unlabelled_rows") else 0
+            if len(y) and (int(y.min()) < low or int(y.max()) >= self.num_classes):
                 raise DataError(f"{where}: y_{split} must lie in 0..{self.num_classes - 1}")
-            if not all_finite(x):
+            if self.pixels is None and not all_finite(x):  # uint8 is always finite
                 raise DataError(f"{where}: x_{split} holds NaN or inf values")
+        train = self.stored("train")
         for split in ("val", "test"):
-            other = getattr(self, f"x_{split}")
-            if self.x_train.shape[1:] != other.shape[1:]:
+            other = self.stored(split)
+            if train.shape[1:] != other.shape[1:]:
                 raise DataError(
                     f"{where}: train and {split} features differ in shape: "
-                    f"{tuple(self.x_train.shape[1:])} vs {tuple(other.shape[1:])}"
+                    f"{tuple(train.shape[1:])} vs {tuple(other.shape[1:])}"
                 )
         if self.knn_train is not None and (
-            self.knn_train.dtype != torch.int64 or self.knn_train.shape[0] != len(self.x_train)
+            self.knn_train.dtype != torch.int64 or self.knn_train.shape[0] != len(train)
         ):
             raise DataError(f"{where}: knn_train must be (n_train, k) int64")
         if self.views_train is not None and (
             self.views_train.dim() != 3 or self.views_train.shape[0] != len(self.x_train)
-            or self.views_train.shape[2:] != self.x_train.shape[1:]
+            or self.views_train.shape[2:] != train.shape[1:]
         ):
             raise DataError(f"{where}: views_train must be (n_train, views, d) like x_train's rows")
+
+
+for _split in ("train", "val", "test"):  # set after @dataclass, which took their defaults and types
+    setattr(DataSplits, f"x_{_split}", StoredRows(f"x_{_split}"))
 
 
 def _as_tensor(array: np.ndarray) -> Tensor:
@@ -205,7 +232,8 @@ def val_indices(y: Tensor, fraction: float, seed: int, where: str) -> tuple[Tens
     """(train, val) row indices (sorted, int64) of a stratified val split of `fraction` of the rows labelled `y`.
 
     Each class gives its share (largest remainder) but keeps at least one train row, so no class
-    disappears from training; the same `seed` always gives the same split.
+    disappears from training; the same `seed` always gives the same split. Rows labelled -1 (no
+    label) stay in train and do not count in `fraction`.
     """
     if not 0.0 <= fraction < 1.0:
         raise DataError(f"{where}: val_fraction must be in [0, 1), got {fraction}")
@@ -213,8 +241,10 @@ def val_indices(y: Tensor, fraction: float, seed: int, where: str) -> tuple[Tens
     if fraction == 0.0:
         return torch.arange(len(y_np)), torch.zeros(0, dtype=torch.int64)
     rng = np.random.default_rng(seed)
-    classes, counts = np.unique(y_np, return_counts=True)
-    take = np.minimum(_allocate(counts, round(fraction * len(y_np))), counts - 1)
+    # Rows without a label (-1) always train: val rows are scored, so they must have one.
+    labelled = y_np[y_np >= 0]
+    classes, counts = np.unique(labelled, return_counts=True)
+    take = np.minimum(_allocate(counts, round(fraction * len(labelled))), counts - 1)
     picks = [rng.permutation(np.flatnonzero(y_np == c))[:k] for c, k in zip(classes, take)]
     val = np.sort(np.concatenate(picks)) if picks else np.zeros(0, dtype=np.int64)
     if len(val) == 0:
@@ -282,11 +312,6 @@ def _features(x: np.ndarray, where: str, what: str = "features") -> np.ndarray:
     return out
 
 
-def rows_per_chunk(x: Any, budget: int = 1 << 24) -> int:
-    """Rows of a 2-D array or tensor per chunk of about ``budget`` elements (temporaries stay small)."""
-    return max(1, budget // max(1, int(np.prod(x.shape[1:]))))
-
-
 def all_finite(x: Tensor) -> bool:
     """Whether every value of x is finite, checked in chunks of rows (no full-size bool mask)."""
     flat = x.reshape(len(x), -1) if len(x) else x
@@ -318,15 +343,21 @@ def _make_splits(
     split_seed: int,
     flatten: bool = True,
     image_shape: Sequence[int] | None = None,
+    pixels: bool = False,
 ) -> DataSplits:
-    """Validate arrays, split when no test set is given, and shape them into DataSplits."""
-    x_train = _features(x_train, where)
+    """Validate arrays, split when no test set is given, and shape them into DataSplits.
+
+    `pixels`: uint8 images stay uint8 (a memory map stays mapped) with a `Pixels` conversion, so
+    loading does not convert them (the trainer does, per batch; reading x_<split> does, once).
+    """
+    convert = (lambda x, *a: x) if pixels else _features  # noqa: E731 - the identity
+    x_train = convert(x_train, where)
     if len(x_train) != len(y_train):
         raise DataError(f"{where}: {len(x_train)} feature rows but {len(y_train)} labels")
     if x_test is not None:
         if y_test is None:
             raise DataError(f"{where}: test features given without test labels")
-        x_test = _features(x_test, where, "test features")
+        x_test = convert(x_test, where, "test features")
         if len(x_test) != len(y_test):
             raise DataError(f"{where}: {len(x_test)} test feature rows but {len(y_test)} test labels")
         if x_test.shape[1:] != x_train.shape[1:]:
@@ -357,11 +388,12 @@ def _make_splits(
         if not flatten:
             x_train, x_test = x_train.reshape(-1, *shape), x_test.reshape(-1, *shape)
     return DataSplits(
-        x_train=torch.from_numpy(np.ascontiguousarray(x_train)),
+        x_train=_as_tensor(np.ascontiguousarray(x_train)),
         y_train=torch.from_numpy(np.ascontiguousarray(y_train)),
-        x_test=torch.from_numpy(np.ascontiguousarray(x_test)),
+        x_test=_as_tensor(np.ascontiguousarray(x_test)),
         y_test=torch.from_numpy(np.ascontiguousarray(y_test)),
         num_classes=num_classes,
         name=name,
         meta=meta,
+        pixels=Pixels() if pixels else None,
     )

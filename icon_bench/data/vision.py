@@ -163,14 +163,32 @@ class ImageDataset(Dataset):
             test_size=0.2,
             split_seed=0,
             flatten=not p.get("images", False),
+            pixels=True,
         )
         images = {"train": np.asarray(arrays["x_train"]), "test": np.asarray(arrays["x_test"])}
         if p.get("unlabeled"):
             extra, _ = load_images(self.name, path=p.get("path"), mirror=p.get("mirror"), unlabeled=True)
             images["unlabeled"] = np.asarray(extra["x_unlabeled"])
             meta["n_unlabeled"] = len(images["unlabeled"])
+            _add_unlabelled(data, images)
         data.images = images
         return data
+
+
+def _add_unlabelled(data: DataSplits, images: Arrays) -> None:
+    """STL-10's unlabelled images appended to the train rows with label -1 (`meta["unlabelled_rows"]`).
+
+    Methods that train without labels (simclr, ...) see them; the val split is drawn from the
+    labelled rows only, and evaluation's kNN / probe bank leaves them out (no label to vote with).
+    """
+    import torch
+
+    extra = images["unlabeled"]
+    rows = torch.from_numpy(np.ascontiguousarray(extra)).reshape(len(extra), *data.stored("train").shape[1:])
+    data.x_train = torch.cat([data.stored("train"), rows])
+    data.y_train = torch.cat([data.y_train, torch.full((len(extra),), -1, dtype=data.y_train.dtype)])
+    images["train"] = np.concatenate([images["train"], extra])
+    data.meta["unlabelled_rows"] = len(extra)
 
 
 # -- pre-filling the cache: `icon-bench datasets import` ------------------------------------------------
@@ -276,7 +294,9 @@ def cifar100(path: str | None = None, mirror: str | None = None, images: bool = 
 def stl10(path: str | None = None, mirror: str | None = None, images: bool = False, unlabeled: bool = False) -> Dataset:
     """STL-10 labelled train / test (5000 / 8000, 96x96 colour, 10 classes); a 2.6 GB download.
 
-    unlabeled=True also decodes the 100000 unlabelled images into `DataSplits.images["unlabeled"]`
-    (uint8, for contrastive training; they have no labels, so they are not among the rows).
+    unlabeled=True also decodes the 100000 unlabelled images and appends them to the train rows with
+    label -1, for methods that train without labels (simclr, ...): the val split is drawn from the
+    labelled rows, evaluation's kNN / probe bank leaves them out, and a method that trains on labels
+    (supcon, cross_entropy) is refused. They are also in `DataSplits.images["unlabeled"]`.
     """
     return ImageDataset("stl10", path=path, mirror=mirror, images=images, unlabeled=unlabeled)

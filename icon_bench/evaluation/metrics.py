@@ -200,9 +200,12 @@ class _EmbeddingMetric(Metric):
     def __call__(self, output: MethodOutput, data: DataSplits) -> float | None:
         if not self.applies(output):
             return None
-        return float(
-            self._fn(output.train_embeddings, data.y_train, output.test_embeddings, data.y_test, **self._kwargs(data))
-        )
+        bank, labels = output.train_embeddings, data.y_train
+        if data.meta.get("unlabelled_rows"):
+            # Train rows without a label (-1: STL-10's unlabelled images) cannot vote or fit a probe.
+            keep = labels >= 0
+            bank, labels = bank[keep.to(bank.device)], labels[keep]
+        return float(self._fn(bank, labels, output.test_embeddings, data.y_test, **self._kwargs(data)))
 
     def _kwargs(self, data: DataSplits) -> dict[str, Any]:
         return {k: v for k, v in self.settings.items() if k != "features"}

@@ -46,7 +46,13 @@ class Method(Protocol):
 
 
 def _context(data: DataSplits, dim: int) -> dict[str, Any]:
-    return {"$num_classes": int(data.num_classes), "$dim": int(dim), "$n": int(data.x_train.shape[0])}
+    return {"$num_classes": int(data.num_classes), "$dim": int(dim), "$n": len(_rows(data))}
+
+
+def _rows(data: DataSplits) -> Tensor:
+    """The train rows as stored, for their shape: reading x_train would convert uint8 pixels to float32."""
+    stored = getattr(data, "stored", None)  # plugins may hand a DataSplits-like object without it
+    return stored("train") if stored is not None else data.x_train
 
 
 def _resolve(value: Any, ctx: Mapping[str, Any]) -> Any:
@@ -79,6 +85,14 @@ def _needs_graph(recipe: Method) -> bool:
     return walk(recipe.p)
 
 
+def needs_labels(recipe: Any) -> bool:
+    """True when the recipe's p reads the labels (a label kernel, possibly inside mix): supcon, cross_entropy."""
+    p = getattr(recipe, "p", None)
+    if not p:
+        return False
+    return "label" in _kernel_names(p)
+
+
 def _make_augment(kind: Any, data: DataSplits, views: int) -> Any:
     """The batched view augmentation: None/"none" (off), "auto" (on when views > 1), or Augmenter parameters."""
     if kind in (None, False, "none"):
@@ -92,9 +106,9 @@ def _make_augment(kind: Any, data: DataSplits, views: int) -> Any:
             from icon_bench.data.augment import StoredViews
 
             return StoredViews(data.views_train)  # a feature cache's views of each train row
-        return augmenter_for(data.meta, data.x_train.shape[1:])
+        return augmenter_for(data.meta, _rows(data).shape[1:])
     if isinstance(kind, Mapping):
-        return augmenter_for(data.meta, data.x_train.shape[1:], **dict(kind))
+        return augmenter_for(data.meta, _rows(data).shape[1:], **dict(kind))
     raise TrialError(f"settings.augment must be null, 'auto' or a mapping of Augmenter parameters, got {kind!r}")
 
 
@@ -137,14 +151,14 @@ def build_model(
     image_shape = data.image_shape
     if name == "auto":
         name = "cnn" if image_shape is not None else "mlp"
-    in_shape = tuple(data.x_train.shape[1:])
+    in_shape = tuple(_rows(data).shape[1:])
     dim = recipe.embedding_dim(data)
     head_t = recipe.options.get("head_temperature") if recipe.output == "clusters" else None
     if name == "lookup":
         params.setdefault("num_points", n_rows)
         if recipe.options.get("pca_init") and init_rows is not None and "init" not in params:
             params["init"] = pca_init(init_rows, dim, std=float(recipe.options.get("pca_std", 1e-4)))
-    elif name in ("cnn", "resnet") and data.x_train.dim() == 2 and image_shape is not None:
+    elif name in ("cnn", "resnet") and _rows(data).dim() == 2 and image_shape is not None:
         params.setdefault("image_shape", tuple(image_shape))
     if head_t:
         # Cluster logits from cosine similarity to normalised prototypes (DINO/TEMI heads): the

@@ -10,7 +10,8 @@ import torch
 from torch import Tensor, nn
 
 from icon_bench.errors import TrialError
-from icon_bench.train.build import Method, _make_augment, _needs_graph, graph
+from icon_bench.hooks.registry import split_spec
+from icon_bench.train.build import Method, _make_augment, _needs_graph, graph, needs_labels
 from icon_bench.train.heads import MultiHead, OneHead
 
 if TYPE_CHECKING:
@@ -38,6 +39,12 @@ def run(
     )
 
     recipe = method.with_overrides(overrides)
+    unlabelled = data.meta.get("unlabelled_rows")
+    if unlabelled and needs_labels(recipe):
+        raise TrialError(
+            f"method {method.name!r} trains on labels, and {unlabelled} train rows of dataset {data.name!r} have none "
+            "(unlabeled: true); drop unlabeled or use a method that trains without labels (simclr, ...)"
+        )
     dev = resolve_device(device)
     settings = TrainSettings.from_dict(recipe.settings)
     seed_everything(seed)
@@ -50,7 +57,8 @@ def run(
     heads = int(opts.get("heads", 1) or 1)
     if heads < 1:
         raise TrialError(f"settings.heads must be >= 1, got {heads}")
-    model = recipe.build_model(data, n_rows=x_all.shape[0], init_rows=x_all, heads=heads).to(dev)
+    init_rows = x_all if data.pixels is None or split_spec(recipe.model)[0] != "lookup" else data.pixels.rows(x_all)
+    model = recipe.build_model(data, n_rows=x_all.shape[0], init_rows=init_rows, heads=heads).to(dev)
     loss_fn = _loss(recipe, data, heads, dev)
     augment = _make_augment(opts.get("augment"), data, settings.views)
     if settings.views > 1 and augment is None and recipe.p.get("name") == "augmentation":
@@ -93,17 +101,19 @@ def _train_data(
     """The points to train on (train, or train, val and test for transductive lookups), their kNN graph and its record."""
     from icon_bench.train.trainer import TrainData
 
-    x_train, y_train = data.x_train, data.y_train
+    # Image rows stay uint8 (data.pixels): TrainData converts each batch, not the whole split here.
+    x_train, y_train = data.stored("train"), data.y_train
     if transductive:
         # Lookup models have one row per point, so every split's points are embedded together.
-        x_all = torch.cat([data.x_train, data.x_val, data.x_test])
+        x_all = torch.cat([x_train, data.stored("val"), data.stored("test")])
         y_all = torch.cat([data.y_train, data.y_val, data.y_test])
     else:
         x_all, y_all = x_train, y_train
     knn = info = None
     if settings.neighbors > 0 or _needs_graph(recipe):
         knn, info = graph(data, recipe, transductive, dev)
-    return TrainData(x_all.float(), y_all.long(), knn).to(dev), x_all, info
+    rows = x_all if data.pixels is not None else x_all.float()
+    return TrainData(rows, y_all.long(), knn, data.pixels).to(dev), x_all, info
 
 
 def _loss(recipe: Method, data: DataSplits, heads: int, dev: torch.device) -> nn.Module:
@@ -133,7 +143,7 @@ def _embed(
     """{"train", "val", "test": embeddings, "info": {...}} from the trained model (the lowest-loss head with several)."""
     from icon_bench.train.trainer import embed
 
-    n_train, n_val = data.x_train.shape[0], data.x_val.shape[0]
+    n_train, n_val = len(data.stored("train")), len(data.stored("val"))
     info: dict[str, Any] = {}
     model = final
     if isinstance(loss_fn, MultiHead):
@@ -144,17 +154,18 @@ def _embed(
         model = OneHead(final, loss_fn, best)
         info = {"heads": heads, "selected_head": best, "head_losses": head_losses.tolist()}
     if transductive:
-        z = embed(model, train_data.x, torch.arange(x_all.shape[0], device=dev))
+        z = embed(model, train_data.x, torch.arange(x_all.shape[0], device=dev), pixels=train_data.pixels)
         out = {"train": z[:n_train], "val": z[n_train : n_train + n_val], "test": z[n_train + n_val :]}
     else:
-        out = {"train": embed(model, train_data.x, torch.arange(n_train, device=dev))}
+        out = {"train": embed(model, train_data.x, torch.arange(n_train, device=dev), pixels=train_data.pixels)}
         for split in ("val", "test"):
-            x = getattr(data, f"x_{split}")
+            x = data.stored(split)
             if data.meta.get("transductive") and split == "test":
                 out[split] = out["train"]  # the test split is the train rows: embed them once
                 continue
-            x = x.float().to(dev)
-            out[split] = embed(model, x, torch.arange(x.shape[0], device=dev)) if len(x) else _empty(out["train"])
+            x = x.to(dev) if train_data.pixels is not None else x.float().to(dev)
+            index = torch.arange(x.shape[0], device=dev)
+            out[split] = embed(model, x, index, pixels=train_data.pixels) if len(x) else _empty(out["train"])
     return {**out, "info": info}
 
 

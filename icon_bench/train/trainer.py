@@ -74,18 +74,28 @@ _SETTINGS = TypeAdapter(TrainSettings)
 
 @dataclasses.dataclass
 class TrainData:
-    """What the loop reads, resident on one device: inputs, labels and the optional global kNN graph."""
+    """What the loop reads, resident on one device: inputs, labels and the optional global kNN graph.
+
+    With `pixels` (data/pixels.py), `x` holds uint8 rows (a quarter of float32's memory on the
+    device) and each batch is converted to float32 as it is drawn (`inputs`).
+    """
 
     x: Tensor
     y: Tensor
     knn: Tensor | None = None  # (n, k) int64 dataset indices
+    pixels: Any = None  # Pixels: uint8 rows -> float32; None: x is float32
 
     def to(self, device: torch.device | str) -> TrainData:
         return TrainData(
             self.x.to(device),
             self.y.to(device),
             None if self.knn is None else self.knn.to(device),
+            None if self.pixels is None else self.pixels.to(device),
         )
+
+    def inputs(self, rows: Tensor) -> Tensor:
+        """float32 rows of `x` (rows drawn from it, or a slice of it): converted when x holds pixels."""
+        return rows if self.pixels is None else self.pixels(rows)
 
     def keys_on_host(self) -> tuple[Tensor, Tensor | None]:
         """(labels, kNN graph) on the CPU, copied once: off the CPU the trainer draws each batch's
@@ -156,7 +166,7 @@ def make_batch(
         drawn = knn[anchors.unsqueeze(1), cols].reshape(-1)
         rows = torch.cat([anchors, drawn])
     on_device = rows.to(device, non_blocking=True) if rows.device != device else rows
-    x = data.x[on_device]
+    x = data.inputs(data.x[on_device])
     if settings.views > 1 or augment is not None:
         aug_gen = generator if augment_generator is None else augment_generator
         # An augmentation that reads stored views (StoredViews) needs the rows' dataset indices.
@@ -173,8 +183,10 @@ def make_batch(
     return batch
 
 
-def embed(model: nn.Module, x: Tensor, index: Tensor, *, batch_size: int = 4096, amp: bool = True) -> Tensor:
-    """The model's output for every row, in chunks, fp32, without gradients."""
+def embed(
+    model: nn.Module, x: Tensor, index: Tensor, *, batch_size: int = 4096, amp: bool = True, pixels: Any = None
+) -> Tensor:
+    """The model's output for every row, in chunks, fp32, without gradients (uint8 rows converted by `pixels`)."""
     takes_index = getattr(model, "takes", "inputs") == "index"
     out: Tensor | None = None
     model.eval()
@@ -182,6 +194,8 @@ def embed(model: nn.Module, x: Tensor, index: Tensor, *, batch_size: int = 4096,
         for start in range(0, index.numel(), batch_size):
             idx = index[start : start + batch_size]
             inp = idx if takes_index else x[start : start + batch_size]
+            if pixels is not None and not takes_index:
+                inp = pixels(inp)
             with _autocast(inp.device, amp):
                 part = model(inp).float()
             if out is None:

@@ -58,6 +58,8 @@ MISTAKES: list[tuple[str, str]] = [
     ("tuning without validation rows",
      "name: demo\ndatasets: [{name: digits, transductive: true}]\ngrid: {method: [pmi]}\n"
      "tune: {budget: 2, space: {lr: [0.001, 0.01]}}\n"),
+    ("a label method on unlabelled rows",
+     "name: demo\ndatasets: [{name: stl10, unlabeled: true}]\ngrid: {method: [simclr, supcon]}\n"),
     ("random search budget above the lists' grid",
      "name: demo\ndatasets: [digits]\ngrid: {method: [pmi]}\ntune: {budget: 5, space: {lr: [0.001, 0.01]}}\n"),
     ("missing data file (at plan time)",

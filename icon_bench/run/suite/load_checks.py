@@ -10,7 +10,9 @@ from icon_bench.run.suite.model import _axis_target
 from icon_bench.run.suite.model import Suite
 from icon_bench.run.suite.yaml_lines import Loc
 
-__all__ = ["check_evaluate", "check_tune_space", "check_tuned_data", "dataset_entries", "produced_fields"]
+__all__ = [
+    "check_evaluate", "check_tune_space", "check_tuned_data", "check_unlabelled_data", "dataset_entries", "produced_fields",
+]
 
 #: What a MethodOutput field is, for messages.
 _WHAT = {"embeddings": "embeddings", "clusters": "cluster assignments"}
@@ -122,6 +124,39 @@ def check_tuned_data(suite: Suite, errors: Problems) -> None:
     grid_transductive = suite.grid.get("dataset.transductive")
     if grid_transductive is True or (isinstance(grid_transductive, list) and True in grid_transductive):
         errors.add(("grid", "dataset.transductive"), "a transductive dataset has no validation rows for tune: to search on")
+
+
+def check_unlabelled_data(suite: Suite, errors: Problems) -> None:
+    """A method that trains on labels (supcon, cross_entropy) in a cell whose dataset adds unlabelled train
+    rows (stl10's `unlabeled: true`): refused at load, as the trial would fail on the rows' missing labels."""
+    from icon_bench.train.build import needs_labels
+
+    def unlabelled(spec: Any) -> bool:
+        return isinstance(spec, Mapping) and spec.get("unlabeled") is True
+
+    if not any(unlabelled(spec) for _, spec in dataset_entries(suite)) and "dataset.unlabeled" not in suite.grid:
+        return  # the common case: no cell to expand
+    checker = SpecChecker()
+    told: set[tuple[str, Loc]] = set()
+    for cell in suite.cells():
+        spec = suite.cell_to_spec(cell)
+        recipe = checker.recipe(spec["method"])
+        if recipe is None or not unlabelled(spec["dataset"]):
+            continue
+        try:
+            recipe = recipe.with_overrides({"p": spec["p"]}) if spec["p"] else recipe
+        except Exception:  # a bad override is reported by the spec checks; judge the method's own p
+            pass
+        if not needs_labels(recipe):
+            continue
+        name = spec["dataset"].get("name")
+        loc = next((loc for loc, d in dataset_entries(suite) if unlabelled(d) and d.get("name") == name),
+                   ("grid", "dataset.unlabeled"))
+        if (spec["method"], loc) not in told:
+            told.add((spec["method"], loc))
+            errors.add((*loc, "unlabeled") if loc[-1] != "dataset.unlabeled" else loc,
+                       f"method {spec['method']!r} trains on labels, and unlabeled: true adds train rows without one; "
+                       "drop unlabeled, or pair it only with methods that train without labels (simclr, ...)")
 
 
 def check_tune_space(suite: Suite, errors: Problems, params: list[Any]) -> None:

@@ -15,7 +15,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from icon_bench.errors import SuiteError, UnknownNameError, did_you_mean
-from icon_bench.run.suite.load_checks import check_evaluate, check_tune_space, check_tuned_data
+from icon_bench.run.suite.load_checks import check_evaluate, check_tune_space, check_tuned_data, check_unlabelled_data
 from icon_bench.run.suite.spec_check import SpecChecker, check_cells
 from icon_bench.run.suite.model import AXES, DOTTED, MAX_CELLS, Suite
 from icon_bench.run.suite.errors import (
@@ -318,6 +318,7 @@ def _check(suite: Suite, errors: _Errors) -> None:
     for i, metric in enumerate(suite.evaluate or []):
         _check_name(errors, ("evaluate", i), "metric", metric)
     check_evaluate(suite, errors)
+    check_unlabelled_data(suite, errors)
     if suite.tune is not None:
         _check_tune(suite, errors)
         check_tuned_data(suite, errors)
