@@ -75,6 +75,17 @@ def summarise(report: Report) -> Discovery | None:
     return Discovery(studies, verdicts)
 
 
+#: Said above the verdicts on metrics the search did not select on.
+OTHER_METRICS = ("Other metrics, for information: the search selected on {metric}, and these lines are not "
+                 "corrected for looking at several metrics, so a \"better\" here is weaker evidence.")
+
+
+def split_verdicts(study: Study) -> tuple[list[disc.Verdict], list[disc.Verdict]]:
+    """(the verdicts on the metric the search selected on, those on the other metrics)."""
+    return ([v for v in study.verdicts if v.metric == study.metric],
+            [v for v in study.verdicts if v.metric != study.metric])
+
+
 def make_figures(discovery: Discovery, out: Path, fractions: set[str] = frozenset()) -> list[Path]:
     """Each study's history figure and the generators figure (`discovered-*.png`); a failing figure is warned."""
     from icon_bench.report.discovery_plots import plot_generators, plot_history, stem
@@ -175,7 +186,11 @@ def markdown_lines(report: Report, md: Callable[[Any], str], table: Callable[...
     lines = ["## Discovered losses", "", md(NOTE), ""]
     for s in found.studies:
         lines += [f"### {md(heading(s))}", ""]
-        lines += [f"- **{md(v.metric)}**: {md(v.text)}" for v in s.verdicts] or ["- no confirmation rows yet"]
+        primary, other = split_verdicts(s)
+        lines += [f"- **{md(v.metric)}**: {md(v.text)}" for v in primary] or ["- no confirmation rows yet"]
+        if other:
+            lines += ["", md(OTHER_METRICS.format(metric=s.metric)), ""]
+            lines += [f"- {md(v.metric)}: {md(v.text)}" for v in other]
         lines += [""]
         if s.candidates:
             lines += [table([[md(c) for c in r] for r in candidate_rows(s, fractions)],
@@ -215,9 +230,14 @@ def html_section(report: Report, img: Callable[[Path, str], str]) -> str:
     parts = [f'<section id="discovered"><h2>Discovered losses</h2><p>{_e(NOTE)}</p>']
     for s in found.studies:
         parts.append(f'<article class="discovery"><h3>{_e(heading(s))}</h3><ul class="verdicts">')
+        primary, other = split_verdicts(s)
         parts += [f'<li class="verdict {_e(v.outcome.replace(" ", "-"))}"><b>{_e(v.metric)}</b>: {_e(v.text)}</li>'
-                  for v in s.verdicts] or ["<li>no confirmation rows yet</li>"]
+                  for v in primary] or ["<li>no confirmation rows yet</li>"]
         parts.append("</ul>")
+        if other:
+            parts.append(f'<p class="other-metrics">{_e(OTHER_METRICS.format(metric=s.metric))}</p><ul class="verdicts other">')
+            parts += [f"<li>{_e(v.metric)}: {_e(v.text)}</li>" for v in other]
+            parts.append("</ul>")
         if s.candidates:
             parts.append(_table(candidate_headers(s, fractions), candidate_rows(s, fractions), "candidates"))
             parts += [f'<details class="snippet"><summary>{_e(c["name"])} as a suite method</summary>'

@@ -123,7 +123,7 @@ class Space:
                 values[f"{side}.{param.key}"] = _suggest(trial, f"{side}.{name}.{param.key}", param)
         for param in self.extra:
             values[param.key] = _suggest(trial, param.key, param)
-        return values
+        return _rounded(values)
 
     def distributions(self, values: Mapping[str, Any]) -> dict[str, Any]:
         """Optuna's names and distributions of the parameters a point drew (for rebuilding a study from rows)."""
@@ -169,7 +169,7 @@ class Space:
             for param in by_name[name].params:
                 values[f"{side}.{param.key}"] = params[f"{side}.{name}.{param.key}"]
         values.update({p.key: params[p.key] for p in self.extra})
-        return values
+        return _rounded(values)
 
     def cell(self, values: Mapping[str, Any]) -> dict[str, Any]:
         """Grid-cell keys of a point (Suite.cell_to_spec reads them): p.name, p.k, divergence, lr, ..."""
@@ -207,6 +207,12 @@ def loss_name(values: Mapping[str, Any]) -> str:
     """A stable name a user can cite: icon- and 8 hex digits of the loss's canonical JSON (rounded to 4 digits)."""
     rounded = {k: round(v, 4) if isinstance(v, float) else v for k, v in values.items()}
     return "icon-" + hashlib.sha256(canonical_json(rounded).encode()).hexdigest()[:8]
+
+
+def _rounded(values: dict[str, Any]) -> dict[str, Any]:
+    """Drawn floats to 4 significant digits: what trains, is stored and is printed is one readable number
+    (a loss's formula, snippet and name), far finer than any difference a search can resolve."""
+    return {k: float(f"{v:.4g}") if isinstance(v, float) else v for k, v in values.items()}
 
 
 def _suggest(trial: Any, name: str, param: Param) -> Any:
