@@ -314,6 +314,20 @@ class Alpha(Divergence):
         term = torch.where(both, term, 0.0)
         return term.sum(-1) / (a * (1.0 - a))
 
+    def term_q(self, p: Tensor, q: Tensor) -> Tensor | None:
+        # (a p + (1 - a) q - p^a q^(1 - a)) / (a (1 - a)): the debiased-p fused path's closed form.
+        if self._end is not None:
+            return self._end.term_q(p, q)
+        a = self.a
+        mixed = torch.pow(p, a) * torch.pow(q, 1.0 - a)
+        return (a * p + (1.0 - a) * q - mixed) / (a * (1.0 - a))
+
+    def term_dq(self, p: Tensor, q: Tensor) -> Tensor | None:
+        if self._end is not None:
+            return self._end.term_dq(p, q)
+        a = self.a
+        return (1.0 - torch.pow(p / q, a)) / a
+
     def generator(self, t: np.ndarray) -> np.ndarray:
         if self._end is not None:
             return self._end.generator(t)
