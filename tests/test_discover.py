@@ -247,6 +247,23 @@ def null_rows(rng: np.random.Generator, k: int = 3, seeds: int = 5, sd: float = 
     return rows
 
 
+def test_diverged_and_collapsed_trials_are_recorded_as_pruned_and_never_selected(tmp_path: Path) -> None:
+    # TV trials "diverge" and JS trials "collapse", each with a val value that would win if it were believed.
+    text = SUITE.replace("settings: {epochs: 4}", "settings: {epochs: 4, warn: {diverged: [tv], collapsed: [js]}}")
+    path = _write(tmp_path, text)
+    code, out = _run(path, tmp_path / "res")
+    assert code == 0, out
+    rows = _rows(tmp_path / "res")
+    search = [r for r in rows if r["discover"]["role"] == "search"]
+    by_div = collections.defaultdict(set)
+    for r in search:
+        by_div[r["discover"]["values"]["divergence"]].add(r["discover"]["pruned"])
+    assert by_div["tv"] == {"diverged"} and by_div["js"] == {"collapsed"}
+    assert all(pruned is None for d, p in by_div.items() if d not in ("tv", "js") for pruned in p)
+    confirmed = {r["discover"]["values"]["divergence"] for r in rows if r["discover"]["role"] == "candidate"}
+    assert confirmed and not confirmed & {"tv", "js"}  # their inflated val values never chose a candidate
+
+
 def test_null_check_the_confirmation_calls_an_equal_candidate_better_in_at_most_5_percent() -> None:
     """K = 3 candidates equal to the baseline, 5 fresh seeds: report.discovered.verdict over 400 simulated studies.
 
