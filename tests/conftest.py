@@ -126,3 +126,24 @@ def fake_method() -> Iterator[None]:
     use_fake_method()
     yield
     registry.set_registry(saved)
+
+
+@pytest.fixture(scope="module")
+def ray_cluster() -> Iterator[None]:
+    """A local Ray cluster of 2 CPUs started the tool's own way, shipping tests/ray_trials.py to its workers by value.
+
+    test_executors.py overrides it with more (fake) CPUs and GPUs.
+    """
+    ray = pytest.importorskip("ray")
+    import ray_trials
+    from ray import cloudpickle
+
+    from icon_bench.run.execution.ray_cluster import ray_session
+
+    cloudpickle.register_pickle_by_value(ray_trials)  # workers cannot import tests/ray_trials.py by name
+    try:
+        with ray_session(num_cpus=2) as started:
+            assert started and ray.is_initialized()
+            yield
+    finally:
+        cloudpickle.unregister_pickle_by_value(ray_trials)

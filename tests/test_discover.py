@@ -114,7 +114,7 @@ def test_a_bad_discover_block_names_file_line_and_key(block: str, where: str, me
     with pytest.raises(SuiteError) as err:
         parse_suite(text, source="bad.yaml")
     said = str(err.value)
-    assert message in said and f"bad.yaml:" in said and where in said, said
+    assert message in said and "bad.yaml:" in said and where in said, said
 
 
 def test_a_component_without_a_declaration_is_searched_when_the_suite_gives_its_ranges() -> None:
@@ -280,21 +280,6 @@ def test_null_check_the_confirmation_calls_an_equal_candidate_better_in_at_most_
     assert rate <= 0.05 + 2 * error, (rate, error)
 
 
-@pytest.fixture(scope="module")
-def ray_cluster():
-    ray = pytest.importorskip("ray")
-    import ray_trials
-    from ray import cloudpickle
-
-    from icon_bench.run.execution.ray_cluster import ray_session
-
-    cloudpickle.register_pickle_by_value(ray_trials)  # workers cannot import tests/ray_trials.py by name
-    try:
-        with ray_session(num_cpus=2) as started:
-            assert started and ray.is_initialized()
-            yield
-    finally:
-        cloudpickle.unregister_pickle_by_value(ray_trials)
 
 
 @pytest.mark.slow

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import ray_trials
 from ray_trials import kill_after_rows, split_target, tune_load, tune_trial
 
 from icon_bench.errors import SuiteError
@@ -264,20 +263,6 @@ def test_asha_in_process_stops_poor_candidates_early_and_records_the_epochs(tmp_
 # ---------------------------------------------------------------------------------------------
 # Ray Tune
 # ---------------------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def ray_cluster():
-    ray = pytest.importorskip("ray")
-    from ray import cloudpickle
-
-    from icon_bench.run.execution.ray_cluster import ray_session
-
-    cloudpickle.register_pickle_by_value(ray_trials)  # workers cannot import tests/ray_trials.py by name
-    try:
-        with ray_session(num_cpus=2) as started:  # the tool's own local start, as test_executors does
-            assert started and ray.is_initialized()
-            yield
-    finally:
-        cloudpickle.unregister_pickle_by_value(ray_trials)
 
 
 @pytest.mark.slow

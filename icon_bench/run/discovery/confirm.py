@@ -13,11 +13,10 @@ from typing import Any
 
 from icon_bench.run.discovery.search import SEARCH, Study, objective
 from icon_bench.run.suite.discover_space import loss_name, loss_of
-from icon_bench.run.execution.base import TrialFn, run_one
 from icon_bench.run.suite.ids import trial_id
 from icon_bench.run.tuning.plan import metric_higher
 
-__all__ = ["ConfirmTrial", "confirmation", "top_candidates"]
+__all__ = ["confirmation", "top_candidates"]
 
 
 def top_candidates(study: Study, rows: Sequence[Mapping[str, Any]], k: int) -> list[dict[str, Any]]:
@@ -63,17 +62,3 @@ def confirmation(suite: Any, study: Study, candidates: Sequence[Mapping[str, Any
             specs.append(spec)
             records.setdefault(trial_id(spec), {**common, "role": "baseline", "method": method})
     return specs, records
-
-
-class ConfirmTrial:
-    """Trial function of the confirmation runs: adds each row's `discover` record (picklable for Ray)."""
-
-    def __init__(self, trial_fn: TrialFn | None, records: Mapping[str, Mapping[str, Any]], threads: int | None = None):
-        self.trial_fn, self.records, self.threads = trial_fn, dict(records), threads
-
-    def __call__(self, spec: dict[str, Any], data: Any = None) -> dict[str, Any]:
-        row = run_one(spec, data, self.trial_fn, self.threads)
-        record = self.records.get(trial_id(spec))
-        if record is not None:
-            row["discover"] = dict(record)
-        return row

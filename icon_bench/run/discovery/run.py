@@ -6,12 +6,12 @@ import functools
 from collections.abc import Callable
 from typing import Any, TextIO
 
-from icon_bench.run.discovery.confirm import ConfirmTrial, confirmation, top_candidates
+from icon_bench.run.discovery.confirm import confirmation, top_candidates
 from icon_bench.run.discovery.search import Study, run_studies, search_rows, study_id
 from icon_bench.run.suite.discover_space import build_space
 from icon_bench.run.execution.base import LoadFn, RunSummary, TrialFn
 from icon_bench.run.execution.store import ResultsStore
-from icon_bench.run.tuning.plan import _max_epochs
+from icon_bench.run.tuning.plan import FinalTrial, _max_epochs
 from icon_bench.run.tuning.search import TunedRun
 
 __all__ = ["plan_studies", "run_discover"]
@@ -118,6 +118,6 @@ def _confirm(suite: Any, studies: list[Study], rows: list[dict[str, Any]], store
         print(f"nothing left to run: every confirmation trial is done; rows in {store.path}", file=out)
         return TunedRun(finished=True)
     print(f"confirming: {len(specs)} trial(s) on test at fresh seeds", file=out, flush=True)
-    summary = runner.run(specs, store, trial_fn=ConfirmTrial(trial_fn, records), load_fn=load_fn)
+    summary = runner.run(specs, store, trial_fn=FinalTrial(trial_fn, records, key="discover"), load_fn=load_fn)
     summarise(summary)
     return TunedRun(finished=not (summary.interrupted or summary.store_error), failed=summary.failed, summary=summary)

@@ -230,16 +230,20 @@ def metric_higher(metric: str) -> bool:
 
 
 class FinalTrial:
-    """Trial function of a selected configuration's test run: adds the tune record to its row."""
+    """Trial function of a selected configuration's test run: adds its record to the row under `key`.
 
-    def __init__(self, trial_fn: TrialFn | None, records: Mapping[str, Mapping[str, Any]], threads: int | None = None):
-        self.trial_fn, self.records, self.threads = trial_fn, dict(records), threads
+    `key` is "tune" for a tuned suite's finals, "discover" for loss discovery's confirmation runs.
+    """
+
+    def __init__(self, trial_fn: TrialFn | None, records: Mapping[str, Mapping[str, Any]], threads: int | None = None,
+                 key: str = "tune"):
+        self.trial_fn, self.records, self.threads, self.key = trial_fn, dict(records), threads, key
 
     def __call__(self, spec: dict[str, Any], data: Any = None) -> dict[str, Any]:
         row = run_one(spec, data, self.trial_fn, self.threads)
         record = self.records.get(trial_id(spec))
         if record is not None:
-            row["tune"] = dict(record)
+            row[self.key] = dict(record)
         return row
 
 
