@@ -8,6 +8,7 @@ import importlib.metadata as md
 import inspect
 import os
 import traceback
+import typing
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -68,6 +69,19 @@ class Component:
     distribution: str  # the installed distribution that ships it
     version: str
     aliases: tuple[str, ...] = ()
+
+    @property
+    def discovery(self) -> Any:
+        """What the component declares for loss discovery (its `discovery` attribute), read from the registered
+        factory, else from the class the factory's return annotation names (a factory function returning one)."""
+        found = getattr(self.factory, "discovery", None)
+        if found is None and not isinstance(self.factory, type):
+            try:
+                returned = typing.get_type_hints(self.factory).get("return")
+            except Exception:  # an annotation that does not resolve: nothing declared
+                returned = None
+            found = getattr(returned, "discovery", None) if isinstance(returned, type) else None
+        return found
 
     @property
     def accepts_any(self) -> bool:

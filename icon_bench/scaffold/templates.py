@@ -78,6 +78,10 @@ _COMPONENT = {
         class __CLASS__(Kernel):
             """Laplace kernel: p(j|i) proportional to exp(-|x_i - x_j| / scale), Euclidean distance, self excluded."""
 
+            # Loss discovery may use it as q for representations and 2-D maps, its scale drawn log-uniform
+            # (docs/plugins.md, "Discovery declarations"); the kit checks the declaration.
+            discovery = {"q": {"tasks": ("representation", "2d"), "params": {"scale": {"loguniform": [0.1, 10.0]}}}}
+
             def __init__(self, scale: float = 1.0, include_self: bool = False) -> None:
                 super().__init__()
                 if not scale > 0:
@@ -123,6 +127,11 @@ _COMPONENT = {
             # The generator f(t) = (t - 1)^2 / (t + 1) / 2 at t = 0: with `pointwise`, ICon's structured
             # paths sum over p's support only (docs/plugins.md, "Structured hooks"); the kit checks both.
             f0 = 0.5
+            # Loss discovery (`icon-bench discover`) may draw it for these tasks (docs/plugins.md); the kit checks it.
+            discovery = {"tasks": ("clustering", "representation", "2d"), "params": {}}
+
+            def generator(self, t):  # f(t), numpy: the report's Discovered section plots it
+                return (t - 1.0) ** 2 / (t + 1.0) / 2.0
 
             def pointwise(self, log_p: Tensor, log_q: Tensor) -> Tensor:
                 """q f(p / q) = (p - q)^2 / (p + q) / 2 where p > 0 (q may be 0)."""

@@ -25,7 +25,7 @@ def check_discovery(kind: str, name: str, *, registry: Registry | None = None) -
 
     component = (registry or get_registry()).get(kind, name)
     label = f"{kind} {component.name!r} ({component.distribution} {component.version})"
-    decl = getattr(component.factory, "discovery", None)
+    decl = component.discovery
     if decl is None:
         return
     if not isinstance(decl, Mapping):

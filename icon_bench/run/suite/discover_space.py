@@ -53,7 +53,7 @@ def declared(side: str, name: str, task: str) -> dict[str, Any] | None:
     """The `discovery` declaration of a registered component for `side` in `task`, or None when it makes none."""
     from icon_bench.hooks.registry import get_registry
 
-    decl = getattr(get_registry().get(_kind(side), name).factory, "discovery", None)
+    decl = get_registry().get(_kind(side), name).discovery
     if not isinstance(decl, Mapping):
         return None
     entry = decl if side == "divergence" else decl.get(side)
