@@ -10,7 +10,8 @@ better), with Monte Carlo standard errors.
   ASHA off), over many search seeds: the share whose best candidate on val is alpha with |a - 0.7| < 0.1,
   and the share whose confirmation at 5 fresh seeds then calls it better than both named methods.
 
-Run: ``python benchmarks/bench_discovery.py [--null 4000] [--planted 20]`` from the repository root.
+Run: ``python benchmarks/bench_discovery.py [--null 2000] [--planted 20] [--budgets 16 24]`` from the repository
+root (``--null 0`` skips the null check).
 Figures are quoted in docs/discovery.md.
 """
 
@@ -42,7 +43,7 @@ def null_rate(runs: int, k: int, seeds: int) -> tuple[float, float]:
     return rate, (rate * (1 - rate) / runs) ** 0.5
 
 
-def planted(search_seeds: int) -> tuple[int, int]:
+def planted(search_seeds: int, budget: int) -> tuple[int, int]:
     from ray_trials import discover_trial
     from test_discover import SUITE
 
@@ -58,7 +59,8 @@ def planted(search_seeds: int) -> tuple[int, int]:
     with tempfile.TemporaryDirectory() as tmp:
         for seed in range(search_seeds):
             path = Path(tmp) / f"s{seed}.yaml"
-            path.write_text(textwrap.dedent(SUITE.replace("  seed: 0", f"  seed: {seed}")))
+            text = SUITE.replace("  seed: 0", f"  seed: {seed}").replace("budget: 16", f"budget: {budget}")
+            path.write_text(textwrap.dedent(text))
             results = Path(tmp) / f"r{seed}"
             run_suite(path, results=results, report=False, progress=False, out=io.StringIO(), trial_fn=discover_trial)
             rows = ResultsStore(results).rows()
@@ -72,17 +74,19 @@ def planted(search_seeds: int) -> tuple[int, int]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--null", type=int, default=4000, help="simulated studies for the null check")
+    ap.add_argument("--null", type=int, default=2000, help="simulated studies for the null check (0: skip it)")
     ap.add_argument("--planted", type=int, default=20, help="search seeds for the planted winner")
+    ap.add_argument("--budgets", type=int, nargs="+", default=[16, 24], help="search budgets for the planted winner")
     args = ap.parse_args()
     t0 = time.process_time()
-    for k, seeds in ((1, 5), (3, 5), (3, 10), (5, 5)):
+    for k, seeds in ((1, 5), (3, 5), (3, 10), (5, 5)) if args.null else ():
         rate, se = null_rate(args.null, k, seeds)
         print(f"null: K={k} candidates, {seeds} seeds, {args.null} studies: 'better' in {100 * rate:.2f} % "
               f"(Monte Carlo s.e. {100 * se:.2f} points)")
-    found, confirmed = planted(args.planted)
-    print(f"planted winner: found in {found} of {args.planted} search seeds; confirmed better than both named "
-          f"methods in {confirmed}")
+    for budget in args.budgets:
+        found, confirmed = planted(args.planted, budget)
+        print(f"planted winner, budget {budget}: found in {found} of {args.planted} search seeds; confirmed better "
+              f"than both named methods in {confirmed}")
     print(f"CPU time {time.process_time() - t0:.0f} s")
 
 

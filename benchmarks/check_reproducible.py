@@ -33,7 +33,8 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from icon_bench.report.rows import load_rows, without_search
+    from icon_bench.report.roles import without_search
+    from icon_bench.report.rows import load_rows
     from icon_bench.run.execution.trial import run_trial
 
     torch.set_num_threads(1)

@@ -302,7 +302,7 @@ def test_ray_tune_draws_the_points_the_in_process_search_draws_asha_included(ray
 def test_the_conformance_kit_checks_discovery_declarations() -> None:
     from icon_bench import testing
     from icon_bench.hooks.registry import get_registry
-    from icon_bench.loss.divergences import Alpha
+    from icon_bench.loss import Alpha
 
     for kind in ("kernel", "divergence"):
         for name in get_registry().components[kind]:
@@ -331,3 +331,19 @@ def test_the_conformance_kit_checks_discovery_declarations() -> None:
         assert reg.add_plugin(Plugin(), "bad-plugin", "bad-dist", "0").status == "ok"
         with pytest.raises(testing.ConformanceError, match=message):
             testing.check_discovery("divergence", "bad", registry=reg)
+
+
+def test_the_report_tables_found_losses_apart_from_the_named_methods(tmp_path: Path) -> None:
+    from icon_bench.report.commands import write_report
+
+    path = _write(tmp_path, SUITE.replace("budget: 16", "budget: 6"))
+    assert _run(path, tmp_path / "res")[0] == 0
+    write_report(tmp_path / "res", tmp_path / "report", plots=False)
+    md = (tmp_path / "report" / "leaderboard.md").read_text()
+    assert "digits — clustering, discovered (budget 6 on val)" in md and "digits — clustering, defaults" in md
+    assert "rerun on test at fresh seeds" in md and "## Discovered losses" in md
+    assert "nothing found beats" in md or "found a loss better than" in md
+    # Regenerated from its own folder (results.parquet holds no search rows), the budget and section stay.
+    write_report(tmp_path / "report", tmp_path / "report", plots=False)
+    again = (tmp_path / "report" / "leaderboard.md").read_text()
+    assert "discovered (budget 6 on val)" in again and "## Discovered losses" in again

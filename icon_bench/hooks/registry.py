@@ -21,7 +21,7 @@ from icon_bench.hooks import specs as hookspecs
 BUILTIN_MODULES: tuple[str, ...] = (
     "icon_bench.loss.kernels",
     "icon_bench.loss.divergences",
-    "icon_bench.loss.mixture",
+    "icon_bench.loss.families",
     "icon_bench.train.models",
     "icon_bench.data.load",
     "icon_bench.train.recipes",
@@ -72,16 +72,12 @@ class Component:
 
     @property
     def discovery(self) -> Any:
-        """What the component declares for loss discovery (its `discovery` attribute), read from the registered
-        factory, else from the class the factory's return annotation names (a factory function returning one)."""
-        found = getattr(self.factory, "discovery", None)
-        if found is None and not isinstance(self.factory, type):
-            try:
-                returned = typing.get_type_hints(self.factory).get("return")
-            except Exception:  # an annotation that does not resolve: nothing declared
-                returned = None
-            found = getattr(returned, "discovery", None) if isinstance(returned, type) else None
-        return found
+        """Its loss-discovery declaration: the factory's `discovery`, else that of the class it is annotated to return."""
+        try:
+            returned = getattr(self.factory, "discovery", None) or typing.get_type_hints(self.factory).get("return")
+        except Exception:  # an annotation that does not resolve: nothing declared
+            return None
+        return returned if not isinstance(returned, type) else getattr(returned, "discovery", None)
 
     @property
     def accepts_any(self) -> bool:

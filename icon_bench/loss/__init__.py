@@ -7,7 +7,6 @@ from icon_bench.loss.divergences import (
     JS,
     KL,
     TV,
-    Alpha,
     Chi2,
     Divergence,
     DivergenceError,
@@ -15,6 +14,7 @@ from icon_bench.loss.divergences import (
     Hellinger,
     ReverseKL,
 )
+from icon_bench.loss.families import Alpha, Mixture
 from icon_bench.loss.graphs import KNN, Augmentation, Label, Uniform
 from icon_bench.loss.kernel import Kernel, KernelError
 from icon_bench.loss.objective import ICon
@@ -33,6 +33,7 @@ __all__ = [
     "KNN",
     "TV",
     "Alpha",
+    "Mixture",
     "Augmentation",
     "Chi2",
     "Cluster",

@@ -1,4 +1,7 @@
-"""Divergences between row-wise distributions given as log-probabilities (KL, JS, TV, Hellinger, chi2, alpha, f)."""
+"""Divergences between row-wise distributions given as log-probabilities (KL, JS, TV, Hellinger, chi2, f).
+
+The parameterised families (alpha(a), mixture) are in families.py.
+"""
 
 from __future__ import annotations
 
@@ -265,79 +268,6 @@ class Chi2(Divergence):
         return (ratio - 2.0 * log_p.exp() + log_q.exp()).sum(-1)
 
 
-class Alpha(Divergence):
-    """Amari alpha-divergence (1 - sum p^a q^(1-a)) / (a (1 - a)); KL(p || q) at a = 1, KL(q || p) at a = 0."""
-
-    name = "alpha"
-    # a in (0, 1): a finite f(0) (the sparse-support form) and a bound; KL and reverse KL are the ends.
-    discovery = {"tasks": DISCOVERY_TASKS, "params": {"a": {"uniform": [0.05, 0.95]}}}
-
-    def __init__(self, a: float = 0.5) -> None:
-        a = float(a)
-        if not math.isfinite(a):
-            raise DivergenceError(f"alpha divergence: a must be a finite number, got {a!r}")
-        self.a = a
-        self._end: Divergence | None = KL() if a == 1.0 else ReverseKL() if a == 0.0 else None
-        self.bound = 1.0 / (a * (1.0 - a)) if 0.0 < a < 1.0 else None
-        # q f(0) = q / a in Amari's form; a p = 0 under a <= 0 is an infinite term.
-        self.f0 = self._end.f0 if self._end is not None else (1.0 / a if a > 0.0 else None)
-
-    def pointwise(self, log_p: Tensor, log_q: Tensor) -> Tensor:
-        if self._end is not None:
-            return self._end.pointwise(log_p, log_q)
-        a = self.a
-        mq = log_q > NEG_INF
-        lq = torch.where(mq, log_q, 0.0)
-        if a > 1.0:
-            lq = torch.where(mq, lq, _log_tiny(log_q))
-        mixed = (a * log_p + (1.0 - a) * lq).clamp(max=_log_cap(log_q)).exp()
-        if a < 1.0:
-            mixed = torch.where(mq, mixed, 0.0)
-        return (a * log_p.exp() + (1.0 - a) * log_q.exp() - mixed) / (a * (1.0 - a))
-
-    def rows(self, log_p: Tensor, log_q: Tensor) -> Tensor:
-        if self._end is not None:
-            return self._end.rows(log_p, log_q)
-        a = self.a
-        mp, mq = log_p > NEG_INF, log_q > NEG_INF
-        both = mp | mq
-        lp = torch.where(both, log_p, 0.0)
-        lq = torch.where(both, log_q, 0.0)
-        # A zero raised to a negative power is infinite: read it as the dtype's tiny to stay finite.
-        if a < 0.0:
-            lp = torch.where(mp | ~both, lp, _log_tiny(log_p))
-        if a > 1.0:
-            lq = torch.where(mq | ~both, lq, _log_tiny(log_q))
-        mixed = (a * lp + (1.0 - a) * lq).clamp(max=_log_cap(log_q)).exp()
-        # Amari's form for positive measures; equal to the normalised one when rows sum to 1.
-        term = a * log_p.exp() + (1.0 - a) * log_q.exp() - mixed
-        term = torch.where(both, term, 0.0)
-        return term.sum(-1) / (a * (1.0 - a))
-
-    def term_q(self, p: Tensor, q: Tensor) -> Tensor | None:
-        # (a p + (1 - a) q - p^a q^(1 - a)) / (a (1 - a)): the debiased-p fused path's closed form.
-        if self._end is not None:
-            return self._end.term_q(p, q)
-        a = self.a
-        mixed = torch.pow(p, a) * torch.pow(q, 1.0 - a)
-        return (a * p + (1.0 - a) * q - mixed) / (a * (1.0 - a))
-
-    def term_dq(self, p: Tensor, q: Tensor) -> Tensor | None:
-        if self._end is not None:
-            return self._end.term_dq(p, q)
-        a = self.a
-        return (1.0 - torch.pow(p / q, a)) / a
-
-    def generator(self, t: np.ndarray) -> np.ndarray:
-        if self._end is not None:
-            return self._end.generator(t)
-        a = self.a
-        return (a * t + (1.0 - a) - t**a) / (a * (1.0 - a))
-
-    def __repr__(self) -> str:
-        return f"Alpha(a={self.a})"
-
-
 class FDivergence(Divergence):
     """A generic f-divergence sum_j q_j f(p_j / q_j) for a convex generator f with f(1) = 0.
 
@@ -407,4 +337,3 @@ def register_divergences(register: Callable[..., None]) -> None:
     register("tv", TV, aliases=("total_variation",))
     register("hellinger", Hellinger)
     register("chi2", Chi2)
-    register("alpha", Alpha)

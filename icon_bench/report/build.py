@@ -12,6 +12,7 @@ import pandas as pd
 from icon_bench.report.discovered import load_discovery
 from icon_bench.report.model import DEFAULTS, METRIC_PREFIX, TASKS, Report, Section
 from icon_bench.report.references import Reference, load_references, matching
+from icon_bench.report.roles import without_search
 from icon_bench.report.rows import (
     CHANCE_PREFIX,
     _get,
@@ -26,7 +27,6 @@ from icon_bench.report.rows import (
     results_file,
     varying_keys,
     warning_kinds,
-    without_search,
 )
 from icon_bench.report.stats import not_above_chance, rank_bands
 

@@ -11,13 +11,20 @@ import pandas as pd
 
 from icon_bench.report.claims import AXIS_KEYS, Claim
 from icon_bench.report.compare import _same, family_lines, format_diff, needed_text
-from icon_bench.report.pairing import TABLE_KEYS, Config, configurations, key_value, label_all, pick_baseline
+from icon_bench.report.pairing import (
+    TABLE_KEYS,
+    Config,
+    configurations,
+    key_value,
+    label_all,
+    pick_baseline,
+)
+from icon_bench.report.roles import without_search
 from icon_bench.report.rows import (
     _is_missing,
     load_rows,
     metric_kinds,
     normalise_rows,
-    without_search,
 )
 from icon_bench.report.stats import paired_test
 

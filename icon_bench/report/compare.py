@@ -20,14 +20,22 @@ from typing import Any
 import pandas as pd
 
 from icon_bench.errors import IconBenchError
-from icon_bench.report.pairing import AXIS_KEYS, TABLE_KEYS, Config, configurations, key_value, label_all, pick_baseline
+from icon_bench.report.pairing import (
+    AXIS_KEYS,
+    TABLE_KEYS,
+    Config,
+    configurations,
+    key_value,
+    label_all,
+    pick_baseline,
+)
+from icon_bench.report.roles import without_search
 from icon_bench.report.rows import (
     _is_missing,
     load_rows,
     metric_kinds,
     metric_names,
     normalise_rows,
-    without_search,
 )
 from icon_bench.report.stats import (
     ALPHA,

@@ -15,7 +15,8 @@ import pandas as pd
 
 from icon_bench.report.compare import format_diff
 from icon_bench.report.model import METRIC_PREFIX
-from icon_bench.report.rows import _get, _is_missing, _seed_key, normalise_rows
+from icon_bench.report.roles import _get, _is_missing
+from icon_bench.report.rows import _seed_key, normalise_rows
 from icon_bench.report.stats import ALPHA, MIN_PAIRS, holm, paired_test
 
 #: The discovery rows of a report (search ones included), beside its results.parquet: the parquet

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from icon_bench.extras import MissingExtra, require
-from icon_bench.report.rows import _is_missing
+from icon_bench.report.roles import _is_missing
 
 #: Fewer complete (finished, not pruned) trials than this: no importances (fANOVA's forest needs some spread).
 MIN_TRIALS = 5

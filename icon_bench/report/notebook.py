@@ -7,7 +7,8 @@ from pathlib import Path
 import pandas as pd
 
 from icon_bench.report.build import aggregate
-from icon_bench.report.rows import flatten_spec, load_rows, normalise_rows, without_search
+from icon_bench.report.roles import without_search
+from icon_bench.report.rows import flatten_spec, load_rows, normalise_rows
 
 __all__ = ["load_results"]
 

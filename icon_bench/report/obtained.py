@@ -68,6 +68,9 @@ def format_space(space: Mapping[str, Any] | None) -> str:
 def how_obtained(section: Section) -> str:
     """One sentence on how a table's numbers were obtained: at defaults, or tuned with which search."""
     tune = section.tune
+    if section.kind.startswith("discovered"):
+        return ("Each loss the discovery search found (its budget on val; the Discovered section below), rerun on "
+                "test at fresh seeds.")
     if not tune:
         return "Each configuration at its defaults (no search), scored on test."
     sched = tune.get("scheduler")

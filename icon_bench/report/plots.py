@@ -83,7 +83,8 @@ def make_plots(report: Report, out_dir: str | Path, *, registry: bool = True,
 
 def _stem(section: Section) -> str:
     split = "" if section.split == "test" else f"-{section.split}"
-    tuned = "-tuned" if section.tuned else ""  # a tuned table and the defaults one of a dataset: two figures
+    # A tuned (or discovered) table and the defaults one of a dataset: two figures.
+    tuned = "-tuned" if section.tuned else "-discovered" if section.kind.startswith("discovered") else ""
     name = f"p{section.protocol_version}{split}-{section.dataset}-{section.task}{tuned}"
     slug = re.sub(r"[^A-Za-z0-9]+", "-", name).strip("-")[:60]
     key = f"{section.protocol_version}\0{section.dataset}\0{section.task}" + ("" if section.split == "test" else f"\0{section.split}")

@@ -15,11 +15,11 @@ from icon_bench.data.options import dataset_label
 from icon_bench.errors import DataError
 from icon_bench.report.model import (
     _LABEL_SKIP,
-    DEFAULTS,
     FRACTION_METRICS,
     LOWER_IS_BETTER_PARTS,
     METRIC_PREFIX,
 )
+from icon_bench.report.roles import _get, _is_missing, _tune_columns, _unflatten
 from icon_bench.run.execution.labels import component_label
 
 #: Columns of each metric's label-permutation baseline (a row's ``chance``, evaluation/health.py).
@@ -64,14 +64,6 @@ def load_rows(results: str | Path) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _get(value: Any, *keys: str) -> Any:
-    for key in keys:
-        if not isinstance(value, Mapping):
-            return None
-        value = value.get(key)
-    return value
-
-
 def _name_of(value: Any) -> str:
     """A component given as "name", {"name": ...} or None, as display text."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
@@ -81,10 +73,6 @@ def _name_of(value: Any) -> str:
         params = {k: v for k, v in value.items() if k != "name"}
         return name + (json.dumps(params, sort_keys=True) if params else "")
     return str(value)
-
-
-def _is_missing(value: Any) -> bool:
-    return value is None or (isinstance(value, float) and math.isnan(value))
 
 
 def normalise_rows(df: pd.DataFrame) -> pd.DataFrame:
@@ -228,17 +216,6 @@ def _fallback_id(spec: Any) -> str:
     return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def _unflatten(flat: Mapping[str, Any]) -> dict:
-    out: dict = {}
-    for key, value in flat.items():
-        node = out
-        *parents, last = key.split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[last] = value
-    return out
-
-
 def flatten_spec(spec: Any, prefix: str = "") -> dict[str, Any]:
     """Dotted keys of a spec: {"p": {"debias": 0.6}} -> {"p.debias": 0.6}; lists become JSON text."""
     out: dict[str, Any] = {}
@@ -358,43 +335,3 @@ def varying_keys(specs: Iterable[Any]) -> list[str]:
     for flat in flats:
         keys += [k for k in flat if k not in keys and k.split(".")[0] not in _LABEL_SKIP]
     return [k for k in keys if len({json.dumps(f.get(k), sort_keys=True, default=str) for f in flats}) > 1]
-
-
-def tuned_kind(tune: Mapping[str, Any]) -> str:
-    """How a tuned row's number was obtained, as table titles say it: "tuned (budget 8 on val)"."""
-    budget = tune.get("budget")
-    if isinstance(budget, float) and budget.is_integer():  # read back from parquet, where NaN made it a float
-        budget = int(budget)
-    return f"tuned (budget {budget} on val)"
-
-
-def _tune_columns(df: pd.DataFrame) -> None:
-    """`tune_role` (search / final / None), `kind` and `tune` columns; a final row joins its configuration.
-
-    A tuned configuration's final rows may each select other values, so they carry the configuration
-    as configured (``tune.config_spec``) and its tuned id as spec and config_id: its seeds aggregate
-    into one leaderboard row, apart from the same cell at defaults. The values each seed selected stay
-    in ``tune.selected`` (and the full spec that ran in ``run_spec``).
-    """
-    nested = list(df["tune"]) if "tune" in df.columns else [None] * len(df)
-    # Flattened rows (a report's results.parquet) hold tune.role, tune.budget, ...; a row without
-    # a tune block also left an empty "tune" column there, so read both.
-    cols = [c for c in df.columns if c.startswith("tune.")]
-    flat = [_unflatten({c[5:]: r[c] for c in cols if not _is_missing(r[c])}) for _, r in df[cols].iterrows()] \
-        if cols else [{}] * len(df)
-    tunes = [t if isinstance(t, Mapping) else (f or None) for t, f in zip(nested, flat)]
-    df["tune"] = tunes
-    found = list(df["discover"]) if "discover" in df.columns else [None] * len(df)  # loss discovery's search: a search too
-    df["tune_role"] = [_get(t, "role") or ("search" if _get(d, "role") == "search" else None) for t, d in zip(tunes, found)]
-    df["kind"] = [tuned_kind(t) if _get(t, "role") == "final" else DEFAULTS for t in tunes]
-    if "run_spec" not in df.columns:  # normalising twice must not lose what ran
-        df["run_spec"] = df["spec"]
-    for i, tune in enumerate(tunes):
-        if _get(tune, "role") == "final" and isinstance(tune.get("config_spec"), Mapping):
-            df.at[i, "spec"] = {**tune["config_spec"], "seed": df.at[i, "seed"]}
-            df.at[i, "config_id"] = str(tune.get("configuration") or df.at[i, "config_id"])
-
-
-def without_search(df: pd.DataFrame) -> pd.DataFrame:
-    """Normalised rows less the search trials of tuned suites and loss discovery (val scores: they rank nothing)."""
-    return df[df["tune_role"] != "search"].reset_index(drop=True) if "tune_role" in df.columns else df

@@ -55,7 +55,8 @@ def confirmation(suite: Any, study: Study, candidates: Sequence[Mapping[str, Any
             specs.append(spec)
             records[trial_id(spec)] = {**common, "role": "candidate", "rank": rank, "values": rec["values"],
                                        "loss": loss_of(rec["values"]), "name": loss_name(rec["values"]),
-                                       "val_value": rec.get("value"), "index": rec.get("index")}
+                                       "val_value": rec.get("value"), "index": rec.get("index"),
+                                       "budget": block.budget}
         for method in block.baseline_methods():
             cell = {key: value for key, value in study.cell.items() if key in ("dataset",)}
             spec = suite.cell_to_spec({**cell, "method": method, "seed": seed})
