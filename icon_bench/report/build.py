@@ -204,10 +204,15 @@ def build_report(results: str | Path, *, references: list[Reference] | None = No
             seen.append(settings)
     protocols = {v: _merge_settings(ss) for v, ss in protocols.items()}
     meta = _provenance(rows, path)
-    meta["n_search"] = int((all_rows["tune_role"] == "search").sum())
     meta["fraction_metrics"] = fractions
     meta["lower_is_better"] = lower
     discovery = load_discovery(path, all_rows)
+    # Tuning's search rows are among the rows; discovery's are in `discovery` (a report folder keeps them apart).
+    tuned = all_rows["tune_role"] == "search"
+    if "discover" in all_rows.columns:
+        tuned &= pd.Series([_get(d, "role") != "search" for d in all_rows["discover"]], index=all_rows.index)
+    found = 0 if discovery is None or discovery.empty else int((discovery["role"] == "search").sum())
+    meta["n_search"] = int(tuned.sum()) + found
     return Report(rows, agg, sections, failed, configs, protocols, meta, path.parent, warned=warned, discovery=discovery)
 
 

@@ -53,7 +53,11 @@ def load_rows(results: str | Path) -> pd.DataFrame:
 
     path = results_file(results)
     if path.suffix.lower() == ".parquet":
-        return pd.read_parquet(path)
+        df = pd.read_parquet(path)
+        for col in df.columns:  # integer columns with gaps (written as Int64): Python ints and None, as rows hold them
+            if isinstance(df[col].dtype, pd.Int64Dtype):
+                df[col] = pd.Series([None if pd.isna(v) else int(v) for v in df[col]], index=df.index, dtype=object)
+        return df
     if path.suffix.lower() == ".json":  # a report's flattened rows when parquet could not hold them
         return pd.DataFrame(json.loads(path.read_text(encoding="utf-8")))
     rows = read_rows(path)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
@@ -158,7 +159,9 @@ def write_references_csv(report: Report, path: str | Path) -> Path | None:
 def write_rows(report: Report, out_dir: str | Path) -> Path:
     """results.parquet with the flattened rows, or results.json when parquet cannot hold them."""
     out_dir = Path(out_dir)
-    flat = pd.json_normalize(json.loads(report.rows.to_json(orient="records", default_handler=str)))
+    records = json.loads(report.rows.to_json(orient="records", default_handler=str))
+    flat = pd.json_normalize(records)
+    whole = _integer_columns(records)
     for col in flat.columns:
         # Parquet columns hold one type: nested containers other than numeric lists (the loss
         # history) and columns mixing types (an int here, a "$placeholder" there) become JSON text.
@@ -167,6 +170,9 @@ def write_rows(report: Report, out_dir: str | Path) -> Path:
         nested = any(isinstance(v, (dict, list)) and not _numeric_list(v) for v in values)
         if nested or len(kinds) > 1:
             flat[col] = flat[col].map(_as_text)
+        elif whole.get(col) and flat[col].isna().any():
+            # Integers with gaps (p.k set by some configurations only): a float column would read back 15.0.
+            flat[col] = flat[col].astype("Int64")
     try:
         path = out_dir / "results.parquet"
         flat.to_parquet(path, index=False)
@@ -175,6 +181,23 @@ def write_rows(report: Report, out_dir: str | Path) -> Path:
         path = out_dir / "results.json"
         flat.to_json(path, orient="records", indent=1)
     return path
+
+
+def _integer_columns(records: list[dict[str, Any]]) -> dict[str, bool]:
+    """Flattened column -> whether every value the rows hold there is an integer (json_normalize's dotted names)."""
+    out: dict[str, bool] = {}
+
+    def walk(node: Mapping[str, Any], prefix: str) -> None:
+        for key, value in node.items():
+            name = f"{prefix}{key}"
+            if isinstance(value, Mapping):
+                walk(value, name + ".")
+            elif value is not None:
+                out[name] = out.get(name, True) and isinstance(value, int) and not isinstance(value, bool)
+
+    for record in records:
+        walk(record, "")
+    return out
 
 
 def _as_text(value: Any) -> Any:
