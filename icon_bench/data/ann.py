@@ -1,4 +1,4 @@
-"""The approximate kNN graph (faiss IVF-Flat, an optional extra) with its recall measured against exact search."""
+"""The approximate kNN graph (faiss HNSW, an optional extra) with its recall measured against exact search."""
 
 from __future__ import annotations
 

@@ -176,7 +176,7 @@ def make_batch(
             # m neighbours per anchor, drawn with replacement among its k (uniform, like the kNN kernel).
             cols = torch.randint(0, k, (anchors.numel(), settings.neighbors), generator=generator, device=anchors.device)
         else:
-            # A propagated graph: the end of a walk of 1..steps steps, drawn by its weight (I-Con's walks).
+            # A propagated graph: the end of a walk of 1..steps steps, drawn by its weight.
             cols = torch.multinomial(weights[anchors], settings.neighbors, replacement=True, generator=generator)
         drawn = knn[anchors.unsqueeze(1), cols].reshape(-1)
         rows = torch.cat([anchors, drawn])
