@@ -21,7 +21,9 @@ once per size as .npy under --workdir (train rows, and --test rows of test) and 
   training steps (batch --batch anchors + 2 graph neighbours each, 10 heads, 1,000 clusters, the MLP
   head) after loading and reading the graph from the cache; the epoch's time is the median step
   times the steps of an epoch (a step's cost does not depend on the rows: the check is the step
-  time across sizes). "step RSS" is how much the peak RSS grew over the steps; --graph synthetic
+  time across sizes). "step RSS" is how much the peak RSS grew over the steps (0 when the steps stay
+  under the load's peak: then their working set is at most the peak less rss_now_before_steps_gb,
+  the resident set when they began); --graph synthetic
   gives them k random rows of each row's class instead of the kNN graph (no graph to wait for);
 - evaluate: the head chosen on 30 batches, then that head embeds every train and test row, and
   hungarian / nmi / ari on the test clusters.
@@ -60,6 +62,13 @@ METHODS = {
 
 def _rss_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
+def _rss_now_gb() -> float:
+    """The resident set now (VmRSS), not its peak: what a step's working set is measured from."""
+    with open("/proc/self/status") as f:
+        kb = next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
+    return kb / 2**20
 
 
 def _cpu() -> float:
@@ -163,7 +172,7 @@ def child_steps(folder: Path, args: argparse.Namespace, which: str) -> dict:
     opt = torch.optim.Adam(list(model.parameters()) + list(loss_fn.parameters()), lr=1e-3)
     g = torch.Generator().manual_seed(0)
     n = train_data.x.shape[0]
-    before = _rss_gb()
+    before, now = _rss_gb(), _rss_now_gb()
     times = []
     for _ in range(args.steps):
         c0 = _cpu()
@@ -180,7 +189,8 @@ def child_steps(folder: Path, args: argparse.Namespace, which: str) -> dict:
     propagation = graph_info.get("propagation")
     return {"step_cpu_s": step, "steps_cpu_s": [round(t, 2) for t in times], "epoch_cpu_s": step * steps_per_epoch,
             "steps_per_epoch": steps_per_epoch, "batch_rows": int(batch["inputs"].shape[0]),
-            "step_rss_gb": _rss_gb() - before, "rss_before_steps_gb": round(before, 2), "loss": float(loss),
+            "step_rss_gb": _rss_gb() - before, "rss_before_steps_gb": round(before, 2),
+            "rss_now_before_steps_gb": round(now, 2), "loss": float(loss),
             "graph_setup_cpu_s": graph_info["cpu_s"], **({"propagation": propagation} if propagation else {})}
 
 
