@@ -15,11 +15,16 @@ once per size as .npy under --workdir (train rows, and --test rows of test) and 
 - graph / graph_exact / graph_approx: the global kNN graph (k 10, euclidean, as pmi builds it);
   auto is approximate above 200 k rows with faiss; graph_approx at a size where graph_exact also
   ran gives the recall over every row, not only the sample;
-- pmi, pmi_debiased (p.debias 0.2), pmi_propagated (p.propagate 2), debiased_clustering: --steps
+- pmi, pmi_debiased (p.debias 0.2), pmi_propagated (p.propagate 2: walks on the whole graph, a sparse
+  matrix power made before the steps, its CPU time in graph_setup_cpu_s), debiased_clustering, and
+  debiased_clustering_propagated_js (propagate 2, debias 0.6, JS: suites/clustering.yaml's costliest cell): --steps
   training steps (batch --batch anchors + 2 graph neighbours each, 10 heads, 1,000 clusters, the MLP
   head) after loading and reading the graph from the cache; the epoch's time is the median step
   times the steps of an epoch (a step's cost does not depend on the rows: the check is the step
-  time across sizes). "step RSS" is how much the peak RSS grew over the steps;
+  time across sizes). "step RSS" is how much the peak RSS grew over the steps (0 when the steps stay
+  under the load's peak: then their working set is at most the peak less rss_now_before_steps_gb,
+  the resident set when they began); --graph synthetic
+  gives them k random rows of each row's class instead of the kNN graph (no graph to wait for);
 - evaluate: the head chosen on 30 batches, then that head embeds every train and test row, and
   hungarian / nmi / ari on the test clusters.
 
@@ -41,17 +46,29 @@ from pathlib import Path
 import numpy as np
 import torch
 
-PATHS = ("load", "graph", "pmi", "pmi_debiased", "pmi_propagated", "debiased_clustering", "evaluate")
+PATHS = ("load", "graph", "pmi", "pmi_debiased", "pmi_propagated", "debiased_clustering", "debiased_clustering_propagated_js",
+         "evaluate")
 METHODS = {
     "pmi": ("pmi", {}),
     "pmi_debiased": ("pmi", {"p": {"debias": 0.2}}),
     "pmi_propagated": ("pmi", {"p": {"propagate": 2}}),
     "debiased_clustering": ("debiased_infonce_clustering", {}),
+    # The costliest cell of suites/clustering.yaml: views + graph, propagated 2 steps, debiased 0.6, JS.
+    "debiased_clustering_propagated_js": (
+        "debiased_infonce_clustering", {"p": {"propagate": 2, "debias": 0.6}, "divergence": "js"}
+    ),
 }
 
 
 def _rss_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
+def _rss_now_gb() -> float:
+    """The resident set now (VmRSS), not its peak: what a step's working set is measured from."""
+    with open("/proc/self/status") as f:
+        kb = next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
+    return kb / 2**20
 
 
 def _cpu() -> float:
@@ -113,6 +130,18 @@ def child_graph(folder: Path, args: argparse.Namespace, approximate: bool | None
     return out
 
 
+def synthetic_graph(labels: torch.Tensor, k: int = 10, seed: int = 0) -> torch.Tensor:
+    """(n, k) int64: k random rows of each row's class (the step paths' stand-in for the kNN graph
+    with --graph synthetic: a step reads k columns per row whatever found them)."""
+    g = torch.Generator().manual_seed(seed)
+    order = torch.argsort(labels, stable=True)
+    counts = torch.bincount(labels)
+    starts = torch.cumsum(counts, 0) - counts
+    y = labels.long()
+    pick = (torch.rand(len(y), k, generator=g) * counts[y, None]).long() + starts[y, None]
+    return order[pick]
+
+
 def _setup(folder: Path, args: argparse.Namespace, which: str):
     from icon_bench.train.build import _make_augment
     from icon_bench.train.learn import _loss, _train_data
@@ -120,26 +149,30 @@ def _setup(folder: Path, args: argparse.Namespace, which: str):
     from icon_bench.train.trainer import TrainSettings
 
     data = _load(folder)
+    if args.graph == "synthetic":
+        data.knn_train = synthetic_graph(data.y_train)
     name, spec = METHODS[which]
     recipe = get_recipe(name).with_overrides({**spec, "settings": {"batch_size": args.batch}})
     settings = TrainSettings.from_dict(recipe.settings)
     dev = torch.device("cpu")
-    train_data, x_all, _ = _train_data(data, recipe, settings, False, dev)
+    c0 = _cpu()
+    train_data, x_all, graph_info = _train_data(data, recipe, settings, False, dev)
+    graph_info = {**(graph_info or {}), "cpu_s": round(_cpu() - c0, 2)}
     heads = int(recipe.options.get("heads", 1))
     model = recipe.build_model(data, n_rows=x_all.shape[0], init_rows=x_all, heads=heads)
     loss_fn = _loss(recipe, data, heads, dev)
     augment = _make_augment(recipe.options.get("augment"), data, settings.views)
-    return data, recipe, settings, train_data, model, loss_fn, augment, heads
+    return data, recipe, settings, train_data, model, loss_fn, augment, heads, graph_info
 
 
 def child_steps(folder: Path, args: argparse.Namespace, which: str) -> dict:
     from icon_bench.train.trainer import make_batch
 
-    _, _, settings, train_data, model, loss_fn, augment, _ = _setup(folder, args, which)
+    _, _, settings, train_data, model, loss_fn, augment, _, graph_info = _setup(folder, args, which)
     opt = torch.optim.Adam(list(model.parameters()) + list(loss_fn.parameters()), lr=1e-3)
     g = torch.Generator().manual_seed(0)
     n = train_data.x.shape[0]
-    before = _rss_gb()
+    before, now = _rss_gb(), _rss_now_gb()
     times = []
     for _ in range(args.steps):
         c0 = _cpu()
@@ -153,8 +186,12 @@ def child_steps(folder: Path, args: argparse.Namespace, which: str) -> dict:
         times.append(_cpu() - c0)
     step = statistics.median(times)
     steps_per_epoch = -(-n // settings.batch_size)
-    return {"step_cpu_s": step, "epoch_cpu_s": step * steps_per_epoch, "steps_per_epoch": steps_per_epoch,
-            "batch_rows": int(batch["inputs"].shape[0]), "step_rss_gb": _rss_gb() - before, "loss": float(loss)}
+    propagation = graph_info.get("propagation")
+    return {"step_cpu_s": step, "steps_cpu_s": [round(t, 2) for t in times], "epoch_cpu_s": step * steps_per_epoch,
+            "steps_per_epoch": steps_per_epoch, "batch_rows": int(batch["inputs"].shape[0]),
+            "step_rss_gb": _rss_gb() - before, "rss_before_steps_gb": round(before, 2),
+            "rss_now_before_steps_gb": round(now, 2), "loss": float(loss),
+            "graph_setup_cpu_s": graph_info["cpu_s"], **({"propagation": propagation} if propagation else {})}
 
 
 def child_evaluate(folder: Path, args: argparse.Namespace) -> dict:
@@ -162,7 +199,7 @@ def child_evaluate(folder: Path, args: argparse.Namespace) -> dict:
     from icon_bench.evaluation.metrics import MethodOutput
     from icon_bench.train.learn import _embed
 
-    data, recipe, settings, train_data, model, loss_fn, augment, heads = _setup(folder, args, "pmi")
+    data, recipe, settings, train_data, model, loss_fn, augment, heads, _ = _setup(folder, args, "pmi")
     c0, w0 = _cpu(), time.perf_counter()
     z = _embed(model, loss_fn, data, train_data, data.x_train, settings, 0, augment, False, torch.device("cpu"), heads)
     info = z.pop("info")
@@ -195,7 +232,7 @@ def child(args: argparse.Namespace) -> None:
 
 def run_one(args: argparse.Namespace, size: int, path: str) -> dict:
     cmd = [sys.executable, __file__, "--child", path, "--child-size", str(size), "--workdir", args.workdir,
-           "--steps", str(args.steps), "--batch", str(args.batch), "--threads", str(args.threads)]
+           "--steps", str(args.steps), "--batch", str(args.batch), "--threads", str(args.threads), "--graph", args.graph]
     env = {**os.environ, "ICON_BENCH_CACHE": str(Path(args.workdir) / "cache")}
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
@@ -212,6 +249,9 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=3, help="training steps per method path (median taken)")
     ap.add_argument("--batch", type=int, default=1024, help="anchors per batch")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--graph", choices=("knn", "synthetic"), default="knn",
+                    help="step and evaluate paths: the kNN graph (computed or cached), or k random rows of each "
+                         "row's class (the step's cost and memory without waiting for the graph)")
     ap.add_argument("--workdir", default="/tmp/icon-bench-scale")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     ap.add_argument("--child-size", type=int, help=argparse.SUPPRESS)

@@ -97,6 +97,7 @@ def test_embed_writes_a_cache_whose_graph_equals_knn_graph(images: dict, tmp_pat
     assert np.load(out / "features_test.npy").shape == (12, 16)
     expected = knn_graph(torch.from_numpy(np.array(feats)), 5, "cosine").numpy()
     assert np.array_equal(np.load(out / "knn_train.npy"), expected)
+    assert manifest["graph"] == {"method": "exact"}  # 40 rows: below the approximate search's threshold
     ident = manifest["identity"]
     assert ident["backbone"]["plugin"] == "torchhub" and len(ident["backbone"]["weights_sha256"]) == 16
     assert ident["dataset"]["splits"] == {"train": 40, "test": 12} and ident["dtype"] == "float32"
@@ -359,3 +360,40 @@ def test_a_backbone_that_cannot_load_says_what_and_from_where(tmp_path: Path) ->
     assert cli.main(["embed", "digits", "--set", "dataset.images=true", "--backbone", "torchhub", "--set",
                      f"backbone.repo={tmp_path}", "--set", "backbone.source=local", "--set", "backbone.model=x",
                      "-o", str(tmp_path / "o"), "--no-progress"]) == 2
+
+
+def _clustered(n: int, d: int = 16, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(20, d))
+    return (centres[rng.integers(0, 20, n)] + 0.3 * rng.normal(size=(n, d))).astype(np.float32)
+
+
+def test_a_cache_graph_above_the_threshold_is_approximate_with_its_recall_recorded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from icon_bench.data import ann
+    from icon_bench.data import graph as graph_mod
+    from icon_bench.data.ann import recall_at_k
+    from icon_bench.features.finish import write_cache
+
+    if not ann.available():
+        pytest.skip("faiss (the ann extra) is not installed")
+    monkeypatch.setattr(graph_mod, "APPROX_ROWS", 500)  # 1,500 rows stand for a large cache
+    x = _clustered(1500)
+    arrays = {"features_train": x, "labels_train": np.arange(1500) % 3, "features_test": x[:10], "labels_test": np.arange(10) % 3}
+    manifest = write_cache(tmp_path / "c", arrays, {"name": "t"}, {"label": "t"}, knn=5)
+    record = manifest["graph"]
+    assert record["method"] == "faiss-ivf-flat" and record["recall@5"] >= 0.95 and record["recall_sample"] == 1000
+    saved = torch.from_numpy(np.load(tmp_path / "c" / "knn_train.npy"))
+    exact = knn_graph(torch.from_numpy(x), 5, "cosine")
+    assert recall_at_k(saved, exact) >= 0.9  # over every row, checked here independently of the sample
+    data = load_dataset({"name": "features", "path": str(tmp_path / "c"), "val_fraction": 0})
+    assert data.meta["knn_graph"]["search"] == record
+    # Below the threshold, or without faiss, the graph is exact and says so.
+    monkeypatch.setattr(graph_mod, "APPROX_ROWS", 10_000)
+    assert write_cache(tmp_path / "d", arrays, {"name": "t"}, {"label": "t"}, knn=5)["graph"] == {"method": "exact"}
+    assert np.array_equal(np.load(tmp_path / "d" / "knn_train.npy"), exact.numpy())
+    monkeypatch.setattr(graph_mod, "APPROX_ROWS", 500)
+    monkeypatch.setattr(ann, "available", lambda: False)
+    with pytest.warns(UserWarning, match="exact O"):
+        assert write_cache(tmp_path / "e", arrays, {"name": "t"}, {"label": "t"}, knn=5)["graph"] == {"method": "exact"}

@@ -15,6 +15,7 @@ import torch
 from torch.overrides import TorchFunctionMode
 
 import icon_bench as ib
+from icon_bench.data.propagate import propagate_graph
 from icon_bench.train.dcl import DebiasedContrastiveLoss
 from icon_bench.train.heads import MultiHead
 from icon_bench.train.trainer import TrainData, TrainSettings, make_batch
@@ -58,11 +59,15 @@ class NoHostReads(TorchFunctionMode):
         return func(*args, **(kwargs or {}))
 
 
-def _batch(views: int = 1, neighbors: int = 0, n: int = 120, seed: int = 0) -> dict:
-    """A trainer batch whose tensors stand for device tensors, with the trainer's CPU mirror."""
+def _batch(views: int = 1, neighbors: int = 0, n: int = 120, seed: int = 0, walks: int = 0) -> dict:
+    """A trainer batch whose tensors stand for device tensors, with the trainer's CPU mirror
+    (``walks``: the graph propagated that many steps on the whole graph, with its weights)."""
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(n, 6, generator=g)
     data = TrainData(x, torch.arange(n) % 5, torch.randint(0, n, (n, 10), generator=g))
+    if walks:
+        cols, weights, _ = propagate_graph(data.knn, walks)
+        data = TrainData(x, data.y, cols, knn_weights=weights)
     settings = TrainSettings(views=views, neighbors=neighbors)
     batch = make_batch(data, torch.randperm(n, generator=g)[:40], settings, g, host_keys=True)
     assert set(batch["host"]) == {"index", "labels", "neighbors"}
@@ -89,6 +94,7 @@ LOSSES = {
         dict(views=2, neighbors=2), 100,
     ),
     "propagated graph p": (lambda div: ib.ICon(KNN, "cluster", div, p_propagate=1), dict(neighbors=2), 10),
+    "graph p propagated on the whole graph": (lambda div: ib.ICon(KNN, "cluster", div), dict(neighbors=2, walks=2), 10),
     "supcon (label p, cosine q)": (lambda div: ib.ICon("label", ("cosine", {"temperature": 0.2}), div), dict(views=2), 16),
     "simclr (views p, debiased)": (lambda div: ib.ICon("augmentation", ("student_t", {"dof": 1.0}), div, p_debias=0.2), dict(views=2), 16),
     "cross entropy (label classes, prototypes)": (

@@ -52,8 +52,11 @@ def test_transforms_divergence_and_kernel_swap(blobs: object) -> None:
     )
     loss = recipe.build_loss(blobs)
     assert isinstance(loss.p, Debias) and loss.p.alpha == pytest.approx(0.3)
-    assert isinstance(loss.p.kernel, Propagate) and loss.p.kernel.steps == 2
-    assert loss.p.kernel.kernel.k == 4 and loss.p.kernel.kernel.scope == "graph"
+    # The graph kernel's walks are taken on the whole graph (its weights), not in the batch.
+    assert recipe.p_propagate == 2 and not isinstance(loss.p.kernel, Propagate)
+    assert loss.p.kernel.k == 4 and loss.p.kernel.scope == "graph"
+    in_batch = recipe.with_overrides({"p": {"scope": "batch"}}).build_loss(blobs)
+    assert isinstance(in_batch.p.kernel, Propagate) and in_batch.p.kernel.steps == 2
     assert isinstance(loss.q, Debias) and loss.q.alpha == pytest.approx(0.4)
     assert loss.divergence.name == "tv"
     swapped = get_recipe("pmi").with_overrides({"p": {"name": "gaussian", "sigma": 2.0}})

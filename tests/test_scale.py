@@ -152,9 +152,21 @@ def test_approximate_graph_recall_is_measured_and_recorded(tmp_path) -> None:
     clear_graph_cache()
     graph, source, key = global_knn([x], 10, "euclidean", cache_dir=tmp_path, approximate=True)
     assert key.endswith("-ann") and source == "computed"
-    assert graph_record(key, tmp_path)["method"] == "faiss-hnsw-flat"
+    assert graph_record(key, tmp_path)["method"] == "faiss-ivf-flat"
     clear_graph_cache()
     assert graph_record(key, tmp_path)["recall@10"] == record["recall@10"]  # read back from the cache
+
+
+def test_the_lists_scanned_grow_until_the_recall_is_reached() -> None:
+    pytest.importorskip("faiss")
+    x = torch.randn(2000, 16, generator=torch.Generator().manual_seed(1))  # no clusters: one list is not enough
+    exact = knn_graph(x, 10, "euclidean")
+    approx, record = ann.approximate_knn(x, 10, "euclidean", recall=0.99)
+    assert record["nlist"] == ann.lists_for(2000) == 44 and record["nprobe"] > 1
+    assert record["recall@10"] >= 0.99 and ann.recall_at_k(approx, exact) >= 0.97
+    # At every list the search is exhaustive: exact but for ties.
+    _, full = ann.approximate_knn(x, 10, "euclidean", recall=1.01)
+    assert full["nprobe"] == full["nlist"] and full["recall@10"] == 1.0
 
 
 def test_without_faiss_the_graph_is_exact_with_a_notice(tmp_path, monkeypatch) -> None:

@@ -60,6 +60,8 @@ class FeaturesDataset(Dataset):
         }
         if knn is not None:
             meta["knn_graph"] = {"k": int(knn.shape[1]), "metric": "cosine", "source": "feature cache"}
+            if manifest.get("graph"):  # how it was searched: exact, or approximate with its recall
+                meta["knn_graph"]["search"] = manifest["graph"]
         return DataSplits(
             x_train=_tensor(arrays["features_train"]),
             y_train=torch.from_numpy(np.array(arrays["labels_train"], dtype=np.int64)),

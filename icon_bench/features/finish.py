@@ -32,16 +32,28 @@ def _join(paths: list[Path], target: Path) -> np.ndarray:
     return np.load(target, mmap_mode="r")
 
 
-def graph_of(features: np.ndarray, k: int, device: torch.device | str = "cpu") -> np.ndarray:
-    """The cosine kNN graph (n, k) int64 of the rows, nearest first: `icon_bench.data.graph.knn_graph`, in chunks on `device`."""
-    from icon_bench.data.graph import knn_graph
+def graph_of(
+    features: np.ndarray, k: int, device: torch.device | str = "cpu", approximate: bool | None = None
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """The cosine kNN graph (n, k) int64 of the rows, nearest first, and how it was searched.
+
+    As `icon_bench.data.graph.global_knn` chooses (`use_approximate`; ``approximate`` forces
+    either): exact in chunks on `device` (record ``{"method": "exact"}``), or on the CPU above
+    `APPROX_ROWS` rows with faiss installed approximate (`icon_bench.data.ann`), whose record holds
+    its recall@k against exact search on a sample, its parameters and timings.
+    """
+    from icon_bench.data import ann
+    from icon_bench.data.graph import knn_graph, use_approximate
     from icon_bench.data.splits import _as_tensor
 
     k = min(k, len(features) - 1)
     if k < 1:
         raise DataError(f"feature cache: a kNN graph needs at least 2 train rows, got {len(features)}")
-    x = _as_tensor(np.asarray(features, dtype=np.float32))  # read-only: knn_graph only reads it
-    return knn_graph(x, k, "cosine", device=device).cpu().numpy()
+    x = _as_tensor(np.asarray(features, dtype=np.float32))  # read-only: the searches only read it
+    if use_approximate(len(x), device, approximate):
+        graph, record = ann.approximate_knn(x, k, "cosine")
+        return graph.numpy(), record
+    return knn_graph(x, k, "cosine", device=device).cpu().numpy(), {"method": "exact"}
 
 
 def write_cache(
@@ -58,13 +70,18 @@ def write_cache(
     folder.mkdir(parents=True, exist_ok=True)
     for stem, arr in arrays.items():
         np.save(folder / f"{stem}.npy", arr)
+    extra = dict(extra)
     if knn and "knn_train" not in arrays:
-        np.save(folder / "knn_train.npy", graph_of(arrays["features_train"], knn, device))
+        graph, extra["graph"] = graph_of(arrays["features_train"], knn, device)
+        np.save(folder / "knn_train.npy", graph)
+    elif "knn_train" in arrays:
+        extra.setdefault("graph", {"method": "given"})  # the source's own graph, searched elsewhere
     return write_manifest(folder, identity, extra)
 
 
 def finish(job: Any, *, device: torch.device | str = "cpu", progress: bool = True) -> dict[str, Any]:
-    """Join the job's shards into the cache folder, save labels, compute the graph, write the manifest last."""
+    """Join the job's shards into the cache folder, save labels, compute the graph (its record in the
+    manifest's ``graph``: exact, or approximate with its recall), write the manifest last."""
     job.out.mkdir(parents=True, exist_ok=True)
     dims = {}
     for split, (_, labels) in job.splits.items():
@@ -77,10 +94,11 @@ def finish(job: Any, *, device: torch.device | str = "cpu", progress: bool = Tru
         np.save(job.out / f"labels_{split}.npy", labels)
         if job.views_of(split):
             _join([job.shard_path(split, i, "views") for i in range(count)], job.out / f"views_{split}.npy")
+    extra: dict[str, Any] = {"label": job.label, "num_classes": job.num_classes, "dim": dims.get("train")}
     if job.knn:
         if progress:
             print(f"embed: kNN graph (k={job.knn}, cosine) over {len(job.splits['train'][1])} train rows", file=sys.stderr)
         train = np.load(job.out / "features_train.npy", mmap_mode="r")
-        np.save(job.out / "knn_train.npy", graph_of(train, job.knn, device))
-    extra = {"label": job.label, "num_classes": job.num_classes, "dim": dims.get("train")}
+        graph, extra["graph"] = graph_of(train, job.knn, device)
+        np.save(job.out / "knn_train.npy", graph)
     return write_manifest(job.out, job.identity, extra)

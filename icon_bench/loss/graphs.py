@@ -152,7 +152,12 @@ class Augmentation(Kernel):
 
 
 class KNN(Kernel):
-    """1/k on the k nearest neighbours: in the batch (on batch[key]) or from a global graph (scope="graph")."""
+    """1/k on the k nearest neighbours: in the batch (on batch[key]) or from a global graph (scope="graph").
+
+    With ``batch["neighbor_weights"]`` (a propagated global graph, :mod:`icon_bench.data.propagate`)
+    each row's listed columns are weighted by it instead of equally, and every column of the list
+    is read (its width is the propagation's, not k).
+    """
 
     discovery = {"p": {"tasks": ("clustering", "representation", "2d"), "params": {"k": {"randint": [3, 30]}}}}
 
@@ -174,7 +179,7 @@ class KNN(Kernel):
     def neighbours(self, batch: Batch, key: str = "embeddings") -> Tensor:
         """(N, K) batch columns of each row's neighbours, -1 padded (the kernel's support)."""
         if self.scope == "graph":
-            return self._graph_cols(batch)
+            return self._graph_cols(batch)[0]
         x = _vectors(_get(batch, key, "knn")).detach()
         n = x.shape[0]
         k = min(self.k, n - 1)
@@ -187,36 +192,62 @@ class KNN(Kernel):
             out.append(torch.topk(d, k, dim=1, largest=False).indices)
         return torch.cat(out)
 
-    def _graph_cols(self, batch: Batch) -> Tensor:
+    def _graph_cols(self, batch: Batch) -> tuple[Tensor, Tensor]:
+        """(N, W) batch columns of each row's graph neighbours and the slot of its list each came from."""
         idx = _get(batch, "index", "knn").reshape(-1).long()
         nb = _get(batch, "neighbors", "knn").long()
         n = idx.shape[0]
         if nb.dim() != 2 or nb.shape[0] != n:
             raise DataError(f"kernel 'knn': batch['neighbors'] must be (N, k) with N = {n}, got {tuple(nb.shape)}")
+        width = nb.shape[1] if "neighbor_weights" in batch else self.k
         host_idx, host_nb = _host_copy(batch, "index"), _host_copy(batch, "neighbors")
         if host_idx is not None and host_nb is not None:
             # Built on the host, where reading its sizes costs nothing, and copied over without waiting.
-            cols = _graph_support(host_idx.reshape(-1).long(), host_nb.long()[:, : self.k])
-            return cols.to(idx.device, non_blocking=True)
-        return _graph_support(idx, nb[:, : self.k])
+            cols, slots = _graph_support(host_idx.reshape(-1).long(), host_nb.long()[:, :width])
+            return cols.to(idx.device, non_blocking=True), slots.to(idx.device, non_blocking=True)
+        return _graph_support(idx, nb[:, :width])
 
     def sparse(self, batch: Batch, key: str = "embeddings") -> SparseRows:
-        cols = self.neighbours(batch, key)
-        return _uniform_rows(cols, _float_dtype(batch), cols.shape[0], True)
+        if self.scope != "graph":
+            cols = self.neighbours(batch, key)
+            return _uniform_rows(cols, _float_dtype(batch), cols.shape[0], True)
+        cols, slots = self._graph_cols(batch)
+        weights = batch.get("neighbor_weights")
+        if weights is None:
+            return _uniform_rows(cols, _float_dtype(batch), cols.shape[0], True)
+        dtype = _float_dtype(batch)
+        w = torch.where(cols >= 0, weights.to(dtype).gather(1, slots.clamp(min=0)), 0.0)
+        total = w.sum(1, keepdim=True)
+        log_w = torch.where((cols >= 0) & (w > 0), (w / total.clamp_min(torch.finfo(dtype).tiny)).log(), NEG_INF)
+        uniform = torch.zeros(cols.shape[0], dtype=dtype, device=cols.device)
+        return SparseRows(cols, log_w, uniform, cols.shape[0], True, has_uniform=False)
 
     def forward(self, batch: Batch, key: str = "embeddings") -> Tensor:
         if self.scope == "graph":
-            # Independent of the sparse construction: membership of each batch index in each row's list.
+            # Independent of the sparse construction: each row's listed weight (1 each without
+            # weights) on every batch column holding that dataset index, self left out, normalised.
             idx = _get(batch, "index", "knn").reshape(-1).long()
-            nb = _get(batch, "neighbors", "knn").long()[:, : self.k]
-            hit = torch.cat([(nb[a : a + 256, :, None] == idx[None, None, :]).any(1) for a in range(0, len(idx), 256)])
-            hit &= _allowed(len(idx), len(idx), 0, True, idx.device)
-            return log_normalise(torch.where(hit, 0.0, NEG_INF).to(_float_dtype(batch)))
+            weights = batch.get("neighbor_weights")
+            nb = _get(batch, "neighbors", "knn").long()
+            nb = nb if weights is not None else nb[:, : self.k]
+            dtype = _float_dtype(batch)
+            w = (torch.ones_like(nb, dtype=dtype) if weights is None else weights.to(dtype)) * (nb >= 0)
+            if weights is None:  # a list that repeats a neighbour counts it once
+                first = torch.ones_like(nb, dtype=torch.bool)
+                first[:, 1:] = ~(nb[:, 1:, None] == nb[:, None, :-1]).tril().any(2)
+                w = w * first
+            p = torch.cat([
+                ((nb[a : a + 256, :, None] == idx[None, None, :]) * w[a : a + 256, :, None]).sum(1)
+                for a in range(0, len(idx), 256)
+            ])
+            p = p * _allowed(len(idx), len(idx), 0, True, idx.device)
+            return log_normalise(torch.where(p > 0, p.log(), NEG_INF))
         return self.sparse(batch, key).dense()
 
 
-def _graph_support(idx: Tensor, nb: Tensor) -> Tensor:
-    """(N, W) batch columns listed by each row's graph neighbours ``nb`` (dataset indices), -1 padded.
+def _graph_support(idx: Tensor, nb: Tensor) -> tuple[Tensor, Tensor]:
+    """(N, W) batch columns listed by each row's graph neighbours ``nb`` (dataset indices), -1 padded,
+    and the slot of ``nb``'s row each column came from (a weighted graph's weight is at that slot).
 
     W (and the repeats of one dataset index in the batch) are read from the tensors: on the CPU
     that is free; on a device it waits for it, so the kernel passes host copies when it has them.
@@ -231,12 +262,15 @@ def _graph_support(idx: Tensor, nb: Tensor) -> Tensor:
     pos = (lo[..., None] + slot).clamp(max=max(n - 1, 0))
     cols = torch.where(slot < (hi - lo)[..., None], order[pos], -1).reshape(n, -1)
     cols = torch.where(cols == torch.arange(n, device=idx.device)[:, None], -1, cols)
-    # A graph row may repeat a neighbour: count each batch column once.
-    cols = cols.sort(1).values
+    source = torch.arange(nb.shape[1], device=idx.device)[None, :, None].expand(n, -1, max(reps, 0)).reshape(n, -1)
+    # A graph row may repeat a neighbour: count each batch column once (its first slot).
+    cols, order = cols.sort(dim=1, stable=True)
+    source = source.gather(1, order)
     dup = torch.zeros_like(cols, dtype=torch.bool)
     dup[:, 1:] = (cols[:, 1:] == cols[:, :-1]) & (cols[:, 1:] >= 0)
     # Listed columns first, padding last, no wider than the fullest row: the loss reads q at
     # every slot, so padding is work (k x reps slots hold about a third of that, measured).
-    cols = torch.where(dup, -1, cols).sort(1, descending=True).values
+    cols, order = torch.where(dup, -1, cols).sort(dim=1, descending=True, stable=True)
+    source = source.gather(1, order)
     width = int((cols >= 0).sum(1).max()) if cols.numel() else 0
-    return cols[:, :width]
+    return cols[:, :width], source[:, :width]

@@ -93,6 +93,31 @@ def needs_labels(recipe: Any) -> bool:
     return "label" in _kernel_names(p)
 
 
+def propagates_graph(recipe: Method) -> bool:
+    """True when ``p.propagate`` walks the global kNN graph: p reads it, so the walks are taken on
+    the whole graph (a sparse matrix power, :func:`propagated`) instead of within each batch."""
+    return int(recipe.p_propagate) > 0 and _needs_graph(recipe)
+
+
+def propagated(recipe: Method, data: DataSplits, knn: Tensor) -> tuple[Tensor, Tensor, dict[str, Any]]:
+    """The global graph's walks of 1..p.propagate steps: (n, m) columns, their weights and a record.
+
+    Built from the first k columns of ``knn``, k the graph kernel's own (as the kernel reads it);
+    ``propagate_keep`` bounds m (data/propagate.py says what is cut and the record how much).
+    """
+    from icon_bench.data.propagate import propagate_graph
+    from icon_bench.loss.graphs import KNN
+
+    p = create("kernel", _resolve(recipe.p, _context(data, recipe.embedding_dim(data))))
+    ks = {m.k for m in p.modules() if isinstance(m, KNN) and m.scope == "graph"}
+    if len(ks) != 1:
+        raise TrialError(f"p.propagate on the global graph needs one graph kernel's k, got {sorted(ks)}")
+    k = min(ks.pop(), int(knn.shape[1]))
+    t0 = time.perf_counter()
+    cols, weights, record = propagate_graph(knn[:, :k], recipe.p_propagate, recipe.options.get("propagate_keep"))
+    return cols, weights, {**record, "k": k, "seconds": round(time.perf_counter() - t0, 3)}
+
+
 def _make_augment(kind: Any, data: DataSplits, views: int) -> Any:
     """The batched view augmentation: None/"none" (off), "auto" (on when views > 1), or Augmenter parameters."""
     if kind in (None, False, "none"):
@@ -126,9 +151,9 @@ def build_loss(recipe: Method, data: DataSplits, dim: int | None = None) -> nn.M
         p = FullBatchCache(p)
     q = create("kernel", _resolve(recipe.q, ctx))
     div = create("divergence", recipe.divergence)
-    return ICon(
-        p, q, div, p_debias=recipe.p_debias, q_debias=recipe.q_debias, p_propagate=recipe.p_propagate
-    )
+    # Walks on the global graph are in its weights already (learn._train_data); others walk the batch.
+    steps = 0 if propagates_graph(recipe) else recipe.p_propagate
+    return ICon(p, q, div, p_debias=recipe.p_debias, q_debias=recipe.q_debias, p_propagate=steps)
 
 
 def embedding_dim(recipe: Method, data: DataSplits) -> int:

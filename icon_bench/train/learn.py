@@ -11,7 +11,7 @@ from torch import Tensor, nn
 
 from icon_bench.errors import TrialError
 from icon_bench.hooks.registry import split_spec
-from icon_bench.train.build import Method, _make_augment, _needs_graph, graph, needs_labels
+from icon_bench.train.build import Method, _make_augment, _needs_graph, graph, needs_labels, propagated, propagates_graph
 from icon_bench.train.heads import MultiHead, OneHead
 
 if TYPE_CHECKING:
@@ -109,11 +109,13 @@ def _train_data(
         y_all = torch.cat([data.y_train, data.y_val, data.y_test])
     else:
         x_all, y_all = x_train, y_train
-    knn = info = None
+    knn = weights = info = None
     if settings.neighbors > 0 or _needs_graph(recipe):
         knn, info = graph(data, recipe, transductive, dev)
+        if propagates_graph(recipe):
+            knn, weights, info["propagation"] = propagated(recipe, data, knn)
     rows = x_all if data.pixels is not None else x_all.float()
-    return TrainData(rows, y_all.long(), knn, data.pixels).to(dev), x_all, info
+    return TrainData(rows, y_all.long(), knn, data.pixels, weights).to(dev), x_all, info
 
 
 def _loss(recipe: Method, data: DataSplits, heads: int, dev: torch.device) -> nn.Module:

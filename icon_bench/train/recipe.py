@@ -36,6 +36,7 @@ OPTION_TYPES: dict[str, Any] = {
     "head_temperature": PositiveFloat | None,
     "head_dim": PositiveInt,
     "seed_independent": bool,
+    "propagate_keep": PositiveInt,
 }
 OPTION_KEYS = frozenset(OPTION_TYPES)
 
@@ -74,7 +75,8 @@ class Method:
     ``graph_metric`` of the global kNN graph computed when the dataset brings none; ``augment``
     (None, "auto" or Augmenter parameters); ``transductive`` (embed train and test together, for
     lookup models); ``pca_init``/``pca_std``; ``seed_independent`` (False runs every seed of a
-    recipe that declares itself ``deterministic``). A trial's ``settings`` may set them too.
+    recipe that declares itself ``deterministic``); ``propagate_keep`` (entries kept per row when
+    ``p.propagate`` walks the global graph, data/propagate.py). A trial's ``settings`` may set them too.
 
     ``deterministic`` declares that the recipe draws no random number at its defaults (t-SNE and
     SNE: a PCA-initialised lookup table, full batch, one view), so the seed cannot change its result;

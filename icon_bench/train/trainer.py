@@ -82,8 +82,9 @@ class TrainData:
 
     x: Tensor
     y: Tensor
-    knn: Tensor | None = None  # (n, k) int64 dataset indices
+    knn: Tensor | None = None  # (n, k) int64 dataset indices, -1 padded
     pixels: Any = None  # Pixels: uint8 rows -> float32; None: x is float32
+    knn_weights: Tensor | None = None  # (n, k) float32: a propagated graph's weights (None: uniform)
 
     def to(self, device: torch.device | str) -> TrainData:
         return TrainData(
@@ -91,6 +92,7 @@ class TrainData:
             self.y.to(device),
             None if self.knn is None else self.knn.to(device),
             None if self.pixels is None else self.pixels.to(device),
+            None if self.knn_weights is None else self.knn_weights.to(device),
         )
 
     def inputs(self, rows: Tensor) -> Tensor:
@@ -106,6 +108,14 @@ class TrainData:
         if cached is None:
             cached = self.__dict__["_host"] = (self.y.cpu(), None if self.knn is None else self.knn.cpu())
         return cached
+
+    def weights_on_host(self) -> Tensor | None:
+        """The propagated graph's weights on the CPU (copied once), where neighbours are drawn."""
+        if self.knn_weights is None or self.knn_weights.device.type == "cpu":
+            return self.knn_weights
+        if "_host_w" not in self.__dict__:
+            self.__dict__["_host_w"] = self.knn_weights.cpu()
+        return self.__dict__["_host_w"]
 
 
 @dataclasses.dataclass
@@ -161,8 +171,13 @@ def make_batch(
                 "(e.g. dataset.knn=10)"
             )
         k = knn.shape[1]
-        # m neighbours per anchor, drawn with replacement among its k (uniform, like the kNN kernel).
-        cols = torch.randint(0, k, (anchors.numel(), settings.neighbors), generator=generator, device=anchors.device)
+        weights = (data.weights_on_host() if host else data.knn_weights) if data.knn_weights is not None else None
+        if weights is None:
+            # m neighbours per anchor, drawn with replacement among its k (uniform, like the kNN kernel).
+            cols = torch.randint(0, k, (anchors.numel(), settings.neighbors), generator=generator, device=anchors.device)
+        else:
+            # A propagated graph: the end of a walk of 1..steps steps, drawn by its weight.
+            cols = torch.multinomial(weights[anchors], settings.neighbors, replacement=True, generator=generator)
         drawn = knn[anchors.unsqueeze(1), cols].reshape(-1)
         rows = torch.cat([anchors, drawn])
     on_device = rows.to(device, non_blocking=True) if rows.device != device else rows
@@ -178,6 +193,8 @@ def make_batch(
     batch = {"inputs": x, "labels": data.y[on_device], "index": on_device}
     if data.knn is not None:
         batch["neighbors"] = data.knn[on_device]
+    if data.knn_weights is not None:
+        batch["neighbor_weights"] = data.knn_weights[on_device]
     if host:
         batch["host"] = {"index": rows, "labels": y[rows], **({"neighbors": knn[rows]} if knn is not None else {})}  # type: ignore[dict-item]
     return batch

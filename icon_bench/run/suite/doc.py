@@ -150,7 +150,7 @@ _GRID_KEYS = [
 ]
 _TRANSFORMS = [
     ("`p.debias`, `q.debias`", "float >= 0, <= 1", "I-Con's debiasing: (1 - a) p + a / N; 0 is off"),
-    ("`p.propagate`", "int >= 0", "walk steps on the neighbour graph; 0 is off"),
+    ("`p.propagate`", "int >= 0", "walk steps on the neighbour graph (a p reading the global kNN graph walks the whole graph, keeping `propagate_keep` entries per row); 0 is off"),
 ]
 
 
