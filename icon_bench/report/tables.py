@@ -93,6 +93,9 @@ def _legend(report: Report) -> list[str]:
         "Tables titled \"tuned (budget B on val)\" hold configurations whose hyperparameters were searched with "
         "the same budget B each on the validation split and scored once on test; \"defaults\" tables hold "
         "configurations at their defaults. The two are ranked apart."
+        + (" Tables titled \"discovered (budget B on val)\" hold the losses loss discovery found with a search of B "
+           "trials on val, rerun on test at fresh seeds (the Discovered losses section judges them against the "
+           "named methods)." if report.discovered is not None else "")
     )
     lines.append(
         "Tables of different protocol versions, and of the test and val splits, are never merged; "
