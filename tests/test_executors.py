@@ -5,6 +5,7 @@ from __future__ import annotations
 import _thread
 import os
 import re
+import signal
 import threading
 import time
 import warnings
@@ -239,9 +240,15 @@ def test_ray_ctrl_c_cancels_unfinished_and_keeps_finished_rows(ray_cluster: None
         pressed.append(time.time())
         _thread.interrupt_main()  # KeyboardInterrupt in the driver, as Ctrl-C would raise
 
+    # interrupt_main does nothing where SIGINT is ignored or replaced (an xdist worker, a handler an earlier test
+    # left): Python's own handler, as in a terminal, for the length of the run.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     watcher = threading.Thread(target=press_ctrl_c_after_two_rows, daemon=True)
     watcher.start()
-    summary = RayExecutor(cpus=1, progress=False, poll_s=0.2).run(specs, store, trial_fn=fake_trial, load_fn=fake_load)
+    try:
+        summary = RayExecutor(cpus=1, progress=False, poll_s=0.2).run(specs, store, trial_fn=fake_trial, load_fn=fake_load)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     watcher.join()
     assert summary.interrupted and time.time() - pressed[0] < 30
     assert (summary.ok, summary.failed, summary.not_run) == (2, 0, 2)
