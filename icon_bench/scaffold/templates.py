@@ -1,6 +1,6 @@
 """The files of a generated plugin package, one template per file and kind (placeholders, no braces).
 
-Reason: long (about 470 lines) because it is the text of five files for each of five kinds; code and
+Reason: long (about 480 lines) because it is the text of five files for each of five kinds; code and
 its template read best side by side, so they are not split further.
 """
 

@@ -11,10 +11,11 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from icon_bench.run.discovery.search import SEARCH, Study, objective
+from icon_bench.run.discovery.search import Study
 from icon_bench.run.suite.discover_space import loss_name, loss_of
 from icon_bench.run.suite.ids import trial_id
-from icon_bench.run.tuning.plan import metric_higher
+from icon_bench.run.tuning.plan import SEARCH, metric_higher
+from icon_bench.run.tuning.tpe import objective
 
 __all__ = ["confirmation", "top_candidates"]
 
@@ -58,8 +59,7 @@ def confirmation(suite: Any, study: Study, candidates: Sequence[Mapping[str, Any
                                        "val_value": rec.get("value"), "index": rec.get("index"),
                                        "budget": block.budget}
         for method in block.baseline_methods():
-            cell = {key: value for key, value in study.cell.items() if key in ("dataset",)}
-            spec = suite.cell_to_spec({**cell, "method": method, "seed": seed})
+            spec = suite.cell_to_spec({"dataset": study.cell["dataset"], "method": method, "seed": seed})
             specs.append(spec)
             records.setdefault(trial_id(spec), {**common, "role": "baseline", "method": method})
     return specs, records

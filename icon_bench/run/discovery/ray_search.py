@@ -19,13 +19,14 @@ import tempfile
 from collections.abc import Sequence
 from typing import Any
 
-from icon_bench.run.discovery.search import Study, annotate, objective, replay, train_rungs
+from icon_bench.run.discovery.search import Study, annotate, replay, train_rungs
 from icon_bench.run.execution.base import LoadFn, RunSummary, TrialFn, _dataset_key, _record, threads_for
 from icon_bench.run.execution.progress import Progress
 from icon_bench.run.execution.ray_executor import RayExecutor, _import_trial_stack, _ray_load
 from icon_bench.run.execution.store import ResultsStore
 from icon_bench.run.tuning.plan import metric_higher, search_run
 from icon_bench.run.tuning.ray_tune import _ROW, _session
+from icon_bench.run.tuning.tpe import objective
 
 __all__ = ["run_studies_ray"]
 

@@ -11,6 +11,7 @@ from icon_bench.run.discovery.search import Study, run_studies, search_rows, stu
 from icon_bench.run.suite.discover_space import build_space
 from icon_bench.run.execution.base import LoadFn, RunSummary, TrialFn
 from icon_bench.run.execution.store import ResultsStore
+from icon_bench.run.suite.ids import trial_id
 from icon_bench.run.tuning.plan import FinalTrial, _max_epochs
 from icon_bench.run.tuning.search import TunedRun
 
@@ -26,7 +27,7 @@ def plan_studies(suite: Any) -> list[Study]:
     for dataset in suite.dataset_values():
         cell = {"method": block.base_method(), "dataset": dataset, "seed": seed}
         spec = suite.cell_to_spec(cell)
-        studies.append(Study(study_id(suite, block, space, spec), cell, dataset, block, space, _max_epochs(spec)))
+        studies.append(Study(study_id(suite, block, space, spec), cell, block, space, _max_epochs(spec)))
     return studies
 
 
@@ -100,8 +101,6 @@ def _confirm(suite: Any, studies: list[Study], rows: list[dict[str, Any]], store
     latest = {r["trial_id"]: r for r in rows}
     specs: list[dict[str, Any]] = []
     records: dict[str, dict[str, Any]] = {}
-    from icon_bench.run.suite.ids import trial_id
-
     for study in studies:
         found = top_candidates(study, search_rows(rows, study.study_id), study.block.confirm.top)
         if not found:

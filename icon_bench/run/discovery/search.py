@@ -31,11 +31,10 @@ from icon_bench.run.execution.store import ResultsStore
 from icon_bench.run.suite.discover_block import Discover
 from icon_bench.run.suite.ids import canonical_json, config_id
 from icon_bench.run.tuning.candidates import Asha, row_value, rungs
-from icon_bench.run.tuning.plan import load_or_error, metric_higher, search_run
+from icon_bench.run.tuning.plan import SEARCH, load_or_error, metric_higher, search_run
+from icon_bench.run.tuning.tpe import objective
 
-__all__ = ["Study", "SEARCH", "objective", "pruned_reason", "run_studies", "search_rows"]
-
-SEARCH = "search"
+__all__ = ["Study", "pruned_reason", "run_studies", "search_rows"]
 
 
 @dataclasses.dataclass
@@ -44,7 +43,6 @@ class Study:
 
     study_id: str
     cell: dict[str, Any]  # the base recipe's cell: method, dataset, seed (Suite.cell_to_spec reads it)
-    dataset: Any
     block: Discover
     space: Space
     max_epochs: int
@@ -93,12 +91,6 @@ def pruned_reason(row: Mapping[str, Any], stopped: bool) -> str | None:
     if COLLAPSED in said:
         return "collapsed"
     return "asha" if stopped else None
-
-
-def objective(row: Mapping[str, Any], metric: str, higher: bool) -> float | None:
-    """What the study maximises: the val value (negated when lower is better); None without one."""
-    value = row_value(row, metric) if row.get("status") == SEARCH else None
-    return None if value is None else (value if higher else -value)
 
 
 def _sampler(block: Discover, sid: str) -> Any:

@@ -86,8 +86,11 @@ def _choices(side: str, written: Any, task: str) -> list[Choice]:
     out = []
     for i, entry in enumerate(written):
         loc = ("discover", "space", side, i)
-        name, ranges = (entry, None) if isinstance(entry, str) else (next(iter(entry)), entry[next(iter(entry))]) \
-            if isinstance(entry, Mapping) and len(entry) == 1 else (None, None)
+        name, ranges = None, None
+        if isinstance(entry, str):
+            name = entry
+        elif isinstance(entry, Mapping) and len(entry) == 1:
+            (name, ranges), = entry.items()
         if name is None or not (ranges is None or isinstance(ranges, Mapping)):
             raise SpaceError(loc, f"expected a name or {{name: {{param: range}}}}, got {entry!r}")
         try:
