@@ -48,6 +48,9 @@ MEMORY_GRAPHS = 8
 #: Part of every cache key: raise it when the graph a content gets changes (2: equidistant
 #: neighbours by index), so graphs cached by an older rule are never read back as current.
 GRAPH_VERSION = 2
+#: The end of an approximate graph's key: the index that made it, so graphs an earlier index made
+#: (HNSW's, cached under a bare "-ann" before IVF-Flat replaced it) are never read back as its own.
+ANN_KEY = "-ivf-ann"
 #: Above this many rows a CPU graph is approximate (icon_bench.data.ann) when faiss is installed:
 #: the exact search is O(n^2 d), some 14 CPU hours at 1.28 M x 768.
 APPROX_ROWS = 200_000
@@ -109,10 +112,10 @@ def content_hash(data: DataSplits) -> str:
 
 def graph_key(parts: Sequence[Tensor], k: int, metric: str, approximate: bool = False) -> str:
     """The cache key of the graph over the rows of ``parts`` stacked in order: content, metric, k,
-    the graph rule's version, and "-ann" for an approximate graph (never read back as an exact one)."""
+    the graph rule's version, and ANN_KEY for an approximate graph (never read back as an exact one)."""
     digests = [tensor_digest(p) for p in parts]
     content = digests[0] if len(digests) == 1 else hashlib.sha256("".join(digests).encode()).hexdigest()
-    return f"{content[:24]}-{metric}-k{k}-v{GRAPH_VERSION}" + ("-ann" if approximate else "")
+    return f"{content[:24]}-{metric}-k{k}-v{GRAPH_VERSION}" + (ANN_KEY if approximate else "")
 
 
 # -- exact chunked search -------------------------------------------------------------------------
