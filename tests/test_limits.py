@@ -316,3 +316,32 @@ def test_a_file_with_x_y_and_x_test_y_test_uses_its_own_test_split(tmp_path: Pat
     data = arrays(str(path)).load()
     assert (len(data.x_train) + len(data.x_val), len(data.x_test)) == (60, 21)
     assert data.meta["keys"]["test_features"] == "x_test"
+
+
+def test_spectral_clustering_at_imagenet_scale_is_refused_before_it_runs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from icon_bench.run.suite.memory import estimate_trial
+
+    rows, k = 1_153_050, 1000
+    big = estimate_trial({"method": "spectral"}, rows=rows, in_shape=(768,), num_classes=k)
+    # scipy's eigsh keeps ncv = max(2k + 1, 20) float64 Lanczos vectors of every row.
+    assert big.parts["eigensolver"] == (2 * k + 1) * rows * 8 and big.total > 24 * 2**30
+    assert "eigensolver" not in estimate_trial({"method": "kmeans"}, rows=rows, in_shape=(768,), num_classes=k).parts
+    # The same method on digits-sized data stays small: a suite of it is not refused.
+    assert estimate_trial({"method": "spectral"}, rows=1437, in_shape=(64,), num_classes=10).total < 10 * 2**20
+    x = np.lib.format.open_memmap(tmp_path / "x.npy", mode="w+", dtype=np.float32, shape=(rows, 768))  # sparse file
+    del x
+    y = np.lib.format.open_memmap(tmp_path / "y.npy", mode="w+", dtype=np.int64, shape=(rows,))
+    y[:] = np.arange(rows) % k
+    del y
+    suite = _write(tmp_path, f"""
+        name: big
+        datasets: [{{name: arrays, path: {tmp_path / 'x.npy'}, labels: y.npy}}]
+        grid: {{method: [kmeans, spectral]}}
+        """)
+    code = cli.main(["run", str(suite), "--dry-run", "--results", str(tmp_path / "r"), "--max-memory", "24G"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "a trial of method 'spectral' needs about" in err and "eigensolver" in err, err
+    assert "method 'kmeans'" not in err

@@ -53,7 +53,7 @@ def _file_shape(spec: dict[str, Any], loc: Loc, limit: int, problems: list[Probl
         headers = {h.name: h for h in check_array_bytes(path, limit)}
         if suffix == ".npy":
             (x,) = headers.values()
-            return x.rows, tuple(x.shape[1:]), None
+            return x.rows, tuple(x.shape[1:]), _npy_classes(path, _arrays_params(spec).get("labels"), limit)
         params = _arrays_params(spec)
         test_path = params.get("test_path")
         test_headers = None
@@ -67,6 +67,21 @@ def _file_shape(spec: dict[str, Any], loc: Loc, limit: int, problems: list[Probl
     rows = x.rows + (((test_headers or headers)[keys["test_features"]].rows) if "test_features" in keys else 0)
     classes = _classes(path, keys["labels"], loc, problems)
     return rows, tuple(x.shape[1:]), classes
+
+
+def _npy_classes(path: Path, labels: str | None, limit: int) -> int | None:
+    """Distinct labels of a .npy file's labels file (the one the loader would read), None when it cannot tell."""
+    import numpy as np
+
+    from icon_bench.data.files import ArraysDataset
+    from icon_bench.data.headers import check_array_bytes
+
+    try:
+        label_path = ArraysDataset._sibling_labels(path, labels)
+        check_array_bytes(label_path, limit)  # bounded before it is read
+        return len(np.unique(np.load(label_path, mmap_mode="r", allow_pickle=False)))
+    except Exception:  # the loader reports a missing or malformed labels file with its own message
+        return None
 
 
 def _classes(path: Path, key: str, loc: Loc, problems: list[Problem]) -> int | None:

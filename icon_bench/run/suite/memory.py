@@ -5,7 +5,9 @@ An estimate, not a measurement: it is there to refuse at plan time what cannot f
 - data: the arrays as float32, three times (the file's array, the tensors, a split's copy);
 - model: its parameters x 4 copies (weights, gradients, Adam's two moments), counted on torch's
   meta device, where a module allocates nothing, so any plugin model is counted the same way;
-- batch: the p and q kernel matrices of one batch (batch_size^2, a handful of them, per head).
+- batch: the p and q kernel matrices of one batch (batch_size^2, a handful of them, per head);
+- what a method says its fit holds beyond the data (`memory_parts(rows, features, classes)`: the
+  baselines' eigensolver basis, labels).
 """
 
 from __future__ import annotations
@@ -102,6 +104,10 @@ def estimate_trial(
         known_rows = min(rows, 2 * subset)  # subset caps train and test each
     if rows is not None:
         estimate.parts["data"] = known_rows * features * 4 * _DATA_COPIES
+        # A method that knows what its fit holds says so (the scikit-learn baselines do).
+        own = getattr(recipe, "memory_parts", None)
+        if callable(own):
+            estimate.parts.update(own(known_rows, features, num_classes or 10))
     options = getattr(recipe, "options", {}) or {}
     heads = int(options.get("heads", 1) or 1)
     params = _model_params(recipe, known_rows, shape, num_classes or 10, heads)
