@@ -34,7 +34,8 @@ def divergence_label(spec: Mapping[str, Any], row: Mapping[str, Any] | None = No
 def trial_label(spec: Mapping[str, Any], row: Mapping[str, Any] | None = None) -> str:
     """One line naming a trial; with its row, a divergence left to the method shows the method's default
     (a live bar's narrow form is `bar_label`)."""
-    dataset = component_label(spec.get("dataset"))
+    # The dataset as reports name it (the row's label once the data loaded, else the spec's), as bars do.
+    dataset = (row or {}).get("dataset_label") or dataset_label(spec.get("dataset"))
     divergence = divergence_label(spec, row)
     return f"{spec.get('method')} on {dataset} (divergence {divergence}, seed {spec.get('seed')})"
 
