@@ -397,3 +397,30 @@ def test_a_cache_graph_above_the_threshold_is_approximate_with_its_recall_record
     monkeypatch.setattr(ann, "available", lambda: False)
     with pytest.warns(UserWarning, match="exact O"):
         assert write_cache(tmp_path / "e", arrays, {"name": "t"}, {"label": "t"}, knn=5)["graph"] == {"method": "exact"}
+
+
+def test_a_feature_cache_shape_is_known_at_plan_time(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # The memory check reads a feature cache's headers and manifest: spectral on it is refused when the
+    # suite loads (its eigensolver basis: 20 float64 vectors of each of the 3,000 rows), k-means is not.
+    rng = np.random.default_rng(0)
+    reps, labels = tmp_path / "representations" / "dinov2_vitb14", tmp_path / "labels"
+    reps.mkdir(parents=True)
+    labels.mkdir()
+    np.save(reps / "cifar10_train.npy", rng.normal(size=(2500, 20)).astype(np.float32))
+    np.save(reps / "cifar10_val.npy", rng.normal(size=(500, 20)).astype(np.float32))
+    np.save(labels / "cifar10_train.npy", rng.integers(0, 3, 2500))
+    np.save(labels / "cifar10_val.npy", rng.integers(0, 3, 500))
+    assert cli.main(["import-features", "turtle", str(reps), "--dataset", "cifar10", "--knn", "4", "-o", str(tmp_path / "f")]) == 0
+    from icon_bench.run.suite.data_check import _features_shape
+
+    assert _features_shape(tmp_path / "f") == (3000, (20,), 3)
+    assert _features_shape(tmp_path / "nothing") is None
+    suite = tmp_path / "s.yaml"
+    suite.write_text(f"name: s\ndatasets: [{{name: features, path: {tmp_path / 'f'}, val_fraction: 0}}]\n"
+                     "grid: {method: [kmeans, spectral]}\n")
+    argv = ["run", str(suite), "--dry-run", "--results", str(tmp_path / "r")]
+    capsys.readouterr()
+    assert cli.main([*argv, "--max-memory", "1M"]) == 2
+    err = capsys.readouterr().err
+    assert "method 'spectral' needs about" in err and "eigensolver 480 kB" in err and "'kmeans'" not in err
+    assert cli.main([*argv, "--max-memory", "1G"]) == 0

@@ -69,6 +69,26 @@ def _file_shape(spec: dict[str, Any], loc: Loc, limit: int, problems: list[Probl
     return rows, tuple(x.shape[1:]), classes
 
 
+def _features_shape(folder: Path) -> DataShape | None:
+    """A feature cache's rows (train and its scored split), per-row shape and classes, from its array
+    headers and manifest (nothing read beyond them); None when the folder is not one (yet): loading
+    it says why."""
+    import numpy as np
+
+    from icon_bench.features.cache import read_manifest
+
+    try:
+        manifest = read_manifest(folder)
+        train = np.load(folder / "features_train.npy", mmap_mode="r")
+        scored = folder / "features_test.npy"
+        scored = scored if scored.is_file() else folder / "features_val.npy"
+        rows = train.shape[0] + (np.load(scored, mmap_mode="r").shape[0] if scored.is_file() else 0)
+        classes = manifest.get("num_classes")
+    except Exception:
+        return None
+    return rows, tuple(train.shape[1:]), int(classes) if isinstance(classes, int) else None
+
+
 def _npy_classes(path: Path, labels: str | None, limit: int) -> int | None:
     """Distinct labels of a .npy file's labels file (the one the loader would read), None when it cannot tell."""
     import numpy as np
@@ -100,15 +120,21 @@ def _classes(path: Path, key: str, loc: Loc, problems: list[Problem]) -> int | N
 
 
 def check_data_files(suite: Suite, base: str | os.PathLike[str] | None, limit: int) -> tuple[list[Problem], dict[str, DataShape]]:
-    """Problems of the suite's data files (found ones only; a missing file is reported by check_plan) and their shapes."""
+    """Problems of the suite's data files (found ones only; a missing file is reported by check_plan) and their
+    shapes: `arrays` files' and feature caches' (what the memory estimate of each cell reads)."""
     from icon_bench.run.suite.ids import canonical_json
 
     problems: list[Problem] = []
     shapes: dict[str, DataShape] = {}
     for loc, spec in dataset_entries(suite):
-        if not isinstance(spec, Mapping) or not isinstance(spec.get("path"), str) or spec.get("name") != "arrays":
+        if not isinstance(spec, Mapping) or not isinstance(spec.get("path"), str) or spec.get("name") not in ("arrays", "features"):
             continue
         resolved = resolve_dataset_paths(spec, base)
+        if spec["name"] == "features":
+            shape = _features_shape(Path(resolved["path"]).expanduser())
+            if shape is not None:
+                shapes[canonical_json(dict(spec))] = shape
+            continue
         shape = _file_shape(resolved, loc, limit, problems)
         if shape is None:
             continue
