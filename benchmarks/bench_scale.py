@@ -111,17 +111,17 @@ def make_data(folder: Path, n: int, n_test: int, dim: int, classes: int, seed: i
     (folder / "done").write_text("ok")
 
 
-def _load(folder: Path, knn: bool = False):
+def _load(folder: Path, args: argparse.Namespace):
     from icon_bench.data.load import load_dataset
 
     spec = {"name": "arrays", "path": str(folder / "x_train.npy"), "labels": "y_train.npy",
-            "test_features": "x_test.npy", "test_labels": "y_test.npy"}
+            "test_features": "x_test.npy", "test_labels": "y_test.npy", "val_fraction": args.val_fraction}
     return load_dataset(spec)
 
 
 def child_load(folder: Path, args: argparse.Namespace) -> dict:
     c0, w0 = _cpu(), time.perf_counter()
-    data = _load(folder)
+    data = _load(folder, args)
     return {"cpu_s": _cpu() - c0, "wall_s": time.perf_counter() - w0, "n_train": len(data.x_train),
             "n_val": len(data.x_val), "n_test": len(data.x_test)}
 
@@ -129,7 +129,7 @@ def child_load(folder: Path, args: argparse.Namespace) -> dict:
 def child_graph(folder: Path, args: argparse.Namespace, approximate: bool | None) -> dict:
     from icon_bench.data.graph import ANN_KEY, global_knn, graph_record
 
-    data = _load(folder)
+    data = _load(folder, args)
     c0, w0 = _cpu(), time.perf_counter()
     graph, source, key = global_knn([data.x_train], 10, "euclidean", approximate=approximate)
     out = {"cpu_s": _cpu() - c0, "wall_s": time.perf_counter() - w0, "source": source, **graph_record(key)}
@@ -159,7 +159,7 @@ def _setup(folder: Path, args: argparse.Namespace, which: str):
     from icon_bench.train.recipes import get_recipe
     from icon_bench.train.trainer import TrainSettings
 
-    data = _load(folder)
+    data = _load(folder, args)
     if args.graph == "synthetic":
         data.knn_train = synthetic_graph(data.y_train)
     name, spec = METHODS[which]
@@ -276,7 +276,7 @@ def child_configs(folder: Path, args: argparse.Namespace) -> dict:
     from icon_bench.train.recipes import get_recipe
     from icon_bench.train.trainer import TrainSettings
 
-    data = _load(folder)
+    data = _load(folder, args)
     if args.graph == "synthetic":
         data.knn_train = synthetic_graph(data.y_train)
     made: dict[tuple, tuple] = {}
@@ -332,7 +332,7 @@ def child_kmeans(folder: Path, args: argparse.Namespace) -> dict:
     (--kmeans-iters of them, from random rows: the iterations cost the same whatever the start)."""
     from sklearn.cluster import KMeans, kmeans_plusplus
 
-    data = _load(folder)
+    data = _load(folder, args)
     x = data.x_train.numpy()
     k, sub = int(data.num_classes), min(args.kmeans_init_rows, len(x))
     c0 = _cpu()
@@ -371,7 +371,7 @@ def run_one(args: argparse.Namespace, size: int, path: str) -> dict:
     cmd = [sys.executable, __file__, "--child", path, "--child-size", str(size), "--workdir", args.workdir,
            "--steps", str(args.steps), "--batch", str(args.batch), "--threads", str(args.threads), "--graph", args.graph,
            "--epochs", str(args.epochs), "--suite", args.suite, "--kmeans-iters", str(args.kmeans_iters),
-           "--kmeans-init-rows", str(args.kmeans_init_rows)]
+           "--kmeans-init-rows", str(args.kmeans_init_rows), "--val-fraction", str(args.val_fraction)]
     env = {**os.environ, "ICON_BENCH_CACHE": str(Path(args.workdir) / "cache")}
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     lines = []
@@ -403,6 +403,8 @@ def main() -> None:
                     help="configs path: the suite whose learned configurations are stepped")
     ap.add_argument("--kmeans-iters", type=int, default=5, help="kmeans path: Lloyd iterations")
     ap.add_argument("--kmeans-init-rows", type=int, default=50_000, help="kmeans path: rows k-means++ seeds on")
+    ap.add_argument("--val-fraction", type=float, default=0.1,
+                    help="the val split carved from train (0: the train rows stay mapped, not copied)")
     ap.add_argument("--workdir", default="/tmp/icon-bench-scale")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     ap.add_argument("--child-size", type=int, help=argparse.SUPPRESS)
