@@ -9,8 +9,8 @@ import textwrap
 from pathlib import Path
 
 from icon_bench.errors import IconBenchError
+from icon_bench.scaffold.component_templates import _COMPONENT
 from icon_bench.scaffold.templates import (
-    _COMPONENT,
     _HOOKS,
     _INIT,
     _PYPROJECT,
