@@ -2,9 +2,7 @@
 
 Loss discovery searches their parameters continuously (their `discovery` declarations).
 
-`mixture`: a parameterised family of f-divergences, the normalised weighted sum of KL, JS, TV and Hellinger.
-
-Any nonnegative combination of convex generators with f(1) = 0 is again one, so
+`mixture`: any nonnegative combination of convex generators with f(1) = 0 is again one, so
 ``mixture(kl=w1, js=w2, tv=w3, hellinger=w4)`` is the f-divergence with generator
 ``f = sum_g w_g f_g / sum_g w_g``. Its corners are the four divergences Beyond I-Con compares by
 hand, and loss discovery searches the weights continuously between them. Every member keeps what
@@ -34,6 +32,7 @@ from icon_bench.loss.divergences import (
     _log_cap,
     _log_tiny,
 )
+
 
 class Alpha(Divergence):
     """Amari alpha-divergence (1 - sum p^a q^(1-a)) / (a (1 - a)); KL(p || q) at a = 1, KL(q || p) at a = 0."""

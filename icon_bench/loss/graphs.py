@@ -208,13 +208,11 @@ class KNN(Kernel):
         return _graph_support(idx, nb[:, :width])
 
     def sparse(self, batch: Batch, key: str = "embeddings") -> SparseRows:
-        if self.scope != "graph":
+        weights = batch.get("neighbor_weights") if self.scope == "graph" else None
+        if weights is None:
             cols = self.neighbours(batch, key)
             return _uniform_rows(cols, _float_dtype(batch), cols.shape[0], True)
         cols, slots = self._graph_cols(batch)
-        weights = batch.get("neighbor_weights")
-        if weights is None:
-            return _uniform_rows(cols, _float_dtype(batch), cols.shape[0], True)
         dtype = _float_dtype(batch)
         w = torch.where(cols >= 0, weights.to(dtype).gather(1, slots.clamp(min=0)), 0.0)
         total = w.sum(1, keepdim=True)

@@ -40,12 +40,15 @@ def _unflatten(flat: Mapping[str, Any]) -> dict:
     return out
 
 
+def _budget(record: Any) -> Any:
+    """A record's budget as written: a whole float (read back from parquet, where NaN made it one) as an int."""
+    budget = _get(record, "budget")
+    return int(budget) if isinstance(budget, float) and budget.is_integer() else budget
+
+
 def tuned_kind(tune: Mapping[str, Any]) -> str:
     """How a tuned row's number was obtained, as table titles say it: "tuned (budget 8 on val)"."""
-    budget = tune.get("budget")
-    if isinstance(budget, float) and budget.is_integer():  # read back from parquet, where NaN made it a float
-        budget = int(budget)
-    return f"tuned (budget {budget} on val)"
+    return f"tuned (budget {_budget(tune)} on val)"
 
 
 def _discover_records(df: pd.DataFrame) -> list[Any]:
@@ -64,9 +67,7 @@ def _discover_records(df: pd.DataFrame) -> list[Any]:
 
 def discovered_kind(record: Mapping[str, Any]) -> str:
     """How a loss discovery candidate's number was obtained: "discovered (budget 20 on val)"."""
-    budget = _get(record, "budget")
-    if isinstance(budget, float) and budget.is_integer():
-        budget = int(budget)
+    budget = _budget(record)
     return f"discovered (budget {budget} on val)" if budget is not None else "discovered (on val)"
 
 

@@ -99,23 +99,16 @@ class TrainData:
         """float32 rows of `x` (rows drawn from it, or a slice of it): converted when x holds pixels."""
         return rows if self.pixels is None else self.pixels(rows)
 
-    def keys_on_host(self) -> tuple[Tensor, Tensor | None]:
-        """(labels, kNN graph) on the CPU, copied once: off the CPU the trainer draws each batch's
-        indices there, so the kernels size p's support without reading the device (a sync per step)."""
+    def keys_on_host(self) -> tuple[Tensor, Tensor | None, Tensor | None]:
+        """(labels, kNN graph, its weights) on the CPU, copied once: off the CPU the trainer draws each
+        batch's indices there, so the kernels size p's support without reading the device (a sync per step)."""
         if self.x.device.type == "cpu":
-            return self.y, self.knn
+            return self.y, self.knn, self.knn_weights
         cached = self.__dict__.get("_host")
         if cached is None:
-            cached = self.__dict__["_host"] = (self.y.cpu(), None if self.knn is None else self.knn.cpu())
+            keys = (self.y, self.knn, self.knn_weights)
+            cached = self.__dict__["_host"] = tuple(None if t is None else t.cpu() for t in keys)
         return cached
-
-    def weights_on_host(self) -> Tensor | None:
-        """The propagated graph's weights on the CPU (copied once), where neighbours are drawn."""
-        if self.knn_weights is None or self.knn_weights.device.type == "cpu":
-            return self.knn_weights
-        if "_host_w" not in self.__dict__:
-            self.__dict__["_host_w"] = self.knn_weights.cpu()
-        return self.__dict__["_host_w"]
 
 
 @dataclasses.dataclass
@@ -162,7 +155,7 @@ def make_batch(
     """
     device = data.x.device
     host = anchors.device != device if host_keys is None else host_keys
-    y, knn = data.keys_on_host() if host else (data.y, data.knn)
+    y, knn, weights = data.keys_on_host() if host else (data.y, data.knn, data.knn_weights)
     rows = anchors
     if settings.neighbors > 0:
         if knn is None:
@@ -171,7 +164,6 @@ def make_batch(
                 "(e.g. dataset.knn=10)"
             )
         k = knn.shape[1]
-        weights = (data.weights_on_host() if host else data.knn_weights) if data.knn_weights is not None else None
         if weights is None:
             # m neighbours per anchor, drawn with replacement among its k (uniform, like the kNN kernel).
             cols = torch.randint(0, k, (anchors.numel(), settings.neighbors), generator=generator, device=anchors.device)
